@@ -1,0 +1,564 @@
+"""One TOML file describes the fleet; this module turns it into checked, typed settings.
+
+Every error names the file and the dotted key, so `easeoff config check` can print
+one line an operator can act on. Secrets come from the environment and are kept out
+of every repr and message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from feedback.secrets import redact_url
+
+DEFAULT_CONFIG_NAME = "easeoff.example.toml"
+CONFIG_ENV = "EASEOFF_CONFIG"
+REDIS_URL_ENV = "EASEOFF_REDIS_URL"
+
+# Signals read off every MySQL host by the built-in probe.
+HOST_SIGNALS = ("connections", "threads_running", "qps")
+# Signals read off hosts that replicate: replicas and both halves of a pair.
+REPLICA_SIGNALS = ("lag",)
+BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS
+# Where a signal's number comes from: a built-in host probe, a custom SQL query on a
+# resource's writable hosts, the app-side request counter, or a Prometheus query.
+SOURCES = ("mysql", "sql", "app", "prometheus")
+# What a queue's water marks watch: ready jobs, and the age of the oldest ready job (s).
+WATERMARK_MEASURES = ("depth", "age")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as `file: key: what is wrong`."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass(frozen=True)
+class MySQLHost:
+    name: str
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    connect_timeout: float = 0.5
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    high: float
+    low: float
+    critical: float | None = None
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """One strain signal. `resources` limits where it applies; None means everywhere
+    (for app and Prometheus traffic: globally, holding every queue)."""
+
+    name: str
+    high: float
+    low: float
+    critical: float | None = None
+    fail_closed: bool = True
+    source: str = "mysql"
+    query: str | None = None
+    url: str | None = field(default=None, repr=False)
+    counter: str | None = None
+    resources: tuple[str, ...] | None = None
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.high, self.low, self.critical)
+
+    @property
+    def is_global_traffic(self) -> bool:
+        return self.source in ("app", "prometheus") and self.resources is None
+
+    @property
+    def source_key(self) -> str:
+        """Where readings of app and Prometheus signals are cached (they have no host)."""
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True)
+class ConcurrencyConfig:
+    """A fleet-wide cap on heavy jobs running against one resource, adapted AIMD-style
+    between `min` and `max`: +1 per healthy, saturated probe interval; times `decrease` on strain."""
+
+    min: int = 1
+    max: int = 8
+    decrease: float = 0.5
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """What a job touches: a primary, a master-master pair or plain hosts, plus replicas."""
+
+    name: str
+    writers: tuple[str, ...]
+    replicas: tuple[str, ...] = ()
+    shape: str = "hosts"  # "hosts" (plain), "primary", or "pair"
+    ignore_worst: int = 0
+    overrides: Mapping[str, Thresholds] = field(default_factory=dict)
+    concurrency: ConcurrencyConfig | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.writers + self.replicas
+
+    @property
+    def pair(self) -> bool:
+        return self.shape == "pair"
+
+    def role(self, host: str) -> str:
+        """`host` for plain hosts (load signals only), else `primary`, `pair` or `replica`."""
+        if host in self.replicas:
+            return "replica"
+        return self.shape if self.shape != "hosts" else "host"
+
+
+@dataclass(frozen=True)
+class WaterMark:
+    """One queue measure (`depth` in jobs, `age` of the oldest ready job in seconds) with
+    high- and low-water marks. High fires above `high` and resolves only below `low`;
+    low fires below `low` (a drained queue) and resolves only above `high`. Both must
+    hold for `for_s` before firing and keep firing for `keep_firing_for_s` after."""
+
+    measure: str
+    high: float | None
+    low: float | None
+    for_s: float = 60.0
+    keep_firing_for_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    resources: tuple[str, ...] = ()
+    watermarks: tuple[WaterMark, ...] = ()
+    priority: str = "normal"  # "low" queues leave a resource's last concurrency slot to others
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    base: float = 1.0
+    cap: float = 60.0
+    max_deferrals: int | None = None  # past either cap a job fails, with the reason
+    max_age: float | None = 86400.0  # seconds since its first deferral
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    redis_url: str = field(repr=False)
+    probe_interval: float
+    probe_timeout: float
+    stale_after: float
+    backoff: BackoffConfig
+    hosts: Mapping[str, MySQLHost]
+    resources: Mapping[str, ResourceConfig]
+    signals: Mapping[str, SignalConfig]
+    queues: Mapping[str, QueueConfig]
+
+    def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
+        """The hosts whose readings gate work on these resources, in config order."""
+        wanted: set[str] = set()
+        for resource in resources:
+            if resource in self.resources:
+                wanted.update(self.resources[resource].hosts)
+        return tuple(name for name in self.hosts if name in wanted)
+
+    def host_roles(self, host: str) -> frozenset[str]:
+        """Every role a host plays across resources: it decides what its probe reads."""
+        return frozenset(r.role(host) for r in self.resources.values() if host in r.hosts) or frozenset({"host"})
+
+    def thresholds(self, signal: str, host: str) -> Thresholds:
+        """A resource's override for its hosts, else the signal's own thresholds."""
+        for resource in self.resources.values():
+            if host in resource.hosts and signal in resource.overrides:
+                return resource.overrides[signal]
+        return self.signals[signal].thresholds
+
+    @property
+    def traffic_sources(self) -> tuple[str, ...]:
+        """Cache keys of the signals that are not read off a MySQL host."""
+        return tuple(s.source_key for s in self.signals.values() if s.source in ("app", "prometheus"))
+
+    @property
+    def probe_targets(self) -> tuple[str, ...]:
+        return tuple(self.hosts) + self.traffic_sources
+
+    def queue_resources(self, queue: str) -> tuple[str, ...]:
+        q = self.queues.get(queue)
+        return q.resources if q else ()
+
+    @property
+    def redis_url_redacted(self) -> str:
+        return redact_url(self.redis_url)
+
+
+def default_config_path() -> Path:
+    """`EASEOFF_CONFIG`, else the example shipped at the repo root."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate; raise ConfigError on any problem."""
+    config_path = Path(path) if path is not None else default_config_path()
+    source = str(config_path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.__class__.__name__}") from None
+    return parse_config(text, source, os.environ if environ is None else environ)
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML ({exc})") from None
+    return _Parser(source, environ).config(raw)
+
+
+_ENV_NAME = re.compile(r"[^A-Z0-9]+")
+
+
+def host_env_prefix(host_name: str) -> str:
+    """`db-1` → `EASEOFF_MYSQL_DB_1`: where a host's URL and password overrides live."""
+    return "EASEOFF_MYSQL_" + _ENV_NAME.sub("_", host_name.upper()).strip("_")
+
+
+class _Parser:
+    """Walks the raw TOML with a key path, so every complaint can name where it is."""
+
+    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    def table(self, raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
+        name = key.rsplit(".", 1)[-1]
+        value = raw.get(name)
+        if value is None:
+            if required:
+                raise self.fail(key, "missing table")
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        return value
+
+    def number(self, raw: Mapping[str, Any], key: str, default: float | None = None, minimum: float = 0.0) -> float:
+        name = key.rsplit(".", 1)[-1]
+        value = raw.get(name, default)
+        if value is None:
+            raise self.fail(key, "missing number")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"must be a number, not {type(value).__name__}")
+        if not math.isfinite(value) or value < minimum:
+            raise self.fail(key, f"must be a finite number >= {minimum:g}")
+        return float(value)
+
+    def string(self, raw: Mapping[str, Any], key: str, default: str | None = None) -> str:
+        name = key.rsplit(".", 1)[-1]
+        value = raw.get(name, default)
+        if value is None:
+            raise self.fail(key, "missing string")
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def names(self, raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        name = key.rsplit(".", 1)[-1]
+        value = raw.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a list of names")
+        return tuple(value)
+
+    def reject_unknown(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> None:
+        for name in raw:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+    def config(self, raw: Mapping[str, Any]) -> Config:
+        self.reject_unknown(raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues"})
+        redis = self.table(raw, "redis")
+        self.reject_unknown(redis, "redis", {"url"})
+        redis_url = self.environ.get(REDIS_URL_ENV) or self.string(redis, "redis.url", "redis://127.0.0.1:6379/0")
+        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise self.fail("redis.url", "must be a redis://, rediss:// or unix:// URL")
+
+        probe = self.table(raw, "probe")
+        self.reject_unknown(probe, "probe", {"interval", "timeout", "stale_after"})
+        interval = self.number(probe, "probe.interval", 1.0, minimum=0.05)
+        timeout = self.number(probe, "probe.timeout", min(0.5, interval), minimum=0.01)
+        stale_after = self.number(probe, "probe.stale_after", 5 * interval, minimum=interval)
+
+        backoff_raw = self.table(raw, "backoff")
+        self.reject_unknown(backoff_raw, "backoff", {"base", "cap", "max_deferrals", "max_age"})
+        max_deferrals = self.number(backoff_raw, "backoff.max_deferrals", 0, minimum=0)
+        if max_deferrals != int(max_deferrals):
+            raise self.fail("backoff.max_deferrals", "must be a whole number (0 for no cap)")
+        max_age = self.number(backoff_raw, "backoff.max_age", 86400.0, minimum=0)
+        backoff = BackoffConfig(
+            base=self.number(backoff_raw, "backoff.base", 1.0, minimum=0.01),
+            cap=self.number(backoff_raw, "backoff.cap", 60.0, minimum=0.01),
+            max_deferrals=int(max_deferrals) or None,
+            max_age=max_age or None,
+        )
+        if backoff.cap < backoff.base:
+            raise self.fail("backoff.cap", "must be >= backoff.base")
+
+        hosts = self.hosts(self.table(self.table(raw, "mysql"), "mysql.hosts"), timeout)
+        signals = self.signals(self.table(raw, "signals"))
+        resources = self.resources(self.table(raw, "resources"), hosts, signals)
+        self.check_signal_scopes(signals, resources)
+        queues = self.queues(self.table(raw, "queues"), resources)
+        return Config(
+            source=self.source,
+            redis_url=redis_url,
+            probe_interval=interval,
+            probe_timeout=timeout,
+            stale_after=stale_after,
+            backoff=backoff,
+            hosts=hosts,
+            resources=resources,
+            signals=signals,
+            queues=queues,
+        )
+
+    def hosts(self, raw: Mapping[str, Any], timeout: float) -> dict[str, MySQLHost]:
+        hosts: dict[str, MySQLHost] = {}
+        for name in raw:
+            key = f"mysql.hosts.{name}"
+            entry = self.table(raw, key)
+            self.reject_unknown(entry, key, {"url"})
+            prefix = host_env_prefix(name)
+            url = self.environ.get(f"{prefix}_URL") or self.string(entry, f"{key}.url")
+            parts = urlsplit(url)
+            if parts.scheme != "mysql" or not parts.hostname:
+                raise self.fail(f"{key}.url", "must look like mysql://USER[:PASSWORD]@HOST[:PORT]")
+            try:
+                port = parts.port or 3306
+            except ValueError:
+                raise self.fail(f"{key}.url", "has a port that is not a number") from None
+            password = self.environ.get(f"{prefix}_PASSWORD", unquote(parts.password or ""))
+            hosts[name] = MySQLHost(
+                name=name,
+                host=parts.hostname,
+                port=port,
+                user=unquote(parts.username or "root"),
+                password=password,
+                connect_timeout=timeout,
+            )
+        return hosts
+
+    def resources(
+        self, raw: Mapping[str, Any], hosts: Mapping[str, MySQLHost], signals: Mapping[str, SignalConfig]
+    ) -> dict[str, ResourceConfig]:
+        resources: dict[str, ResourceConfig] = {}
+        for name in raw:
+            key = f'resources."{name}"'
+            entry = raw[name]
+            if not isinstance(entry, dict):
+                raise self.fail(key, "must be a table")
+            self.reject_unknown(
+                entry, key, {"hosts", "primary", "pair", "replicas", "ignore_worst", "signals", "concurrency"}
+            )
+            shapes = [k for k in ("hosts", "primary", "pair") if k in entry]
+            if len(shapes) != 1:
+                raise self.fail(key, "needs exactly one of hosts, primary or pair")
+            shape = shapes[0]
+            if shape == "primary":
+                writers: tuple[str, ...] = (self.string(entry, f"{key}.primary"),)
+            else:
+                writers = self.names(entry, f"{key}.{shape}")
+            if shape == "pair" and len(writers) != 2:
+                raise self.fail(f"{key}.pair", "must name exactly two hosts")
+            replicas = self.names(entry, f"{key}.replicas")
+            for field_name, names in ((shape, writers), ("replicas", replicas)):
+                for host in names:
+                    if host not in hosts:
+                        raise self.fail(f"{key}.{field_name}", f"names unknown host {host!r} (not under [mysql.hosts])")
+            if set(writers) & set(replicas):
+                raise self.fail(f"{key}.replicas", "must not name a host that is also a writer")
+            ignore_worst = self.number(entry, f"{key}.ignore_worst", 0, minimum=0)
+            if ignore_worst != int(ignore_worst):
+                raise self.fail(f"{key}.ignore_worst", "must be a whole number")
+            overrides = {}
+            for signal, limits in self.table(entry, f"{key}.signals").items():
+                where = f"{key}.signals.{signal}"
+                if signal not in signals:
+                    raise self.fail(where, "overrides a signal not configured under [signals]")
+                if not isinstance(limits, dict):
+                    raise self.fail(where, "must be a table")
+                overrides[signal] = self.thresholds(limits, where)
+            resources[name] = ResourceConfig(
+                name=name,
+                writers=writers,
+                replicas=replicas,
+                shape=shape,
+                ignore_worst=int(ignore_worst),
+                overrides=overrides,
+                concurrency=self.concurrency(entry, f"{key}.concurrency"),
+            )
+        self.check_overrides_agree(resources)
+        return resources
+
+    def concurrency(self, entry: Mapping[str, Any], key: str) -> ConcurrencyConfig | None:
+        if "concurrency" not in entry:
+            return None
+        raw = self.table(entry, key)
+        self.reject_unknown(raw, key, {"min", "max", "decrease"})
+        low = self.number(raw, f"{key}.min", 1, minimum=1)
+        high = self.number(raw, f"{key}.max", minimum=1)
+        if low != int(low) or high != int(high):
+            raise self.fail(key, "min and max must be whole numbers")
+        if low > high:
+            raise self.fail(f"{key}.min", f"must not exceed max ({high:g})")
+        decrease = self.number(raw, f"{key}.decrease", 0.5, minimum=0.01)
+        if decrease >= 1:
+            raise self.fail(f"{key}.decrease", "must be below 1")
+        return ConcurrencyConfig(min=int(low), max=int(high), decrease=decrease)
+
+    def check_overrides_agree(self, resources: Mapping[str, ResourceConfig]) -> None:
+        """A host in two resources must not get two different thresholds for one signal."""
+        seen: dict[tuple[str, str], tuple[str, Thresholds]] = {}
+        for resource in resources.values():
+            for signal, limits in resource.overrides.items():
+                for host in resource.hosts:
+                    earlier = seen.setdefault((host, signal), (resource.name, limits))
+                    if earlier[1] != limits:
+                        raise self.fail(
+                            f'resources."{resource.name}".signals.{signal}',
+                            f"host {host!r} already has other thresholds from resource {earlier[0]!r}",
+                        )
+
+    def thresholds(self, entry: Mapping[str, Any], key: str) -> Thresholds:
+        high = self.number(entry, f"{key}.high")
+        low = self.number(entry, f"{key}.low")
+        if low > high:
+            raise self.fail(f"{key}.low", f"must not exceed high ({high:g})")
+        critical = None
+        if "critical" in entry:
+            critical = self.number(entry, f"{key}.critical")
+            if critical < high:
+                raise self.fail(f"{key}.critical", f"must not be below high ({high:g})")
+        return Thresholds(high, low, critical)
+
+    def signals(self, raw: Mapping[str, Any]) -> dict[str, SignalConfig]:
+        signals: dict[str, SignalConfig] = {}
+        for name in raw:
+            key = f"signals.{name}"
+            entry = self.table(raw, key)
+            self.reject_unknown(
+                entry,
+                key,
+                {"high", "low", "critical", "fail_closed", "source", "query", "url", "counter", "resources"},
+            )
+            source = entry.get("source", "sql" if "query" in entry else "mysql")
+            if source not in SOURCES:
+                raise self.fail(f"{key}.source", f"must be one of: {', '.join(SOURCES)}")
+            if source == "mysql" and name not in BUILTIN_SIGNALS:
+                raise self.fail(
+                    key, f"unknown built-in signal (known: {', '.join(BUILTIN_SIGNALS)}; or give a query or source)"
+                )
+            needs = {"sql": ("query",), "prometheus": ("url", "query"), "app": (), "mysql": ()}[source]
+            for required in needs:
+                self.string(entry, f"{key}.{required}")
+            if source == "prometheus" and urlsplit(entry["url"]).scheme not in ("http", "https"):
+                raise self.fail(f"{key}.url", "must be an http:// or https:// URL")
+            fail_closed = entry.get("fail_closed", True)
+            if not isinstance(fail_closed, bool):
+                raise self.fail(f"{key}.fail_closed", "must be true or false")
+            limits = self.thresholds(entry, key)
+            scope = self.names(entry, f"{key}.resources") if "resources" in entry else None
+            signals[name] = SignalConfig(
+                name=name,
+                high=limits.high,
+                low=limits.low,
+                critical=limits.critical,
+                fail_closed=fail_closed,
+                source=source,
+                query=entry.get("query"),
+                url=self.environ.get(f"EASEOFF_SIGNAL_{_ENV_NAME.sub('_', name.upper())}_URL", entry.get("url")),
+                counter=entry.get("counter", name) if source == "app" else None,
+                resources=scope,
+            )
+        return signals
+
+    def check_signal_scopes(self, signals: Mapping[str, SignalConfig], resources: Mapping[str, ResourceConfig]) -> None:
+        for signal in signals.values():
+            for resource in signal.resources or ():
+                if resource not in resources:
+                    raise self.fail(f"signals.{signal.name}.resources", f"names unknown resource {resource!r}")
+
+    def queues(self, raw: Mapping[str, Any], resources: Mapping[str, ResourceConfig]) -> dict[str, QueueConfig]:
+        queues: dict[str, QueueConfig] = {}
+        for name in raw:
+            key = f"queues.{name}"
+            entry = self.table(raw, key)
+            self.reject_unknown(entry, key, {"resources", "watermarks", "priority"})
+            priority = entry.get("priority", "normal")
+            if priority not in ("normal", "low"):
+                raise self.fail(f"{key}.priority", 'must be "normal" or "low"')
+            names = self.names(entry, f"{key}.resources")
+            for resource in names:
+                if resource not in resources:
+                    raise self.fail(f"{key}.resources", f"names unknown resource {resource!r}")
+            marks = self.watermarks(self.table(entry, f"{key}.watermarks"), f"{key}.watermarks")
+            queues[name] = QueueConfig(name=name, resources=names, watermarks=marks, priority=priority)
+        return queues
+
+    def watermarks(self, raw: Mapping[str, Any], key: str) -> tuple[WaterMark, ...]:
+        marks = []
+        for measure in raw:
+            where = f"{key}.{measure}"
+            if measure not in WATERMARK_MEASURES:
+                raise self.fail(where, f"unknown measure (known: {', '.join(WATERMARK_MEASURES)})")
+            entry = self.table(raw, where)
+            self.reject_unknown(entry, where, {"high", "low", "for", "keep_firing_for"})
+            high = self.number(entry, f"{where}.high") if "high" in entry else None
+            low = self.number(entry, f"{where}.low") if "low" in entry else None
+            if high is None and low is None:
+                raise self.fail(where, "needs high, low or both")
+            if high is not None and low is not None and low > high:
+                raise self.fail(f"{where}.low", f"must not exceed high ({high:g})")
+            marks.append(
+                WaterMark(
+                    measure=measure,
+                    high=high,
+                    low=low,
+                    for_s=self.number(entry, f"{where}.for", 60.0),
+                    keep_firing_for_s=self.number(entry, f"{where}.keep_firing_for", 0.0),
+                )
+            )
+        return tuple(marks)
+
+
+def mysql_url(host: MySQLHost) -> str:
+    """A URL for a host with its password redacted, for status output."""
+    user = quote(host.user)
+    return f"mysql://{user}{':***' if host.password else ''}@{host.address}"

@@ -1,0 +1,62 @@
+"""Ops mark a host out of production (and back in); a pair with a half out holds its shard.
+
+The set is one JSON value, so every worker reads it in the same MGET as the readings.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import WatchError
+
+HOSTS_OUT_KEY = "easeoff:hosts-out"
+
+
+def mark_out(redis: Redis, host: str, reason: str, by: str | None = None) -> None:
+    entry = {"reason": reason, "by": by or getpass.getuser(), "at": time.time()}
+    _update(redis, lambda hosts: hosts.__setitem__(host, entry))
+
+
+def mark_in(redis: Redis, host: str) -> bool:
+    """True if the host was out."""
+    was_out: list[bool] = []
+    _update(redis, lambda hosts: was_out.append(hosts.pop(host, None) is not None))
+    return was_out[-1]
+
+
+def parse_hosts_out(raw: bytes | str | None) -> dict[str, str]:
+    """host → its reason, from the stored JSON."""
+    return {host: str(entry.get("reason") or "marked out") for host, entry in _load(raw).items()}
+
+
+def hosts_out(redis: Redis) -> dict[str, str]:
+    return parse_hosts_out(redis.get(HOSTS_OUT_KEY))
+
+
+def _load(raw: bytes | str | None) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _update(redis: Redis, change: Callable[[dict[str, dict[str, Any]]], object]) -> None:
+    """Read-modify-write under WATCH, so two operators never lose each other's change."""
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(HOSTS_OUT_KEY)
+                hosts = _load(pipe.get(HOSTS_OUT_KEY))
+                change(hosts)
+                pipe.multi()
+                pipe.set(HOSTS_OUT_KEY, json.dumps(hosts, sort_keys=True))
+                pipe.execute()
+                return
+            except WatchError:
+                continue

@@ -1,0 +1,63 @@
+"""How much work waits where, per queue: O(1) Redis reads, however deep the queue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.utils import utcparse
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    ready: int
+    deferred: int
+    running: int
+    failed: int
+    oldest_ready_age_s: float
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def known_queue_names(redis: Redis, configured: Iterable[str]) -> list[str]:
+    """Configured queues first, then any other queue rq has seen."""
+    names = list(configured)
+    prefix = Queue.redis_queue_namespace_prefix
+    for key in sorted(redis.smembers(Queue.redis_queues_keys)):
+        name = (key.decode() if isinstance(key, bytes) else key).removeprefix(prefix)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def queue_stats(redis: Redis, names: Iterable[str], now: float | None = None) -> list[QueueStats]:
+    names = list(names)
+    now = time.time() if now is None else now
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + name)
+            pipe.zcard(ScheduledJobRegistry(name, connection=redis).key)
+            pipe.zcard(StartedJobRegistry(name, connection=redis).key)
+            pipe.zcard(FailedJobRegistry(name, connection=redis).key)
+            pipe.lindex(Queue.redis_queue_namespace_prefix + name, 0)
+        counts = pipe.execute()
+    heads = [counts[i * 5 + 4] for i in range(len(names))]
+    with redis.pipeline(transaction=False) as pipe:
+        for head in heads:
+            pipe.hget(Job.key_for(head.decode()) if head else "easeoff:none", "enqueued_at")
+        enqueued = pipe.execute()
+    stats = []
+    for i, name in enumerate(names):
+        ready, deferred, running, failed, _ = counts[i * 5 : i * 5 + 5]
+        age = 0.0
+        if enqueued[i]:
+            age = max(0.0, now - utcparse(enqueued[i].decode()).timestamp())
+        stats.append(QueueStats(name, ready, deferred, running, failed, round(age, 3)))
+    return stats

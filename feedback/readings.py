@@ -1,0 +1,52 @@
+"""A host's latest probe result, as stored in Redis and read by every worker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one probe of one host saw, and which signals it left strained.
+
+    `strained` carries the hysteresis state, so the next probe (by any worker) can
+    continue from it and the gate stays a pure function of stored readings.
+    """
+
+    host: str
+    taken_at: float
+    values: dict[str, float] = field(default_factory=dict)
+    strained: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def signal_values(self) -> dict[str, float]:
+        """The readings that are signals; `_`-prefixed values are probe bookkeeping (raw counters)."""
+        return {k: v for k, v in self.values.items() if not k.startswith("_")}
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "host": self.host,
+                "taken_at": self.taken_at,
+                "values": self.values,
+                "strained": self.strained,
+                "error": self.error,
+                "notes": self.notes,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Reading:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            host=str(data["host"]),
+            taken_at=float(data["taken_at"]),
+            values={str(k): float(v) for k, v in data.get("values", {}).items()},
+            strained={str(k): bool(v) for k, v in data.get("strained", {}).items()},
+            error=data.get("error"),
+            notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
+        )

@@ -1,0 +1,95 @@
+"""The state of every resource as plain data: what `status`, `probe` and the exporter show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feedback.config import Config
+from feedback.gate import applicable_signals, global_findings, judge
+from feedback.readings import Reading
+from feedback.snapshot import Snapshot
+
+
+def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
+    if reading is None:
+        return {"age_s": None, "error": "no reading yet", "values": {}, "strained": {}, "notes": {}}
+    return {
+        "age_s": round(now - reading.taken_at, 3),
+        "error": reading.error,
+        "values": {k: round(v, 4) for k, v in reading.signal_values().items()},
+        "strained": reading.strained,
+        "notes": reading.notes,
+    }
+
+
+def resources_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
+    """Per resource: verdict, reasons, and per host its role and each signal's value, thresholds, state."""
+    report = {}
+    for name, resource in config.resources.items():
+        verdict = judge([name], snapshot, config, now)
+        hosts = {}
+        for host in resource.hosts:
+            role = resource.role(host)
+            reading = snapshot.get(host)
+            signals = {}
+            for signal in applicable_signals(role, resource, config):
+                limits = config.thresholds(signal.name, host)
+                value = reading.values.get(signal.name) if reading else None
+                signals[signal.name] = {
+                    "value": None if value is None else round(value, 4),
+                    "high": limits.high,
+                    "low": limits.low,
+                    "critical": limits.critical,
+                    "state": _state(reading, signal.name),
+                }
+            if role in ("replica", "pair"):
+                value = reading.values.get("replication") if reading else None
+                signals["replication"] = {
+                    "value": value,
+                    "state": _state(reading, "replication"),
+                    "note": reading.notes.get("replication", "") if reading else "",
+                }
+            hosts[host] = {
+                "role": role,
+                "out": snapshot.hosts_out.get(host),
+                **reading_report(reading, now),
+                "signals": signals,
+            }
+        report[name] = {
+            "verdict": verdict.label,
+            "reasons": list(verdict.reasons),
+            "critical": list(verdict.critical),
+            "hosts": hosts,
+        }
+    return report
+
+
+def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
+    report = {}
+    for signal in config.signals.values():
+        if signal.source not in ("app", "prometheus"):
+            continue
+        reading = snapshot.get(signal.source_key)
+        report[signal.name] = {
+            "source": signal.source,
+            "scope": "global" if signal.resources is None else list(signal.resources),
+            "value": reading.values.get(signal.name) if reading else None,
+            "high": signal.high,
+            "low": signal.low,
+            "state": _state(reading, signal.name),
+            "error": reading.error if reading else "no reading yet",
+        }
+    return report
+
+
+def global_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
+    reasons, critical = global_findings(snapshot, config, now)
+    return {"verdict": "defer" if reasons else "admit", "reasons": reasons, "critical": critical}
+
+
+def _state(reading: Reading | None, signal: str) -> str:
+    if reading is None or reading.error:
+        return "unknown"
+    if signal not in reading.values:
+        return "unknown"
+    return "strained" if reading.strained.get(signal) else "ok"

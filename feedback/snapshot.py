@@ -1,0 +1,19 @@
+"""Everything the gate needs to know about the fleet at one moment, read in one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from feedback.readings import Reading
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Cached readings by probe target (host or traffic source) and the hosts ops marked out."""
+
+    readings: Mapping[str, Reading | None]
+    hosts_out: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, target: str) -> Reading | None:
+        return self.readings.get(target)

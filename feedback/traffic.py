@@ -1,0 +1,36 @@
+"""Live traffic as the app sees it: a per-second request counter in Redis.
+
+Apps call `count_request` once per request (one pipelined round trip); the probe
+reads a sliding one-second rate, so heavy work waits while the site is busy.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+
+COUNTER_KEY = "easeoff:traffic:{counter}:{second}"
+KEEP_SECONDS = 10
+
+
+def count_request(redis: Redis, counter: str = "web", n: int = 1, now: float | None = None) -> None:
+    """Count `n` requests of `counter` in the current second."""
+    second = int(time.time() if now is None else now)
+    key = COUNTER_KEY.format(counter=counter, second=second)
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.incrby(key, n)
+        pipe.expire(key, KEEP_SECONDS)
+        pipe.execute()
+
+
+def app_rate(redis: Redis, counter: str, now: float | None = None) -> float:
+    """Requests per second over the last second: this second's count plus the unexpired
+    share of the previous one (a sliding window, so a burst shows within a probe)."""
+    now = time.time() if now is None else now
+    second = int(now)
+    current, previous = redis.mget(
+        COUNTER_KEY.format(counter=counter, second=second), COUNTER_KEY.format(counter=counter, second=second - 1)
+    )
+    elapsed = now - second
+    return float(int(current or 0)) + float(int(previous or 0)) * (1.0 - elapsed)
