@@ -1,0 +1,162 @@
+"""Example heavy jobs on the demo schema, for the demo, the tests and the benchmarks.
+
+Each touches one shard (`shard:{N}`), so the gate holds only that shard's work when
+its databases are strained.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rq import get_current_job
+
+from tasks.registry import heavy_task
+from tasks.shards import connect
+
+
+def on_shard(shard: int, **_: Any) -> list[str]:
+    return [f"shard:{int(shard)}"]
+
+
+def _job_id() -> str:
+    job = get_current_job()
+    return job.id if job is not None else "inline"
+
+
+def _record(cur: Any, task: str, tag: str = "") -> None:
+    cur.execute("INSERT INTO job_runs (job_id, task, tag, ran_at) VALUES (%s, %s, %s, NOW(6))", (_job_id(), task, tag))
+
+
+def _move_to_archive(cur: Any, ids: list[int], ignore_archived: bool) -> None:
+    marks = ", ".join(["%s"] * len(ids))
+    cur.execute(
+        f"INSERT {'IGNORE ' if ignore_archived else ''}INTO events_archive (id, user_id, created_at, payload) "
+        f"SELECT id, user_id, created_at, payload FROM events WHERE id IN ({marks})",
+        ids,
+    )
+    cur.execute(f"DELETE FROM events WHERE id IN ({marks})", ids)
+
+
+@heavy_task(queue="archive", resources=on_shard, timeout=3600)
+def archive_old_rows(shard: int, older_than_days: int = 30, batch_size: int = 500) -> int:
+    """Move events older than the cutoff to events_archive, one short transaction per batch."""
+    moved = 0
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT id FROM events WHERE created_at < NOW() - INTERVAL %s DAY ORDER BY id LIMIT %s FOR UPDATE",
+                    (older_than_days, batch_size),
+                )
+                ids = [row[0] for row in cur.fetchall()]
+                if not ids:
+                    break
+                _move_to_archive(cur, ids, ignore_archived=True)
+                conn.commit()
+                moved += len(ids)
+            _record(cur, "archive_old_rows", str(moved))
+        conn.commit()
+    finally:
+        conn.close()
+    return moved
+
+
+@heavy_task(queue="recount", resources=on_shard, timeout=3600, idempotent=True)
+def recount_users(shard: int, first_user: int, last_user: int) -> int:
+    """Recompute each user's event count from live and archived events (denormalisation repair)."""
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "REPLACE INTO user_counts (user_id, events, updated_at) "
+                "SELECT user_id, COUNT(*), NOW(6) FROM ("
+                "  SELECT user_id FROM events WHERE user_id BETWEEN %s AND %s"
+                "  UNION ALL SELECT user_id FROM events_archive WHERE user_id BETWEEN %s AND %s"
+                ") AS both_tables GROUP BY user_id",
+                (first_user, last_user, first_user, last_user),
+            )
+            counted = cur.rowcount
+            _record(cur, "recount_users")
+        conn.commit()
+    finally:
+        conn.close()
+    return counted
+
+
+@heavy_task(queue="recount", resources=on_shard, timeout=3600, idempotent=True)
+def rebuild_user_stats(shard: int, first_user: int, last_user: int) -> int:
+    """Denormalise, for each user, how many of their events have a later event: a self-join,
+    quadratic in events per user, so genuinely heavy on the database's CPU."""
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "REPLACE INTO user_stats (user_id, later_pairs, updated_at) "
+                "SELECT e1.user_id, COUNT(e2.id), NOW(6) FROM events e1 "
+                "LEFT JOIN events e2 ON e2.user_id = e1.user_id AND e2.id > e1.id "
+                "WHERE e1.user_id BETWEEN %s AND %s GROUP BY e1.user_id",
+                (first_user, last_user),
+            )
+            rebuilt = cur.rowcount
+            _record(cur, "rebuild_user_stats")
+        conn.commit()
+    finally:
+        conn.close()
+    return rebuilt
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=600)
+def record_run(shard: int, tag: str = "", seconds: float = 0.0) -> str:
+    """Write one ledger row keyed by the job id (optionally after `seconds` of work): proof a job ran."""
+    if seconds > 0:
+        time.sleep(seconds)
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            _record(cur, "record_run", tag)
+        conn.commit()
+    finally:
+        conn.close()
+    return _job_id()
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=60)
+def noop(shard: int = 1) -> None:
+    """Nothing at all: measures the queue's own overhead."""
+    return None
+
+
+@heavy_task(queue="archive", resources=on_shard, timeout=3600, resumable=True, idempotent=True)
+def archive_in_chunks(
+    shard: int, older_than_days: int = 30, batch_size: int = 100, pause: float = 0.0, cursor: int | None = None
+) -> Iterator[int]:
+    """Archive old events in primary-key order, one committed chunk per checkpoint.
+
+    The cursor is the last archived id. Each chunk is logged in job_runs (tag
+    `chunk:FIRST-LAST`) in the same transaction, so tests can prove no row moved twice.
+    """
+    last_id = cursor or 0
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT id FROM events WHERE id > %s AND created_at < NOW() - INTERVAL %s DAY "
+                    "ORDER BY id LIMIT %s FOR UPDATE",
+                    (last_id, older_than_days, batch_size),
+                )
+                ids = [row[0] for row in cur.fetchall()]
+                if not ids:
+                    return
+                _move_to_archive(cur, ids, ignore_archived=False)  # a row archived twice would fail here
+                _record(cur, "archive_in_chunks", f"chunk:{ids[0]}-{ids[-1]}")
+                conn.commit()
+                last_id = ids[-1]
+                if pause > 0:
+                    time.sleep(pause)
+                yield last_id
+    finally:
+        conn.close()
