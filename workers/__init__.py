@@ -1,0 +1,1 @@
+"""Run it or ease off: the gated rq worker and the `easeoff` CLI."""

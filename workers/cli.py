@@ -1,0 +1,318 @@
+"""`easeoff`: the command line that wires config into tasks, feedback and the gated worker.
+
+Every expected failure — bad config, unknown task, bad arguments, a server that
+cannot be reached — prints one line naming what is wrong and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, NoReturn
+
+import click
+import redis
+from redis import Redis
+
+from feedback.cache import ReadingsCache
+from feedback.config import Config, ConfigError, load_config
+from feedback.hosts_out import mark_in, mark_out
+from feedback.queue_stats import known_queue_names, queue_stats
+from feedback.report import global_report, resources_report, traffic_report
+from feedback.snapshot import Snapshot
+from tasks.registry import TaskError, get_task
+
+EXIT_BAD_INPUT = 2
+
+
+class Failure(click.ClickException):
+    """One line on stderr, exit 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"easeoff: error: {self.format_message()}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise Failure(message)
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors users cause into one-line failures instead of tracebacks."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, TaskError) as exc:
+            fail(str(exc))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            ctx = click.get_current_context()
+            url = ctx.obj.config.redis_url_redacted if ctx.obj and ctx.obj.loaded else "?"
+            fail(f"cannot reach Redis at {url}: {_first_line(exc)}")
+        except redis.exceptions.AuthenticationError as exc:
+            fail(f"Redis refused the credentials: {_first_line(exc)}")
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+class Context:
+    """Config and the Redis connection, loaded lazily so `--help` needs neither."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._redis: Redis | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._config is not None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            client = Redis.from_url(self.config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            client.ping()
+            self._redis = client
+        return self._redis
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="EASEOFF_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default: $EASEOFF_CONFIG, else easeoff.example.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """easeoff: heavy database jobs that ease off when MySQL is strained."""
+    ctx.obj = Context(config_path)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@pass_context
+@guarded
+def config_check(ctx: Context) -> None:
+    """Validate the config file; exit 2 with the file and key of the first problem."""
+    config = ctx.config
+    click.echo(
+        f"{config.source}: ok ({len(config.hosts)} hosts, {len(config.resources)} resources, "
+        f"{len(config.signals)} signals, {len(config.queues)} queues; probe every {config.probe_interval:g}s)"
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments, or object of keywords.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--count", default=1, type=click.IntRange(1, 1_000_000), help="Enqueue this many identical jobs.")
+@pass_context
+@guarded
+def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: int) -> None:
+    """Enqueue heavy task NAME with JSON arguments.
+
+    Example: easeoff enqueue archive_old_rows --args '{"shard": 1}'
+    """
+    task = get_task(name)
+    args, kwargs = _parse_arguments(args_json, kwargs_json)
+    task.check_arguments(args, kwargs)
+    connection = ctx.redis
+    jobs = [task.enqueue(*args, connection=connection, **kwargs) for _ in range(count)]
+    for job in jobs[:10]:
+        click.echo(f"enqueued {job.id} on {task.queue}: {job.description}")
+    if count > 10:
+        click.echo(f"... and {count - 10} more")
+
+
+def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        fail(f"--args is not valid JSON: {exc.msg} at position {exc.pos}")
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        fail(f"--kwargs is not valid JSON: {exc.msg} at position {exc.pos}")
+    if isinstance(args, dict):
+        args, kwargs = [], {**args, **(kwargs if isinstance(kwargs, dict) else {})}
+    if not isinstance(args, list):
+        fail("--args must be a JSON list (positional) or object (keywords)")
+    if not isinstance(kwargs, dict):
+        fail("--kwargs must be a JSON object")
+    return args, kwargs
+
+
+@cli.command()
+@click.argument("queues", nargs=-1, required=True)
+@click.option("--burst", is_flag=True, help="Quit once no job is ready and none is deferred.")
+@click.option("--name", default=None, help="Worker name (default: rq's).")
+@click.option("--max-jobs", type=click.IntRange(1), default=None, help="Quit after this many jobs.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every gate decision.")
+@pass_context
+@guarded
+def worker(
+    ctx: Context, queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int | None, verbose: bool
+) -> None:
+    """Run a gated worker on QUEUES (highest priority first)."""
+    from workers.gated_worker import GatedWorker
+
+    config = ctx.config
+    w = GatedWorker(list(queues), connection=ctx.redis, config=config, name=name)
+    w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def status(ctx: Context, as_json: bool) -> None:
+    """Queues (ready, deferred, running, failed, oldest age) and each resource's verdict."""
+    config, connection = ctx.config, ctx.redis
+    stats = queue_stats(connection, known_queue_names(connection, config.queues))
+    report = {
+        "queues": {s.name: {k: v for k, v in s.as_dict().items() if k != "name"} for s in stats},
+        **_feedback_report(config, ReadingsCache(connection, config).stored()),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo(f"{'QUEUE':<16}{'READY':>8}{'DEFERRED':>10}{'RUNNING':>9}{'FAILED':>8}{'OLDEST':>10}")
+    for s in stats:
+        click.echo(f"{s.name:<16}{s.ready:>8}{s.deferred:>10}{s.running:>9}{s.failed:>8}{s.oldest_ready_age_s:>9.1f}s")
+    click.echo("")
+    _print_feedback(report)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def probe(ctx: Context, as_json: bool) -> None:
+    """Probe every host and traffic source now; show each signal's value, thresholds and state."""
+    config, connection = ctx.config, ctx.redis
+    report = _feedback_report(config, ReadingsCache(connection, config).probe_now())
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    _print_feedback(report)
+
+
+def _feedback_report(config: Config, snapshot: Snapshot) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "global": global_report(config, snapshot, now),
+        "traffic": traffic_report(config, snapshot, now),
+        "resources": resources_report(config, snapshot, now),
+    }
+
+
+def _print_feedback(report: dict[str, Any]) -> None:
+    overall = report["global"]
+    click.echo(f"GLOBAL          {overall['verdict']}")
+    for reason in overall["reasons"]:
+        click.echo(f"{'':<16}- {reason}")
+    for name, t in report["traffic"].items():
+        value = "?" if t["value"] is None else f"{t['value']:.4g}"
+        scope = t["scope"] if isinstance(t["scope"], str) else ",".join(t["scope"])
+        click.echo(
+            f"  {name:<14}{t['source']:<11}{value:>10}  high {t['high']:g} low {t['low']:g}  {t['state']} ({scope})"
+        )
+    click.echo("")
+    click.echo(f"{'RESOURCE':<16}{'VERDICT':<9}REASONS")
+    for name, info in report["resources"].items():
+        click.echo(f"{name:<16}{info['verdict']:<9}{'; '.join(info['reasons']) or '-'}")
+        for critical in info["critical"]:
+            click.echo(f"{'':<25}CRITICAL {critical}")
+        for host, h in info["hosts"].items():
+            state = f"OUT ({h['out']})" if h["out"] else (f"probe error: {h['error']}" if h["error"] else "")
+            click.echo(f"  {host:<14}{h['role']:<9}{state}")
+            for signal, v in h["signals"].items():
+                value = "?" if v["value"] is None else f"{v['value']:.4g}"
+                limits = f"high {v['high']:g} low {v['low']:g}" if "high" in v else v.get("note", "")
+                click.echo(f"    {signal:<16}{value:>10}  {limits:<24}{v['state']}")
+
+
+@cli.group("host")
+def host_group() -> None:
+    """Take a MySQL host out of production, or put it back."""
+
+
+@host_group.command("out")
+@click.argument("host")
+@click.option("--reason", required=True, help="Why: shown in every verdict it causes.")
+@click.option("--by", default=None, help="Who (default: the current user).")
+@pass_context
+@guarded
+def host_out(ctx: Context, host: str, reason: str, by: str | None) -> None:
+    """Mark HOST out: work on a pair it belongs to waits; a replica leaves the aggregate."""
+    _known_host(ctx.config, host)
+    mark_out(ctx.redis, host, reason, by)
+    click.echo(f"{host} is out of production: {reason}")
+
+
+@host_group.command("in")
+@click.argument("host")
+@pass_context
+@guarded
+def host_in(ctx: Context, host: str) -> None:
+    """Put HOST back into production."""
+    _known_host(ctx.config, host)
+    was_out = mark_in(ctx.redis, host)
+    click.echo(f"{host} is in production" + ("" if was_out else " (it was not out)"))
+
+
+def _known_host(config: Config, host: str) -> None:
+    if host not in config.hosts:
+        fail(f"unknown host {host!r} (known: {', '.join(config.hosts) or 'none'})")
+
+
+from workers.cli_observability import alerts_group, dashboard_group, exporter  # noqa: E402 - needs `cli` above
+
+cli.add_command(exporter)
+cli.add_command(alerts_group)
+cli.add_command(dashboard_group)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cli.main(prog_name="easeoff", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"easeoff: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""Every move of a job between rq's places, each one Lua script (so, one atomic step).
+
+rq's own dequeue is not enough here: with several queues it LPOPs a job id and only
+later records the execution, so a worker killed in between loses the job; with one
+queue the job waits in an intermediate list that is failed, not requeued, a minute
+later. `claim` pops and records the execution in one step instead, and `defer` and
+`promote` move jobs between started, scheduled and the queue the same way. A job is
+therefore always in exactly one place: queue, started, scheduled, finished or failed.
+
+The scripts name the keys of jobs they pop, which they cannot know beforehand, so
+they need a single Redis node (not Redis Cluster), as rq itself does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq.defaults import RQ_KEY_PREFIX
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.utils import utcformat
+
+from feedback.cooldown import COOLDOWN_PREFIX, PARKED_PREFIX, parked_key
+from feedback.counters import counter_field, counter_key, reason_kind
+
+CLAIM = """
+-- KEYS: queue key, started-registry key, in pairs, in priority order
+-- ARGV: worker name, execution id, now (unix), ttl, now (rq's UTC text), job prefix,
+--       execution prefix, executions-registry prefix, worker executions key
+local worker, exec_id, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS, 2 do
+  local job_id = redis.call('LPOP', KEYS[i])
+  while job_id do
+    local job_key = ARGV[6] .. job_id
+    if redis.call('EXISTS', job_key) == 1 then
+      local composite = job_id .. ':' .. exec_id
+      local exec_key = ARGV[7] .. composite
+      redis.call('HSET', exec_key, 'id', exec_id, 'job_id', job_id, 'created_at', now,
+                 'last_heartbeat', now, 'worker_name', worker)
+      redis.call('EXPIRE', exec_key, ttl)
+      local runs = ARGV[8] .. job_id
+      redis.call('ZADD', runs, now + ttl + 60, exec_id)
+      redis.call('EXPIRE', runs, ttl + 60)
+      redis.call('ZADD', KEYS[i + 1], now + ttl, composite)
+      redis.call('SADD', ARGV[9], composite)
+      redis.call('EXPIRE', ARGV[9], ttl + 60)
+      redis.call('HSET', job_key, 'status', 'started', 'worker_name', worker,
+                 'started_at', ARGV[5], 'last_heartbeat', ARGV[5])
+      redis.call('PERSIST', job_key)
+      return {i, job_id}
+    end
+    job_id = redis.call('LPOP', KEYS[i])
+  end
+end
+return false
+"""
+
+DEFER = """
+-- KEYS: started registry, scheduled registry, job, execution, executions registry,
+--       worker executions, deferral counter, then the parked index of each resource
+-- ARGV: execution composite key, execution id, job id, due (unix), meta, parked member,
+--       counter fields...
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 0  -- no longer ours: cleanup already moved the job on
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('SREM', KEYS[6], ARGV[1])
+redis.call('HSET', KEYS[3], 'status', 'scheduled', 'meta', ARGV[5])
+redis.call('HDEL', KEYS[3], 'worker_name', 'started_at')
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+for i = 8, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[6])
+end
+for i = 7, #ARGV do
+  redis.call('HINCRBY', KEYS[7], ARGV[i], 1)
+end
+return 1
+"""
+
+# Shared by PROMOTE and RELEASE: move one due job from scheduled to its queue, unless a
+# resource it touches is cooling, in which case it is re-parked until the cool-down ends.
+TRY_PROMOTE = """
+-- The resources a job touches, and when its deferral cap ends parking (0: never).
+local function parking_info(job_key)
+  local meta = redis.call('HGET', job_key, 'meta')
+  if not meta then return {}, 0 end
+  local ok, decoded = pcall(cjson.decode, meta)
+  if not ok or type(decoded) ~= 'table' or type(decoded['easeoff']) ~= 'table' then return {}, 0 end
+  local info = decoded['easeoff']
+  local list = info['resources']
+  if type(list) ~= 'table' then list = {} end
+  local expires = tonumber(info['expires_at']) or 0
+  return list, expires
+end
+
+local function try_promote(scheduled_key, queue_key, queue_name, job_id, now, job_prefix, cool_prefix, park_prefix)
+  local job_key = job_prefix .. job_id
+  local member = job_id .. '|' .. queue_name
+  if redis.call('EXISTS', job_key) == 0 then
+    redis.call('ZREM', scheduled_key, job_id)
+    return 0
+  end
+  local resources, expires = parking_info(job_key)
+  local wait = 0
+  if expires == 0 or now < expires then  -- past its cap: back to a worker, to be failed with the reason
+    for _, r in ipairs(resources) do
+      local ttl = redis.call('PTTL', cool_prefix .. r)
+      if ttl > wait then wait = ttl end
+    end
+  end
+  if wait > 0 then
+    -- Parked until its resource clears (release moves it at once) or its cap ends parking;
+    -- re-checking it sooner would only churn.
+    local due = now + 86400
+    if expires > 0 and expires < due then due = expires end
+    redis.call('ZADD', scheduled_key, due, job_id)
+    for _, r in ipairs(resources) do
+      if redis.call('PTTL', cool_prefix .. r) > 0 then
+        redis.call('ZADD', park_prefix .. r, due, member)
+      end
+    end
+    return 0
+  end
+  redis.call('ZREM', scheduled_key, job_id)
+  for _, r in ipairs(resources) do
+    redis.call('ZREM', park_prefix .. r, member)
+  end
+  redis.call('HSET', job_key, 'status', 'queued')
+  redis.call('RPUSH', queue_key, job_id)
+  return 1
+end
+"""
+
+PROMOTE = (
+    TRY_PROMOTE
+    + """
+-- KEYS: scheduled-registry key, queue key, in pairs
+-- ARGV: now (unix), most per queue, job prefix, cooldown prefix, parked prefix, queue names...
+local now = tonumber(ARGV[1])
+local moved = 0
+for i = 1, #KEYS, 2 do
+  local queue_name = ARGV[5 + (i + 1) / 2]
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+  for _, job_id in ipairs(ids) do
+    moved = moved + try_promote(KEYS[i], KEYS[i + 1], queue_name, job_id, now, ARGV[3], ARGV[4], ARGV[5])
+  end
+end
+return moved
+"""
+)
+
+RELEASE = (
+    TRY_PROMOTE
+    + """
+-- A resource cleared: every job parked on it is due now.
+-- KEYS: the resource's parked index
+-- ARGV: now (unix), job prefix, cooldown prefix, parked prefix, scheduled prefix, queue prefix
+local now = tonumber(ARGV[1])
+local moved = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local bar = string.find(member, '|', 1, true)
+  local job_id, queue_name = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+  local scheduled_key = ARGV[5] .. queue_name
+  if redis.call('ZSCORE', scheduled_key, job_id) then
+    moved = moved + try_promote(scheduled_key, ARGV[6] .. queue_name, queue_name, job_id, now,
+                                ARGV[2], ARGV[3], ARGV[4])
+  end
+end
+redis.call('DEL', KEYS[1])
+return moved
+"""
+)
+
+FAIL_CLAIMED = """
+-- KEYS: started registry, failed registry, job, execution
+-- ARGV: execution composite key, job id, expires at (unix), exc text
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[3], 'status', 'failed', 'exc_info', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    queue_name: str
+    execution: Execution
+
+
+class JobMoves:
+    """The atomic job moves easeoff adds to rq, bound to one Redis connection."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+        self._claim = connection.register_script(CLAIM)
+        self._defer = connection.register_script(DEFER)
+        self._promote = connection.register_script(PROMOTE)
+        self._release = connection.register_script(RELEASE)
+        self._fail = connection.register_script(FAIL_CLAIMED)
+
+    def claim(self, queues: Sequence[Queue], worker_name: str, ttl: int) -> Claim | None:
+        """Pop the first job of the first non-empty queue straight into its started registry."""
+        if not queues:
+            return None
+        keys: list[str] = []
+        for queue in queues:
+            keys += [queue.key, StartedJobRegistry(queue.name, connection=self.connection).key]
+        execution_id = uuid.uuid4().hex
+        now = time.time()
+        result = self._claim(
+            keys=keys,
+            args=[
+                worker_name,
+                execution_id,
+                repr(now),
+                ttl,
+                utcformat(_utc(now)),
+                Job.redis_job_namespace_prefix,
+                f"{RQ_KEY_PREFIX}:execution:",
+                ExecutionRegistry.key_template.format(""),
+                WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name),
+            ],
+        )
+        if not result:
+            return None
+        index, job_id = int(result[0]), _text(result[1])
+        queue = queues[(index - 1) // 2]
+        execution = Execution(id=execution_id, job_id=job_id, connection=self.connection, worker_name=worker_name)
+        return Claim(job_id=job_id, queue_name=queue.name, execution=execution)
+
+    def defer(
+        self,
+        job: Job,
+        queue: Queue,
+        execution: Execution,
+        due: float,
+        task: str,
+        reasons: Iterable[str],
+        park_on: Iterable[str] = (),
+    ) -> bool:
+        """Started → scheduled with the job's new meta, and count the deferral by reason.
+
+        `park_on` names the strained resources the job waits for: it is indexed under each,
+        so it stays parked while they cool down and is released the moment they clear.
+        """
+        started = StartedJobRegistry(queue.name, connection=self.connection)
+        scheduled = ScheduledJobRegistry(queue.name, connection=self.connection)
+        kinds = sorted({reason_kind(r) for r in reasons})
+        counter_fields = [counter_field(queue.name, task, kind) for kind in kinds]
+        parked = [parked_key(r) for r in park_on]
+        return bool(
+            self._defer(
+                keys=[
+                    started.key,
+                    scheduled.key,
+                    job.key,
+                    execution.key,
+                    ExecutionRegistry(job_id=job.id, connection=self.connection).key,
+                    execution.worker_executions_key,
+                    counter_key("deferred"),
+                    *parked,
+                ],
+                args=[
+                    execution.composite_key,
+                    execution.id,
+                    job.id,
+                    repr(due),
+                    job.serializer.dumps(job.meta),
+                    f"{job.id}|{queue.name}",
+                    *counter_fields,
+                ],
+            )
+        )
+
+    def promote(self, queues: Sequence[Queue], now: float | None = None, most: int = 1000) -> int:
+        """Scheduled jobs that are due → the end of their queue. Returns how many moved."""
+        if not queues:
+            return 0
+        keys: list[str] = []
+        for queue in queues:
+            keys += [ScheduledJobRegistry(queue.name, connection=self.connection).key, queue.key]
+        now = time.time() if now is None else now
+        args = [repr(now), most, Job.redis_job_namespace_prefix, COOLDOWN_PREFIX, PARKED_PREFIX]
+        return int(self._promote(keys=keys, args=[*args, *(q.name for q in queues)]))
+
+    def release(self, resource: str, now: float | None = None) -> int:
+        """A resource cleared: move the jobs parked on it back to their queues now."""
+        now = time.time() if now is None else now
+        args = [
+            repr(now),
+            Job.redis_job_namespace_prefix,
+            COOLDOWN_PREFIX,
+            PARKED_PREFIX,
+            ScheduledJobRegistry.key_template.format(""),
+            Queue.redis_queue_namespace_prefix,
+        ]
+        return int(self._release(keys=[parked_key(resource)], args=args))
+
+    def fail_deferred_too_long(
+        self, job: Job, queue: Queue, execution: Execution, reason: str, worker_name: str, task: str, kind: str
+    ) -> bool:
+        """Started → failed for a job past its deferral cap, in one WATCHed transaction.
+
+        Uses rq's own failure bookkeeping (failed registry and result stream), so `rq info`
+        and `job.latest_result()` show the reason; counted as `expired` by reason.
+        """
+        started = StartedJobRegistry(queue.name, connection=self.connection)
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(started.key)
+                    if pipe.zscore(started.key, execution.composite_key) is None:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    execution.delete(job=job, pipeline=pipe)
+                    job.set_status(JobStatus.FAILED, pipeline=pipe)
+                    pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+                    job._handle_failure(reason, pipeline=pipe, worker_name=worker_name, execution_id=execution.id)
+                    pipe.hincrby(counter_key("expired"), counter_field(queue.name, task, kind), 1)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # another job entered or left `started`: check ownership again
+
+    def fail_claimed(self, job_id: str, queue: Queue, execution: Execution, reason: str, ttl: int = 31536000) -> bool:
+        """A claimed job that cannot run (its payload is unreadable) goes to failed with the reason."""
+        started = StartedJobRegistry(queue.name, connection=self.connection)
+        failed = FailedJobRegistry(queue.name, connection=self.connection)
+        return bool(
+            self._fail(
+                keys=[started.key, failed.key, Job.key_for(job_id), execution.key],
+                args=[execution.composite_key, job_id, repr(time.time() + ttl), reason],
+            )
+        )
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
