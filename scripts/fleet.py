@@ -1,0 +1,97 @@
+"""What the demo and the benchmarks share: worker fleets as real processes, and real strain.
+
+Imported by path-inserted scripts (scripts/ is not a package): `sys.path.insert(0, scripts)`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pymysql
+
+REPO = Path(__file__).resolve().parents[1]
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def mysql_value(sql: str) -> float:
+    """The last column of the first row of `sql` on the local MariaDB."""
+    conn = pymysql.connect(**MYSQL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return float(cur.fetchone()[-1])
+    finally:
+        conn.close()
+
+
+def connection_thresholds(above_high: int = 30, above_low: int = 15) -> tuple[float, float, int]:
+    """`connections` high/low just above today's baseline, so holding ~40 connections is strain."""
+    maximum = mysql_value("SELECT @@GLOBAL.max_connections")
+    baseline = int(mysql_value("SHOW GLOBAL STATUS LIKE 'Threads_connected'"))
+    return round((baseline + above_high) / maximum, 4), round((baseline + above_low) / maximum, 4), baseline
+
+
+class HeldConnections:
+    """Real idle connections to MariaDB: strain that can be dialled up and down."""
+
+    def __init__(self) -> None:
+        self.held: list[pymysql.connections.Connection] = []
+
+    def hold(self, n: int) -> float:
+        while len(self.held) < n:
+            self.held.append(pymysql.connect(**MYSQL))
+        while len(self.held) > n:
+            self.held.pop().close()
+        return time.time()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Fleet:
+    """Worker processes, each in its own session so the whole process group can be stopped."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: Sequence[str], count: int = 1, env: dict[str, str] | None = None) -> None:
+        for _ in range(count):
+            if self.log_dir is not None:
+                out = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child's
+            else:
+                out = subprocess.DEVNULL
+            self.procs.append(
+                subprocess.Popen(
+                    list(args), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            if out is not subprocess.DEVNULL:
+                out.close()
+
+    def start_gated(self, config: Path, queues: Sequence[str], count: int = 1, env: dict[str, str] | None = None):
+        self.start([sys.executable, "-m", "workers.cli", "--config", str(config), "worker", *queues], count, env)
+
+    def stop(self, graceful: bool = False, timeout: float = 20.0) -> None:
+        """SIGTERM (warm shutdown) and wait, or SIGKILL the whole group at once."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
