@@ -1,0 +1,165 @@
+"""Does easing off protect live traffic? p99 of short live queries, side by side in one run:
+
+(a) idle, (b) while a batch of heavy jobs runs on plain rq workers, (c) while the same batch
+runs on easeoff's gated workers (threads_running signal, adaptive per-shard concurrency).
+Each phase runs for the same window with the same number of workers; throughput is the
+heavy jobs finished in the window. Phases are repeated and the medians reported.
+
+Last line: `protection_p99_ratio X`, p99 in (c) over p99 in (a). Target <= 1.5.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+from redis import Redis
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from fleet import Fleet  # noqa: E402
+from rq import Queue  # noqa: E402
+from rq.registry import FinishedJobRegistry  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+
+from tasks.catalog import rebuild_user_stats  # noqa: E402
+from tasks.demo_schema import create_schema, seed_events  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/10"
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "easeoff_shard3"}
+SHARD, USERS, PER_USER = 3, 40, 500
+WORKERS, BATCH, WINDOW, ROUNDS = 4, 400, 15.0, 2
+LIVE_THREADS, LIVE_QPS_PER_THREAD = 2, 150
+
+CONFIG = """
+[redis]
+url = "{redis}"
+[probe]
+interval = 0.5
+[backoff]
+base = 0.5
+cap = 2.0
+[mysql.hosts.db1]
+url = "mysql://root@127.0.0.1:3306"
+[resources."shard:3"]
+hosts = ["db1"]
+[resources."shard:3".concurrency]
+min = 1
+max = 1
+[signals.threads_running]
+high = 2
+low = 1
+[queues.recount]
+"""
+
+PLAIN_WORKER = (
+    "import sys; from redis import Redis; from rq import Worker; from rq.serializers import JSONSerializer; "
+    "Worker(['recount'], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer).work(burst=True)"
+)
+
+
+class LiveTraffic:
+    """Short point queries at a steady rate, each one timed: the live site."""
+
+    def __init__(self, max_id: int) -> None:
+        self.max_id = max_id
+        self.samples: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(LIVE_THREADS)]
+
+    def run(self) -> None:
+        conn = pymysql.connect(**MYSQL, autocommit=True)
+        rng = random.Random()
+        period = 1.0 / LIVE_QPS_PER_THREAD
+        try:
+            with conn.cursor() as cur:
+                while not self.stop.is_set():
+                    started = time.perf_counter()
+                    cur.execute("SELECT payload FROM events WHERE id = %s", (rng.randint(1, self.max_id),))
+                    cur.fetchall()
+                    took = time.perf_counter() - started
+                    with self.lock:
+                        self.samples.append((time.monotonic(), took))
+                    self.stop.wait(max(0.0, period - took))
+        finally:
+            conn.close()
+
+    def p99(self, since: float, until: float) -> float:
+        with self.lock:
+            window = sorted(took for at, took in self.samples if since <= at <= until)
+        return window[int(0.99 * (len(window) - 1))] if window else float("nan")
+
+
+def enqueue_batch(redis: Redis) -> None:
+    for i in range(BATCH):
+        first = 1 + (i * 4) % USERS
+        rebuild_user_stats.enqueue(shard=SHARD, first_user=first, last_user=first + 3, connection=redis)
+
+
+def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path) -> tuple[float, int]:
+    """p99 of live queries and heavy jobs finished, over one window."""
+    redis.flushdb()
+    fleet = Fleet()
+    if mode == "plain":
+        enqueue_batch(redis)
+        fleet.start([sys.executable, "-c", PLAIN_WORKER, REDIS_URL], WORKERS)
+    elif mode == "easeoff":
+        enqueue_batch(redis)
+        fleet.start_gated(config, ["recount"], WORKERS)
+    started = time.monotonic()
+    try:
+        time.sleep(WINDOW)
+        finished = FinishedJobRegistry("recount", connection=redis).count
+    finally:
+        fleet.stop()
+        # Heavy queries of killed workers may still be running in MariaDB: let them drain.
+        time.sleep(1.0)
+    return live.p99(started + 1.0, started + WINDOW), finished
+
+
+def main() -> None:
+    redis = Redis.from_url(REDIS_URL)
+    create_schema(SHARD, reset=True)
+    events = seed_events(SHARD, users=USERS, per_user=PER_USER)
+    live = LiveTraffic(max_id=events)
+    results: dict[str, list[tuple[float, int]]] = {"idle": [], "plain": [], "easeoff": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "protection.toml"
+        config.write_text(CONFIG.format(redis=REDIS_URL), encoding="utf-8")
+        for thread in live.threads:
+            thread.start()
+        try:
+            for _ in range(ROUNDS):
+                for mode in results:
+                    p99, done = run_phase(mode, live, redis, config)
+                    results[mode].append((p99, done))
+                    total = BATCH if mode != "idle" else 0
+                    print(f"  {mode:<8} p99 {p99 * 1000:7.2f} ms   heavy jobs done {done}/{total}")
+        finally:
+            live.stop.set()
+            redis.flushdb()
+            Queue("recount", connection=redis, serializer=JSONSerializer).empty()
+    p99 = {mode: statistics.median(r[0] for r in runs) for mode, runs in results.items()}
+    done = {mode: statistics.median(r[1] for r in runs) for mode, runs in results.items()}
+    print(f"idle p99 {p99['idle'] * 1000:.2f} ms (baseline)")
+    for mode in ("plain", "easeoff"):
+        print(
+            f"{mode:<8} p99 over idle {p99[mode] / p99['idle']:.2f}x; heavy throughput "
+            f"{done[mode] / WINDOW:.1f} jobs/s ({done[mode]:.0f} of {BATCH} in {WINDOW:.0f}s)"
+        )
+    share = done["easeoff"] / done["plain"] if done["plain"] else float("nan")
+    print(f"easeoff did {share:.0%} of plain rq's heavy work in the same window")
+    print(f"protection_p99_ratio {p99['easeoff'] / p99['idle']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
