@@ -1,0 +1,220 @@
+"""Shared fixtures: real Redis (a dedicated DB), real MariaDB, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from redis import Redis
+
+from tasks.demo_schema import create_schema
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = os.environ.get("EASEOFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "") -> object:
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def stays_true(predicate: Callable[[], object], seconds: float, interval: float = 0.1, what: str = "") -> None:
+    """Check `predicate` over a whole window: a state that must hold, not one to wait for."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"no longer true: {what or predicate}"
+        time.sleep(interval)
+    assert predicate(), f"no longer true: {what or predicate}"
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Redis]:
+    conn = Redis.from_url(TEST_REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def shards() -> tuple[int, int]:
+    for shard in (1, 2):
+        create_schema(shard, reset=True)
+    return (1, 2)
+
+
+def mysql_status(name: str) -> float:
+    conn = pymysql.connect(**MYSQL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
+            return float(cur.fetchone()[1])
+    finally:
+        conn.close()
+
+
+def max_connections() -> int:
+    conn = pymysql.connect(**MYSQL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.max_connections")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+class ConnectionHolder:
+    """Real idle connections to the local MariaDB: connection strain a test can dial up and down."""
+
+    def __init__(self) -> None:
+        self.held: list[pymysql.connections.Connection] = []
+
+    def hold(self, n: int) -> None:
+        while len(self.held) < n:
+            self.held.append(pymysql.connect(**MYSQL))
+        while len(self.held) > n:
+            self.held.pop().close()
+
+    def close(self) -> None:
+        self.hold(0)
+
+
+@pytest.fixture
+def connections() -> Iterator[ConnectionHolder]:
+    holder = ConnectionHolder()
+    yield holder
+    holder.close()
+
+
+CONFIG_TEMPLATE = """
+[redis]
+url = "{redis_url}"
+
+[probe]
+interval = {interval}
+timeout = 0.5
+stale_after = {stale_after}
+
+[backoff]
+base = {backoff_base}
+cap = {backoff_cap}
+{backoff_extra}
+
+[mysql.hosts.db1]
+url = "mysql://root@127.0.0.1:3306"
+
+[mysql.hosts.dead]
+url = "mysql://root@127.0.0.1:1"
+
+[resources."shard:1"]
+hosts = ["db1"]
+
+[resources."shard:2"]
+hosts = {shard2_hosts}
+
+[signals.connections]
+high = {high}
+low = {low}
+
+[queues.heavy]
+[queues.archive]
+[queues.recount]
+
+{extra}
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a test config; thresholds default to far above anything a test reaches."""
+
+    def write(**overrides: object) -> Path:
+        values: dict[str, object] = {
+            "redis_url": TEST_REDIS_URL,
+            "interval": 0.5,
+            "stale_after": 5.0,
+            "backoff_base": 0.5,
+            "backoff_cap": 1.0,
+            "high": 0.95,
+            "low": 0.90,
+            "shard2_hosts": '["db1"]',
+            "extra": "",
+            "backoff_extra": "",
+        }
+        values.update(overrides)
+        path = tmp_path / f"easeoff-{len(list(tmp_path.glob('easeoff-*.toml')))}.toml"
+        path.write_text(CONFIG_TEMPLATE.format(**values), encoding="utf-8")
+        return path
+
+    return write
+
+
+class WorkerProcesses:
+    """`easeoff worker` subprocesses, each in its own session so a test can kill it whole."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, config: Path, *queues: str, burst: bool = False) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "workers.cli", "--config", str(config), "worker", *queues]
+        if burst:
+            args.append("--burst")
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def kill9(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker alone: its work horse, in a process group of its own, runs on."""
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,77 @@
+"""A real Prometheus server on loopback, started from Debian's package for one test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def prometheus_server(
+    workdir: Path, scrape_targets: list[str] | None = None, rules: Path | None = None
+) -> Iterator[str]:
+    """Yield the base URL of a fresh Prometheus; scrape and evaluate every second."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed: run the README's test command, which installs it")
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    lines = ["global:", "  scrape_interval: 1s", "  evaluation_interval: 1s"]
+    if rules is not None:
+        lines += ["rule_files:", f"  - {rules}"]
+    if scrape_targets:
+        lines += [
+            "scrape_configs:",
+            "  - job_name: easeoff",
+            "    static_configs:",
+            f"      - targets: {scrape_targets}",
+        ]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prometheus did not start: {(workdir / 'prometheus.log').read_text()[-500:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -1,0 +1,97 @@
+"""Config parsing: pure, no servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedback.config import ConfigError, load_config, parse_config
+
+GOOD = """
+[redis]
+url = "redis://127.0.0.1:6379/0"
+[mysql.hosts.db-1]
+url = "mysql://probe:s3cret@10.0.0.5:3307"
+[resources."shard:1"]
+hosts = ["db-1"]
+[signals.connections]
+high = 0.8
+low = 0.6
+[queues.heavy]
+resources = ["shard:1"]
+"""
+
+
+def parse(text: str, env: dict[str, str] | None = None):
+    return parse_config(text, "test.toml", env or {})
+
+
+def test_good_config_parses_with_defaults() -> None:
+    config = parse(GOOD)
+    host = config.hosts["db-1"]
+    assert (host.host, host.port, host.user, host.password) == ("10.0.0.5", 3307, "probe", "s3cret")
+    assert config.probe_interval == 1.0
+    assert config.hosts_for(["shard:1"]) == ("db-1",)
+    assert config.queue_resources("heavy") == ("shard:1",)
+    assert config.queue_resources("unknown") == ()
+
+
+def test_environment_overrides_urls_and_passwords() -> None:
+    env = {
+        "EASEOFF_REDIS_URL": "redis://10.1.1.1:6380/2",
+        "EASEOFF_MYSQL_DB_1_PASSWORD": "from-env",
+    }
+    config = parse(GOOD, env)
+    assert config.redis_url == "redis://10.1.1.1:6380/2"
+    assert config.hosts["db-1"].password == "from-env"
+
+
+def test_passwords_stay_out_of_reprs() -> None:
+    config = parse(GOOD.replace("127.0.0.1:6379", "user:redispw@127.0.0.1:6379"))
+    assert "s3cret" not in repr(config)
+    assert "redispw" not in repr(config)
+    assert "redispw" not in config.redis_url_redacted
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[redis\nurl=1", "", "not valid TOML"),
+        (GOOD.replace("high = 0.8", 'high = "lots"'), "signals.connections.high", "must be a number"),
+        (GOOD.replace("low = 0.6", "low = 0.9"), "signals.connections.low", "must not exceed high"),
+        (GOOD.replace('hosts = ["db-1"]', 'hosts = ["db-9"]'), 'resources."shard:1".hosts', "unknown host"),
+        (GOOD.replace("[signals.connections]", "[signals.load_avg]"), "signals.load_avg", "unknown built-in signal"),
+        (GOOD + "\n[probe]\ninterval = -1\n", "probe.interval", ">= 0.05"),
+        (GOOD + "\n[probe]\nintervall = 2\n", "probe.intervall", "unknown key"),
+        (GOOD.replace('resources = ["shard:1"]', 'resources = ["shard:7"]'), "queues.heavy.resources", "unknown"),
+        (GOOD.replace("mysql://probe", "postgres://probe"), "mysql.hosts.db-1.url", "mysql://"),
+        (GOOD.replace("redis://127", "http://127"), "redis.url", "redis://"),
+    ],
+)
+def test_errors_name_file_and_key(text: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert err.value.key == key
+    assert problem in str(err.value)
+    assert str(err.value).startswith("test.toml: ")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_shipped_example_is_valid() -> None:
+    config = load_config(Path(__file__).resolve().parent.parent / "easeoff.example.toml")
+    assert "db1" in config.hosts
+    assert {"connections", "threads_running"} <= set(config.signals)
+
+
+def test_resources_follow_arguments_however_they_are_passed() -> None:
+    from tasks.catalog import archive_in_chunks, recount_users
+
+    assert recount_users.resources_for((3, 1, 10), {}) == ("shard:3",)
+    assert recount_users.resources_for((), {"shard": 4, "first_user": 1, "last_user": 2}) == ("shard:4",)
+    assert archive_in_chunks.resources_for((5,), {"batch_size": 10}) == ("shard:5",)

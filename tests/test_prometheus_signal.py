@@ -1,0 +1,46 @@
+"""A live-traffic signal read from a real Prometheus server's HTTP API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from feedback.cache import ReadingsCache
+from feedback.config import load_config
+from feedback.gate import judge
+from tests.prometheus_support import free_port, prometheus_server
+
+SIGNAL = """
+[signals.site_rps]
+source = "prometheus"
+url = "{url}"
+query = "{query}"
+high = 40
+low = 30
+"""
+
+
+def verdict_for(redis: Redis, write_config, url: str, query: str):
+    config = load_config(write_config(extra=SIGNAL.format(url=url, query=query)))
+    snapshot = ReadingsCache(redis, config).probe_now()
+    return snapshot.get("prometheus:site_rps"), judge(["shard:1"], snapshot, config, time.time())
+
+
+def test_prometheus_query_above_high_holds_all_work(redis_conn: Redis, write_config, tmp_path: Path) -> None:
+    with prometheus_server(tmp_path) as url:
+        reading, verdict = verdict_for(redis_conn, write_config, url, "vector(42)")
+        assert reading is not None and reading.values["site_rps"] == 42
+        assert verdict.reasons == ("site_rps:prometheus 42 > high 40",)
+
+        redis_conn.flushdb()
+        reading, verdict = verdict_for(redis_conn, write_config, url, "vector(12) + vector(3)")
+        assert reading is not None and reading.values["site_rps"] == 15
+        assert verdict.admit
+
+
+def test_unreachable_prometheus_fails_closed(redis_conn: Redis, write_config) -> None:
+    _, verdict = verdict_for(redis_conn, write_config, f"http://127.0.0.1:{free_port()}", "vector(1)")
+    assert len(verdict.reasons) == 1
+    assert verdict.reasons[0].startswith("probe_error:prometheus:site_rps (prometheus: URLError)")

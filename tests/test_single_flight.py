@@ -1,0 +1,66 @@
+"""One probe per host per interval for the whole fleet, however many workers ask."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import replace
+
+from redis import Redis
+
+from feedback.cache import ReadingsCache
+from feedback.config import load_config
+from feedback.probes import Prober
+from tests.conftest import TEST_REDIS_URL
+
+
+def test_many_askers_share_one_probe_per_interval(redis_conn: Redis, write_config) -> None:
+    config = load_config(write_config(interval=0.5, shard2_hosts='["db1"]'))
+    probes: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    class CountingProber(Prober):
+        def read(self, target, previous, context):
+            with lock:
+                probes.append((target, time.monotonic()))
+            return super().read(target, previous, context)
+
+    stop = time.monotonic() + 3.0
+    asked = [0] * 8
+    failures: list[str] = []
+
+    def asker(i: int) -> None:
+        redis = Redis.from_url(TEST_REDIS_URL)
+        cache = ReadingsCache(redis, config, prober=CountingProber(config, redis))
+        while time.monotonic() < stop:
+            reading = cache.current(["db1"]).get("db1")
+            if reading is None or reading.error is not None:
+                failures.append(f"asker {i} saw {reading}")
+            asked[i] += 1
+
+    threads = [threading.Thread(target=asker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert failures == []
+    db1_probes = [t for host, t in probes if host == "db1"]
+    assert sum(asked) > 100  # the askers really did ask, many times over
+    assert 4 <= len(db1_probes) <= 3.0 / 0.5 + 1, len(db1_probes)
+    gaps = [b - a for a, b in itertools.pairwise(db1_probes)]
+    assert min(gaps) >= 0.5 * 0.9, gaps
+
+
+def test_probe_error_keeps_hysteresis_state(redis_conn: Redis, write_config, connections) -> None:
+    connections.hold(2)
+    config = load_config(write_config(high=0.0, low=0.0))
+    cache = ReadingsCache(redis_conn, config)
+    first = cache.probe_now().get("db1")
+    assert first is not None and first.strained["connections"] is True  # everything is above a high of 0
+
+    unreachable = replace(config, hosts={"db1": replace(config.hosts["db1"], port=1)})
+    failed = ReadingsCache(redis_conn, unreachable).probe_now().get("db1")
+    assert failed is not None
+    assert failed.error is not None and failed.strained == first.strained
