@@ -8,6 +8,7 @@ The prober also carries each signal's hysteresis state forward in the reading.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -22,6 +23,7 @@ from feedback.hysteresis import assess
 from feedback.probes import WRITER_ROLES, ProbeError, Prober
 from feedback.readings import Reading
 from feedback.snapshot import Snapshot
+from feedback.switches import SWITCHES_KEY, Switches, parse_switches
 
 READING_KEY = "easeoff:reading:{host}"
 PROBE_LOCK_KEY = "easeoff:probe-lock:{host}"
@@ -50,11 +52,12 @@ class ReadingsCache:
         self.slack = random.uniform(0.0, 0.2) * config.probe_interval
 
     def stored(self, targets: Iterable[str] | None = None) -> Snapshot:
-        """What Redis holds now, without probing: one MGET of the readings and the hosts out."""
+        """What Redis holds now, without probing: one MGET of the readings, hosts out and switches."""
         targets = list(self.config.probe_targets if targets is None else targets)
-        *raw, out = self.redis.mget([*(READING_KEY.format(host=t) for t in targets), HOSTS_OUT_KEY])
+        keys = [*(READING_KEY.format(host=t) for t in targets), HOSTS_OUT_KEY, SWITCHES_KEY]
+        *raw, out, switches = self.redis.mget(keys)
         readings = {t: (Reading.from_json(r) if r else None) for t, r in zip(targets, raw, strict=True)}
-        return Snapshot(readings=readings, hosts_out=parse_hosts_out(out))
+        return Snapshot(readings=readings, hosts_out=parse_hosts_out(out), switches=parse_switches(switches))
 
     def next_due_in(self, snapshot: Snapshot) -> float:
         """Seconds until the oldest reading is due for a probe; if one is overdue, another process
@@ -75,26 +78,29 @@ class ReadingsCache:
             return snapshot
         won = self._take_locks(due)
         if won:
-            readings.update(self.refresh(won, readings))
+            readings.update(self.refresh(won, readings, snapshot.switches))
         cold = [t for t in due if readings[t] is None and t not in won]
         if cold:
             readings.update(self._await_first(cold))
-        fresh = Snapshot(readings=readings, hosts_out=snapshot.hosts_out)
+        fresh = dataclasses.replace(snapshot, readings=readings)
         if won and self.on_refresh is not None:
             self.on_refresh(fresh)
         return fresh
 
-    def refresh(self, targets: Iterable[str], previous: Mapping[str, Reading | None]) -> dict[str, Reading]:
+    def refresh(
+        self, targets: Iterable[str], previous: Mapping[str, Reading | None], switches: Switches | None = None
+    ) -> dict[str, Reading]:
         """Probe `targets` now and store the results; the caller decides who may.
 
         Writers go first, so replicas probed in the same round compare against the
-        heartbeat just written.
+        heartbeat just written. Live threshold overrides decide the hysteresis state.
         """
+        config = (switches or Switches()).apply(self.config, self.clock())
         context = dict(previous)
         ordered = sorted(targets, key=lambda t: not (self._roles(t) & WRITER_ROLES))
         fresh = {}
         for target in ordered:
-            fresh[target] = context[target] = self._probe(target, previous.get(target), context)
+            fresh[target] = context[target] = self._probe(target, previous.get(target), context, config)
         ttl = max(int(self.config.stale_after * 10), 60)
         with self.redis.pipeline(transaction=False) as pipe:
             for target, reading in fresh.items():
@@ -106,8 +112,8 @@ class ReadingsCache:
         """Fresh readings of every target, whatever the cadence (`easeoff probe`)."""
         snapshot = self.stored()
         readings = dict(snapshot.readings)
-        readings.update(self.refresh(list(readings), readings))
-        return Snapshot(readings=readings, hosts_out=snapshot.hosts_out)
+        readings.update(self.refresh(list(readings), readings, snapshot.switches))
+        return dataclasses.replace(snapshot, readings=readings)
 
     def _roles(self, target: str) -> frozenset[str]:
         return self.config.host_roles(target) if target in self.config.hosts else frozenset()
@@ -132,7 +138,9 @@ class ReadingsCache:
             results = pipe.execute()
         return [t for t, ok in zip(targets, results, strict=True) if ok]
 
-    def _probe(self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]) -> Reading:
+    def _probe(
+        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], config: Config
+    ) -> Reading:
         taken_at = self.clock()
         was = previous.strained if previous is not None else {}
         try:
@@ -143,11 +151,7 @@ class ReadingsCache:
         for name, value in values.items():
             if name == "replication":
                 strained[name] = value >= 0.5  # structural: a stopped thread is strain, no band
-            elif name in self.config.signals:
-                limits = (
-                    self.config.thresholds(name, target)
-                    if target in self.config.hosts
-                    else self.config.signals[name].thresholds
-                )
+            elif name in config.signals:
+                limits = config.thresholds(name, target) if target in config.hosts else config.signals[name].thresholds
                 strained[name] = assess(value, limits.high, limits.low, was.get(name, False))
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)

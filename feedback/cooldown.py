@@ -11,7 +11,7 @@ resource is healthy again, its parked jobs are released at once: fast resume.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from redis import Redis
 
@@ -47,11 +47,15 @@ def strained_resources(config: Config, snapshot: Snapshot, now: float) -> dict[s
     return found
 
 
-def publish(redis: Redis, config: Config, strained: Mapping[str, list[str]]) -> list[str]:
-    """Mark strained resources cooling and clear the rest; return the healthy resources that
-    still have parked jobs (however their cool-down ended), for the caller to release."""
+def publish(
+    redis: Redis, config: Config, strained: Mapping[str, list[str]], extra_scopes: Iterable[str] = ()
+) -> list[str]:
+    """Mark strained scopes cooling and clear the rest; return the healthy scopes that still
+    have parked jobs (however their cool-down ended), for the caller to release.
+
+    Scopes are the configured resources plus `extra_scopes` (paused tasks' `task:NAME`)."""
     ttl_ms = int(cooldown_ttl(config) * 1000)
-    names = list(config.resources)
+    names = list(dict.fromkeys([*config.resources, *strained, *extra_scopes]))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             if name in strained:

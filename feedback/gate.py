@@ -70,9 +70,25 @@ def strain_reasons(resources: Iterable[str], snapshot: Snapshot, config: Config,
     return assess_resources(resources, snapshot, config, now)[0]
 
 
+def queue_reasons(queue: str, snapshot: Snapshot, config: Config, now: float) -> list[str]:
+    """Why nothing may be dequeued from `queue` now: ops paused it, or its resources are strained."""
+    paused = snapshot.switches.paused(f"queue:{queue}", now)
+    return ([paused] if paused else []) + strain_reasons(config.queue_resources(queue), snapshot, config, now)
+
+
+def task_reasons(task: str, snapshot: Snapshot, now: float, rng: random.Random) -> list[str]:
+    """Why this one job of `task` must wait although its resources are fine: paused or throttled."""
+    paused = snapshot.switches.paused(f"task:{task}", now)
+    if paused:
+        return [paused]
+    throttled = snapshot.switches.throttled(task, now, rng)
+    return [throttled] if throttled else []
+
+
 def assess_resources(
     resources: Iterable[str], snapshot: Snapshot, config: Config, now: float
 ) -> tuple[list[str], list[str]]:
+    config = live_config(config, snapshot, now)
     reasons, critical = global_findings(snapshot, config, now)
     for name in dict.fromkeys(resources):
         resource = config.resources.get(name)
@@ -86,8 +102,10 @@ def assess_resources(
 
 
 def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[list[str], list[str]]:
-    """Global traffic: when the site is busy, no heavy work at all."""
-    reasons: list[str] = []
+    """Global traffic, or ops pausing everything: no heavy work at all."""
+    config = live_config(config, snapshot, now)
+    paused = snapshot.switches.paused("all", now)
+    reasons: list[str] = [paused] if paused else []
     critical: list[str] = []
     for signal in config.signals.values():
         if signal.is_global_traffic:
@@ -97,8 +115,16 @@ def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[lis
     return reasons, critical
 
 
+def live_config(config: Config, snapshot: Snapshot, now: float) -> Config:
+    """The config with ops' live threshold overrides applied (the same object when there are none)."""
+    return snapshot.switches.apply(config, now)
+
+
 def resource_findings(resource: ResourceConfig, snapshot: Snapshot, config: Config, now: float) -> HostFindings:
-    reasons: list[str] = []
+    config = live_config(config, snapshot, now)
+    resource = config.resources.get(resource.name, resource)
+    paused = snapshot.switches.paused(f"resource:{resource.name}", now)
+    reasons: list[str] = [paused] if paused else []
     critical: list[str] = []
     for host in resource.writers:
         found = host_findings(host, resource, snapshot, config, now)

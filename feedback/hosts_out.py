@@ -1,11 +1,11 @@
 """Ops mark a host out of production (and back in); a pair with a half out holds its shard.
 
 The set is one JSON value, so every worker reads it in the same MGET as the readings.
+Each change is logged as an event (who, when, why) in the same transaction.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Callable
@@ -14,18 +14,20 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
+from feedback import events
+
 HOSTS_OUT_KEY = "easeoff:hosts-out"
 
 
 def mark_out(redis: Redis, host: str, reason: str, by: str | None = None) -> None:
-    entry = {"reason": reason, "by": by or getpass.getuser(), "at": time.time()}
-    _update(redis, lambda hosts: hosts.__setitem__(host, entry))
+    entry = {"reason": reason, "by": by or events.operator(), "at": time.time()}
+    _update(redis, lambda hosts: hosts.__setitem__(host, entry), f"host out: {host}", entry["by"], reason)
 
 
-def mark_in(redis: Redis, host: str) -> bool:
+def mark_in(redis: Redis, host: str, by: str | None = None, why: str = "") -> bool:
     """True if the host was out."""
     was_out: list[bool] = []
-    _update(redis, lambda hosts: was_out.append(hosts.pop(host, None) is not None))
+    _update(redis, lambda hosts: was_out.append(hosts.pop(host, None) is not None), f"host in: {host}", by, why)
     return was_out[-1]
 
 
@@ -46,8 +48,11 @@ def _load(raw: bytes | str | None) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
-def _update(redis: Redis, change: Callable[[dict[str, dict[str, Any]]], object]) -> None:
-    """Read-modify-write under WATCH, so two operators never lose each other's change."""
+def _update(
+    redis: Redis, change: Callable[[dict[str, dict[str, Any]]], object], text: str, by: str | None, why: str
+) -> None:
+    """Read-modify-write under WATCH, so two operators never lose each other's change; the
+    audit event lands in the same transaction."""
     with redis.pipeline() as pipe:
         while True:
             try:
@@ -56,6 +61,7 @@ def _update(redis: Redis, change: Callable[[dict[str, dict[str, Any]]], object])
                 change(hosts)
                 pipe.multi()
                 pipe.set(HOSTS_OUT_KEY, json.dumps(hosts, sort_keys=True))
+                events.record(pipe, "host", text, who=by or events.operator(), why=why)
                 pipe.execute()
                 return
             except WatchError:

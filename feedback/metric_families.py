@@ -17,9 +17,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from feedback import metric_names as names
 from feedback.config import Config
 from feedback.counters import KINDS, Count, reason_kind
-from feedback.gate import global_findings, resource_findings, strain_reasons
+from feedback.events import KINDS as EVENT_KINDS
+from feedback.gate import global_findings, queue_reasons, resource_findings
 from feedback.queue_stats import QueueStats
 from feedback.snapshot import Snapshot
+from feedback.switches import Switches
 from feedback.watermark_monitor import WatermarkMonitor
 from feedback.watermarks import phase_value
 
@@ -61,7 +63,7 @@ def queue_families(stats: Sequence[QueueStats], held: Mapping[str, bool]) -> lis
 
 def queue_held(config: Config, queues: Iterable[str], snapshot: Snapshot, now: float) -> dict[str, bool]:
     """Whether a gated worker would skip each queue now (the worker's own pre-dequeue check)."""
-    return {q: bool(strain_reasons(config.queue_resources(q), snapshot, config, now)) for q in queues}
+    return {q: bool(queue_reasons(q, snapshot, config, now)) for q in queues}
 
 
 def watermark_families(config: Config, monitor: WatermarkMonitor) -> list[Metric]:
@@ -206,6 +208,33 @@ def switch_families(
         cool.add_metric([name], 1 if cooling.get(name) else 0)
         parked_family.add_metric([name], parked.get(name, 0))
     return [out, cool, parked_family]
+
+
+def contingency_families(switches: Switches, now: float, event_counts: Mapping[str, int]) -> list[Metric]:
+    """Ops' switches in force (pause, throttle, threshold) and the events logged, by kind."""
+    active = GaugeMetricFamily(
+        names.SWITCH_ACTIVE, "1 for each contingency switch in force, by kind and scope.", labels=["kind", "scope"]
+    )
+    expiry = GaugeMetricFamily(
+        names.SWITCH_EXPIRY, "When a switch with a TTL lapses (unix seconds).", labels=["kind", "scope"]
+    )
+    ratio = GaugeMetricFamily(
+        names.SWITCH_THROTTLE_RATIO, "Share of the task's jobs a throttle refuses (0 when none).", labels=["task"]
+    )
+    for switch in switches.live(now):
+        active.add_metric([switch.kind, switch.scope], 1)
+        if switch.expires_at is not None:
+            expiry.add_metric([switch.kind, switch.scope], switch.expires_at)
+        if switch.kind == "throttle":
+            ratio.add_metric([switch.scope.removeprefix("task:")], switch.ratio or 0.0)
+    logged = CounterMetricFamily(
+        names.EVENTS,
+        "Events logged (switches, hosts, annotations, verdict flips), by kind: Grafana annotates on changes.",
+        labels=["kind"],
+    )
+    for kind in dict.fromkeys([*EVENT_KINDS, *event_counts]):
+        logged.add_metric([kind], event_counts.get(kind, 0))
+    return [active, expiry, ratio, logged]
 
 
 def limit_families(limits: Mapping[str, tuple[int, int]]) -> list[Metric]:

@@ -44,6 +44,10 @@ RESOURCE_COOLING = "easeoff_resource_cooling"
 RESOURCE_PARKED = "easeoff_resource_parked_jobs"
 CONCURRENCY_LIMIT = "easeoff_concurrency_limit"
 CONCURRENCY_LEASES = "easeoff_concurrency_leases"
+SWITCH_ACTIVE = "easeoff_switch_active"
+SWITCH_THROTTLE_RATIO = "easeoff_switch_throttle_ratio"
+SWITCH_EXPIRY = "easeoff_switch_expiry_timestamp_seconds"
+EVENTS = "easeoff_events"  # a counter: exposed as easeoff_events_total
 
 # The exporter itself.
 REDIS_UP = "easeoff_redis_up"

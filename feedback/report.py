@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from feedback.config import Config
-from feedback.gate import applicable_signals, global_findings, judge
+from feedback.gate import applicable_signals, global_findings, judge, live_config
 from feedback.readings import Reading
 from feedback.snapshot import Snapshot
 
@@ -24,6 +24,7 @@ def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
 
 def resources_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
     """Per resource: verdict, reasons, and per host its role and each signal's value, thresholds, state."""
+    config = live_config(config, snapshot, now)
     report = {}
     for name, resource in config.resources.items():
         verdict = judge([name], snapshot, config, now)
@@ -65,6 +66,7 @@ def resources_report(config: Config, snapshot: Snapshot, now: float) -> dict[str
 
 
 def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
+    config = live_config(config, snapshot, now)
     report = {}
     for signal in config.signals.values():
         if signal.source not in ("app", "prometheus"):
@@ -85,6 +87,14 @@ def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, 
 def global_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
     reasons, critical = global_findings(snapshot, config, now)
     return {"verdict": "defer" if reasons else "admit", "reasons": reasons, "critical": critical}
+
+
+def switches_report(snapshot: Snapshot, now: float) -> list[dict[str, Any]]:
+    """The switches in force, each with who set it, why, and when it lapses."""
+    return [
+        {**s.as_dict(), "describe": s.describe(), "expires_in_s": None if s.expires_at is None else s.expires_at - now}
+        for s in sorted(snapshot.switches.live(now), key=lambda s: s.at)
+    ]
 
 
 def _state(reading: Reading | None, signal: str) -> str:

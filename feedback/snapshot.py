@@ -6,14 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from feedback.readings import Reading
+from feedback.switches import Switches
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cached readings by probe target (host or traffic source) and the hosts ops marked out."""
+    """Cached readings by probe target (host or traffic source), the hosts ops marked out
+    and the contingency switches in force."""
 
     readings: Mapping[str, Reading | None]
     hosts_out: Mapping[str, str] = field(default_factory=dict)
+    switches: Switches = field(default_factory=Switches)
 
     def get(self, target: str) -> Reading | None:
         return self.readings.get(target)

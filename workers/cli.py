@@ -18,11 +18,12 @@ import click
 import redis
 from redis import Redis
 
+from feedback import events
 from feedback.cache import ReadingsCache
 from feedback.config import Config, ConfigError, load_config
 from feedback.hosts_out import mark_in, mark_out
 from feedback.queue_stats import known_queue_names, queue_stats
-from feedback.report import global_report, resources_report, traffic_report
+from feedback.report import global_report, resources_report, switches_report, traffic_report
 from feedback.snapshot import Snapshot
 from tasks.registry import TaskError, get_task
 
@@ -195,9 +196,12 @@ def status(ctx: Context, as_json: bool) -> None:
     """Queues (ready, deferred, running, failed, oldest age) and each resource's verdict."""
     config, connection = ctx.config, ctx.redis
     stats = queue_stats(connection, known_queue_names(connection, config.queues))
+    snapshot = ReadingsCache(connection, config).stored()
     report = {
         "queues": {s.name: {k: v for k, v in s.as_dict().items() if k != "name"} for s in stats},
-        **_feedback_report(config, ReadingsCache(connection, config).stored()),
+        **_feedback_report(config, snapshot),
+        "switches": switches_report(snapshot, time.time()),
+        "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -207,6 +211,16 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"{s.name:<16}{s.ready:>8}{s.deferred:>10}{s.running:>9}{s.failed:>8}{s.oldest_ready_age_s:>9.1f}s")
     click.echo("")
     _print_feedback(report)
+    click.echo("")
+    click.echo("SWITCHES")
+    for s in report["switches"]:
+        click.echo(f"  {s['describe']}  by {s['by']}: {s['why']}")
+    if not report["switches"]:
+        click.echo("  none")
+    click.echo("RECENT CHANGES (easeoff log)")
+    for e in report["audit"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e["at"]))
+        click.echo(f"  {stamp} {e['who']}: {e['text']}" + (f" ({e['why']})" if e["why"] else ""))
 
 
 @cli.command()
@@ -278,12 +292,14 @@ def host_out(ctx: Context, host: str, reason: str, by: str | None) -> None:
 
 @host_group.command("in")
 @click.argument("host")
+@click.option("--reason", default="", help="Why (for the log).")
+@click.option("--by", default=None, help="Who (default: the current user).")
 @pass_context
 @guarded
-def host_in(ctx: Context, host: str) -> None:
+def host_in(ctx: Context, host: str, reason: str, by: str | None) -> None:
     """Put HOST back into production."""
     _known_host(ctx.config, host)
-    was_out = mark_in(ctx.redis, host)
+    was_out = mark_in(ctx.redis, host, by, reason)
     click.echo(f"{host} is in production" + ("" if was_out else " (it was not out)"))
 
 
@@ -297,6 +313,15 @@ from workers.cli_observability import alerts_group, dashboard_group, exporter  #
 cli.add_command(exporter)
 cli.add_command(alerts_group)
 cli.add_command(dashboard_group)
+
+from workers.cli_top import top  # noqa: E402 - needs `cli` above
+
+cli.add_command(top)
+
+from workers.cli_switches import COMMANDS as SWITCH_COMMANDS  # noqa: E402 - needs `cli` above
+
+for command in SWITCH_COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -33,10 +33,12 @@ from feedback.config import Config, QueueConfig
 from feedback.cooldown import publish as publish_cooldowns
 from feedback.cooldown import strained_resources
 from feedback.counters import counter_field, counter_key, reason_kind
-from feedback.gate import ADMIT, Verdict, judge, strain_reasons
+from feedback.flips import GLOBAL, record_flips
+from feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons, task_reasons
 from feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes
 from feedback.queue_stats import known_queue_names
 from feedback.snapshot import Snapshot
+from feedback.switches import TASK_SCOPE_PREFIX, known_task_scopes, paused_task_scopes, prune_expired
 from tasks.checkpoint import request_stop
 from tasks.registry import META_KEY, job_resources
 from tasks.resumable import Checkpointed
@@ -113,7 +115,7 @@ class GatedWorker(Worker):
         """Queues whose own resources are healthy; the rest wait without being dequeued."""
         open_queues = []
         for queue in self._ordered_queues:
-            reasons = strain_reasons(self.config.queue_resources(queue.name), snapshot, self.config, now)
+            reasons = queue_reasons(queue.name, snapshot, self.config, now)
             if reasons:
                 self.procline(f"Holding {queue.name}: {'; '.join(reasons)}")
             else:
@@ -141,12 +143,23 @@ class GatedWorker(Worker):
             resources = [*job_resources(job), *self.config.queue_resources(queue.name)]
             verdict = judge(resources, snapshot, self.config, now, _deferrals(job), self.rng)
             if verdict.admit:
+                verdict = self._task_switches(job, snapshot, now)
+            if verdict.admit:
                 verdict = self._take_lease(job, queue, claim)
             if verdict.admit:
                 self._claimed = claim
                 return job, queue
             self._defer(job, queue, claim.execution, verdict)
             return None
+
+    def _task_switches(self, job: Job, snapshot: Snapshot, now: float) -> Verdict:
+        """Ops' pause or throttle of this job's task: a paused task's jobs park until it resumes;
+        a throttled one's refused share comes back in about an interval."""
+        reasons = task_reasons(_task_name(job), snapshot, now, self.rng)
+        if not reasons:
+            return ADMIT
+        delay = self.config.probe_interval * self.rng.uniform(0.5, 1.5)
+        return Verdict(admit=False, reasons=tuple(reasons), delay=delay)
 
     def _take_lease(self, job: Job, queue: Queue, claim: Claim) -> Verdict:
         """A slot under every concurrency limit the job falls under, or a deferral saying which is full."""
@@ -182,8 +195,7 @@ class GatedWorker(Worker):
                 self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, reason)
             return
         due = now + verdict.delay
-        strained = not all(_is_saturation_or_shutdown(r) for r in verdict.reasons)
-        park_on = job_resources(job) if strained else ()
+        park_on = _park_scopes(job, verdict.reasons)
         if self.moves.defer(job, queue, execution, due, _task_name(job), verdict.reasons, park_on):
             self.log.info(
                 "Worker %s: deferred %s for %.1fs (deferral %d): %s",
@@ -298,13 +310,22 @@ class GatedWorker(Worker):
     # -- housekeeping -----------------------------------------------------------
 
     def _after_refresh(self, snapshot: Snapshot) -> None:
-        """This worker just probed for the fleet: publish cool-downs, release cleared resources."""
-        strained = strained_resources(self.config, snapshot, time.time())
-        adapt_limits(self.connection, self.config, strained)
-        for resource in publish_cooldowns(self.connection, self.config, strained):
-            released = self.moves.release(resource)
+        """This worker just probed for the fleet: publish cool-downs (strained resources, paused
+        tasks), release what cleared, log verdict flips and prune switches whose TTL ran out."""
+        now = time.time()
+        strained = strained_resources(self.config, snapshot, now)
+        adapt_limits(self.connection, self.config, {r: v for r, v in strained.items() if not _only_paused(v)})
+        held = {**strained, GLOBAL: global_findings(snapshot, self.config, now)[0]}
+        record_flips(self.connection, held, [GLOBAL, *self.config.resources], now)
+        cooling = {**strained, **{scope: [why] for scope, why in paused_task_scopes(snapshot.switches, now).items()}}
+        task_scopes = known_task_scopes(self.connection)
+        for scope in publish_cooldowns(self.connection, self.config, cooling, task_scopes):
+            released = self.moves.release(scope)
             if released:
-                self.log.info("Worker %s: %s cleared; released %d parked jobs", self.name, resource, released)
+                self.log.info("Worker %s: %s cleared; released %d parked jobs", self.name, scope, released)
+        if snapshot.switches.expired(now):
+            for switch in prune_expired(self.connection, now):
+                self.log.warning("Worker %s: switch expired: %s", self.name, switch.describe())
         self._promote()
 
     def _heartbeat_if_due(self) -> None:
@@ -373,9 +394,22 @@ def _exception_name(exc_string: str) -> str:
     return name if name.isidentifier() else last[:40]
 
 
-def _is_saturation_or_shutdown(reason: str) -> bool:
-    """Reasons that say nothing about the database's health: no reason to park the job."""
-    return reason.startswith(("concurrency:", "yield:")) or reason == "checkpoint: worker shutting down"
+def _park_scopes(job: Job, reasons: Sequence[str]) -> list[str]:
+    """What a deferred job waits for: its resources when they are strained or paused, its task's
+    scope when ops paused the task. Saturation, throttling and shutdown say nothing about the
+    database's health: the job just comes back when due."""
+    scopes: list[str] = []
+    for reason in reasons:
+        if reason.startswith("paused:task:"):
+            scopes.append(TASK_SCOPE_PREFIX + _task_name(job))
+        elif not reason.startswith(("concurrency:", "yield:", "throttled:", "checkpoint: worker shutting down")):
+            scopes += job_resources(job)
+    return list(dict.fromkeys(scopes))
+
+
+def _only_paused(reasons: Sequence[str]) -> bool:
+    """Held by ops alone, not by the database: no reason to cut its concurrency limit."""
+    return all(r.startswith("paused:") for r in reasons)
 
 
 def _is_resumable(job: Job) -> bool:

@@ -90,15 +90,18 @@ return 1
 # Shared by PROMOTE and RELEASE: move one due job from scheduled to its queue, unless a
 # resource it touches is cooling, in which case it is re-parked until the cool-down ends.
 TRY_PROMOTE = """
--- The resources a job touches, and when its deferral cap ends parking (0: never).
+-- The scopes a job waits on (its resources and its task), and when its deferral cap ends parking (0: never).
 local function parking_info(job_key)
   local meta = redis.call('HGET', job_key, 'meta')
   if not meta then return {}, 0 end
   local ok, decoded = pcall(cjson.decode, meta)
   if not ok or type(decoded) ~= 'table' or type(decoded['easeoff']) ~= 'table' then return {}, 0 end
   local info = decoded['easeoff']
-  local list = info['resources']
-  if type(list) ~= 'table' then list = {} end
+  local list = {}
+  if type(info['resources']) == 'table' then
+    for _, r in ipairs(info['resources']) do list[#list + 1] = r end
+  end
+  if type(info['task']) == 'string' then list[#list + 1] = 'task:' .. info['task'] end  -- a paused task
   local expires = tonumber(info['expires_at']) or 0
   return list, expires
 end

@@ -1,0 +1,176 @@
+"""Contingency switches on real Redis, MariaDB and worker processes: every switch takes effect
+fleet-wide within a probe interval, is undone on resume or when its TTL lapses, and each
+change is in the audit log with who, when and why."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis import Redis
+from rq.job import Job
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tasks.catalog import noop, record_run
+from tasks.registry import META_KEY
+from tests.conftest import WorkerProcesses, run_cli, stays_true, wait_until
+from tests.placement import misplaced
+
+INTERVAL = 0.5
+
+
+def done(redis: Redis, jobs: list[Job]) -> int:
+    finished = set(FinishedJobRegistry("heavy", connection=redis).get_job_ids())
+    return sum(j.id in finished for j in jobs)
+
+
+def started_or_done(redis: Redis, jobs: list[Job]) -> int:
+    seen = set(FinishedJobRegistry("heavy", connection=redis).get_job_ids())
+    seen |= set(StartedJobRegistry("heavy", connection=redis).get_job_ids())
+    return sum(j.id in seen for j in jobs)
+
+
+def last_reasons(redis: Redis, job: Job) -> list[str]:
+    info = Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta.get(META_KEY, {})
+    return info.get("last_reasons", [])
+
+
+def cli(config: Path, *args: str) -> str:
+    result = run_cli("--config", str(config), *args, env={"EASEOFF_OPERATOR": "ops-alice"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def fleet(workers: WorkerProcesses, config: Path, n: int = 2) -> None:
+    for _ in range(n):
+        workers.start(config, "heavy")
+
+
+def settle() -> None:
+    """Let every worker see the switch: one probe interval and a little, measured by the clock."""
+    deadline = time.monotonic() + INTERVAL * 1.5
+    wait_until(lambda: time.monotonic() >= deadline, timeout=5, what="one probe interval")
+
+
+def enqueue(redis: Redis, task: Callable[..., object], n: int, **kwargs: object) -> list[Job]:
+    return [task.enqueue(connection=redis, **kwargs) for _ in range(n)]  # type: ignore[attr-defined]
+
+
+def test_pause_and_resume_a_queue(redis_conn: Redis, shards, write_config, workers: WorkerProcesses) -> None:
+    config = write_config(interval=INTERVAL)
+    fleet(workers, config)
+    cli(config, "pause", "queue:heavy", "--reason", "deploy 412")
+    settle()
+    jobs = enqueue(redis_conn, record_run, 4, shard=1, tag="paused-queue")
+    stays_true(lambda: started_or_done(redis_conn, jobs) == 0, 3 * INTERVAL, what="a paused queue is not dequeued")
+    assert redis_conn.llen("rq:queue:heavy") == 4  # held in the queue itself, not churned
+    cli(config, "resume", "queue:heavy", "--reason", "deploy done")
+    wait_until(lambda: done(redis_conn, jobs) == 4, timeout=15, what="jobs run after resume")
+    assert misplaced(redis_conn, ["heavy"], [j.id for j in jobs]) == {}
+
+
+def test_pause_a_task_parks_its_jobs_while_others_run(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config = write_config(interval=INTERVAL)
+    fleet(workers, config)
+    cli(config, "pause", "task:record_run", "--reason", "ledger migration")
+    settle()
+    held = enqueue(redis_conn, record_run, 3, shard=1, tag="paused-task")
+    others = enqueue(redis_conn, noop, 3, shard=1)
+    wait_until(lambda: done(redis_conn, others) == 3, timeout=15, what="the other task's jobs run")
+    wait_until(lambda: all(last_reasons(redis_conn, j) for j in held), timeout=10, what="paused jobs deferred")
+    assert last_reasons(redis_conn, held[0]) == ["paused:task:record_run (ops-alice: ledger migration)"]
+    stays_true(lambda: done(redis_conn, held) == 0, 3 * INTERVAL, what="a paused task's jobs wait")
+    cli(config, "resume", "task:record_run")
+    wait_until(lambda: done(redis_conn, held) == 3, timeout=15, what="parked jobs released on resume")
+    assert misplaced(redis_conn, ["heavy"], [j.id for j in held + others]) == {}
+
+
+def test_a_paused_resource_resumes_by_itself_when_its_ttl_lapses(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config = write_config(interval=INTERVAL)
+    fleet(workers, config)
+    cli(config, "pause", "resource:shard:1", "--reason", "failover drill", "--ttl", "4s")
+    settle()
+    on_shard1 = enqueue(redis_conn, record_run, 3, shard=1, tag="paused-resource")
+    on_shard2 = enqueue(redis_conn, record_run, 3, shard=2, tag="free-resource")
+    wait_until(lambda: done(redis_conn, on_shard2) == 3, timeout=15, what="the other shard's jobs run")
+    assert done(redis_conn, on_shard1) == 0
+    assert "paused:resource:shard:1" in last_reasons(redis_conn, on_shard1[0])[0]
+    wait_until(lambda: done(redis_conn, on_shard1) == 3, timeout=20, what="jobs run once the TTL lapses")
+    log = json.loads(cli(config, "log", "--json"))
+    assert any(e["text"].startswith("expired: pause resource:shard:1") for e in log), log
+    assert json.loads(cli(config, "switches", "--json")) == []
+
+
+def test_throttle_and_threshold_override_then_undo(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config = write_config(interval=INTERVAL)
+    fleet(workers, config)
+    cli(config, "throttle", "record_run", "1.0", "--reason", "replica rebuild", "--ttl", "10m")
+    settle()
+    throttled = enqueue(redis_conn, record_run, 3, shard=2, tag="throttled")
+    wait_until(lambda: last_reasons(redis_conn, throttled[0]), timeout=10, what="a throttled job deferred")
+    assert last_reasons(redis_conn, throttled[0])[0].startswith("throttled:task:record_run ratio 1")
+    stays_true(lambda: done(redis_conn, throttled) == 0, 3 * INTERVAL, what="ratio 1 refuses every job")
+    cli(config, "unthrottle", "record_run")
+    wait_until(lambda: done(redis_conn, throttled) == 3, timeout=15, what="jobs run after unthrottle")
+
+    # A live override far below today's connection ratio makes shard:1 strained, on its own.
+    cli(config, "threshold", "connections", "--high", "0.0001", "--low", "0.00005", "--resource", "shard:1",
+        "--reason", "drill", "--ttl", "10m")  # fmt: skip
+    settle()
+    strained = enqueue(redis_conn, record_run, 2, shard=1, tag="override")
+    free = enqueue(redis_conn, record_run, 2, shard=2, tag="override-free")
+    wait_until(lambda: done(redis_conn, free) == 2, timeout=15, what="shard 2 keeps the file's thresholds")
+    wait_until(lambda: last_reasons(redis_conn, strained[0]), timeout=10, what="the override defers shard 1")
+    assert "> high 0.0001" in last_reasons(redis_conn, strained[0])[0]
+    cli(config, "threshold", "connections", "--resource", "shard:1", "--clear")
+    wait_until(lambda: done(redis_conn, strained) == 2, timeout=20, what="jobs run once the override is gone")
+
+
+def test_every_change_is_audited_with_who_when_and_why(redis_conn: Redis, write_config) -> None:
+    config = write_config(interval=INTERVAL)
+    before = time.time()
+    cli(config, "pause", "all", "--reason", "incident 77", "--by", "ops-bob")
+    cli(config, "resume", "all", "--reason", "incident over")
+    cli(config, "host", "out", "db1", "--reason", "disk swap")
+    cli(config, "annotate", "deploy 412")
+    entries = json.loads(cli(config, "log", "--json"))
+    assert [e["text"] for e in entries] == [
+        "deploy 412",
+        "host out: db1",
+        "off: pause all",
+        "on: pause all",
+    ]
+    assert [e["who"] for e in entries] == ["ops-alice", "ops-alice", "ops-alice", "ops-bob"]
+    assert [e["why"] for e in entries] == ["", "disk swap", "incident over", "incident 77"]
+    assert all(before - 1 <= e["at"] <= time.time() + 1 for e in entries)
+    status = json.loads(cli(config, "status", "--json"))
+    assert status["audit"][0]["text"] == "deploy 412"
+    assert status["switches"] == []
+
+
+def test_bad_switch_input_is_one_line_and_exit_2(write_config, redis_conn: Redis) -> None:
+    config = write_config()
+    for args, expect in [
+        (["pause", "queue:nope", "--reason", "x"], "unknown queue 'nope'"),
+        (["pause", "task:nope", "--reason", "x"], "nope"),
+        (["pause", "shard:1", "--reason", "x"], "bad scope"),
+        (["pause", "all", "--reason", "x", "--ttl", "soon"], "bad duration"),
+        (["throttle", "record_run", "1.5", "--reason", "x"], "1.5"),
+        (["threshold", "nope", "--high", "1", "--low", "0", "--reason", "x"], "unknown signal"),
+        (["threshold", "connections", "--high", "0.1", "--low", "0.5", "--reason", "x"], "low <= high"),
+    ]:
+        result = run_cli("--config", str(config), *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert expect in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    assert json.loads(run_cli("--config", str(config), "switches", "--json").stdout) == []
