@@ -13,6 +13,9 @@ missed a firing that Prometheus, on its exact schedule, saw.
 
 If Redis cannot be read, the scrape still answers, with `easeoff_redis_up 0` and nothing
 else from Redis, rather than failing (a failed scrape hides *why*).
+
+The same ticker records the history (feedback/history.py) every `sample_every` seconds, and
+the same HTTP server (feedback/web.py) serves the page built from it at `/`.
 """
 
 from __future__ import annotations
@@ -24,22 +27,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Worker
 
+from feedback import events
 from feedback import metric_families as families
 from feedback.cache import ReadingsCache
 from feedback.config import Config
 from feedback.cooldown import cooldown_key, parked_key
 from feedback.counters import Count, read_counts
+from feedback.gate import live_config
+from feedback.history import DEFAULT_PERIOD, HistorySampler
 from feedback.limits import current_limits
 from feedback.queue_stats import QueueStats, known_queue_names, queue_stats
 from feedback.snapshot import Snapshot
 from feedback.watermark_monitor import Transition, WatermarkMonitor
 from feedback.watermarks import config_alarms, measures_of
+from feedback.web import ExporterServer, Site
 
 log = logging.getLogger("easeoff.exporter")
 
@@ -58,6 +65,7 @@ class ScrapeInputs:
     cooling: dict[str, bool]
     parked: dict[str, int]
     workers: int
+    event_counts: dict[str, int]
 
 
 def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
@@ -80,6 +88,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         cooling={name: bool(per_resource[2 * i]) for i, name in enumerate(resources)},
         parked={name: int(per_resource[2 * i + 1]) for i, name in enumerate(resources)},
         workers=int(workers),
+        event_counts=events.counts(redis_conn),
     )
 
 
@@ -89,6 +98,7 @@ def queue_measures(stats: list[QueueStats]) -> dict[str, dict[str, float]]:
 
 def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonitor) -> list[Metric]:
     now, snapshot = inputs.now, inputs.snapshot
+    config = live_config(config, snapshot, now)  # ops' threshold overrides show as the thresholds
     queue_names = [s.name for s in inputs.queues]
     held = families.queue_held(config, queue_names, snapshot, now)
     return [
@@ -100,6 +110,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.verdict_families(config, snapshot, now),
         *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
         *families.limit_families(inputs.limits),
+        *families.contingency_families(snapshot.switches, now, inputs.event_counts),
     ]
 
 
@@ -142,12 +153,16 @@ class EaseoffCollector(Collector):
 
 
 class Exporter:
-    """The collector in its own registry, an HTTP server for it and the water-mark ticker."""
+    """The collector in its own registry, an HTTP server for it and the page, and the ticker that
+    evaluates the water marks and samples the history."""
 
-    def __init__(self, redis_conn: Redis, config: Config, evaluate_every: float = 1.0) -> None:
+    def __init__(
+        self, redis_conn: Redis, config: Config, evaluate_every: float = 1.0, sample_every: float = DEFAULT_PERIOD
+    ) -> None:
         self.redis = redis_conn
         self.config = config
         self.evaluate_every = evaluate_every
+        self.history = HistorySampler(redis_conn, config, sample_every)
         self.monitor = WatermarkMonitor(config_alarms(config))
         self.collector = EaseoffCollector(redis_conn, config, self.monitor)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -166,8 +181,11 @@ class Exporter:
     def serve(
         self, host: str, port: int, stop: threading.Event, on_listening: Callable[[str, int], None] | None = None
     ) -> None:
-        """Serve /metrics until `stop` is set, evaluating the water marks every `evaluate_every` seconds."""
-        server, _thread = start_http_server(port, host, self.registry)
+        """Serve /metrics and the page until `stop` is set, evaluating the water marks every
+        `evaluate_every` seconds and sampling the history on the first tick each sample is due."""
+        server = ExporterServer(host, port, Site(self.registry, self.redis, self.config))
+        thread = threading.Thread(target=server.serve_forever, name="easeoff-http", daemon=True)
+        thread.start()
         try:
             bound_host, bound_port = server.server_address[:2]
             if on_listening is not None:
@@ -177,6 +195,10 @@ class Exporter:
                     self.evaluate(tick)
                 except REDIS_ERRORS as exc:
                     log.debug("water marks not evaluated: %s", exc)  # the scrapes report Redis as down
+                try:
+                    self.history.maybe_sample()
+                except REDIS_ERRORS as exc:
+                    log.debug("history not sampled: %s", exc)
         finally:
             server.shutdown()
             server.server_close()

@@ -69,10 +69,18 @@ pass_context = click.pass_obj  # the root's Context, as workers.cli's pass_conte
     type=click.FloatRange(0.05, 3600),
     help="Seconds between water-mark evaluations (a fixed schedule, scrapes or not).",
 )
+@click.option(
+    "--sample-every",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between history samples for the page (taken on the first evaluation tick due).",
+)
 @pass_context
 @guarded
-def exporter(ctx: Context, host: str, port: int, evaluate_every: float) -> None:
-    """Serve Prometheus metrics read from Redis on each scrape, and evaluate queue water marks.
+def exporter(ctx: Context, host: str, port: int, evaluate_every: float, sample_every: float) -> None:
+    """Serve Prometheus metrics read from Redis on each scrape and a page of the last hours at /,
+    and evaluate queue water marks.
 
     Logs every water-mark transition. Never probes MySQL: it reads what the workers cached.
     """
@@ -87,14 +95,14 @@ def exporter(ctx: Context, host: str, port: int, evaluate_every: float) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    service = Exporter(connection, config, evaluate_every=evaluate_every)
+    service = Exporter(connection, config, evaluate_every=evaluate_every, sample_every=sample_every)
 
     def listening(bound_host: str, bound_port: int) -> None:
         marks = len(service.monitor.alarms)
         address = f"[{bound_host}]" if ":" in bound_host else bound_host
         click.echo(
-            f"easeoff exporter: serving http://{address}:{bound_port}/metrics "
-            f"(Redis {config.redis_url_redacted}, {marks} water-mark alarms)",
+            f"easeoff exporter: serving http://{address}:{bound_port}/metrics and the page at / "
+            f"(Redis {config.redis_url_redacted}, {marks} water-mark alarms, a history sample every {sample_every:g}s)",
             err=True,
         )
 
