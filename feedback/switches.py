@@ -102,22 +102,30 @@ class Switches:
             return config
         signals = dict(config.signals)
         resources = dict(config.resources)
-        # Fleet-wide overrides first, so one aimed at a resource wins there.
+        # Fleet-wide overrides first, so one aimed at a resource wins there. An override
+        # without `critical` keeps the critical tier already in force.
         for s in sorted(overrides, key=lambda s: "@" in s.scope):
             name, _, resource = s.scope.partition("@")
-            limits = Thresholds(float(s.high or 0), float(s.low or 0), s.critical)
-            if name not in signals:
+            if name not in signals or (resource and resource not in resources):
                 continue
             if not resource:
                 signal = signals[name]
-                signals[name] = dataclasses.replace(signal, high=limits.high, low=limits.low, critical=limits.critical)
+                critical = signal.critical if s.critical is None else s.critical
+                signals[name] = dataclasses.replace(signal, high=s.high or 0.0, low=s.low or 0.0, critical=critical)
                 for rname, r in resources.items():
                     if name in r.overrides:
+                        limits = _limits(s, r.overrides[name].critical)
                         resources[rname] = dataclasses.replace(r, overrides={**r.overrides, name: limits})
-            elif resource in resources:
+            else:
                 r = resources[resource]
-                resources[resource] = dataclasses.replace(r, overrides={**r.overrides, name: limits})
+                inherited = r.overrides[name].critical if name in r.overrides else signals[name].critical
+                r_overrides = {**r.overrides, name: _limits(s, inherited)}
+                resources[resource] = dataclasses.replace(r, overrides=r_overrides)
         return dataclasses.replace(config, signals=signals, resources=resources)
+
+
+def _limits(switch: Switch, critical: float | None) -> Thresholds:
+    return Thresholds(switch.high or 0.0, switch.low or 0.0, critical if switch.critical is None else switch.critical)
 
 
 def parse_switches(raw: bytes | str | None) -> Switches:

@@ -98,6 +98,14 @@ def test_threshold_override_applies_everywhere_or_on_one_resource_and_lapses() -
     assert CONFIG.thresholds("connections", "a").high == 0.8  # the file's config is untouched
 
 
+def test_an_override_without_critical_keeps_the_critical_tier() -> None:
+    config = parse_config("[signals.connections]\nhigh = 0.8\nlow = 0.6\ncritical = 0.95\n", "t.toml", {})
+    move = Switch("threshold", "connections", "carol", "sale day", NOW, NOW + 60, high=0.5, low=0.4)
+    assert switches(move).apply(config, NOW).signals["connections"].critical == 0.95
+    sharper = Switch("threshold", "connections", "carol", "drill", NOW, NOW + 60, high=0.5, low=0.4, critical=0.6)
+    assert switches(sharper).apply(config, NOW).signals["connections"].critical == 0.6
+
+
 def test_stored_switches_round_trip_and_garbage_is_ignored() -> None:
     original = switches(pause("all"), Switch("throttle", "task:noop", "bob", "why", NOW, None, ratio=0.5))
     stored = {k: s.as_dict() for k, s in original.entries.items()}
