@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-KINDS = ("started", "finished", "failed", "deferred", "expired")
+KINDS = ("started", "finished", "failed", "deferred", "expired", "abandoned")
 COUNTER_KEY = "easeoff:counters:{kind}"
 
 

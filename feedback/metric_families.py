@@ -31,8 +31,9 @@ COUNTER_HELP = {
     "failed": "Jobs that failed, by queue, task and exception name (retries included).",
     "deferred": "Deferrals (a job put back for later: not a failure), by queue, task and reason.",
     "expired": "Jobs failed for being deferred past their cap, by queue, task and the last reason.",
+    "abandoned": "Jobs whose worker died mid-job, by queue, task and what became of them (requeued or failed).",
 }
-REASONED = ("failed", "deferred", "expired")
+REASONED = ("failed", "deferred", "expired", "abandoned")
 
 
 def queue_families(stats: Sequence[QueueStats], held: Mapping[str, bool]) -> list[Metric]:

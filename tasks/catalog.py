@@ -123,6 +123,27 @@ def record_run(shard: int, tag: str = "", seconds: float = 0.0) -> str:
     return _job_id()
 
 
+@heavy_task(queue="heavy", resources=on_shard, timeout=600, idempotent=True)
+def record_once(shard: int, tag: str = "", seconds: float = 0.0) -> str:
+    """Like record_run, but idempotent: one `job_ledger` row per job id however often it runs
+    (`runs` counts the executions), so a job rerun after its worker died leaves no duplicate."""
+    if seconds > 0:
+        time.sleep(seconds)
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO job_ledger (job_id, task, tag, runs, first_at, last_at) "
+                "VALUES (%s, 'record_once', %s, 1, NOW(6), NOW(6)) "
+                "ON DUPLICATE KEY UPDATE runs = runs + 1, last_at = NOW(6)",
+                (_job_id(), tag),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    return _job_id()
+
+
 @heavy_task(queue="heavy", resources=on_shard, timeout=60)
 def noop(shard: int = 1) -> None:
     """Nothing at all: measures the queue's own overhead."""

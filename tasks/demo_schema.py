@@ -38,6 +38,14 @@ TABLES = (
         ran_at DATETIME(6) NOT NULL,
         KEY by_job (job_id)
     ) ENGINE=InnoDB""",
+    """CREATE TABLE IF NOT EXISTS job_ledger (
+        job_id VARCHAR(64) NOT NULL PRIMARY KEY,
+        task VARCHAR(64) NOT NULL,
+        tag VARCHAR(64) NOT NULL DEFAULT '',
+        runs INT NOT NULL,
+        first_at DATETIME(6) NOT NULL,
+        last_at DATETIME(6) NOT NULL
+    ) ENGINE=InnoDB""",
 )
 
 

@@ -106,6 +106,8 @@ class HeavyTask:
             meta["concurrency"] = self.concurrency
         if self.resumable:
             meta["resumable"] = True
+        if self.idempotent:
+            meta["idempotent"] = True  # safe to run again: abandoned runs are requeued, not failed
         return meta
 
 

@@ -44,6 +44,7 @@ from tasks.registry import META_KEY, job_resources
 from tasks.resumable import Checkpointed
 from workers.moves import Claim, JobMoves
 
+ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
 
@@ -125,7 +126,7 @@ class GatedWorker(Worker):
     def _claim_admitted(self, queues: list[Queue], snapshot: Snapshot, now: float) -> Any:
         """Claim one job; run it if its resources are healthy, else defer it. None if nothing to run."""
         self._claimed_any = False
-        ttl = self.job_monitoring_interval + 60
+        ttl = self.job_monitoring_interval + ABANDON_GRACE
         with self._uninterruptible():
             claim = self.moves.claim(queues, self.name, ttl)
             if claim is None:
@@ -307,6 +308,18 @@ class GatedWorker(Worker):
                 Leases.release(*self._lease, pipeline=pipe)
                 pipe.execute()
 
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """rq allows a minute past each heartbeat; easeoff a few seconds, so a job whose worker
+        was killed is recovered within seconds (see `recover_abandoned`), not minutes."""
+        if job.timeout and job.timeout > 0:
+            return int(max(min(job.timeout - working_time, self.job_monitoring_interval), 0)) + ABANDON_GRACE
+        return self.job_monitoring_interval + ABANDON_GRACE
+
+    def run_maintenance_tasks(self) -> None:
+        """Recover abandoned jobs our way before rq's cleanup, which would fail them all."""
+        self._recover_abandoned()
+        super().run_maintenance_tasks()
+
     # -- housekeeping -----------------------------------------------------------
 
     def _after_refresh(self, snapshot: Snapshot) -> None:
@@ -326,6 +339,7 @@ class GatedWorker(Worker):
         if snapshot.switches.expired(now):
             for switch in prune_expired(self.connection, now):
                 self.log.warning("Worker %s: switch expired: %s", self.name, switch.describe())
+        self._recover_abandoned()
         self._promote()
 
     def _heartbeat_if_due(self) -> None:
@@ -334,6 +348,13 @@ class GatedWorker(Worker):
                 self.heartbeat(pipeline=pipe)
                 pipe.execute()
             self._last_heartbeat_at = time.monotonic()
+
+    def _recover_abandoned(self) -> None:
+        recovered = self.moves.recover_abandoned(self._known_queues())
+        if recovered:
+            self.log.warning(
+                "Worker %s: recovered %d abandoned jobs (their workers died mid-job)", self.name, recovered
+            )
 
     def _promote(self) -> None:
         """Due deferred jobs back to their queues. Run by whoever probed for the fleet, once per

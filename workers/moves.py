@@ -184,6 +184,56 @@ return moved
 """
 )
 
+RECOVER = """
+-- Jobs whose worker stopped heartbeating (killed mid-job): back to their queue when the task
+-- is idempotent or resumable, else to failed with the reason. Finished or failed jobs whose
+-- registry entry lingered are only unlisted.
+-- KEYS: abandoned counter, then per queue: started registry, queue, failed registry
+-- ARGV: now (unix), job prefix, execution prefix, executions-registry prefix, failed expiry
+--       (unix), reason, most per queue, then the queue names
+local now = tonumber(ARGV[1])
+local moved = 0
+for i = 2, #KEYS, 3 do
+  local queue_name = ARGV[7 + (i + 1) / 3]
+  for _, composite in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))) do
+    local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
+    if not job_id then job_id, exec_id = composite, '' end
+    redis.call('ZREM', KEYS[i], composite)
+    redis.call('DEL', ARGV[3] .. composite)
+    redis.call('ZREM', ARGV[4] .. job_id, exec_id)
+    local job_key = ARGV[2] .. job_id
+    if redis.call('HGET', job_key, 'status') == 'started' then
+      local again, task = false, 'unknown'
+      local meta = redis.call('HGET', job_key, 'meta')
+      local ok, decoded = pcall(cjson.decode, meta or '')
+      if ok and type(decoded) == 'table' and type(decoded['easeoff']) == 'table' then
+        local info = decoded['easeoff']
+        again = info['idempotent'] == true or info['resumable'] == true
+        if type(info['task']) == 'string' then task = info['task'] end
+      end
+      if again then
+        redis.call('HSET', job_key, 'status', 'queued')
+        redis.call('HDEL', job_key, 'worker_name', 'started_at')
+        redis.call('LPUSH', KEYS[i + 1], job_id)  -- it was next once already: first in line again
+        redis.call('HINCRBY', KEYS[1], queue_name .. '|' .. task .. '|requeued', 1)
+      else
+        redis.call('HSET', job_key, 'status', 'failed', 'exc_info', ARGV[6])
+        redis.call('HDEL', job_key, 'worker_name')
+        redis.call('ZADD', KEYS[i + 2], ARGV[5], job_id)
+        redis.call('HINCRBY', KEYS[1], queue_name .. '|' .. task .. '|failed', 1)
+      end
+      moved = moved + 1
+    end
+  end
+end
+return moved
+"""
+
+ABANDONED_REASON = (
+    "easeoff: abandoned: its worker stopped heartbeating mid-job (killed?); not requeued because the task "
+    "is neither idempotent nor resumable"
+)
+
 FAIL_CLAIMED = """
 -- KEYS: started registry, failed registry, job, execution
 -- ARGV: execution composite key, job id, expires at (unix), exc text
@@ -215,6 +265,7 @@ class JobMoves:
         self._promote = connection.register_script(PROMOTE)
         self._release = connection.register_script(RELEASE)
         self._fail = connection.register_script(FAIL_CLAIMED)
+        self._recover = connection.register_script(RECOVER)
 
     def claim(self, queues: Sequence[Queue], worker_name: str, ttl: int) -> Claim | None:
         """Pop the first job of the first non-empty queue straight into its started registry."""
@@ -340,6 +391,31 @@ class JobMoves:
                     return True
                 except WatchError:
                     continue  # another job entered or left `started`: check ownership again
+
+    def recover_abandoned(
+        self, queues: Sequence[Queue], now: float | None = None, most: int = 1000, failed_ttl: int = 31536000
+    ) -> int:
+        """Started jobs whose heartbeat lapsed → their queue (idempotent or resumable tasks) or failed."""
+        if not queues:
+            return 0
+        keys = [counter_key("abandoned")]
+        for queue in queues:
+            keys += [
+                StartedJobRegistry(queue.name, connection=self.connection).key,
+                queue.key,
+                FailedJobRegistry(queue.name, connection=self.connection).key,
+            ]
+        now = time.time() if now is None else now
+        args = [
+            repr(now),
+            Job.redis_job_namespace_prefix,
+            f"{RQ_KEY_PREFIX}:execution:",
+            ExecutionRegistry.key_template.format(""),
+            repr(now + failed_ttl),
+            ABANDONED_REASON,
+            most,
+        ]
+        return int(self._recover(keys=keys, args=[*args, *(q.name for q in queues)]))
 
     def fail_claimed(self, job_id: str, queue: Queue, execution: Execution, reason: str, ttl: int = 31536000) -> bool:
         """A claimed job that cannot run (its payload is unreadable) goes to failed with the reason."""
