@@ -176,7 +176,14 @@ class Exporter:
             return []
         now = time.time() if now is None else now
         stats = queue_stats(self.redis, self._alarm_queues, now)
-        return self.monitor.observe(queue_measures(stats), now)
+        transitions = self.monitor.observe(queue_measures(stats), now)
+        alerts = [t for t in transitions if "firing" in (t.before, t.after)]
+        if alerts:  # fired and resolved, as events for the page and annotations (pending is noise)
+            with self.redis.pipeline() as pipe:
+                for t in alerts:
+                    events.record(pipe, "watermark", t.message(), who="easeoff exporter", at=t.at)
+                pipe.execute()
+        return transitions
 
     def serve(
         self, host: str, port: int, stop: threading.Event, on_listening: Callable[[str, int], None] | None = None

@@ -17,6 +17,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
+from feedback import events
 from feedback.config import Config, load_config
 from feedback.cooldown import parked_key
 from feedback.cooldown import publish as publish_cooldowns
@@ -187,6 +188,8 @@ def test_an_evaluation_reports_each_transition_once(redis_conn: Redis, config: C
         ("EaseoffQueueDepthHigh", "inactive", "firing")
     ]
     assert service.evaluate() == []
+    logged = events.recent(redis_conn, 10)
+    assert [(e.kind, e.text.split(":")[0]) for e in logged] == [("watermark", "EaseoffQueueDepthHigh queue=heavy")]
 
 
 def test_evaluation_ticks_keep_an_exact_schedule_until_stopped() -> None:

@@ -178,7 +178,7 @@ def test_metrics_and_the_json_endpoints_share_the_server(busy_queue: Redis, writ
 
         now_ms = int(time.time() * 1000)
         status, _, body = get(f"{exporter.url}/api/events?from={now_ms - 60_000}&to={now_ms + 1000}")
-        annotations = json.loads(body)
+        annotations = [a for a in json.loads(body) if a["tags"] != ["watermark"]]  # the queue's alarm fires too
         assert status == 200
         assert [a["tags"] for a in annotations] == [["annotation"], ["host"]]
         first = annotations[0]

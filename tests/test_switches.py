@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 
 from tasks.catalog import noop, record_run
 from tasks.registry import META_KEY
-from tests.conftest import WorkerProcesses, run_cli, stays_true, wait_until
+from tests.conftest import ConnectionHolder, WorkerProcesses, run_cli, stays_true, wait_until
 from tests.placement import misplaced
 
 INTERVAL = 0.5
@@ -109,9 +109,11 @@ def test_a_paused_resource_resumes_by_itself_when_its_ttl_lapses(
 
 
 def test_throttle_and_threshold_override_then_undo(
-    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, connections: ConnectionHolder
 ) -> None:
-    config = write_config(interval=INTERVAL)
+    # shard:2 on its own host name (the same server), so an override on shard:1's host leaves it be.
+    second_host = '[mysql.hosts.db2]\nurl = "mysql://root@127.0.0.1:3306"\n'
+    config = write_config(interval=INTERVAL, shard2_hosts='["db2"]', extra=second_host)
     fleet(workers, config)
     cli(config, "throttle", "record_run", "1.0", "--reason", "replica rebuild", "--ttl", "10m")
     settle()
@@ -122,7 +124,9 @@ def test_throttle_and_threshold_override_then_undo(
     cli(config, "unthrottle", "record_run")
     wait_until(lambda: done(redis_conn, throttled) == 3, timeout=15, what="jobs run after unthrottle")
 
-    # A live override far below today's connection ratio makes shard:1 strained, on its own.
+    # A live override far below today's connection ratio (the probe does not count itself, so
+    # hold a few) makes shard:1 strained, on its own.
+    connections.hold(5)
     cli(config, "threshold", "connections", "--high", "0.0001", "--low", "0.00005", "--resource", "shard:1",
         "--reason", "drill", "--ttl", "10m")  # fmt: skip
     settle()
