@@ -35,8 +35,10 @@ class Failure(click.ClickException):
 
     exit_code = EXIT_BAD_INPUT
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"easeoff: error: {self.format_message()}", err=True)
+
+def one_line(text: str) -> str:
+    """Control characters (a newline in a task name, say) escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def fail(message: str) -> NoReturn:
@@ -324,17 +326,18 @@ for command in SWITCH_COMMANDS:
     cli.add_command(command)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `easeoff` entry point: exits 0, 2 on bad input (one line on stderr), 130 on Ctrl-C."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        cli.main(prog_name="easeoff", standalone_mode=False)
+        cli.main(args=argv, prog_name="easeoff", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        click.echo(f"easeoff: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"easeoff: error: {one_line(exc.format_message())}{hint}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # Failure, and click's own (a file it cannot open, ...)
+        click.echo(f"easeoff: error: {one_line(exc.format_message())}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     except (KeyboardInterrupt, click.Abort):
         sys.exit(130)
 

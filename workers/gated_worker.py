@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis import Redis
 from rq import Queue, Worker
-from rq.exceptions import StopRequested
+from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -135,7 +135,11 @@ class GatedWorker(Worker):
             queue = next(q for q in queues if q.name == claim.queue_name)
             try:
                 job = self.job_class.fetch(claim.job_id, connection=self.connection, serializer=self.serializer)
-                job.meta  # noqa: B018 - unreadable meta must fail here, not in the horse
+                if getattr(job, "_unreadable_meta", None) is not None:
+                    # rq carries on with {"unserialized": ...}: the job's resources would be lost and
+                    # the job run ungated. Fail closed instead.
+                    raise DeserializationError("unreadable meta")
+                job.func_name  # noqa: B018 - decodes the payload (a pickled one is refused here)
             except Exception as exc:
                 reason = f"easeoff: cannot load job payload ({exc.__class__.__name__}); is it JSON-serialized?"
                 self.moves.fail_claimed(claim.job_id, queue, claim.execution, reason)
