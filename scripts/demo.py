@@ -15,7 +15,6 @@ sandbox and held connections are cleaned up whatever happens.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -32,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pymysql
@@ -42,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from fleet import MYSQL, Fleet, connection_thresholds, mysql_value  # noqa: E402
+from fleet import MYSQL, Fleet, connection_thresholds, load_sandbox, mysql_value  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.registry import (  # noqa: E402
@@ -91,15 +89,6 @@ def say(message: str = "") -> None:
 
 def elapsed() -> float:
     return time.monotonic() - T0
-
-
-def load_sandbox() -> ModuleType:
-    """scripts/sandbox.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("easeoff_sandbox", REPO / "scripts" / "sandbox.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)

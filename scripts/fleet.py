@@ -5,6 +5,7 @@ Imported by path-inserted scripts (scripts/ is not a package): `sys.path.insert(
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -12,11 +13,21 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pymysql
 
 REPO = Path(__file__).resolve().parents[1]
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def load_sandbox() -> ModuleType:
+    """scripts/sandbox.py as a module: extra real mariadbd instances on other ports."""
+    spec = importlib.util.spec_from_file_location("easeoff_sandbox", REPO / "scripts" / "sandbox.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def mysql_value(sql: str) -> float:

@@ -46,6 +46,7 @@ from workers.moves import Claim, JobMoves
 
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
 
 
@@ -76,7 +77,6 @@ class GatedWorker(Worker):
         self.procline("Listening on " + ",".join(self.queue_names()))
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
-        redis_wait = 1.0
         while True:
             try:
                 self._heartbeat_if_due()
@@ -96,11 +96,8 @@ class GatedWorker(Worker):
                         continue
                 if timeout is None and self._drained():
                     return None
-                redis_wait = 1.0
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                self.log.error("Worker %s: Redis unreachable (%s); retrying in %.0fs", self.name, exc, redis_wait)
-                time.sleep(redis_wait)
-                redis_wait = min(redis_wait * 2, self.max_connection_wait_time)
+            except REDIS_DOWN as exc:
+                self._wait_for_redis(exc)
                 continue
 
             if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
@@ -261,17 +258,16 @@ class GatedWorker(Worker):
         if self._lease is not None:
             Leases.release(*self._lease, pipeline=pipeline)
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        self._running_job = job
-        try:
-            super().execute_job(job, queue)
-        finally:
-            self._lease = None
-            self._running_job = None
-
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         """While a job runs: renew its leases, and ask it to stop at its next checkpoint when a
-        signal goes critical or, for a resumable job, when its resources are strained."""
+        signal goes critical or, for a resumable job, when its resources are strained. Without
+        Redis the job runs on; heartbeats resume when it is back (within the abandon grace)."""
+        try:
+            self._maintain_heartbeats(job, execution)
+        except REDIS_DOWN as exc:
+            self.log.warning("Worker %s: heartbeat for job %s missed: Redis unreachable (%s)", self.name, job.id, exc)
+
+    def _maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         super().maintain_heartbeats(job, execution)
         if self._lease is not None:
             self.leases.renew(*self._lease)
@@ -321,8 +317,51 @@ class GatedWorker(Worker):
 
     def run_maintenance_tasks(self) -> None:
         """Recover abandoned jobs our way before rq's cleanup, which would fail them all."""
-        self._recover_abandoned()
-        super().run_maintenance_tasks()
+        try:
+            self._recover_abandoned()
+            super().run_maintenance_tasks()
+        except REDIS_DOWN as exc:
+            self._wait_for_redis(exc)
+
+    # -- riding out a Redis outage: rq's loop quits on the first error; easeoff waits and goes on --
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_DOWN as exc:
+            self._wait_for_redis(exc)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline=pipeline)
+        except REDIS_DOWN as exc:
+            if pipeline is not None:
+                raise
+            self._wait_for_redis(exc)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._running_job = job
+        try:
+            super().execute_job(job, queue)
+        except REDIS_DOWN as exc:
+            # The horse ran on its own; what Redis missed of its ending, the abandoned-job sweep settles.
+            self._wait_for_redis(exc)
+        finally:
+            self._lease = None
+            self._running_job = None
+
+    def _wait_for_redis(self, exc: BaseException) -> None:
+        """Back off (doubling, capped) until Redis answers again, instead of quitting."""
+        wait = 1.0
+        while True:
+            self.log.error("Worker %s: Redis unreachable (%s); retrying in %.0fs", self.name, exc, wait)
+            time.sleep(wait)
+            try:
+                self.connection.ping()
+                self.log.warning("Worker %s: Redis is back", self.name)
+                return
+            except REDIS_DOWN as again:
+                exc, wait = again, min(wait * 2, float(self.max_connection_wait_time))
 
     # -- housekeeping -----------------------------------------------------------
 

@@ -1,0 +1,494 @@
+"""Chaos: thousands of ledger jobs while workers are SIGKILLed, Redis and MariaDB restart and
+strain comes and goes. At the end every job is finished (with its ledger row) or failed with a
+reason, and none is lost. Last line: `chaos_lost N`.
+
+Everything runs on servers of its own, so the machine's Redis and MariaDB are left alone: a
+redis-server with AOF (appendfsync always) in a temporary directory, and a sandboxed MariaDB
+primary (scripts/sandbox.py) holding both shards' ledgers. Half the jobs are `record_run` (one
+`job_runs` row per execution: a rerun would show as a duplicate), half `record_once`
+(idempotent: one `job_ledger` row per job, `runs` counts executions). Kills take a worker and
+its work horse together, as a lost machine would, so jobs really are abandoned mid-run.
+
+    .venv/bin/python scripts/chaos.py                     # 5,000 jobs
+    .venv/bin/python scripts/chaos.py --jobs 300 --quick  # the tests' short run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pymysql
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from fleet import load_sandbox  # noqa: E402
+from rq import Queue  # noqa: E402
+from rq.job import Job  # noqa: E402
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+
+from feedback.counters import read_counts  # noqa: E402
+from feedback.traffic import count_request  # noqa: E402
+from tasks.catalog import record_once, record_run  # noqa: E402
+from tasks.demo_schema import create_schema  # noqa: E402
+from tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
+
+QUEUE = "heavy"
+SHARDS = (1, 2)
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+T0 = time.monotonic()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the run's own, with AOF on: a restart keeps every acknowledged write."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "redis"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    break
+            except REDIS_ERRORS:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"chaos: redis-server on {self.port} did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        """SHUTDOWN: AOF is flushed (appendfsync always), so nothing acknowledged is lost."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(REDIS_ERRORS):
+                Redis(port=self.port).shutdown(nosave=True)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Workers:
+    """Gated worker processes, kept at `count`; a kill takes the worker and its work horse at once."""
+
+    def __init__(self, config: Path, count: int, workdir: Path, env: dict[str, str]) -> None:
+        self.config, self.count, self.workdir, self.env = config, count, workdir, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started = 0
+        self.kills = 0
+        self.killed: set[int] = set()
+        self.crashed = 0  # workers that exited by themselves (Redis or MariaDB away must not end one)
+
+    def start_one(self) -> None:
+        log = open(self.workdir / f"worker-{self.started}.log", "wb")  # noqa: SIM115 - the child's
+        args = [sys.executable, "-m", "workers.cli", "--config", str(self.config), "worker", QUEUE]
+        self.procs.append(subprocess.Popen(args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        self.started += 1
+
+    def keep_up(self) -> None:
+        self.crashed += sum(1 for p in self.procs if p.poll() is not None and p.pid not in self.killed)
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < self.count:
+            self.start_one()
+
+    def kill_one(self, rng: random.Random) -> None:
+        live = [p for p in self.procs if p.poll() is None]
+        if not live:
+            return
+        victim = rng.choice(live)
+        for pid in children(victim.pid):  # the work horse, in a process group of its own
+            _kill(pid)
+        self.killed.add(victim.pid)
+        _kill(victim.pid)
+        victim.wait(timeout=10)
+        self.kills += 1
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                for pid in children(proc.pid):
+                    _kill(pid)
+                proc.kill()
+                proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.rng = random.Random(args.seed)
+        self.redis_server = RedisServer(workdir)
+        sandbox = load_sandbox()
+        self.sandbox = sandbox.Sandbox(workdir / "sandbox", base_port=sandbox.free_base_port(3800))
+        self.events: Counter[str] = Counter()
+        self.stop_chaos = threading.Event()
+
+    def set_up(self) -> None:
+        self.redis_server.start()
+        self.primary = self.sandbox.up(shards=[1], replicas=0, shape="primary").shards[1].writer
+        os.environ[SHARD_URLS_ENV] = json.dumps({str(s): self.primary.url for s in SHARDS})
+        for shard in SHARDS:
+            create_schema(shard, reset=True)
+        self.config = self.workdir / "chaos.toml"
+        self.config.write_text(
+            f"""[redis]
+url = "{self.redis_server.url}"
+[probe]
+interval = 0.5
+timeout = 0.5
+[backoff]
+base = 0.5
+cap = 2.0
+[mysql.hosts.p1]
+url = "{self.primary.url}"
+[resources."shard:1"]
+primary = "p1"
+[resources."shard:2"]
+primary = "p1"
+[signals.connections]
+high = 0.5
+low = 0.3
+[signals.web]
+source = "app"
+high = 50
+low = 20
+[queues.{QUEUE}]
+""",
+            encoding="utf-8",
+        )
+        self.redis = Redis.from_url(self.redis_server.url, socket_timeout=5, retry_on_timeout=True)
+        self.workers = Workers(self.config, self.args.workers, self.workdir, dict(os.environ))
+
+    def enqueue(self) -> list[str]:
+        ids = []
+        for i in range(self.args.jobs):
+            task = record_once if i % 2 else record_run
+            ids.append(task.enqueue(shard=SHARDS[i % 2], tag="chaos", connection=self.redis).id)
+        return ids
+
+    # -- the disturbances ------------------------------------------------------------------
+
+    def disturb(self) -> None:
+        """Kill a worker every few seconds; restart Redis once and MariaDB once; strain up and down."""
+        quick = self.args.quick
+        kill_every = (0.5, 1.5) if quick else (1.0, 4.0)
+        redis_at, mysql_at = (3.0, 6.0) if quick else (12.0, 30.0)
+        strain_every = 4.0 if quick else 8.0
+        start = time.monotonic()
+        next_kill = start + self.rng.uniform(*kill_every)
+        next_strain = start + strain_every
+        redis_done = mysql_done = False
+        held: list[pymysql.connections.Connection] = []
+        traffic_until = 0.0
+        while not self.stop_chaos.is_set():
+            now = time.monotonic()
+            if now >= next_kill:
+                self.workers.kill_one(self.rng)
+                next_kill = now + self.rng.uniform(*kill_every)
+            if not redis_done and now - start >= redis_at:
+                redis_done = True
+                self.restart_redis()
+            if not mysql_done and now - start >= mysql_at:
+                mysql_done = True
+                self.restart_mysql(held)
+            if now >= next_strain:
+                next_strain = now + strain_every
+                if self.events["strain"] % 2 == 0:
+                    held += self.connections(60)  # over `high` (0.5 of max_connections 151 is ~76)
+                    traffic_until = now + strain_every / 2
+                else:
+                    for conn in held:
+                        _close(conn)
+                    held.clear()
+                self.events["strain"] += 1
+            if now < traffic_until:
+                self.traffic()
+            try:
+                self.workers.keep_up()
+            except OSError as exc:
+                say(f"could not start a worker: {exc}")
+            self.stop_chaos.wait(0.1)
+        for conn in held:
+            _close(conn)
+
+    def connections(self, n: int) -> list[pymysql.connections.Connection]:
+        opened = []
+        try:
+            for _ in range(n):
+                opened.append(pymysql.connect(host="127.0.0.1", port=self.primary.port, user="root", connect_timeout=2))
+        except pymysql.MySQLError:
+            pass  # MariaDB may be restarting: strain what we can
+        return opened
+
+    def traffic(self) -> None:
+        with contextlib.suppress(REDIS_ERRORS):
+            count_request(self.redis, "web", 20)
+
+    def restart_redis(self) -> None:
+        say("restarting Redis (AOF, appendfsync always)")
+        self.redis_server.stop()
+        time.sleep(1.0)  # the fleet sees Redis gone for a moment
+        self.redis_server.start()
+        self.events["redis_restarts"] += 1
+        say("Redis is back")
+
+    def restart_mysql(self, held: list[pymysql.connections.Connection]) -> None:
+        say(f"restarting MariaDB ({self.primary.name}, holding both shards' ledgers)")
+        for conn in held:
+            _close(conn)
+        held.clear()
+        self.sandbox.kill(self.primary.name, graceful=True)
+        time.sleep(1.0)
+        self.sandbox.start(self.primary.name)
+        self.events["mysql_restarts"] += 1
+        say("MariaDB is back")
+
+    # -- the run and the reckoning -----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.set_up()
+        job_ids = self.enqueue()
+        say(f"enqueued {len(job_ids)} jobs (half record_run, half idempotent record_once); {self.args.workers} workers")
+        self.workers.keep_up()
+        chaos = threading.Thread(target=self.disturb, name="chaos", daemon=True)
+        chaos.start()
+        deadline = time.monotonic() + self.args.timeout
+        settled_since: float | None = None
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                left = self.unsettled()
+            except REDIS_ERRORS:
+                continue
+            if time.monotonic() - T0 > 5:
+                say(f"unsettled {left}, workers killed {self.workers.kills}")
+            chaos_over = self.events["redis_restarts"] and self.events["mysql_restarts"]
+            if left == 0 and chaos_over:
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since > 2.0:
+                    break
+            else:
+                settled_since = None
+        self.stop_chaos.set()
+        chaos.join(timeout=30)
+        self.workers.stop()
+        return self.reckon(job_ids)
+
+    def unsettled(self) -> int:
+        """Jobs still ready, deferred or running."""
+        queue = Queue(QUEUE, connection=self.redis)
+        return (
+            queue.count
+            + self.redis.zcard(ScheduledJobRegistry(QUEUE, connection=self.redis).key)
+            + self.redis.zcard(StartedJobRegistry(QUEUE, connection=self.redis).key)
+        )
+
+    def reckon(self, job_ids: list[str]) -> int:
+        finished = set(FinishedJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
+        failed = set(FailedJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
+        waiting = set(Queue(QUEUE, connection=self.redis).get_job_ids())
+        waiting |= set(ScheduledJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
+        waiting |= set(StartedJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
+        runs = ledger_runs()  # job id → executions written to a ledger
+        once = set(job_ids[1::2])
+        lost, no_row, both, reasonless = [], [], [], []
+        for job_id in job_ids:
+            places = (job_id in finished) + (job_id in failed) + (job_id in waiting)
+            if places == 0:
+                lost.append(job_id)
+            elif places > 1:
+                both.append(job_id)
+            if job_id in finished and runs.get(job_id, 0) == 0:
+                no_row.append(job_id)
+        failed_reasons: Counter[str] = Counter()
+        for job_id in failed & set(job_ids):
+            text = failure_text(self.redis, job_id)
+            if not text:
+                reasonless.append(job_id)
+            failed_reasons[reason_kind(text)] += 1
+        plain = [j for j in job_ids if j not in once]
+        duplicates = sum(1 for j in plain if runs.get(j, 0) > 1)
+        failed_after_work = sum(1 for j in failed & set(plain) if runs.get(j, 0) > 0)
+        deferrals = Counter()
+        for c in read_counts(self.redis)["deferred"]:
+            deferrals[c.reason] += c.value
+        reruns_absorbed = sum(1 for j in once if runs.get(j, 0) > 1)
+        abandoned = {(c.task, c.reason): c.value for c in read_counts(self.redis)["abandoned"]}
+
+        print()
+        print("== CHAOS SUMMARY ==")
+        print(
+            f"jobs {len(job_ids)}: finished {len(finished & set(job_ids))}, failed {len(failed & set(job_ids))}, "
+            f"still waiting {len(waiting & set(job_ids))}, lost {len(lost)}, in two places {len(both)}"
+        )
+        print(
+            f"disturbances: {self.workers.kills} workers SIGKILLed (with their work horses), "
+            f"{self.events['redis_restarts']} Redis restart, {self.events['mysql_restarts']} MariaDB restart, "
+            f"{self.events['strain']} strain flips (connections and app traffic); "
+            f"{self.workers.crashed} workers exited by themselves"
+        )
+        print(f"deferrals by reason: {dict(deferrals) or 'none'}")
+        print(f"abandoned jobs recovered: {abandoned or 'none'}")
+        print(f"failed, by reason: {dict(failed_reasons) or 'none'}")
+        print(
+            f"duplicates: {duplicates} record_run jobs ran twice (a worker died mid-job after its row was written); "
+            f"{reruns_absorbed} idempotent record_once jobs ran again and still left one row"
+        )
+        print(
+            f"finished without a ledger row: {len(no_row)}; failed without a reason: {len(reasonless)}; "
+            f"failed as abandoned after their row was written: {failed_after_work}"
+        )
+        problems = len(lost) + len(both) + len(no_row) + len(reasonless) + len(waiting & set(job_ids))
+        if problems:
+            print(f"PROBLEMS: lost {lost[:5]}, two places {both[:5]}, no row {no_row[:5]}, no reason {reasonless[:5]}")
+        print(f"chaos took {time.monotonic() - T0:.0f}s")
+        print(f"chaos_lost {len(lost) + len(waiting & set(job_ids))}")
+        return 1 if problems else 0
+
+    def tear_down(self) -> None:
+        self.stop_chaos.set()
+        if hasattr(self, "workers"):
+            self.workers.stop()
+        self.redis_server.stop()
+        self.sandbox.down()
+
+
+def failure_text(redis: Redis, job_id: str) -> str:
+    """Why a job failed: rq's failure result, else the reason easeoff's scripts stored on the job."""
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    result = job.latest_result()
+    if result is not None and result.exc_string:
+        return result.exc_string.strip()
+    raw = redis.hget(job.key, "exc_info") or b""
+    try:
+        return zlib.decompress(raw).decode(errors="replace").strip()
+    except zlib.error:
+        return raw.decode(errors="replace").strip()
+
+
+def reason_kind(text: str) -> str:
+    """`easeoff: abandoned: ...` → `easeoff: abandoned`; a traceback → its exception's name."""
+    last = text.splitlines()[-1] if text else "?"
+    if last.startswith("easeoff:"):
+        return ":".join(last.split(":", 2)[:2])
+    return last.split(":", 1)[0].rsplit(".", 1)[-1]
+
+
+def ledger_runs() -> dict[str, int]:
+    """Per job id, the executions its ledger saw: job_runs rows (record_run) or job_ledger.runs (record_once)."""
+    runs: Counter[str] = Counter()
+    for shard in SHARDS:
+        conn = connect(shard)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT job_id, COUNT(*) FROM job_runs GROUP BY job_id")
+                runs.update({job_id: int(n) for job_id, n in cur.fetchall()})
+                cur.execute("SELECT job_id, runs FROM job_ledger")
+                runs.update({job_id: int(n) for job_id, n in cur.fetchall()})
+        finally:
+            conn.close()
+    return dict(runs)
+
+
+def _close(conn: pymysql.connections.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    parser.add_argument("--quick", action="store_true", help="disturb sooner and more often (the tests' short run)")
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        print("chaos: redis-server is not installed (run scripts/services.sh)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="easeoff-chaos-"))
+    chaos = Chaos(args, workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    code = 1
+    try:
+        code = chaos.run()
+    finally:
+        chaos.tear_down()
+        if code == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

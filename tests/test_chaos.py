@@ -1,0 +1,24 @@
+"""The short chaos run: workers SIGKILLed, Redis and MariaDB restarted, strain flipping; nothing lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_short_chaos_run_loses_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/chaos.py", "--jobs", "200", "--quick", "--timeout", "150"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-2000:]
+    assert out.strip().splitlines()[-1] == "chaos_lost 0", out[-2000:]
+    assert "1 Redis restart, 1 MariaDB restart" in out
+    assert "lost 0, in two places 0" in out
+    assert "finished without a ledger row: 0; failed without a reason: 0" in out

@@ -1,0 +1,88 @@
+"""Redis goes away and comes back: workers and the exporter wait it out and carry on.
+
+The outage is real but private: a redis-server of the test's own (AOF on, so the restart
+keeps every acknowledged write), so the machine's Redis and the other tests are untouched.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq.registry import FinishedJobRegistry
+
+from tasks.catalog import record_run
+from tests.conftest import WorkerProcesses, stays_true, wait_until
+from tests.exporter_support import exporter_process, sample
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        self.proc = subprocess.Popen([*args, "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                                     stdout=subprocess.DEVNULL)  # fmt: skip
+        wait_until(self.answers, timeout=20, what="the private redis-server")
+
+    def answers(self) -> bool:
+        try:
+            return bool(Redis(port=self.port, socket_connect_timeout=0.2).ping())
+        except OSError:
+            return False
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    (tmp_path / "redis").mkdir()
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_workers_and_the_exporter_ride_out_a_redis_restart(
+    private_redis: PrivateRedis, shards, write_config, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    config = write_config(redis_url=private_redis.url)
+    redis = Redis.from_url(private_redis.url)
+    worker = workers.start(config, "heavy")
+    with exporter_process(config, tmp_path) as exporter:
+        before = [record_run.enqueue(shard=1, tag="outage", connection=redis) for _ in range(3)]
+        finished = FinishedJobRegistry("heavy", connection=redis)
+        wait_until(lambda: finished.count == 3, timeout=20, what="jobs before the outage")
+
+        private_redis.stop()
+        wait_until(lambda: sample(exporter.metrics(), "easeoff_redis_up") == 0, 10, what="the scrape to see it")
+        stays_true(lambda: worker.poll() is None, 4, what="the worker waits out the outage")
+
+        private_redis.start()
+        redis = Redis.from_url(private_redis.url)
+        assert FinishedJobRegistry("heavy", connection=redis).count == 3  # AOF kept what was done
+        after = [record_run.enqueue(shard=1, tag="outage", connection=redis) for _ in range(3)]
+        done = FinishedJobRegistry("heavy", connection=redis)
+        wait_until(lambda: done.count == 6, timeout=40, what="the same worker to carry on after the outage")
+        assert worker.poll() is None
+        assert set(done.get_job_ids()) == {j.id for j in before + after}
+        wait_until(lambda: sample(exporter.metrics(), "easeoff_redis_up") == 1, 10, what="the scrape to recover")
+    assert "Redis is back" in workers.logs()
