@@ -4,17 +4,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
 scripts/setup.sh
-# promtool and a Prometheus server for the alert-rule and traffic-signal tests.
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  echo "test: installing Debian's prometheus package" >&2
+# Debian packages the tests drive for real: promtool and a Prometheus server (alert rules,
+# traffic signal), headless Chromium (the exporter's page), openssl (a TLS Redis).
+missing=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test: installing Debian's ${missing[*]}" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
-# Headless Chromium renders the exporter's page in tests/test_page.py.
-if ! command -v chromium >/dev/null; then
-  echo "test: installing Debian's chromium package" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

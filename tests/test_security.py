@@ -1,7 +1,10 @@
-"""Safe defaults: a least-privilege MySQL probe user, and Redis ACL users through the URL."""
+"""Safe defaults: a least-privilege MySQL probe user; Redis ACL users and TLS through the URL."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +12,11 @@ from pathlib import Path
 import pymysql
 import pytest
 from redis import Redis
+from rq.registry import FinishedJobRegistry
 
 from feedback.cache import ReadingsCache
 from feedback.config import load_config
-from tests.conftest import MYSQL, TEST_REDIS_URL, run_cli
+from tests.conftest import MYSQL, TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
 
 PROBE_USER, PROBE_PASSWORD = "easeoff_probe_t", "probe-" + uuid.uuid4().hex[:12]
 # What the probes need, as the README documents it: status and variables need nothing; the
@@ -117,3 +121,48 @@ def test_a_redis_acl_user_and_password_work_through_the_url(
     assert wrong.returncode == 2
     assert len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
     assert "wrong-pw-123" not in wrong.stderr and password not in good.stdout + good.stderr
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of the test's own, speaking TLS only, with a self-signed certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+
+    def answers() -> bool:
+        try:
+            return bool(Redis.from_url(url, socket_connect_timeout=0.3).ping())
+        except Exception:
+            return False
+
+    wait_until(answers, timeout=20, what="the TLS redis-server")
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def test_redis_over_tls_through_the_url(tls_redis: str, shards, write_config, workers: WorkerProcesses) -> None:
+    config = write_config(redis_url=tls_redis)
+    enqueued = run_cli("--config", str(config), "enqueue", "record_run", "--args", '{"shard": 1, "tag": "tls"}')
+    assert enqueued.returncode == 0, enqueued.stderr
+    proc = workers.start(config, "heavy", burst=True)
+    assert proc.wait(timeout=60) == 0, workers.logs()
+    status = json.loads(run_cli("--config", str(config), "status", "--json").stdout)
+    assert status["queues"]["heavy"]["ready"] == 0
+    assert FinishedJobRegistry("heavy", connection=Redis.from_url(tls_redis)).count == 1
+    plain = run_cli("--config", str(config), "status", env={"EASEOFF_REDIS_URL": tls_redis.replace("rediss", "redis")})
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr

@@ -90,8 +90,11 @@ class Context:
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            client = Redis.from_url(self.config.redis_url, socket_connect_timeout=2, socket_timeout=5)
-            client.ping()
+            try:
+                client = Redis.from_url(self.config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+                client.ping()
+            except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say
+                fail(f"{self.config.source}: redis.url {self.config.redis_url_redacted} is not usable: {exc}")
             self._redis = client
         return self._redis
 

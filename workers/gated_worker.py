@@ -382,8 +382,9 @@ class GatedWorker(Worker):
         if snapshot.switches.expired(now):
             for switch in prune_expired(self.connection, now):
                 self.log.warning("Worker %s: switch expired: %s", self.name, switch.describe())
-        self._recover_abandoned()
-        self._promote()
+        queues = self._known_queues()
+        self._recover_abandoned(queues)
+        self._promote(queues)
 
     def _heartbeat_if_due(self) -> None:
         if time.monotonic() - self._last_heartbeat_at >= HEARTBEAT_EVERY:
@@ -392,17 +393,17 @@ class GatedWorker(Worker):
                 pipe.execute()
             self._last_heartbeat_at = time.monotonic()
 
-    def _recover_abandoned(self) -> None:
-        recovered = self.moves.recover_abandoned(self._known_queues())
+    def _recover_abandoned(self, queues: list[Queue] | None = None) -> None:
+        recovered = self.moves.recover_abandoned(self._known_queues() if queues is None else queues)
         if recovered:
             self.log.warning(
                 "Worker %s: recovered %d abandoned jobs (their workers died mid-job)", self.name, recovered
             )
 
-    def _promote(self) -> None:
+    def _promote(self, queues: list[Queue] | None = None) -> None:
         """Due deferred jobs back to their queues. Run by whoever probed for the fleet, once per
         interval: deferral delays are at least an interval, so promotion needs no finer grain."""
-        self.moves.promote(self._known_queues())
+        self.moves.promote(self._known_queues() if queues is None else queues)
 
     def _known_queues(self) -> list[Queue]:
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""
