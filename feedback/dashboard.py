@@ -354,6 +354,14 @@ def annotations() -> list[dict[str, Any]]:
             "held or released",
             "resource",
         ),
+        annotation(
+            "Switches and annotations",
+            f'changes({names.EVENTS}_total{{kind=~"switch|annotation"}}[2m]) > 0',
+            "blue",
+            "{{kind}} logged",
+            "see `easeoff log` or the exporter's /api/events for who, when and why",
+            "kind",
+        ),
     ]
 
 

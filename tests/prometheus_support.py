@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_until
 
 
 def free_port() -> int:
@@ -55,17 +56,17 @@ def prometheus_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-500:]}")
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
+                    return response.status == 200
             except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not start: {(workdir / 'prometheus.log').read_text()[-500:]}")
-            time.sleep(0.1)
+                return False
+
+        wait_until(ready, timeout=30, interval=0.1, what="prometheus to be ready")
         yield url
     finally:
         proc.terminate()

@@ -84,6 +84,7 @@ def test_signals_carry_their_thresholds_and_events_are_annotations(dashboard: di
         "Water-mark alerts (Prometheus)",
         "Hosts out / in",
         "Gate holds / releases",
+        "Switches and annotations",
     ]
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
     ids = [p["id"] for p in dashboard["panels"]]
