@@ -32,7 +32,7 @@ from feedback.config import Config, Thresholds
 SWITCHES_KEY = "easeoff:switches"
 SCOPE_KINDS = ("queue", "task", "resource")
 TASK_SCOPE_PREFIX = "task:"  # parked-job scopes of paused tasks share the cool-down namespace
-TASK_SCOPES_KEY = "easeoff:switch-task-scopes"  # task scopes that may still have parked jobs
+TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, whose parked jobs the prober releases
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Switch:
 @dataclass(frozen=True)
 class Switches:
     entries: Mapping[str, Switch] = dataclasses.field(default_factory=dict)
+    # Every task scope ever paused: once its pause ends (resume or TTL) the prober releases its
+    # parked jobs. Kept in the same value as the switches, so reading it costs no extra command.
+    task_scopes: tuple[str, ...] = ()
 
     def live(self, now: float) -> list[Switch]:
         return [s for s in self.entries.values() if s.live(now)]
@@ -134,14 +137,20 @@ def parse_switches(raw: bytes | str | None) -> Switches:
         data = json.loads(raw) if raw else {}
     except ValueError:
         return Switches()
+    if not isinstance(data, dict):
+        return Switches()
     entries = {}
-    for value in data.values() if isinstance(data, dict) else ():
+    for name, value in data.items():
+        if name.startswith("_") or not isinstance(value, dict):
+            continue
         try:
             switch = Switch(**value)
         except TypeError:
             continue
         entries[switch.key] = switch
-    return Switches(entries)
+    scopes = data.get(TASK_SCOPES_FIELD)
+    task_scopes = tuple(str(s) for s in scopes) if isinstance(scopes, list) else ()
+    return Switches(entries, task_scopes)
 
 
 def read_switches(redis: Redis) -> Switches:
@@ -199,11 +208,6 @@ def paused_task_scopes(switches: Switches, now: float) -> dict[str, str]:
     return found
 
 
-def known_task_scopes(redis: Redis) -> list[str]:
-    """Task scopes ever paused whose parked jobs may still wait for release."""
-    return sorted(m.decode() if isinstance(m, bytes) else m for m in redis.smembers(TASK_SCOPES_KEY))
-
-
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -232,15 +236,18 @@ def _update(
         while True:
             try:
                 pipe.watch(SWITCHES_KEY)
-                entries = dict(parse_switches(pipe.get(SWITCHES_KEY)).entries)
+                stored = parse_switches(pipe.get(SWITCHES_KEY))
+                entries = dict(stored.entries)
                 logged = change(entries)
                 if logged is None:
                     pipe.unwatch()
                     return
+                scopes = sorted({*stored.task_scopes, *([task_scope] if task_scope else [])})
+                value: dict[str, Any] = {k: s.as_dict() for k, s in entries.items()}
+                if scopes:
+                    value[TASK_SCOPES_FIELD] = scopes
                 pipe.multi()
-                pipe.set(SWITCHES_KEY, json.dumps({k: s.as_dict() for k, s in entries.items()}, sort_keys=True))
-                if task_scope is not None:
-                    pipe.sadd(TASK_SCOPES_KEY, task_scope)
+                pipe.set(SWITCHES_KEY, json.dumps(value, sort_keys=True))
                 text, why = logged
                 events.record(pipe, "switch", text, who=by, why=why)
                 pipe.execute()

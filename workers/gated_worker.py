@@ -38,7 +38,7 @@ from feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons,
 from feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes
 from feedback.queue_stats import known_queue_names
 from feedback.snapshot import Snapshot
-from feedback.switches import TASK_SCOPE_PREFIX, known_task_scopes, paused_task_scopes, prune_expired
+from feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
 from tasks.checkpoint import request_stop
 from tasks.registry import META_KEY, job_resources
 from tasks.resumable import Checkpointed
@@ -122,7 +122,9 @@ class GatedWorker(Worker):
 
     def _claim_admitted(self, queues: list[Queue], snapshot: Snapshot, now: float) -> Any:
         """Claim one job; run it if its resources are healthy, else defer it. None if nothing to run."""
-        self._claimed_any = False
+        was_idle, self._claimed_any = not self._claimed_any, False
+        if was_idle and not self._any_ready(queues):
+            return None  # idle polls ask LLEN (one read) rather than run the claim script on empty queues
         ttl = self.job_monitoring_interval + ABANDON_GRACE
         with self._uninterruptible():
             claim = self.moves.claim(queues, self.name, ttl)
@@ -374,8 +376,7 @@ class GatedWorker(Worker):
         held = {**strained, GLOBAL: global_findings(snapshot, self.config, now)[0]}
         record_flips(self.connection, held, [GLOBAL, *self.config.resources], now)
         cooling = {**strained, **{scope: [why] for scope, why in paused_task_scopes(snapshot.switches, now).items()}}
-        task_scopes = known_task_scopes(self.connection)
-        for scope in publish_cooldowns(self.connection, self.config, cooling, task_scopes):
+        for scope in publish_cooldowns(self.connection, self.config, cooling, snapshot.switches.task_scopes):
             released = self.moves.release(scope)
             if released:
                 self.log.info("Worker %s: %s cleared; released %d parked jobs", self.name, scope, released)
@@ -409,6 +410,12 @@ class GatedWorker(Worker):
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""
         names = known_queue_names(self.connection, [*self.queue_names(), *self.config.queues])
         return [Queue(n, connection=self.connection, serializer=self.serializer) for n in names]
+
+    def _any_ready(self, queues: list[Queue]) -> bool:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue.key)
+            return any(pipe.execute())
 
     def _drained(self) -> bool:
         """Burst mode ends when no job is ready and none is waiting out a deferral."""
