@@ -10,7 +10,6 @@ so a change and its audit entry land together or not at all.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -76,10 +75,6 @@ def between(redis: Redis, start: float, end: float, limit: int = 1000) -> list[E
 
 def counts(redis: Redis) -> dict[str, int]:
     return {_text(k): int(v) for k, v in redis.hgetall(EVENT_COUNTS_KEY).items()}
-
-
-def to_json(events: list[Event]) -> str:
-    return json.dumps([e.as_dict() for e in events])
 
 
 def _event(entry: tuple[bytes, dict[bytes, bytes]]) -> Event:

@@ -15,7 +15,7 @@ import click
 from feedback import events
 from feedback.config import Config
 from feedback.queue_stats import known_queue_names
-from feedback.switches import Switch, clear_switch, parse_duration, read_switches, set_switch
+from feedback.switches import SCOPE_KINDS, Switch, clear_switch, parse_duration, read_switches, set_switch
 from tasks.registry import all_tasks, get_task
 from workers.cli_observability import fail, guarded, pass_context
 
@@ -44,7 +44,7 @@ def _scope(ctx: Context, scope: str) -> str:
     if scope == "all":
         return scope
     kind, _, name = scope.partition(":")
-    if not name or kind not in ("queue", "task", "resource"):
+    if not name or kind not in SCOPE_KINDS:
         fail(f"bad scope {scope!r}: use {SCOPE_HELP}")
     if kind == "task":
         get_task(name)  # an unknown task fails here, naming the known ones
@@ -72,9 +72,7 @@ def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None
 
     A paused queue is not dequeued from; a paused task's or resource's jobs are deferred and
     parked until it resumes. Running jobs finish (resumable ones at their next checkpoint)."""
-    switch = Switch("pause", _scope(ctx, scope), by or events.operator(), reason, time.time(), _ttl(ttl))
-    set_switch(ctx.redis, switch)
-    click.echo(f"switch on: {switch.describe()}")
+    _report_set(ctx, Switch("pause", _scope(ctx, scope), by or events.operator(), reason, time.time(), _ttl(ttl)))
 
 
 @click.command("resume")
@@ -99,9 +97,9 @@ def resume(ctx: Context, scope: str, reason: str, by: str | None) -> None:
 def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None, by: str | None) -> None:
     """Refuse RATIO (0..1) of TASK's jobs, as freno's throttle-app does; lapses after --ttl (default 1h)."""
     scope = _scope(ctx, f"task:{task}")
-    switch = Switch("throttle", scope, by or events.operator(), reason, time.time(), _ttl(ttl, "1h"), ratio=ratio)
-    set_switch(ctx.redis, switch)
-    click.echo(f"switch on: {switch.describe()}")
+    _report_set(
+        ctx, Switch("throttle", scope, by or events.operator(), reason, time.time(), _ttl(ttl, "1h"), ratio=ratio)
+    )
 
 
 @click.command("unthrottle")
@@ -156,7 +154,12 @@ def threshold(
     if not reason:
         fail("--reason is required: say why the thresholds move")
     who, expires_at = by or events.operator(), _ttl(ttl, "1h")
-    switch = Switch("threshold", scope, who, reason, time.time(), expires_at, high=high, low=low, critical=critical)
+    _report_set(
+        ctx, Switch("threshold", scope, who, reason, time.time(), expires_at, high=high, low=low, critical=critical)
+    )
+
+
+def _report_set(ctx: Context, switch: Switch) -> None:
     set_switch(ctx.redis, switch)
     click.echo(f"switch on: {switch.describe()}")
 
