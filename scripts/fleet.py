@@ -5,6 +5,7 @@ Imported by path-inserted scripts (scripts/ is not a package): `sys.path.insert(
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -62,6 +63,15 @@ class HeldConnections:
         return time.time()
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of `pid`, from Linux's /proc (empty where it cannot tell)."""
+    found = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in path.read_text().split()]
+    return found
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -95,10 +105,15 @@ class Fleet:
         self.start([sys.executable, "-m", "workers.cli", "--config", str(config), "worker", *queues], count, env)
 
     def stop(self, graceful: bool = False, timeout: float = 20.0) -> None:
-        """SIGTERM (warm shutdown) and wait, or SIGKILL the whole group at once."""
+        """SIGTERM (warm shutdown) and wait, or SIGKILL at once: the whole group and each
+        worker's work horse, which rq starts in a session of its own."""
         for proc in self.procs:
             if proc.poll() is None:
+                horses = [] if graceful else children(proc.pid)
                 os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+                for horse in horses:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(horse, signal.SIGKILL)
         for proc in self.procs:
             try:
                 proc.wait(timeout=timeout)
