@@ -1,7 +1,10 @@
 """Concurrency limits: leases in Redis that cap heavy jobs per resource and per task.
 
 A lease is a member of a sorted set scored by its expiry, so a worker that dies
-simply stops renewing and its lease lapses within the lease TTL. A resource's
+simply stops renewing and its lease lapses within the lease TTL. A job refused a
+slot waits parked (`slot:SCOPE`, or `slot-low:SCOPE` for low priority) rather than
+being retried on a timer: whoever frees a slot hands it to the longest-waiting job,
+and the prober tops up free slots each interval (lapsed leases, a raised limit). A resource's
 limit adapts AIMD-style (Netflix concurrency-limits): the worker that probes for the
 fleet grows it by one per healthy interval in which it was saturated, and cuts it
 multiplicatively on strain, between the configured min and max. Tasks may also
@@ -21,21 +24,25 @@ from feedback.config import ConcurrencyConfig, Config
 
 LEASES_KEY = "easeoff:leases:{scope}"
 LIMIT_KEY = "easeoff:limit:{scope}"
+SLOT_WAITS_KEY = "easeoff:slot-waits"  # scope -> its default limit, for every scope with jobs waiting
+SLOT_PARK, SLOT_PARK_LOW = "slot:", "slot-low:"
 
 ACQUIRE = """
--- KEYS: lease set, limit key, in pairs
--- ARGV: now, lease expiry, member, reserve, then the default limit of each pair
+-- KEYS: the slot-waits hash, then lease set and limit key in pairs
+-- ARGV: now, lease expiry, member, reserve, then each pair's scope and default limit
 local now, expiry, member, reserve = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-for i = 1, #KEYS, 2 do
+for i = 2, #KEYS, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  local limit = tonumber(redis.call('GET', KEYS[i + 1]) or ARGV[4 + (i + 1) / 2])
+  local scope, default = ARGV[4 + i - 1], ARGV[4 + i]
+  local limit = tonumber(redis.call('GET', KEYS[i + 1]) or default)
   local in_use = redis.call('ZCARD', KEYS[i])
   local keep_free = math.min(reserve, limit - 1)
   if in_use + keep_free >= limit then
-    return {(i + 1) / 2, in_use, limit}
+    redis.call('HSET', KEYS[1], scope, default)  -- the refused job will wait on this scope
+    return {i / 2, in_use, limit}
   end
 end
-for i = 1, #KEYS, 2 do
+for i = 2, #KEYS, 2 do
   redis.call('ZADD', KEYS[i], expiry, member)
 end
 return {0, 0, 0}
@@ -63,12 +70,25 @@ class Refusal:
     scope: str
     in_use: int
     limit: int
+    low_priority: bool = False
 
     @property
     def reason(self) -> str:
-        if self.in_use < self.limit:  # a slot is free, but kept for normal-priority work
+        """`yield:` for low-priority work (it waits behind normal work for a slot), else `concurrency:`."""
+        if not self.low_priority:
+            return f"concurrency:{self.scope} {self.in_use}/{self.limit} in use"
+        if self.in_use < self.limit:
             return f"yield:{self.scope} {self.in_use}/{self.limit} in use, last slot kept for normal priority"
-        return f"concurrency:{self.scope} {self.in_use}/{self.limit} in use"
+        return f"yield:{self.scope} {self.in_use}/{self.limit} in use, low priority waits behind normal"
+
+
+def waiting_scope(reason: str) -> str | None:
+    """The parked-job scope a refusal's reason (see `Refusal.reason`) puts its job in, if any."""
+    head = reason.split(" ", 1)[0]
+    for kind, park in (("concurrency:", SLOT_PARK), ("yield:", SLOT_PARK_LOW)):
+        if head.startswith(kind):
+            return park + head[len(kind) :]
+    return None
 
 
 def lease_scopes(
@@ -99,14 +119,15 @@ class Leases:
         if not scopes:
             return None
         now = time.time()
-        keys: list[str] = []
+        keys: list[str] = [SLOT_WAITS_KEY]
+        args: list[object] = [repr(now), repr(now + lease_ttl(self.config)), member, reserve]
         for scope in scopes:
             keys += [scope.leases_key, scope.limit_key]
-        args = [repr(now), repr(now + lease_ttl(self.config)), member, reserve, *(s.default_limit for s in scopes)]
+            args += [scope.scope, scope.default_limit]
         index, in_use, limit = (int(x) for x in self._acquire(keys=keys, args=args))
         if index == 0:
             return None
-        return Refusal(scopes[index - 1].scope, in_use, limit)
+        return Refusal(scopes[index - 1].scope, in_use, limit, low_priority=reserve > 0)
 
     def renew(self, scopes: Sequence[LeaseScope], member: str, pipeline: Redis | None = None) -> None:
         target = pipeline if pipeline is not None else self.redis

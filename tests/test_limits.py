@@ -1,4 +1,4 @@
-"""Concurrency limits: AIMD as a property, leases on real Redis, and a fleet that adapts."""
+"""Concurrency limits: AIMD as a property, leases and slot waits on real Redis, and a fleet that adapts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FinishedJobRegistry
+from rq.serializers import JSONSerializer
 
 from feedback.config import ConcurrencyConfig, load_config
-from feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl
+from feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, waiting_scope
 from tasks.catalog import record_run
 from tests.conftest import ConnectionHolder, WorkerProcesses, wait_until
 from tests.test_worker_gate import strain_thresholds
+from workers.moves import JobMoves
 
 LIMITED = """
 [resources."shard:9"]
@@ -134,3 +139,99 @@ def test_a_finished_job_hands_its_slot_straight_back(
     # One slot, six jobs: each must release its lease as it ends, not wait for the TTL to lapse.
     assert time.monotonic() - started < 6 * lease_ttl(load_config(config_path)) / 2
     assert redis_conn.zcard("easeoff:leases:shard:5") == 0
+
+
+def _wait_for_slot(moves: JobMoves, leases: Leases, scope: LeaseScope, queue: Queue, reserve: int = 0) -> str:
+    """Enqueue, claim and be refused a slot: the job is parked waiting for one, as a worker does it."""
+    job = record_run.enqueue(shard=1, tag="wait", connection=moves.connection)
+    claim = moves.claim([queue], "w", ttl=60)
+    assert claim is not None and claim.job_id == job.id
+    refusal = leases.acquire([scope], claim.execution.composite_key, reserve)
+    assert refusal is not None
+    park = waiting_scope(refusal.reason)
+    assert park is not None
+    assert moves.defer(job, queue, claim.execution, time.time() + 60, "record_run", [refusal.reason], [park])
+    return job.id
+
+
+def test_free_slots_go_to_waiting_jobs_normal_priority_first(redis_conn: Redis, write_config) -> None:
+    leases, moves = Leases(redis_conn, load_config(write_config(interval=0.5))), JobMoves(redis_conn)
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    scope = LeaseScope("shard:1", 2)
+    assert leases.acquire([scope], "holder-a") is None
+    assert leases.acquire([scope], "holder-b") is None
+    low = _wait_for_slot(moves, leases, scope, queue, reserve=1)
+    normal = [_wait_for_slot(moves, leases, scope, queue) for _ in range(2)]
+    assert redis_conn.llen(queue.key) == 0
+    assert moves.release_slots() == 0  # no slot free: everyone keeps waiting, nobody is retried
+
+    with redis_conn.pipeline() as pipe:  # one holder ends: its slot goes to the longest-waiting normal job
+        Leases.release([scope], "holder-a", pipe)
+        moves.release_slots(["shard:1"], pipeline=pipe)
+        pipe.execute()
+    assert redis_conn.lrange(queue.key, 0, -1) == [normal[0].encode()]
+    assert Job.fetch(normal[0], connection=redis_conn, serializer=JSONSerializer).get_status() == JobStatus.QUEUED
+
+    # Both slots free: the other normal job gets one; the low-priority job may not take the last.
+    redis_conn.delete(queue.key)
+    with redis_conn.pipeline() as pipe:
+        Leases.release([scope], "holder-b", pipe)
+        pipe.execute()
+    assert moves.release_slots() == 1
+    assert redis_conn.lrange(queue.key, 0, -1) == [normal[1].encode()]
+    assert redis_conn.zcard("easeoff:parked:slot-low:shard:1") == 1
+
+    redis_conn.zadd(scope.leases_key, {"holder-c": time.time() + 60})  # a raised limit frees a slot too
+    redis_conn.set(scope.limit_key, 3)
+    redis_conn.delete(queue.key)
+    assert moves.release_slots() == 1
+    assert redis_conn.lrange(queue.key, 0, -1) == [low.encode()]
+    assert not redis_conn.exists("easeoff:slot-waits")  # nobody waits any more
+
+
+def test_jobs_waiting_for_a_slot_do_not_churn_and_get_it_promptly(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config_path = write_config(interval=0.5, extra=LIMITED.replace("shard:9", "shard:6"))
+    jobs = []
+    for _ in range(8):
+        job = record_run.enqueue(shard=1, tag="queue-for-slot", seconds=0.5, connection=redis_conn)
+        job.meta["easeoff"]["resources"] = ["shard:6"]
+        job.save_meta()
+        jobs.append(job)
+    redis_conn.set("easeoff:limit:shard:6", 1)  # pinned at one slot: AIMD only grows it when healthy and saturated
+    started = time.monotonic()
+    for _ in range(4):
+        workers.start(config_path, "heavy")
+    finished = FinishedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: finished.count == 8, 40, what="all jobs to run, one slot between four workers")
+    elapsed = time.monotonic() - started
+    # Each job waited parked for a slot and was handed one as the previous job ended: a couple
+    # of refusals per job at most (not one per worker per interval), and no 60 s safety-net waits.
+    deferrals = [
+        Job.fetch(j.id, connection=redis_conn, serializer=JSONSerializer).meta["easeoff"]["deferrals"] for j in jobs
+    ]
+    assert sum(deferrals) <= 2 * len(jobs), deferrals
+    assert elapsed < 30, elapsed
+    assert redis_conn.zcard("easeoff:parked:slot:shard:6") == 0
+
+
+def test_a_dead_holders_slot_goes_to_a_waiting_job_once_its_lease_lapses(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config_path = write_config(interval=0.5, extra=LIMITED.replace("shard:9", "shard:7"))
+    config = load_config(config_path)
+    holder = record_run.enqueue(shard=1, tag="holder", seconds=30, connection=redis_conn)
+    waiter = record_run.enqueue(shard=1, tag="waiter", connection=redis_conn)
+    for job in (holder, waiter):
+        job.meta["easeoff"]["resources"] = ["shard:7"]
+        job.save_meta()
+    victim = workers.start(config_path, "heavy")
+    wait_until(lambda: redis_conn.zcard("easeoff:leases:shard:7") == 1, 15, what="the first job to hold the slot")
+    workers.start(config_path, "heavy")
+    wait_until(lambda: redis_conn.zcard("easeoff:parked:slot:shard:7") == 1, 15, what="the second job to wait")
+    killed_at = time.monotonic()
+    workers.kill9(victim)
+    finished = FinishedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: waiter.id in finished.get_job_ids(), lease_ttl(config) + 10, what="the waiter to get the slot")
+    assert time.monotonic() - killed_at < lease_ttl(config) + 10  # the lapse, then one probe: not the 60 s recheck

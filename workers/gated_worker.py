@@ -35,7 +35,7 @@ from feedback.cooldown import strained_resources
 from feedback.counters import counter_field, counter_key, reason_kind
 from feedback.flips import GLOBAL, record_flips
 from feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons, task_reasons
-from feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes
+from feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes, waiting_scope
 from feedback.queue_stats import known_queue_names
 from feedback.snapshot import Snapshot
 from feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
@@ -48,6 +48,7 @@ ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it co
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
+SLOT_RECHECK = 60.0  # a job waiting for a slot is handed one; if that hand-over was lost, it retries after this
 
 
 class GatedWorker(Worker):
@@ -176,9 +177,9 @@ class GatedWorker(Worker):
         if refusal is None:
             self._lease = (scopes, member) if scopes else None
             return ADMIT
-        # Saturation is not strain: try again in about an interval, with no backoff growth.
-        delay = self.config.probe_interval * self.rng.uniform(0.5, 1.5)
-        return Verdict(admit=False, reasons=(refusal.reason,), delay=delay)
+        # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
+        # handed one when a slot frees; the long recheck is only a safety net.
+        return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
 
     def _defer(self, job: Job, queue: Queue, execution: Execution, verdict: Verdict) -> None:
         now = time.time()
@@ -199,6 +200,8 @@ class GatedWorker(Worker):
                 self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, reason)
             return
         due = now + verdict.delay
+        if "expires_at" in info:
+            due = min(due, float(info["expires_at"]))  # back in time to be failed at its cap, not later
         park_on = _park_scopes(job, verdict.reasons)
         if self.moves.defer(job, queue, execution, due, _task_name(job), verdict.reasons, park_on):
             self.log.info(
@@ -256,9 +259,11 @@ class GatedWorker(Worker):
             self._release_lease(pipeline)
 
     def _release_lease(self, pipeline: Any) -> None:
-        """Give the job's slots back in the transaction that ends it."""
+        """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that ends it."""
         if self._lease is not None:
-            Leases.release(*self._lease, pipeline=pipeline)
+            scopes, member = self._lease
+            Leases.release(scopes, member, pipeline=pipeline)
+            self.moves.release_slots([s.scope for s in scopes], pipeline=pipeline)
 
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         """While a job runs: renew its leases, and ask it to stop at its next checkpoint when a
@@ -305,10 +310,9 @@ class GatedWorker(Worker):
         )
         verdict = Verdict(admit=False, reasons=(f"checkpoint: {stopped.reason}",), delay=delay)
         self._defer(job, queue, execution, verdict)
-        if self._lease is not None:
-            with self.connection.pipeline() as pipe:
-                Leases.release(*self._lease, pipeline=pipe)
-                pipe.execute()
+        with self.connection.pipeline() as pipe:
+            self._release_lease(pipe)
+            pipe.execute()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """rq allows a minute past each heartbeat; easeoff a few seconds, so a job whose worker
@@ -402,9 +406,11 @@ class GatedWorker(Worker):
             )
 
     def _promote(self, queues: list[Queue] | None = None) -> None:
-        """Due deferred jobs back to their queues. Run by whoever probed for the fleet, once per
-        interval: deferral delays are at least an interval, so promotion needs no finer grain."""
+        """Due deferred jobs back to their queues, and free slots (lapsed leases, raised limits) to
+        jobs waiting for one. Run by whoever probed for the fleet, once per interval: deferral delays
+        are at least an interval, so promotion needs no finer grain."""
         self.moves.promote(self._known_queues() if queues is None else queues)
+        self.moves.release_slots()
 
     def _known_queues(self) -> list[Queue]:
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""
@@ -468,13 +474,16 @@ def _exception_name(exc_string: str) -> str:
 
 def _park_scopes(job: Job, reasons: Sequence[str]) -> list[str]:
     """What a deferred job waits for: its resources when they are strained or paused, its task's
-    scope when ops paused the task. Saturation, throttling and shutdown say nothing about the
-    database's health: the job just comes back when due."""
+    scope when ops paused the task, a slot when its limit is full. Throttling and shutdown say
+    nothing about the database's health: the job just comes back when due."""
     scopes: list[str] = []
     for reason in reasons:
-        if reason.startswith("paused:task:"):
+        slot = waiting_scope(reason)
+        if slot is not None:
+            scopes.append(slot)
+        elif reason.startswith("paused:task:"):
             scopes.append(TASK_SCOPE_PREFIX + _task_name(job))
-        elif not reason.startswith(("concurrency:", "yield:", "throttled:", "checkpoint: worker shutting down")):
+        elif not reason.startswith(("throttled:", "checkpoint: worker shutting down")):
             scopes += job_resources(job)
     return list(dict.fromkeys(scopes))
 

@@ -30,6 +30,7 @@ from rq.utils import utcformat
 
 from feedback.cooldown import COOLDOWN_PREFIX, PARKED_PREFIX, parked_key
 from feedback.counters import counter_field, counter_key, reason_kind
+from feedback.limits import LEASES_KEY, LIMIT_KEY, SLOT_WAITS_KEY
 
 CLAIM = """
 -- KEYS: queue key, started-registry key, in pairs, in priority order
@@ -184,6 +185,56 @@ return moved
 """
 )
 
+RELEASE_SLOTS = (
+    TRY_PROMOTE
+    + """
+-- Slots came free (a job ended, a lease lapsed, a limit rose): as many jobs waiting for a slot go
+-- back to their queues, normal priority first, longest-waiting first. Low-priority waiters get a
+-- slot only while another stays free (the reserve the lease script keeps, see feedback/limits.py).
+-- KEYS: the slot-waits hash (scope -> default limit)
+-- ARGV: now (unix), job prefix, cooldown prefix, parked prefix, scheduled prefix, queue prefix,
+--       leases prefix, limit prefix, then the scopes to look at (none: every waiting scope)
+local now = tonumber(ARGV[1])
+local scopes = {}
+for i = 9, #ARGV do scopes[#scopes + 1] = ARGV[i] end
+if #scopes == 0 then scopes = redis.call('HKEYS', KEYS[1]) end
+
+local function hand_out(park, n, scheduled_prefix, queue_prefix)
+  if n <= 0 then return 0 end
+  local moved = 0
+  for _, member in ipairs(redis.call('ZRANGE', park, 0, n - 1)) do
+    redis.call('ZREM', park, member)
+    local bar = string.find(member, '|', 1, true)
+    local job_id, queue_name = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+    local scheduled_key = scheduled_prefix .. queue_name
+    if redis.call('ZSCORE', scheduled_key, job_id) then
+      moved = moved + try_promote(scheduled_key, queue_prefix .. queue_name, queue_name, job_id, now,
+                                  ARGV[2], ARGV[3], ARGV[4])
+    end
+  end
+  return moved
+end
+
+local moved = 0
+for _, scope in ipairs(scopes) do
+  local default = redis.call('HGET', KEYS[1], scope)
+  if default then
+    local normal, low = ARGV[4] .. 'slot:' .. scope, ARGV[4] .. 'slot-low:' .. scope
+    local limit = tonumber(redis.call('GET', ARGV[8] .. scope) or default)
+    local free = limit - redis.call('ZCOUNT', ARGV[7] .. scope, now, '+inf')
+    local waiting = redis.call('ZCARD', normal)
+    moved = moved + hand_out(normal, math.min(free, waiting), ARGV[5], ARGV[6])
+    free = free - math.min(free, waiting)
+    moved = moved + hand_out(low, free - math.min(1, limit - 1), ARGV[5], ARGV[6])
+    if redis.call('EXISTS', normal) == 0 and redis.call('EXISTS', low) == 0 then
+      redis.call('HDEL', KEYS[1], scope)
+    end
+  end
+end
+return moved
+"""
+)
+
 RECOVER = """
 -- Jobs whose worker stopped heartbeating (killed mid-job): back to their queue when the task
 -- is idempotent or resumable, else to failed with the reason. Finished or failed jobs whose
@@ -264,6 +315,7 @@ class JobMoves:
         self._defer = connection.register_script(DEFER)
         self._promote = connection.register_script(PROMOTE)
         self._release = connection.register_script(RELEASE)
+        self._release_slots = connection.register_script(RELEASE_SLOTS)
         self._fail = connection.register_script(FAIL_CLAIMED)
         self._recover = connection.register_script(RECOVER)
 
@@ -364,6 +416,27 @@ class JobMoves:
             Queue.redis_queue_namespace_prefix,
         ]
         return int(self._release(keys=[parked_key(resource)], args=args))
+
+    def release_slots(
+        self, scopes: Sequence[str] = (), pipeline: Redis | None = None, now: float | None = None
+    ) -> int | None:
+        """Hand free slots of `scopes` (default: every scope with jobs waiting) to waiting jobs.
+
+        With `pipeline`, it runs inside that transaction (the one that gives a lease back)."""
+        now = time.time() if now is None else now
+        args = [
+            repr(now),
+            Job.redis_job_namespace_prefix,
+            COOLDOWN_PREFIX,
+            PARKED_PREFIX,
+            ScheduledJobRegistry.key_template.format(""),
+            Queue.redis_queue_namespace_prefix,
+            LEASES_KEY.format(scope=""),
+            LIMIT_KEY.format(scope=""),
+            *scopes,
+        ]
+        moved = self._release_slots(keys=[SLOT_WAITS_KEY], args=args, client=pipeline)
+        return None if pipeline is not None else int(moved)
 
     def fail_deferred_too_long(
         self, job: Job, queue: Queue, execution: Execution, reason: str, worker_name: str, task: str, kind: str
