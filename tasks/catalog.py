@@ -86,26 +86,30 @@ def recount_users(shard: int, first_user: int, last_user: int) -> int:
     return counted
 
 
-@heavy_task(queue="recount", resources=on_shard, timeout=3600, idempotent=True)
-def rebuild_user_stats(shard: int, first_user: int, last_user: int) -> int:
+@heavy_task(queue="recount", resources=on_shard, timeout=3600, idempotent=True, resumable=True)
+def rebuild_user_stats(shard: int, first_user: int, last_user: int, cursor: int | None = None) -> Iterator[int]:
     """Denormalise, for each user, how many of their events have a later event: a self-join,
-    quadratic in events per user, so genuinely heavy on the database's CPU."""
+    quadratic in events per user, so genuinely heavy on the database's CPU.
+
+    One user per chunk, each committed with its ledger row (tag `user:N`); the cursor is the
+    last user done. One connection serves the whole job: connecting per chunk would cost the
+    database host more than the chunk's own query does."""
     conn = connect(shard)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "REPLACE INTO user_stats (user_id, later_pairs, updated_at) "
-                "SELECT e1.user_id, COUNT(e2.id), NOW(6) FROM events e1 "
-                "LEFT JOIN events e2 ON e2.user_id = e1.user_id AND e2.id > e1.id "
-                "WHERE e1.user_id BETWEEN %s AND %s GROUP BY e1.user_id",
-                (first_user, last_user),
-            )
-            rebuilt = cur.rowcount
-            _record(cur, "rebuild_user_stats")
-        conn.commit()
+            for user in range((cursor or first_user - 1) + 1, last_user + 1):
+                cur.execute(
+                    "REPLACE INTO user_stats (user_id, later_pairs, updated_at) "
+                    "SELECT e1.user_id, COUNT(e2.id), NOW(6) FROM events e1 "
+                    "LEFT JOIN events e2 ON e2.user_id = e1.user_id AND e2.id > e1.id "
+                    "WHERE e1.user_id = %s GROUP BY e1.user_id",
+                    (user,),
+                )
+                _record(cur, "rebuild_user_stats", f"user:{user}")
+                conn.commit()
+                yield user
     finally:
         conn.close()
-    return rebuilt
 
 
 @heavy_task(queue="heavy", resources=on_shard, timeout=600)

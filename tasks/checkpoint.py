@@ -1,14 +1,13 @@
 """Cooperative stopping for long jobs: between chunks, ask whether to stop here.
 
 A worker sets the flag when a resource the running job touches crosses a signal's
-`critical` threshold (pt-online-schema-change's --critical-load). A resumable task
-checks it at each checkpoint, saves its cursor and ends early; it never stops
-mid-chunk.
+`critical` threshold (pt-online-schema-change's --critical-load), or when a resumable
+job's resources are strained. A resumable task checks it at its checkpoints, saves its
+cursor and ends early; it never stops mid-chunk.
 """
 
 from __future__ import annotations
 
-from rq import get_current_job
 from rq.job import Job
 
 STOP_KEY = "easeoff:stop-at-checkpoint:{job_id}"
@@ -19,12 +18,12 @@ def request_stop(job: Job, reason: str) -> None:
     job.connection.set(STOP_KEY.format(job_id=job.id), reason, ex=STOP_TTL)
 
 
-def stop_requested(job: Job | None = None) -> str | None:
-    """The reason this job should stop at its next checkpoint, or None to carry on."""
-    job = job or get_current_job()
-    if job is None:
-        return None
-    reason = job.connection.get(STOP_KEY.format(job_id=job.id))
+def checkpoint(job: Job) -> str | None:
+    """Store the job's meta (its cursor) and ask whether to stop, in one round trip."""
+    with job.connection.pipeline(transaction=False) as pipe:
+        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+        pipe.get(STOP_KEY.format(job_id=job.id))
+        reason = pipe.execute()[1]
     return reason.decode() if isinstance(reason, bytes) else reason
 
 
