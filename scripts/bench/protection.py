@@ -1,9 +1,16 @@
 """Does easing off protect live traffic? p99 of short live queries, side by side in one run:
 
 (a) idle, (b) while a batch of heavy jobs runs on plain rq workers, (c) while the same batch
-runs on easeoff's gated workers (threads_running signal, adaptive per-shard concurrency).
-Each phase runs for the same window with the same number of workers; throughput is the
-heavy jobs finished in the window. Phases are repeated and the medians reported.
+runs on easeoff's gated workers (per-shard concurrency limit with slot waits, threads_running
+signal, checkpoints between chunks). The batch is the example `rebuild_user_stats` jobs:
+resumable backfills of 200 users each, one CPU-heavy self-join per user (chunk), ~10 s a
+job. Each phase runs for the same window with the same number of workers; throughput is
+chunks committed in the window, counted in MariaDB. Phases are repeated in turn and the
+medians reported.
+
+Everything shares one 2-core host here, so rq's own cost per job (a fork, a connection)
+lands next to the live queries: with 40-chunk jobs (2 s each) the ratio is ~1.4-1.6, which
+is why heavy work is best written as long resumable jobs.
 
 Last line: `protection_p99_ratio X`, p99 in (c) over p99 in (a). Target <= 1.5.
 """
@@ -25,9 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from fleet import Fleet  # noqa: E402
+from fleet import Fleet, wait_for  # noqa: E402
 from rq import Queue  # noqa: E402
-from rq.registry import FinishedJobRegistry  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 from tasks.catalog import rebuild_user_stats  # noqa: E402
@@ -35,15 +41,15 @@ from tasks.demo_schema import create_schema, seed_events  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "easeoff_shard3"}
-SHARD, USERS, PER_USER = 3, 40, 500
-WORKERS, BATCH, WINDOW, ROUNDS = 4, 400, 15.0, 2
+SHARD, USERS, PER_USER = 3, 200, 500
+WORKERS, JOBS, WINDOW, ROUNDS = 4, 8, 20.0, 5
 LIVE_THREADS, LIVE_QPS_PER_THREAD = 2, 150
 
 CONFIG = """
 [redis]
 url = "{redis}"
 [probe]
-interval = 0.5
+interval = 1.0
 [backoff]
 base = 0.5
 cap = 2.0
@@ -99,31 +105,52 @@ class LiveTraffic:
         return window[int(0.99 * (len(window) - 1))] if window else float("nan")
 
 
+def mysql_value(sql: str) -> int:
+    conn = pymysql.connect(**MYSQL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def chunks_done() -> int:
+    return mysql_value("SELECT COUNT(*) FROM job_runs WHERE task = 'rebuild_user_stats'")
+
+
+def heavy_queries_running() -> int:
+    """Heavy statements still executing, such as those of workers just killed."""
+    return mysql_value(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = 'easeoff_shard3' "
+        "AND COMMAND = 'Query' AND INFO LIKE 'REPLACE%'"
+    )
+
+
 def enqueue_batch(redis: Redis) -> None:
-    for i in range(BATCH):
-        first = 1 + (i * 4) % USERS
-        rebuild_user_stats.enqueue(shard=SHARD, first_user=first, last_user=first + 3, connection=redis)
+    for _ in range(JOBS):
+        rebuild_user_stats.enqueue(shard=SHARD, first_user=1, last_user=USERS, connection=redis)
 
 
 def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path) -> tuple[float, int]:
-    """p99 of live queries and heavy jobs finished, over one window."""
+    """p99 of live queries and heavy chunks committed, over one window."""
     redis.flushdb()
     fleet = Fleet()
-    if mode == "plain":
+    if mode != "idle":
         enqueue_batch(redis)
+    before = chunks_done()
+    if mode == "plain":
         fleet.start([sys.executable, "-c", PLAIN_WORKER, REDIS_URL], WORKERS)
     elif mode == "easeoff":
-        enqueue_batch(redis)
         fleet.start_gated(config, ["recount"], WORKERS)
     started = time.monotonic()
     try:
         time.sleep(WINDOW)
-        finished = FinishedJobRegistry("recount", connection=redis).count
+        done = chunks_done() - before
     finally:
         fleet.stop()
-        # Heavy queries of killed workers may still be running in MariaDB: let them drain.
-        time.sleep(1.0)
-    return live.p99(started + 1.0, started + WINDOW), finished
+        wait_for(lambda: heavy_queries_running() == 0, 60, "killed workers' heavy queries to end")
+    return live.p99(started + 1.0, started + WINDOW), done
 
 
 def main() -> None:
@@ -142,19 +169,19 @@ def main() -> None:
                 for mode in results:
                     p99, done = run_phase(mode, live, redis, config)
                     results[mode].append((p99, done))
-                    total = BATCH if mode != "idle" else 0
-                    print(f"  {mode:<8} p99 {p99 * 1000:7.2f} ms   heavy jobs done {done}/{total}")
+                    print(f"  {mode:<8} p99 {p99 * 1000:7.2f} ms   heavy chunks done {done}")
         finally:
             live.stop.set()
             redis.flushdb()
             Queue("recount", connection=redis, serializer=JSONSerializer).empty()
     p99 = {mode: statistics.median(r[0] for r in runs) for mode, runs in results.items()}
     done = {mode: statistics.median(r[1] for r in runs) for mode, runs in results.items()}
-    print(f"idle p99 {p99['idle'] * 1000:.2f} ms (baseline)")
+    batch = JOBS * USERS
+    print(f"idle p99 {p99['idle'] * 1000:.2f} ms (baseline); batch: {JOBS} jobs of {USERS} chunks, {WORKERS} workers")
     for mode in ("plain", "easeoff"):
         print(
             f"{mode:<8} p99 over idle {p99[mode] / p99['idle']:.2f}x; heavy throughput "
-            f"{done[mode] / WINDOW:.1f} jobs/s ({done[mode]:.0f} of {BATCH} in {WINDOW:.0f}s)"
+            f"{done[mode] / WINDOW:.1f} chunks/s ({done[mode]:.0f} of {batch} in {WINDOW:.0f}s)"
         )
     share = done["easeoff"] / done["plain"] if done["plain"] else float("nan")
     print(f"easeoff did {share:.0%} of plain rq's heavy work in the same window")
