@@ -107,7 +107,7 @@ class GatedWorker(Worker):
             # Merely idle: poll with a growing, jittered pause, out of step with the other
             # workers, so a fleet of idle workers does not wake (and load the host) in a burst.
             if open_queues:
-                pause = idle_poll * self.rng.uniform(0.5, 1.0)
+                pause = idle_poll * self.rng.uniform(0.5, 1.5)
             else:
                 pause = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
             idle_poll = min(idle_poll * 2, self.config.probe_interval)
