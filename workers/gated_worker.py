@@ -48,7 +48,7 @@ ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it co
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
-SLOT_RECHECK = 60.0  # a job waiting for a slot is handed one; if that hand-over was lost, it retries after this
+SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this
 
 
 class GatedWorker(Worker):

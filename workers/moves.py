@@ -191,7 +191,8 @@ RELEASE_SLOTS = (
 -- Slots came free (a job ended, a lease lapsed, a limit rose): as many jobs waiting for a slot go
 -- back to their queues, normal priority first, longest-waiting first. Low-priority waiters get a
 -- slot only while another stays free (the reserve the lease script keeps, see feedback/limits.py).
--- KEYS: the slot-waits hash (scope -> default limit)
+-- KEYS: the slot-waits hash (scope -> default limit; entries stay, so a job refused a slot just
+--       now, not yet parked, is never left out: one per limited scope)
 -- ARGV: now (unix), job prefix, cooldown prefix, parked prefix, scheduled prefix, queue prefix,
 --       leases prefix, limit prefix, then the scopes to look at (none: every waiting scope)
 local now = tonumber(ARGV[1])
@@ -226,9 +227,6 @@ for _, scope in ipairs(scopes) do
     moved = moved + hand_out(normal, math.min(free, waiting), ARGV[5], ARGV[6])
     free = free - math.min(free, waiting)
     moved = moved + hand_out(low, free - math.min(1, limit - 1), ARGV[5], ARGV[6])
-    if redis.call('EXISTS', normal) == 0 and redis.call('EXISTS', low) == 0 then
-      redis.call('HDEL', KEYS[1], scope)
-    end
   end
 end
 return moved
