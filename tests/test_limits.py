@@ -28,6 +28,15 @@ max = 4
 """
 
 
+def enqueue_on(redis: Redis, resource: str, **kwargs: object) -> Job:
+    """A record_run job (it writes to shard 1's database) re-labelled to touch `resource`,
+    a limited resource that lives on the same host, db1."""
+    job = record_run.enqueue(shard=1, connection=redis, **kwargs)
+    job.meta["easeoff"]["resources"] = [resource]
+    job.save_meta()
+    return job
+
+
 @given(
     limit=st.integers(min_value=1, max_value=64),
     low=st.integers(min_value=1, max_value=8),
@@ -75,26 +84,32 @@ def test_leases_refuse_when_full_keep_a_slot_for_normal_priority_and_lapse(redis
     assert expiry is not None and expiry <= time.time() + lease_ttl(config) + 0.1
 
 
-def test_killed_worker_frees_its_lease_within_the_ttl(
+def test_killed_worker_frees_its_lease_within_the_ttl_and_a_waiting_job_gets_the_slot(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses
 ) -> None:
     config_path = write_config(interval=0.5, extra=LIMITED.replace('"shard:9"', '"shard:3"'))
     config = load_config(config_path)
-    # The example task writes to shard 1's database; its job is re-labelled to touch the
-    # limited resource shard:3 (both live on db1).
-    job = record_run.enqueue(shard=1, tag="lease", seconds=6, connection=redis_conn)
-    job.meta["easeoff"]["resources"] = ["shard:3"]
-    job.save_meta()
+    leases_key = "easeoff:leases:shard:3"
+    enqueue_on(redis_conn, "shard:3", tag="holder", seconds=30)
+    waiter = enqueue_on(redis_conn, "shard:3", tag="waiter")
     victim = workers.start(config_path, "heavy")
-    wait_until(lambda: redis_conn.zcard("easeoff:leases:shard:3") == 1, 15, what="the job to hold a lease")
+    wait_until(lambda: redis_conn.zcard(leases_key) == 1, 15, what="the first job to hold the slot")
+    dead_lease = redis_conn.zrange(leases_key, 0, -1)[0]
+    workers.start(config_path, "heavy")
+    wait_until(lambda: redis_conn.zcard("easeoff:parked:slot:shard:3") == 1, 15, what="the second job to wait")
+
     killed_at = time.monotonic()
     workers.kill9(victim)
-    wait_until(
-        lambda: redis_conn.zcount("easeoff:leases:shard:3", time.time(), "+inf") == 0,
-        lease_ttl(config) + 2,
-        what="the dead worker's lease to lapse",
-    )
+
+    def dead_lease_lapsed() -> bool:
+        expiry = redis_conn.zscore(leases_key, dead_lease)
+        return expiry is None or expiry < time.time()
+
+    wait_until(dead_lease_lapsed, lease_ttl(config) + 2, what="the dead worker's lease to lapse")
     assert time.monotonic() - killed_at <= lease_ttl(config) + 1.5
+    finished = FinishedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: waiter.id in finished.get_job_ids(), 10, what="the waiting job to be handed the freed slot")
+    assert time.monotonic() - killed_at < lease_ttl(config) + 10  # the lapse and a probe, not the 5-min recheck
 
 
 def test_adaptive_limit_falls_under_strain_and_recovers(
@@ -108,9 +123,7 @@ def test_adaptive_limit_falls_under_strain_and_recovers(
 
     def enqueue(n: int) -> None:
         for _ in range(n):
-            job = record_run.enqueue(shard=1, tag="aimd", seconds=0.4, connection=redis_conn)
-            job.meta["easeoff"]["resources"] = ["shard:4"]
-            job.save_meta()
+            enqueue_on(redis_conn, "shard:4", tag="aimd", seconds=0.4)
 
     enqueue(60)
     for _ in range(4):
@@ -130,9 +143,7 @@ def test_a_finished_job_hands_its_slot_straight_back(
 ) -> None:
     config_path = write_config(interval=0.5, extra=LIMITED.replace("shard:9", "shard:5"))
     for _ in range(6):
-        job = record_run.enqueue(shard=1, tag="slot", connection=redis_conn)
-        job.meta["easeoff"]["resources"] = ["shard:5"]
-        job.save_meta()
+        enqueue_on(redis_conn, "shard:5", tag="slot")
     started = time.monotonic()
     proc = workers.start(config_path, "heavy", burst=True)
     assert proc.wait(timeout=60) == 0, workers.logs()
@@ -193,12 +204,7 @@ def test_jobs_waiting_for_a_slot_do_not_churn_and_get_it_promptly(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses
 ) -> None:
     config_path = write_config(interval=0.5, extra=LIMITED.replace("shard:9", "shard:6"))
-    jobs = []
-    for _ in range(8):
-        job = record_run.enqueue(shard=1, tag="queue-for-slot", seconds=0.5, connection=redis_conn)
-        job.meta["easeoff"]["resources"] = ["shard:6"]
-        job.save_meta()
-        jobs.append(job)
+    jobs = [enqueue_on(redis_conn, "shard:6", tag="queue-for-slot", seconds=0.5) for _ in range(8)]
     redis_conn.set("easeoff:limit:shard:6", 1)  # pinned at one slot: AIMD only grows it when healthy and saturated
     started = time.monotonic()
     for _ in range(4):
@@ -214,24 +220,3 @@ def test_jobs_waiting_for_a_slot_do_not_churn_and_get_it_promptly(
     assert sum(deferrals) <= 2 * len(jobs), deferrals
     assert elapsed < 30, elapsed
     assert redis_conn.zcard("easeoff:parked:slot:shard:6") == 0
-
-
-def test_a_dead_holders_slot_goes_to_a_waiting_job_once_its_lease_lapses(
-    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
-) -> None:
-    config_path = write_config(interval=0.5, extra=LIMITED.replace("shard:9", "shard:7"))
-    config = load_config(config_path)
-    holder = record_run.enqueue(shard=1, tag="holder", seconds=30, connection=redis_conn)
-    waiter = record_run.enqueue(shard=1, tag="waiter", connection=redis_conn)
-    for job in (holder, waiter):
-        job.meta["easeoff"]["resources"] = ["shard:7"]
-        job.save_meta()
-    victim = workers.start(config_path, "heavy")
-    wait_until(lambda: redis_conn.zcard("easeoff:leases:shard:7") == 1, 15, what="the first job to hold the slot")
-    workers.start(config_path, "heavy")
-    wait_until(lambda: redis_conn.zcard("easeoff:parked:slot:shard:7") == 1, 15, what="the second job to wait")
-    killed_at = time.monotonic()
-    workers.kill9(victim)
-    finished = FinishedJobRegistry("heavy", connection=redis_conn)
-    wait_until(lambda: waiter.id in finished.get_job_ids(), lease_ttl(config) + 10, what="the waiter to get the slot")
-    assert time.monotonic() - killed_at < lease_ttl(config) + 10  # a lapse and a probe, not the recheck

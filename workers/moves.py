@@ -404,16 +404,7 @@ class JobMoves:
 
     def release(self, resource: str, now: float | None = None) -> int:
         """A resource cleared: move the jobs parked on it back to their queues now."""
-        now = time.time() if now is None else now
-        args = [
-            repr(now),
-            Job.redis_job_namespace_prefix,
-            COOLDOWN_PREFIX,
-            PARKED_PREFIX,
-            ScheduledJobRegistry.key_template.format(""),
-            Queue.redis_queue_namespace_prefix,
-        ]
-        return int(self._release(keys=[parked_key(resource)], args=args))
+        return int(self._release(keys=[parked_key(resource)], args=_release_args(now)))
 
     def release_slots(
         self, scopes: Sequence[str] = (), pipeline: Redis | None = None, now: float | None = None
@@ -421,18 +412,7 @@ class JobMoves:
         """Hand free slots of `scopes` (default: every scope with jobs waiting) to waiting jobs.
 
         With `pipeline`, it runs inside that transaction (the one that gives a lease back)."""
-        now = time.time() if now is None else now
-        args = [
-            repr(now),
-            Job.redis_job_namespace_prefix,
-            COOLDOWN_PREFIX,
-            PARKED_PREFIX,
-            ScheduledJobRegistry.key_template.format(""),
-            Queue.redis_queue_namespace_prefix,
-            LEASES_KEY.format(scope=""),
-            LIMIT_KEY.format(scope=""),
-            *scopes,
-        ]
+        args = [*_release_args(now), LEASES_KEY.format(scope=""), LIMIT_KEY.format(scope=""), *scopes]
         moved = self._release_slots(keys=[SLOT_WAITS_KEY], args=args, client=pipeline)
         return None if pipeline is not None else int(moved)
 
@@ -498,6 +478,18 @@ class JobMoves:
                 args=[execution.composite_key, job_id, repr(time.time() + ttl), reason],
             )
         )
+
+
+def _release_args(now: float | None) -> list[str]:
+    """What RELEASE and RELEASE_SLOTS need to move parked jobs back (see TRY_PROMOTE)."""
+    return [
+        repr(time.time() if now is None else now),
+        Job.redis_job_namespace_prefix,
+        COOLDOWN_PREFIX,
+        PARKED_PREFIX,
+        ScheduledJobRegistry.key_template.format(""),
+        Queue.redis_queue_namespace_prefix,
+    ]
 
 
 def _utc(ts: float) -> datetime:
