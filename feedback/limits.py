@@ -4,8 +4,8 @@ A lease is a member of a sorted set scored by its expiry, so a worker that dies
 simply stops renewing and its lease lapses within the lease TTL. A job refused a
 slot waits parked (`slot:SCOPE`, or `slot-low:SCOPE` for low priority) rather than
 being retried on a timer: whoever frees a slot hands it to the longest-waiting job,
-and the prober tops up free slots each interval (lapsed leases, a raised limit). A resource's
-limit adapts AIMD-style (Netflix concurrency-limits): the worker that probes for the
+and the prober hands out slots freed otherwise (lapsed leases, a raised limit) each
+interval. A resource's limit adapts AIMD-style (Netflix concurrency-limits): the worker that probes for the
 fleet grows it by one per healthy interval in which it was saturated, and cuts it
 multiplicatively on strain, between the configured min and max. Tasks may also
 carry a static limit of their own.
@@ -24,7 +24,7 @@ from feedback.config import ConcurrencyConfig, Config
 
 LEASES_KEY = "easeoff:leases:{scope}"
 LIMIT_KEY = "easeoff:limit:{scope}"
-SLOT_WAITS_KEY = "easeoff:slot-waits"  # scope -> its default limit, for every scope with jobs waiting
+SLOT_WAITS_KEY = "easeoff:slot-waits"  # scope -> its default limit, for each scope that has refused a slot
 SLOT_PARK, SLOT_PARK_LOW = "slot:", "slot-low:"
 
 ACQUIRE = """

@@ -189,7 +189,7 @@ RELEASE_SLOTS = (
     TRY_PROMOTE
     + """
 -- Slots came free (a job ended, a lease lapsed, a limit rose): as many jobs waiting for a slot go
--- back to their queues, normal priority first, longest-waiting first. Low-priority waiters get a
+-- back to their queues, normal priority first, earliest due first. Low-priority waiters get a
 -- slot only while another stays free (the reserve the lease script keeps, see feedback/limits.py).
 -- KEYS: the slot-waits hash (scope -> default limit; entries stay, so a job refused a slot just
 --       now, not yet parked, is never left out: one per limited scope)
@@ -409,7 +409,7 @@ class JobMoves:
     def release_slots(
         self, scopes: Sequence[str] = (), pipeline: Redis | None = None, now: float | None = None
     ) -> int | None:
-        """Hand free slots of `scopes` (default: every scope with jobs waiting) to waiting jobs.
+        """Hand free slots of `scopes` (default: every scope that has refused a slot) to waiting jobs.
 
         With `pipeline`, it runs inside that transaction (the one that gives a lease back)."""
         args = [*_release_args(now), LEASES_KEY.format(scope=""), LIMIT_KEY.format(scope=""), *scopes]
