@@ -411,10 +411,14 @@ class JobMoves:
     ) -> int | None:
         """Hand free slots of `scopes` (default: every scope that has refused a slot) to waiting jobs.
 
-        With `pipeline`, it runs inside that transaction (the one that gives a lease back)."""
+        With `pipeline`, it runs inside that transaction (the one that gives a lease back), sent
+        with EVAL: redis-py checks a registered script with SCRIPT EXISTS before every pipeline
+        that carries one, a round trip on each job's ending."""
         args = [*_release_args(now), LEASES_KEY.format(scope=""), LIMIT_KEY.format(scope=""), *scopes]
-        moved = self._release_slots(keys=[SLOT_WAITS_KEY], args=args, client=pipeline)
-        return None if pipeline is not None else int(moved)
+        if pipeline is not None:
+            pipeline.eval(RELEASE_SLOTS, 1, SLOT_WAITS_KEY, *args)
+            return None
+        return int(self._release_slots(keys=[SLOT_WAITS_KEY], args=args))
 
     def fail_deferred_too_long(
         self, job: Job, queue: Queue, execution: Execution, reason: str, worker_name: str, task: str, kind: str
