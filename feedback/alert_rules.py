@@ -22,9 +22,9 @@ import json
 import math
 from typing import Any
 
-from feedback import metric_names as names
-from feedback.config import Config
-from feedback.watermarks import Alarm, config_alarms
+from easeoff.feedback import metric_names as names
+from easeoff.feedback.config import Config
+from easeoff.feedback.watermarks import Alarm, config_alarms
 
 # Annotations name the queue through its label, never by pasting the name into the template:
 # a queue name holding `{{` would otherwise break (or inject into) Prometheus' Go templates.

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 from redis import Redis
 
-from feedback.config import Config
-from feedback.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
-from feedback.hysteresis import assess
-from feedback.probes import WRITER_ROLES, ProbeError, Prober
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
-from feedback.switches import SWITCHES_KEY, Switches, parse_switches
+from easeoff.feedback.config import Config
+from easeoff.feedback.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
+from easeoff.feedback.hysteresis import assess
+from easeoff.feedback.probes import WRITER_ROLES, ProbeError, Prober
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.switches import SWITCHES_KEY, Switches, parse_switches
 
 READING_KEY = "easeoff:reading:{host}"
 PROBE_LOCK_KEY = "easeoff:probe-lock:{host}"

@@ -13,13 +13,14 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from feedback.secrets import redact_url
+from easeoff.feedback.secrets import redact_url
 
-DEFAULT_CONFIG_NAME = "easeoff.example.toml"
+DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`, the fallback config
 CONFIG_ENV = "EASEOFF_CONFIG"
 REDIS_URL_ENV = "EASEOFF_REDIS_URL"
 
@@ -212,11 +213,16 @@ class Config:
 
 
 def default_config_path() -> Path:
-    """`EASEOFF_CONFIG`, else the example shipped at the repo root."""
+    """`EASEOFF_CONFIG`, else the example shipped in the package."""
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+    return packaged_example_path()
+
+
+def packaged_example_path() -> Path:
+    """The commented example config, package data of `easeoff`."""
+    return Path(str(resources.files("easeoff") / DEFAULT_CONFIG_NAME))
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

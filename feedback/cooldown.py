@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from redis import Redis
 
-from feedback.config import Config
-from feedback.gate import resource_findings
-from feedback.snapshot import Snapshot
+from easeoff.feedback.config import Config
+from easeoff.feedback.gate import resource_findings
+from easeoff.feedback.snapshot import Snapshot
 
 COOLDOWN_PREFIX = "easeoff:cooldown:"
 PARKED_PREFIX = "easeoff:parked:"

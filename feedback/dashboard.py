@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback import metric_names as names
-from feedback.config import Config, QueueConfig, WaterMark
-from feedback.watermarks import PHASES
+from easeoff.feedback import metric_names as names
+from easeoff.feedback.config import Config, QueueConfig, WaterMark
+from easeoff.feedback.watermarks import PHASES
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"

@@ -33,20 +33,20 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Worker
 
-from feedback import events
-from feedback import metric_families as families
-from feedback.cache import ReadingsCache
-from feedback.config import Config
-from feedback.cooldown import cooldown_key, parked_key
-from feedback.counters import Count, read_counts
-from feedback.gate import live_config
-from feedback.history import DEFAULT_PERIOD, HistorySampler
-from feedback.limits import current_limits
-from feedback.queue_stats import QueueStats, known_queue_names, queue_stats
-from feedback.snapshot import Snapshot
-from feedback.watermark_monitor import Transition, WatermarkMonitor
-from feedback.watermarks import config_alarms, measures_of
-from feedback.web import ExporterServer, Site
+from easeoff.feedback import events
+from easeoff.feedback import metric_families as families
+from easeoff.feedback.cache import ReadingsCache
+from easeoff.feedback.config import Config
+from easeoff.feedback.cooldown import cooldown_key, parked_key
+from easeoff.feedback.counters import Count, read_counts
+from easeoff.feedback.gate import live_config
+from easeoff.feedback.history import DEFAULT_PERIOD, HistorySampler
+from easeoff.feedback.limits import current_limits
+from easeoff.feedback.queue_stats import QueueStats, known_queue_names, queue_stats
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.watermark_monitor import Transition, WatermarkMonitor
+from easeoff.feedback.watermarks import config_alarms, measures_of
+from easeoff.feedback.web import ExporterServer, Site
 
 log = logging.getLogger("easeoff.exporter")
 

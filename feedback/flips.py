@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from redis import Redis
 
-from feedback.events import EVENT_COUNTS_KEY, EVENTS_KEY, MAX_EVENTS
+from easeoff.feedback.events import EVENT_COUNTS_KEY, EVENTS_KEY, MAX_EVENTS
 
 VERDICTS_KEY = "easeoff:verdicts"  # JSON: scope (a resource, or "global") → "held" | "admit", as last logged
 GLOBAL = "global"

@@ -16,10 +16,10 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from feedback.backoff import deferral_delay
-from feedback.config import HOST_SIGNALS, REPLICA_SIGNALS, Config, ResourceConfig, SignalConfig, Thresholds
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
+from easeoff.feedback.backoff import deferral_delay
+from easeoff.feedback.config import HOST_SIGNALS, REPLICA_SIGNALS, Config, ResourceConfig, SignalConfig, Thresholds
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
 
 REPLICATING_ROLES = ("replica", "pair")
 

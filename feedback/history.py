@@ -18,10 +18,10 @@ from typing import Any
 
 from redis import Redis
 
-from feedback.cache import ReadingsCache
-from feedback.config import Config
-from feedback.counters import read_counts
-from feedback.queue_stats import known_queue_names, queue_stats
+from easeoff.feedback.cache import ReadingsCache
+from easeoff.feedback.config import Config
+from easeoff.feedback.counters import read_counts
+from easeoff.feedback.queue_stats import known_queue_names, queue_stats
 
 HISTORY_KEY = "easeoff:history"
 TICK_KEY = "easeoff:history:tick"

@@ -14,7 +14,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from feedback import events
+from easeoff.feedback import events
 
 HOSTS_OUT_KEY = "easeoff:hosts-out"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from feedback.config import ConcurrencyConfig, Config
+from easeoff.feedback.config import ConcurrencyConfig, Config
 
 LEASES_KEY = "easeoff:leases:{scope}"
 LIMIT_KEY = "easeoff:limit:{scope}"

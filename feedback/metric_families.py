@@ -14,16 +14,16 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from feedback import metric_names as names
-from feedback.config import Config
-from feedback.counters import KINDS, Count, reason_kind
-from feedback.events import KINDS as EVENT_KINDS
-from feedback.gate import global_findings, queue_reasons, resource_findings
-from feedback.queue_stats import QueueStats
-from feedback.snapshot import Snapshot
-from feedback.switches import Switches
-from feedback.watermark_monitor import WatermarkMonitor
-from feedback.watermarks import phase_value
+from easeoff.feedback import metric_names as names
+from easeoff.feedback.config import Config
+from easeoff.feedback.counters import KINDS, Count, reason_kind
+from easeoff.feedback.events import KINDS as EVENT_KINDS
+from easeoff.feedback.gate import global_findings, queue_reasons, resource_findings
+from easeoff.feedback.queue_stats import QueueStats
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.switches import Switches
+from easeoff.feedback.watermark_monitor import WatermarkMonitor
+from easeoff.feedback.watermarks import phase_value
 
 COUNTER_HELP = {
     "started": "Jobs a gated worker started, by queue and task.",

@@ -18,11 +18,11 @@ from html import escape
 
 from redis import Redis
 
-from feedback import events as event_log
-from feedback.config import Config, Thresholds
-from feedback.events import Event
-from feedback.history import Sample, read_history
-from feedback.switches import read_switches
+from easeoff.feedback import events as event_log
+from easeoff.feedback.config import Config, Thresholds
+from easeoff.feedback.events import Event
+from easeoff.feedback.history import Sample, read_history
+from easeoff.feedback.switches import read_switches
 
 DEFAULT_HOURS = 3.0
 MAX_HOURS = 24.0

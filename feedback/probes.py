@@ -22,9 +22,9 @@ import pymysql
 import pymysql.cursors
 from redis import Redis
 
-from feedback.config import Config, MySQLHost, SignalConfig
-from feedback.readings import Reading
-from feedback.traffic import app_rate
+from easeoff.feedback.config import Config, MySQLHost, SignalConfig
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.traffic import app_rate
 
 STATUS_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Threads_running', 'Questions')"
 SERVER_QUERY = "SELECT @@GLOBAL.max_connections, @@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6))"

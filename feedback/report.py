@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedback.config import Config
-from feedback.gate import applicable_signals, global_findings, judge, live_config
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
+from easeoff.feedback.config import Config
+from easeoff.feedback.gate import applicable_signals, global_findings, judge, live_config
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
 
 
 def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from feedback.readings import Reading
-from feedback.switches import Switches
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.switches import Switches
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from feedback import events
-from feedback.config import Config, Thresholds
+from easeoff.feedback import events
+from easeoff.feedback.config import Config, Thresholds
 
 SWITCHES_KEY = "easeoff:switches"
 SCOPE_KINDS = ("queue", "task", "resource")

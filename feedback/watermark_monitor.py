@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from feedback.watermarks import INACTIVE, PHASES, Alarm, AlarmState, Phase, step
+from easeoff.feedback.watermarks import INACTIVE, PHASES, Alarm, AlarmState, Phase, step
 
 log = logging.getLogger("easeoff.watermarks")
 

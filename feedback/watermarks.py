@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from feedback.config import Config, QueueConfig
+from easeoff.feedback.config import Config, QueueConfig
 
 Phase = Literal["inactive", "pending", "firing"]
 PHASES: tuple[Phase, ...] = ("inactive", "pending", "firing")

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from redis import Redis
 
-from feedback import events as event_log
-from feedback.config import Config
-from feedback.history import read_history
-from feedback.page import DEFAULT_HOURS, MAX_HOURS, render_page
+from easeoff.feedback import events as event_log
+from easeoff.feedback.config import Config
+from easeoff.feedback.history import read_history
+from easeoff.feedback.page import DEFAULT_HOURS, MAX_HOURS, render_page
 
 log = logging.getLogger("easeoff.exporter")
 

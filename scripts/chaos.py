@@ -38,7 +38,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from fleet import children, load_sandbox  # noqa: E402
@@ -47,11 +46,11 @@ from rq.job import Job  # noqa: E402
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from feedback.counters import read_counts  # noqa: E402
-from feedback.traffic import count_request  # noqa: E402
-from tasks.catalog import record_once, record_run  # noqa: E402
-from tasks.demo_schema import create_schema  # noqa: E402
-from tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
+from easeoff.feedback.counters import read_counts  # noqa: E402
+from easeoff.feedback.traffic import count_request  # noqa: E402
+from easeoff.tasks.catalog import record_once, record_run  # noqa: E402
+from easeoff.tasks.demo_schema import create_schema  # noqa: E402
+from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
 
 QUEUE = "heavy"
 SHARDS = (1, 2)
@@ -125,7 +124,7 @@ class Workers:
 
     def start_one(self) -> None:
         log = open(self.workdir / f"worker-{self.started}.log", "wb")  # noqa: SIM115 - the child's
-        args = [sys.executable, "-m", "workers.cli", "--config", str(self.config), "worker", QUEUE]
+        args = [sys.executable, "-m", "easeoff.workers.cli", "--config", str(self.config), "worker", QUEUE]
         self.procs.append(subprocess.Popen(args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
         self.started += 1

@@ -37,7 +37,6 @@ import pymysql
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from fleet import MYSQL, Fleet, connection_thresholds, load_sandbox, mysql_value  # noqa: E402
@@ -52,16 +51,16 @@ from rq.registry import (  # noqa: E402
 )
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from feedback import events  # noqa: E402
-from feedback.cache import ReadingsCache  # noqa: E402
-from feedback.config import load_config  # noqa: E402
-from feedback.counters import read_counts  # noqa: E402
-from feedback.gate import global_findings, judge  # noqa: E402
-from feedback.queue_stats import queue_stats  # noqa: E402
-from feedback.traffic import count_request  # noqa: E402
-from tasks.catalog import archive_old_rows, record_run, recount_users  # noqa: E402
-from tasks.demo_schema import create_schema, seed_events  # noqa: E402
-from tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
+from easeoff.feedback import events  # noqa: E402
+from easeoff.feedback.cache import ReadingsCache  # noqa: E402
+from easeoff.feedback.config import load_config  # noqa: E402
+from easeoff.feedback.counters import read_counts  # noqa: E402
+from easeoff.feedback.gate import global_findings, judge  # noqa: E402
+from easeoff.feedback.queue_stats import queue_stats  # noqa: E402
+from easeoff.feedback.traffic import count_request  # noqa: E402
+from easeoff.tasks.catalog import archive_old_rows, record_run, recount_users  # noqa: E402
+from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402
+from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # the demo's own Redis DB, flushed at start and end
 QUEUES = ["heavy", "archive", "recount"]  # the workers' priority order
@@ -79,7 +78,7 @@ DEPTH_HIGH, DEPTH_LOW = 25, 3  # the heavy queue's water marks (ready jobs), eac
 DEADLINE = 170.0  # the whole demo, seconds
 LOCK_KEY = "easeoff:demo:running"  # one demo at a time on db 13: a second one would flush the first
 T0 = time.monotonic()
-EASEOFF = [sys.executable, "-m", "workers.cli"]
+EASEOFF = [sys.executable, "-m", "easeoff.workers.cli"]
 EXPORTER_CADENCE = ["--evaluate-every", "0.5", "--sample-every", "2"]  # quick water marks, a dense graph
 
 

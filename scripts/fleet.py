@@ -108,7 +108,9 @@ class Fleet:
                 out.close()
 
     def start_gated(self, config: Path, queues: Sequence[str], count: int = 1, env: dict[str, str] | None = None):
-        self.start([sys.executable, "-m", "workers.cli", "--config", str(config), "worker", *queues], count, env)
+        self.start(
+            [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "worker", *queues], count, env
+        )
 
     def stop(self, graceful: bool = False, timeout: float = 20.0) -> None:
         """SIGTERM (warm shutdown) and wait, or SIGKILL at once: the whole group and each

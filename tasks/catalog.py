@@ -12,8 +12,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from tasks.registry import heavy_task
-from tasks.shards import connect
+from easeoff.tasks.registry import heavy_task
+from easeoff.tasks.shards import connect
 
 
 def on_shard(shard: int, **_: Any) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.shards import connect, database_name
+from easeoff.tasks.shards import connect, database_name
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS events (

@@ -50,7 +50,7 @@ class HeavyTask:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.resumable:
-            from tasks.resumable import run_resumable
+            from easeoff.tasks.resumable import run_resumable
 
             return run_resumable(self.func, args, kwargs)
         return self.func(*args, **kwargs)
@@ -117,7 +117,7 @@ def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
 
 
 _TASKS: dict[str, HeavyTask] = {}
-_CATALOGS = ("tasks.catalog",)
+_CATALOGS = ("easeoff.tasks.catalog",)
 
 
 def heavy_task(

@@ -22,7 +22,7 @@ from typing import Any
 
 from rq import get_current_job
 
-from tasks.checkpoint import checkpoint, clear_stop
+from easeoff.tasks.checkpoint import checkpoint, clear_stop
 
 META_KEY = "easeoff"
 CHECKPOINT_EVERY = 0.5  # seconds between checkpoints; a stop waits at most this long plus one chunk

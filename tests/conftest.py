@@ -14,7 +14,7 @@ import pymysql
 import pytest
 from redis import Redis
 
-from tasks.demo_schema import create_schema
+from easeoff.tasks.demo_schema import create_schema
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("EASEOFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -172,7 +172,7 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, config: Path, *queues: str, burst: bool = False) -> subprocess.Popen[bytes]:
-        args = [sys.executable, "-m", "workers.cli", "--config", str(config), "worker", *queues]
+        args = [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "worker", *queues]
         if burst:
             args.append("--burst")
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -211,7 +211,7 @@ def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "easeoff.workers.cli", *args],
         cwd=REPO,
         env=full_env,
         capture_output=True,

@@ -68,7 +68,7 @@ def exporter_process(config: Path, log_dir: Path, *extra: str) -> Iterator[Expor
     log = log_dir / f"exporter-{len(list(log_dir.glob('exporter-*.log')))}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "--config", str(config), "exporter", "--port", "0", *extra],
+            [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "exporter", "--port", "0", *extra],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

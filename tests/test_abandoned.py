@@ -13,8 +13,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.counters import read_counts
-from tasks.catalog import record_once, record_run
+from easeoff.feedback.counters import read_counts
+from easeoff.tasks.catalog import record_once, record_run
 from tests.conftest import MYSQL, WorkerProcesses, wait_until
 from tests.placement import misplaced
 

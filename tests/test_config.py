@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback.config import ConfigError, load_config, parse_config
+from easeoff.feedback.config import ConfigError, load_config, packaged_example_path, parse_config
 
 GOOD = """
 [redis]
@@ -84,13 +84,13 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_shipped_example_is_valid() -> None:
-    config = load_config(Path(__file__).resolve().parent.parent / "easeoff.example.toml")
+    config = load_config(packaged_example_path())
     assert "db1" in config.hosts
     assert {"connections", "threads_running"} <= set(config.signals)
 
 
 def test_resources_follow_arguments_however_they_are_passed() -> None:
-    from tasks.catalog import archive_in_chunks, recount_users
+    from easeoff.tasks.catalog import archive_in_chunks, recount_users
 
     assert recount_users.resources_for((3, 1, 10), {}) == ("shard:3",)
     assert recount_users.resources_for((), {"shard": 4, "first_user": 1, "last_user": 2}) == ("shard:4",)

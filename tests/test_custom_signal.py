@@ -6,7 +6,7 @@ import pymysql
 from redis import Redis
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
-from tasks.catalog import record_run
+from easeoff.tasks.catalog import record_run
 from tests.conftest import MYSQL, WorkerProcesses, wait_until
 
 BACKLOG_SIGNAL = """

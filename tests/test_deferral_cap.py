@@ -11,9 +11,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.backoff import deferral_cap_exceeded
-from feedback.counters import read_counts
-from tasks.catalog import record_run
+from easeoff.feedback.backoff import deferral_cap_exceeded
+from easeoff.feedback.counters import read_counts
+from easeoff.tasks.catalog import record_run
 from tests.conftest import WorkerProcesses, wait_until
 from tests.placement import misplaced
 

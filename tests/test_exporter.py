@@ -17,14 +17,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from feedback import events
-from feedback.config import Config, load_config
-from feedback.cooldown import parked_key
-from feedback.cooldown import publish as publish_cooldowns
-from feedback.exporter import Exporter, evaluation_ticks
-from feedback.hosts_out import mark_out
-from feedback.limits import Leases, LeaseScope
-from tasks.catalog import noop
+from easeoff.feedback import events
+from easeoff.feedback.config import Config, load_config
+from easeoff.feedback.cooldown import parked_key
+from easeoff.feedback.cooldown import publish as publish_cooldowns
+from easeoff.feedback.exporter import Exporter, evaluation_ticks
+from easeoff.feedback.hosts_out import mark_out
+from easeoff.feedback.limits import Leases, LeaseScope
+from easeoff.tasks.catalog import noop
 from tests.conftest import REPO, run_cli, wait_until
 from tests.exporter_support import Samples, exporter_process, parse_samples, sample
 
@@ -110,7 +110,7 @@ def test_depth_age_and_the_alarm_state_follow_the_queue(redis_conn: Redis, confi
 
 def test_the_age_is_the_head_jobs_and_a_deep_queue_costs_no_more_reads(redis_conn: Redis, config: Config) -> None:
     """200,000 ids in the list, a job hash only for the head: the scrape reads the head, not the list."""
-    head = Job.create("tasks.catalog.noop", connection=redis_conn, serializer=JSONSerializer, id="head")
+    head = Job.create("easeoff.tasks.catalog.noop", connection=redis_conn, serializer=JSONSerializer, id="head")
     head.enqueued_at = head.created_at
     redis_conn.hset(head.key, mapping={"enqueued_at": utcformat(head.created_at), "status": "queued"})
     key = Queue("heavy", connection=redis_conn).key
@@ -266,8 +266,10 @@ def test_exporter_host_option_and_bad_input(write_config) -> None:
 
 
 def test_exporter_entry_point_is_importable_first() -> None:
-    """The observability commands resolve workers.cli at run time: importing them first must work."""
-    code = "import workers.cli_observability, workers.cli; print(sorted(workers.cli.cli.commands))"
+    """The observability commands resolve easeoff.workers.cli at run time: importing them first must work."""
+    code = (
+        "import easeoff.workers.cli_observability, easeoff.workers.cli; print(sorted(easeoff.workers.cli.cli.commands))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "'alerts'" in result.stdout and "'dashboard'" in result.stdout and "'exporter'" in result.stdout

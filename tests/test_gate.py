@@ -7,12 +7,12 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedback.backoff import deferral_delay
-from feedback.config import parse_config
-from feedback.gate import judge
-from feedback.hysteresis import assess
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
+from easeoff.feedback.backoff import deferral_delay
+from easeoff.feedback.config import parse_config
+from easeoff.feedback.gate import judge
+from easeoff.feedback.hysteresis import assess
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
 
 CONFIG = parse_config(
     """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
-from feedback.cache import READING_KEY
-from feedback.config import Config, load_config
-from feedback.history import (
+from easeoff.feedback.cache import READING_KEY
+from easeoff.feedback.config import Config, load_config
+from easeoff.feedback.history import (
     HISTORY_KEY,
     MAX_SAMPLES,
     TICK_KEY,
@@ -17,8 +17,8 @@ from feedback.history import (
     keep_for,
     read_history,
 )
-from feedback.readings import Reading
-from tasks.catalog import noop
+from easeoff.feedback.readings import Reading
+from easeoff.tasks.catalog import noop
 from tests.conftest import wait_until
 
 

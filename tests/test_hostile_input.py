@@ -18,12 +18,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.config import ConfigError, parse_config
-from tests.conftest import REPO, TEST_REDIS_URL, WorkerProcesses, run_cli
+from easeoff.feedback.config import ConfigError, packaged_example_path, parse_config
+from easeoff.workers.cli import main
+from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli
 from tests.placement import misplaced
-from workers.cli import main
 
-EXAMPLE = (REPO / "easeoff.example.toml").read_text(encoding="utf-8")
+EXAMPLE = packaged_example_path().read_text(encoding="utf-8")
 SETTING = re.compile(r"^(\s*[\w.\"-]+\s*=\s*)(.+?)(\s*#.*)?$")
 ODD_VALUES = ('"x"', "-1", "0", "1e308", "-1e308", "nan", "inf", "-inf", "[]", "{}", '[1, "a"]', "true", '""')
 ODD_STRINGS = ('"mysql://"', '"redis://:@/"', '"mysql://u:p@h:99999"', '"\\u0000"', "2024-01-01", '"../../etc"')
@@ -108,22 +108,22 @@ def test_hostile_job_payloads_fail_with_a_reason_and_the_worker_goes_on(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses
 ) -> None:
     queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
-    good = queue.enqueue("tasks.catalog.noop", 1)
+    good = queue.enqueue("easeoff.tasks.catalog.noop", 1)
     hostile = []
     for data in (
-        pickle.dumps(("tasks.catalog.noop", None, (1,), {})),  # a pickled job: refused, never unpickled
+        pickle.dumps(("easeoff.tasks.catalog.noop", None, (1,), {})),  # a pickled job: refused, never unpickled
         b"\x00\xff garbage",
-        b'["tasks.catalog.noop"',  # truncated JSON
+        b'["easeoff.tasks.catalog.noop"',  # truncated JSON
         b'{"not": "a job"}',
     ):
-        job = queue.enqueue("tasks.catalog.noop", 1)
+        job = queue.enqueue("easeoff.tasks.catalog.noop", 1)
         redis_conn.hset(job.key, "data", data)
         hostile.append(job)
-    meta = queue.enqueue("tasks.catalog.noop", 1)
+    meta = queue.enqueue("easeoff.tasks.catalog.noop", 1)
     redis_conn.hset(meta.key, "meta", b"\x80\x04 not json meta")
-    unknown = queue.enqueue("tasks.catalog.no_such_function", 1)
+    unknown = queue.enqueue("easeoff.tasks.catalog.no_such_function", 1)
     hostile += [meta, unknown]
-    after = queue.enqueue("tasks.catalog.noop", 2)
+    after = queue.enqueue("easeoff.tasks.catalog.noop", 2)
     proc = workers.start(write_config(), "heavy", burst=True)
     assert proc.wait(timeout=60) == 0, workers.logs()
     failed = set(FailedJobRegistry("heavy", connection=redis_conn).get_job_ids())

@@ -7,7 +7,7 @@ import time
 
 from redis import Redis
 
-from tasks.catalog import record_run
+from easeoff.tasks.catalog import record_run
 from tests.conftest import WorkerProcesses, wait_until
 from tests.placement import census, misplaced
 

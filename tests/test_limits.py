@@ -12,12 +12,12 @@ from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.config import ConcurrencyConfig, load_config
-from feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, waiting_scope
-from tasks.catalog import record_run
+from easeoff.feedback.config import ConcurrencyConfig, load_config
+from easeoff.feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, waiting_scope
+from easeoff.tasks.catalog import record_run
+from easeoff.workers.moves import JobMoves
 from tests.conftest import ConnectionHolder, WorkerProcesses, wait_until
 from tests.test_worker_gate import strain_thresholds
-from workers.moves import JobMoves
 
 LIMITED = """
 [resources."shard:9"]

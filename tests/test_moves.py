@@ -10,11 +10,11 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.counters import counter_key
-from tasks.catalog import noop
-from tasks.registry import META_KEY
+from easeoff.feedback.counters import counter_key
+from easeoff.tasks.catalog import noop
+from easeoff.tasks.registry import META_KEY
+from easeoff.workers.moves import JobMoves
 from tests.placement import misplaced
-from workers.moves import JobMoves
 
 
 def test_claim_defer_promote_round_trip(redis_conn: Redis) -> None:
@@ -64,9 +64,9 @@ def test_claim_takes_queues_in_priority_order_and_skips_deleted_jobs(redis_conn:
     moves = JobMoves(redis_conn)
     low = Queue("low", connection=redis_conn, serializer=JSONSerializer)
     high = Queue("high", connection=redis_conn, serializer=JSONSerializer)
-    low_job = low.enqueue("tasks.catalog.noop", 1)
-    gone = high.enqueue("tasks.catalog.noop", 1)
-    kept = high.enqueue("tasks.catalog.noop", 1)
+    low_job = low.enqueue("easeoff.tasks.catalog.noop", 1)
+    gone = high.enqueue("easeoff.tasks.catalog.noop", 1)
+    kept = high.enqueue("easeoff.tasks.catalog.noop", 1)
     gone.delete(remove_from_queue=False)
     first = moves.claim([high, low], "w1", ttl=60)
     second = moves.claim([high, low], "w1", ttl=60)
@@ -78,7 +78,7 @@ def test_claim_takes_queues_in_priority_order_and_skips_deleted_jobs(redis_conn:
 def test_unreadable_payload_fails_with_reason(redis_conn: Redis) -> None:
     moves = JobMoves(redis_conn)
     queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
-    job = queue.enqueue("tasks.catalog.noop", 1)
+    job = queue.enqueue("easeoff.tasks.catalog.noop", 1)
     claim = moves.claim([queue], "w1", ttl=60)
     assert claim is not None
     assert moves.fail_claimed(job.id, queue, claim.execution, "cannot load job payload")

@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 from rq.registry import FinishedJobRegistry
 
-from tasks.catalog import record_run
+from easeoff.tasks.catalog import record_run
 from tests.conftest import WorkerProcesses, stays_true, wait_until
 from tests.exporter_support import exporter_process, sample
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from feedback import events
-from feedback.config import load_config
-from feedback.history import Sample, read_history
-from feedback.page import render
-from tasks.catalog import noop
+from easeoff.feedback import events
+from easeoff.feedback.config import load_config
+from easeoff.feedback.history import Sample, read_history
+from easeoff.feedback.page import render
+from easeoff.tasks.catalog import noop
 from tests.conftest import wait_until
 from tests.exporter_support import exporter_process
 

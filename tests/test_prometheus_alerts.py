@@ -15,7 +15,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tasks.catalog import noop
+from easeoff.tasks.catalog import noop
 from tests.conftest import run_cli, stays_true, wait_until
 from tests.exporter_support import ExporterProcess, exporter_process, sample
 from tests.prometheus_support import prometheus_server

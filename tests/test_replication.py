@@ -18,12 +18,12 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.cache import ReadingsCache
-from feedback.config import load_config
-from feedback.gate import judge
-from feedback.hosts_out import mark_in, mark_out
-from tasks.catalog import record_run
-from tasks.demo_schema import create_schema
+from easeoff.feedback.cache import ReadingsCache
+from easeoff.feedback.config import load_config
+from easeoff.feedback.gate import judge
+from easeoff.feedback.hosts_out import mark_in, mark_out
+from easeoff.tasks.catalog import record_run
+from easeoff.tasks.demo_schema import create_schema
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, wait_until
 from tests.placement import misplaced
 from tests.sandbox_support import sandbox_mod

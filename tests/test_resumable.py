@@ -12,8 +12,8 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from tasks.catalog import archive_in_chunks
-from tasks.demo_schema import seed_events
+from easeoff.tasks.catalog import archive_in_chunks
+from easeoff.tasks.demo_schema import seed_events
 from tests.conftest import MYSQL, ConnectionHolder, WorkerProcesses, wait_until
 from tests.test_worker_gate import strain_thresholds
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedback.config import parse_config
-from feedback.gate import judge, queue_reasons, task_reasons
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
-from feedback.switches import Switch, Switches, parse_duration, parse_switches
+from easeoff.feedback.config import parse_config
+from easeoff.feedback.gate import judge, queue_reasons, task_reasons
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.switches import Switch, Switches, parse_duration, parse_switches
 
 NOW = 1_000_000.0
 CONFIG = parse_config(

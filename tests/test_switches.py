@@ -14,8 +14,8 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tasks.catalog import noop, record_run
-from tasks.registry import META_KEY
+from easeoff.tasks.catalog import noop, record_run
+from easeoff.tasks.registry import META_KEY
 from tests.conftest import ConnectionHolder, WorkerProcesses, run_cli, stays_true, wait_until
 from tests.placement import misplaced
 

@@ -6,12 +6,12 @@ import time
 
 from redis import Redis
 
-from feedback import events
-from feedback.config import load_config
-from feedback.history import HistorySampler
-from tasks.catalog import noop
+from easeoff.feedback import events
+from easeoff.feedback.config import load_config
+from easeoff.feedback.history import HistorySampler
+from easeoff.tasks.catalog import noop
+from easeoff.workers.cli_top import BLOCKS, sparkline
 from tests.conftest import run_cli
-from workers.cli_top import BLOCKS, sparkline
 
 MARKS = """
 [queues.heavy.watermarks.depth]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from feedback.config import parse_config
-from feedback.gate import judge, strain_reasons
-from feedback.readings import Reading
-from feedback.snapshot import Snapshot
+from easeoff.feedback.config import parse_config
+from easeoff.feedback.gate import judge, strain_reasons
+from easeoff.feedback.readings import Reading
+from easeoff.feedback.snapshot import Snapshot
 
 CONFIG = parse_config(
     """

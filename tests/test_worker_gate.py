@@ -9,11 +9,11 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from feedback.cache import READING_KEY
-from feedback.counters import read_counts
-from feedback.readings import Reading
-from tasks.catalog import record_run
-from tasks.registry import META_KEY
+from easeoff.feedback.cache import READING_KEY
+from easeoff.feedback.counters import read_counts
+from easeoff.feedback.readings import Reading
+from easeoff.tasks.catalog import record_run
+from easeoff.tasks.registry import META_KEY
 from tests.conftest import (
     MYSQL,
     ConnectionHolder,
@@ -134,7 +134,9 @@ def test_counters_record_started_finished_failed_and_deferred(
     for _ in range(2):
         record_run.enqueue(shard=1, tag="count", connection=redis_conn)
     record_run.enqueue(shard=2, tag="count", connection=redis_conn)
-    Queue("heavy", connection=redis_conn, serializer=JSONSerializer).enqueue("tasks.catalog.record_run", "not-a-shard")
+    Queue("heavy", connection=redis_conn, serializer=JSONSerializer).enqueue(
+        "easeoff.tasks.catalog.record_run", "not-a-shard"
+    )
     workers.start(config, "heavy")
     wait_until(lambda: finished(redis_conn) == 2 and deferred(redis_conn) == 1, 20, what="2 run, 1 deferred")
     wait_until(lambda: FailedJobRegistry("heavy", connection=redis_conn).count == 1, 20, what="the bad job failed")

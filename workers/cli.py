@@ -18,14 +18,14 @@ import click
 import redis
 from redis import Redis
 
-from feedback import events
-from feedback.cache import ReadingsCache
-from feedback.config import Config, ConfigError, load_config
-from feedback.hosts_out import mark_in, mark_out
-from feedback.queue_stats import known_queue_names, queue_stats
-from feedback.report import global_report, resources_report, switches_report, traffic_report
-from feedback.snapshot import Snapshot
-from tasks.registry import TaskError, get_task
+from easeoff.feedback import events
+from easeoff.feedback.cache import ReadingsCache
+from easeoff.feedback.config import Config, ConfigError, load_config
+from easeoff.feedback.hosts_out import mark_in, mark_out
+from easeoff.feedback.queue_stats import known_queue_names, queue_stats
+from easeoff.feedback.report import global_report, resources_report, switches_report, traffic_report
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.tasks.registry import TaskError, get_task
 
 EXIT_BAD_INPUT = 2
 
@@ -186,7 +186,7 @@ def worker(
     ctx: Context, queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int | None, verbose: bool
 ) -> None:
     """Run a gated worker on QUEUES (highest priority first)."""
-    from workers.gated_worker import GatedWorker
+    from easeoff.workers.gated_worker import GatedWorker
 
     config = ctx.config
     w = GatedWorker(list(queues), connection=ctx.redis, config=config, name=name)
@@ -313,17 +313,17 @@ def _known_host(config: Config, host: str) -> None:
         fail(f"unknown host {host!r} (known: {', '.join(config.hosts) or 'none'})")
 
 
-from workers.cli_observability import alerts_group, dashboard_group, exporter  # noqa: E402 - needs `cli` above
+from easeoff.workers.cli_observability import alerts_group, dashboard_group, exporter  # noqa: E402 - needs `cli` above
 
 cli.add_command(exporter)
 cli.add_command(alerts_group)
 cli.add_command(dashboard_group)
 
-from workers.cli_top import top  # noqa: E402 - needs `cli` above
+from easeoff.workers.cli_top import top  # noqa: E402 - needs `cli` above
 
 cli.add_command(top)
 
-from workers.cli_switches import COMMANDS as SWITCH_COMMANDS  # noqa: E402 - needs `cli` above
+from easeoff.workers.cli_switches import COMMANDS as SWITCH_COMMANDS  # noqa: E402 - needs `cli` above
 
 for command in SWITCH_COMMANDS:
     cli.add_command(command)

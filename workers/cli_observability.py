@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from workers.cli import Context
+    from easeoff.workers.cli import Context
 
 # Every `easeoff` process imports this module (workers too), so what the commands need —
 # prometheus-client above all — is imported inside them, not here.
@@ -40,7 +40,7 @@ def _running_cli() -> ModuleType:
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """workers.cli's `guarded`: user-caused errors become one line and exit 2."""
+    """easeoff.workers.cli's `guarded`: user-caused errors become one line and exit 2."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -84,7 +84,7 @@ def exporter(ctx: Context, host: str, port: int, evaluate_every: float, sample_e
 
     Logs every water-mark transition. Never probes MySQL: it reads what the workers cached.
     """
-    from feedback.exporter import Exporter
+    from easeoff.feedback.exporter import Exporter
 
     logging.getLogger("easeoff").setLevel(logging.INFO)
     config, connection = ctx.config, ctx.redis
@@ -128,7 +128,7 @@ def alerts_group() -> None:
 def alerts_rules(ctx: Context, output: str | None, runbook_url: str | None) -> None:
     """Print a Prometheus rules file: one alert per queue water mark, with hysteresis, `for` and
     `keep_firing_for` (Prometheus 2.42 or later), plus exporter-health alerts."""
-    from feedback.alert_rules import render_rules
+    from easeoff.feedback.alert_rules import render_rules
 
     _emit(render_rules(ctx.config, runbook_url), output)
 
@@ -146,7 +146,7 @@ def dashboard_group() -> None:
 def dashboard_grafana(ctx: Context, title: str, output: str | None) -> None:
     """Print Grafana dashboard JSON: depth with water marks, age, throughput, deferrals and failures,
     signals with thresholds, switches, and events as annotations."""
-    from feedback.dashboard import render_dashboard
+    from easeoff.feedback.dashboard import render_dashboard
 
     _emit(render_dashboard(ctx.config, title), output)
 

@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from feedback import events
-from feedback.config import Config
-from feedback.queue_stats import known_queue_names
-from feedback.switches import SCOPE_KINDS, Switch, clear_switch, parse_duration, read_switches, set_switch
-from tasks.registry import all_tasks, get_task
-from workers.cli_observability import fail, guarded, pass_context
+from easeoff.feedback import events
+from easeoff.feedback.config import Config
+from easeoff.feedback.queue_stats import known_queue_names
+from easeoff.feedback.switches import SCOPE_KINDS, Switch, clear_switch, parse_duration, read_switches, set_switch
+from easeoff.tasks.registry import all_tasks, get_task
+from easeoff.workers.cli_observability import fail, guarded, pass_context
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from workers.cli import Context
+    from easeoff.workers.cli import Context
 
 SCOPE_HELP = "all, queue:NAME, task:NAME or resource:NAME"
 by_option = click.option("--by", default=None, help="Who (default: $EASEOFF_OPERATOR, else the login name).")

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from workers.cli_observability import guarded, pass_context
+from easeoff.workers.cli_observability import guarded, pass_context
 
 if TYPE_CHECKING:
     from redis import Redis
     from rich.console import RenderableType
 
-    from feedback.config import Config
-    from feedback.events import Event
-    from feedback.history import Sample
-    from feedback.queue_stats import QueueStats
-    from workers.cli import Context
+    from easeoff.feedback.config import Config
+    from easeoff.feedback.events import Event
+    from easeoff.feedback.history import Sample
+    from easeoff.feedback.queue_stats import QueueStats
+    from easeoff.workers.cli import Context
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 30
@@ -85,11 +85,11 @@ def top(ctx: Context, once: bool, hours: float, every: float | None) -> None:
 
 def read_frame(connection: Redis, config: Config, hours: float, now: float) -> Frame:
     """The reads `status` makes, plus the history and the events."""
-    from feedback import events as event_log
-    from feedback.cache import ReadingsCache
-    from feedback.history import read_history
-    from feedback.queue_stats import known_queue_names, queue_stats
-    from feedback.report import global_report, resources_report
+    from easeoff.feedback import events as event_log
+    from easeoff.feedback.cache import ReadingsCache
+    from easeoff.feedback.history import read_history
+    from easeoff.feedback.queue_stats import known_queue_names, queue_stats
+    from easeoff.feedback.report import global_report, resources_report
 
     snapshot = ReadingsCache(connection, config).stored()
     return Frame(
@@ -106,7 +106,7 @@ def read_frame(connection: Redis, config: Config, hours: float, now: float) -> F
 
 
 def _switches(connection: Redis, now: float) -> list[Any]:
-    from feedback.switches import read_switches
+    from easeoff.feedback.switches import read_switches
 
     return sorted(read_switches(connection).live(now), key=lambda s: s.key)
 

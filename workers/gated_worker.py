@@ -27,22 +27,22 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from feedback.backoff import deferral_cap_exceeded, deferral_delay
-from feedback.cache import ReadingsCache
-from feedback.config import Config, QueueConfig
-from feedback.cooldown import publish as publish_cooldowns
-from feedback.cooldown import strained_resources
-from feedback.counters import counter_field, counter_key, reason_kind
-from feedback.flips import GLOBAL, record_flips
-from feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons, task_reasons
-from feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes, waiting_scope
-from feedback.queue_stats import known_queue_names
-from feedback.snapshot import Snapshot
-from feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
-from tasks.checkpoint import request_stop
-from tasks.registry import META_KEY, job_resources
-from tasks.resumable import Checkpointed
-from workers.moves import Claim, JobMoves
+from easeoff.feedback.backoff import deferral_cap_exceeded, deferral_delay
+from easeoff.feedback.cache import ReadingsCache
+from easeoff.feedback.config import Config, QueueConfig
+from easeoff.feedback.cooldown import publish as publish_cooldowns
+from easeoff.feedback.cooldown import strained_resources
+from easeoff.feedback.counters import counter_field, counter_key, reason_kind
+from easeoff.feedback.flips import GLOBAL, record_flips
+from easeoff.feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons, task_reasons
+from easeoff.feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes, waiting_scope
+from easeoff.feedback.queue_stats import known_queue_names
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
+from easeoff.tasks.checkpoint import request_stop
+from easeoff.tasks.registry import META_KEY, job_resources
+from easeoff.tasks.resumable import Checkpointed
+from easeoff.workers.moves import Claim, JobMoves
 
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)

@@ -28,9 +28,9 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
-from feedback.cooldown import COOLDOWN_PREFIX, PARKED_PREFIX, parked_key
-from feedback.counters import counter_field, counter_key, reason_kind
-from feedback.limits import LEASES_KEY, LIMIT_KEY, SLOT_WAITS_KEY
+from easeoff.feedback.cooldown import COOLDOWN_PREFIX, PARKED_PREFIX, parked_key
+from easeoff.feedback.counters import counter_field, counter_key, reason_kind
+from easeoff.feedback.limits import LEASES_KEY, LIMIT_KEY, SLOT_WAITS_KEY
 
 CLAIM = """
 -- KEYS: queue key, started-registry key, in pairs, in priority order

@@ -24,8 +24,6 @@ import pymysql
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 REDIS_URL = os.environ.get("EASEOFF_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -75,11 +73,12 @@ PLAIN_WORKER = (
     "from rq.serializers import JSONSerializer\n"
     "Worker(sys.argv[2:], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer).work(burst={burst})\n"
 )
-# `python -m workers.cli ...` exactly, after an optional preload of the task modules.
+# `python -m easeoff.workers.cli ...` exactly, after an optional preload of the task modules.
 GATED_WORKER = (
-    "import runpy, sys\n{preload}sys.argv[0] = 'easeoff'\nrunpy.run_module('workers.cli', run_name='__main__')\n"
+    "import runpy, sys\n{preload}sys.argv[0] = 'easeoff'\n"
+    "runpy.run_module('easeoff.workers.cli', run_name='__main__')\n"
 )
-PRELOAD = "import tasks.catalog  # the job's module, imported once in the parent, not per horse\n"
+PRELOAD = "import easeoff.tasks.catalog  # the job's module, imported once in the parent, not per horse\n"
 
 
 def redis_conn() -> Redis:
@@ -164,7 +163,7 @@ class Procs:
         args = ["--config", str(config), "worker", *queues] + (["--burst"] if burst else [])
         if preload:
             return self.start([PYTHON, "-c", GATED_WORKER.format(preload=PRELOAD), *args], tag)
-        return self.start([PYTHON, "-m", "workers.cli", *args], tag)
+        return self.start([PYTHON, "-m", "easeoff.workers.cli", *args], tag)
 
     def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
         try:
@@ -199,7 +198,7 @@ def tail(proc: subprocess.Popen[bytes], chars: int = 1500) -> str:
 
 
 def enqueue_noops(redis: Redis, count: int) -> None:
-    from tasks.catalog import noop
+    from easeoff.tasks.catalog import noop
 
     for _ in range(count):
         noop.enqueue(shard=1, connection=redis)

@@ -19,14 +19,13 @@ from pathlib import Path
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from fleet import Fleet, HeldConnections, connection_thresholds, wait_for  # noqa: E402
 from rq.registry import ScheduledJobRegistry  # noqa: E402
 
-from tasks.catalog import record_run  # noqa: E402
-from tasks.demo_schema import create_schema  # noqa: E402
+from easeoff.tasks.catalog import record_run  # noqa: E402
+from easeoff.tasks.demo_schema import create_schema  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 WORKERS = 8

@@ -1,7 +1,7 @@
 """What does the gate cost? No-op jobs through plain rq's forking Worker and through
 easeoff's GatedWorker, side by side in one run.
 
-Both: the same N `tasks.catalog.noop` jobs (enqueued with `noop.enqueue(shard=1)`, JSON
+Both: the same N `easeoff.tasks.catalog.noop` jobs (enqueued with `noop.enqueue(shard=1)`, JSON
 serializer), one burst worker in a subprocess forking a work horse per job, the job's
 module preloaded in the worker's main process (rq's own advice; without it every plain
 rq horse re-imports pymysql, which the GatedWorker parent already has, and plain rq
@@ -40,7 +40,7 @@ PROFILED_GATED = (
     "profile = cProfile.Profile()\n"
     "profile.enable()\n"
     "try:\n"
-    "    runpy.run_module('workers.cli', run_name='__main__')\n"
+    "    runpy.run_module('easeoff.workers.cli', run_name='__main__')\n"
     "except SystemExit:\n"
     "    pass\n"
     "finally:\n"
@@ -107,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="no-op jobs per run (default 200)")
     parser.add_argument("--rounds", type=int, default=10, help="plain/easeoff pairs (default 10)")
-    parser.add_argument("--no-preload", action="store_true", help="do not import tasks.catalog in the parents")
+    parser.add_argument("--no-preload", action="store_true", help="do not import easeoff.tasks.catalog in the parents")
     parser.add_argument("--profile", action="store_true", help="add a cProfile'd GatedWorker run")
     opts = parser.parse_args()
     preload = not opts.no_preload

@@ -29,15 +29,14 @@ import pymysql
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from fleet import Fleet, wait_for  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from tasks.catalog import rebuild_user_stats  # noqa: E402
-from tasks.demo_schema import create_schema, seed_events  # noqa: E402
+from easeoff.tasks.catalog import rebuild_user_stats  # noqa: E402
+from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "easeoff_shard3"}

@@ -29,7 +29,6 @@ from pathlib import Path
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import sandbox as sandbox_mod  # noqa: E402
@@ -37,8 +36,8 @@ from fleet import Fleet, HeldConnections, connection_thresholds  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from tasks.catalog import record_run  # noqa: E402
-from tasks.demo_schema import create_schema  # noqa: E402
+from easeoff.tasks.catalog import record_run  # noqa: E402
+from easeoff.tasks.demo_schema import create_schema  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
 INTERVAL = 1.0

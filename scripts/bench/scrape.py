@@ -33,7 +33,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from rq.utils import now as rq_now  # noqa: E402
 from rq.utils import utcformat  # noqa: E402
@@ -85,7 +84,7 @@ def exporter(config: Path, log: Path) -> Iterator[str]:
     """A real `easeoff exporter --port 0`; yields its /metrics URL, and always ends it."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "workers.cli", "--config", str(config), "exporter", "--port", "0"],
+            [PYTHON, "-m", "easeoff.workers.cli", "--config", str(config), "exporter", "--port", "0"],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,61 @@
+"""easeoff: heavy database jobs on rq that ease off while MySQL is strained.
+
+The public face for apps. Declare a task, enqueue it, and let `easeoff worker` run it:
+
+    from easeoff import heavy_task
+
+    @heavy_task(queue="recount", resources=lambda shard, **_: [f"shard:{shard}"])
+    def bump_recount(shard: int) -> None: ...
+
+    bump_recount.enqueue(shard=3, connection=redis)
+
+The installed package is one namespace: the repository's top-level `tasks/`, `feedback/`
+and `workers/` install as `easeoff.tasks`, `easeoff.feedback` and `easeoff.workers`
+(pyproject's package-dir), so an app's own `tasks` module never collides with ours.
+Names here are loaded on first use, so importing one room does not import the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from easeoff.feedback.config import Config, ConfigError, load_config
+    from easeoff.feedback.traffic import count_request
+    from easeoff.tasks.registry import HeavyTask, TaskError, UnknownTaskError, heavy_task
+
+_PUBLIC = {
+    "heavy_task": "easeoff.tasks.registry",
+    "HeavyTask": "easeoff.tasks.registry",
+    "TaskError": "easeoff.tasks.registry",
+    "UnknownTaskError": "easeoff.tasks.registry",
+    "Config": "easeoff.feedback.config",
+    "ConfigError": "easeoff.feedback.config",
+    "load_config": "easeoff.feedback.config",
+    "count_request": "easeoff.feedback.traffic",
+}
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HeavyTask",
+    "TaskError",
+    "UnknownTaskError",
+    "count_request",
+    "heavy_task",
+    "load_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'easeoff' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
