@@ -7,7 +7,7 @@ The public face for apps. Declare a task, enqueue it, and let `easeoff worker` r
     @heavy_task(queue="recount", resources=lambda shard, **_: [f"shard:{shard}"])
     def bump_recount(shard: int) -> None: ...
 
-    bump_recount.enqueue(shard=3, connection=redis)
+    bump_recount.delay(shard=3)   # to the config's Redis ($EASEOFF_CONFIG, ./easeoff.toml)
 
 The installed package is one namespace: the repository's top-level `tasks/`, `feedback/`
 and `workers/` install as `easeoff.tasks`, `easeoff.feedback` and `easeoff.workers`
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from easeoff.feedback.config import Config, ConfigError, load_config
+    from easeoff.feedback.connect import connect
     from easeoff.feedback.traffic import count_request
     from easeoff.tasks.registry import HeavyTask, TaskError, UnknownTaskError, heavy_task
 
@@ -33,6 +34,7 @@ _PUBLIC = {
     "Config": "easeoff.feedback.config",
     "ConfigError": "easeoff.feedback.config",
     "load_config": "easeoff.feedback.config",
+    "connect": "easeoff.feedback.connect",
     "count_request": "easeoff.feedback.traffic",
 }
 
@@ -42,6 +44,7 @@ __all__ = [
     "HeavyTask",
     "TaskError",
     "UnknownTaskError",
+    "connect",
     "count_request",
     "heavy_task",
     "load_config",

@@ -21,8 +21,10 @@ from urllib.parse import quote, unquote, urlsplit
 from easeoff.feedback.secrets import redact_url
 
 DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`, the fallback config
+APP_CONFIG_NAME = "easeoff.toml"  # an app's own config, found in the current directory
 CONFIG_ENV = "EASEOFF_CONFIG"
 REDIS_URL_ENV = "EASEOFF_REDIS_URL"
+TASK_MODULES_ENV = "EASEOFF_TASK_MODULES"  # comma-separated; replaces [tasks] modules
 
 # Signals read off every MySQL host by the built-in probe.
 HOST_SIGNALS = ("connections", "threads_running", "qps")
@@ -160,6 +162,9 @@ class BackoffConfig:
     cap: float = 60.0
     max_deferrals: int | None = None  # past either cap a job fails, with the reason
     max_age: float | None = 86400.0  # seconds since its first deferral
+    # A job on a resource this config does not declare (configs out of step during a deploy)
+    # fails closed, then fails outright after this many seconds rather than waiting out max_age.
+    unknown_resource_grace: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ class Config:
     resources: Mapping[str, ResourceConfig]
     signals: Mapping[str, SignalConfig]
     queues: Mapping[str, QueueConfig]
+    task_modules: tuple[str, ...] = ()  # the app's modules that declare heavy tasks
 
     def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
         """The hosts whose readings gate work on these resources, in config order."""
@@ -213,15 +219,17 @@ class Config:
 
 
 def default_config_path() -> Path:
-    """`EASEOFF_CONFIG`, else the example shipped in the package."""
+    """`EASEOFF_CONFIG`, else the app's `./easeoff.toml`, else the example shipped in the package."""
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env)
+    if Path(APP_CONFIG_NAME).is_file():
+        return Path(APP_CONFIG_NAME)
     return packaged_example_path()
 
 
 def packaged_example_path() -> Path:
-    """The commented example config, package data of `easeoff`."""
+    """The commented example config, package data of `easeoff` (also what `config init` writes)."""
     return Path(str(resources.files("easeoff") / DEFAULT_CONFIG_NAME))
 
 
@@ -309,7 +317,7 @@ class _Parser:
                 raise self.fail(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
     def config(self, raw: Mapping[str, Any]) -> Config:
-        self.reject_unknown(raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues"})
+        self.reject_unknown(raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks"})
         redis = self.table(raw, "redis")
         self.reject_unknown(redis, "redis", {"url"})
         redis_url = self.environ.get(REDIS_URL_ENV) or self.string(redis, "redis.url", "redis://127.0.0.1:6379/0")
@@ -323,7 +331,9 @@ class _Parser:
         stale_after = self.number(probe, "probe.stale_after", 5 * interval, minimum=interval)
 
         backoff_raw = self.table(raw, "backoff")
-        self.reject_unknown(backoff_raw, "backoff", {"base", "cap", "max_deferrals", "max_age"})
+        self.reject_unknown(
+            backoff_raw, "backoff", {"base", "cap", "max_deferrals", "max_age", "unknown_resource_grace"}
+        )
         max_deferrals = self.number(backoff_raw, "backoff.max_deferrals", 0, minimum=0)
         if max_deferrals != int(max_deferrals):
             raise self.fail("backoff.max_deferrals", "must be a whole number (0 for no cap)")
@@ -333,6 +343,7 @@ class _Parser:
             cap=self.number(backoff_raw, "backoff.cap", 60.0, minimum=0.01),
             max_deferrals=int(max_deferrals) or None,
             max_age=max_age or None,
+            unknown_resource_grace=self.number(backoff_raw, "backoff.unknown_resource_grace", 300.0),
         )
         if backoff.cap < backoff.base:
             raise self.fail("backoff.cap", "must be >= backoff.base")
@@ -342,6 +353,7 @@ class _Parser:
         resources = self.resources(self.table(raw, "resources"), hosts, signals)
         self.check_signal_scopes(signals, resources)
         queues = self.queues(self.table(raw, "queues"), resources)
+        task_modules = self.task_modules(self.table(raw, "tasks"))
         return Config(
             source=self.source,
             redis_url=redis_url,
@@ -353,7 +365,22 @@ class _Parser:
             resources=resources,
             signals=signals,
             queues=queues,
+            task_modules=task_modules,
         )
+
+    def task_modules(self, raw: Mapping[str, Any]) -> tuple[str, ...]:
+        """`[tasks] modules`, unless the environment names others (a deploy's override)."""
+        self.reject_unknown(raw, "tasks", {"modules"})
+        override = self.environ.get(TASK_MODULES_ENV)
+        if override is not None:
+            modules = tuple(m.strip() for m in override.split(",") if m.strip())
+            key = TASK_MODULES_ENV
+        else:
+            modules, key = self.names(raw, "tasks.modules"), "tasks.modules"
+        for module in modules:
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise self.fail(key, f"{module!r} is not a module name (like myapp.tasks)")
+        return modules
 
     def hosts(self, raw: Mapping[str, Any], timeout: float) -> dict[str, MySQLHost]:
         hosts: dict[str, MySQLHost] = {}

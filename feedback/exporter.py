@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Worker
 
-from easeoff.feedback import events
+from easeoff.feedback import events, unknown_resources
 from easeoff.feedback import metric_families as families
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config
@@ -44,6 +44,7 @@ from easeoff.feedback.history import DEFAULT_PERIOD, HistorySampler
 from easeoff.feedback.limits import current_limits
 from easeoff.feedback.queue_stats import QueueStats, known_queue_names, queue_stats
 from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.unknown_resources import UnknownResource
 from easeoff.feedback.watermark_monitor import Transition, WatermarkMonitor
 from easeoff.feedback.watermarks import config_alarms, measures_of
 from easeoff.feedback.web import ExporterServer, Site
@@ -66,6 +67,7 @@ class ScrapeInputs:
     parked: dict[str, int]
     workers: int
     event_counts: dict[str, int]
+    unknown: list[UnknownResource]
 
 
 def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
@@ -89,6 +91,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         parked={name: int(per_resource[2 * i + 1]) for i, name in enumerate(resources)},
         workers=int(workers),
         event_counts=events.counts(redis_conn),
+        unknown=unknown_resources.read(redis_conn, config.resources),
     )
 
 
@@ -107,7 +110,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.counter_families(inputs.counts),
         *families.worker_families(inputs.workers),
         *families.signal_families(config, snapshot, now),
-        *families.verdict_families(config, snapshot, now),
+        *families.verdict_families(config, snapshot, now, inputs.unknown),
         *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
         *families.limit_families(inputs.limits),
         *families.contingency_families(snapshot.switches, now, inputs.event_counts),

@@ -22,6 +22,7 @@ from easeoff.feedback.gate import global_findings, queue_reasons, resource_findi
 from easeoff.feedback.queue_stats import QueueStats
 from easeoff.feedback.snapshot import Snapshot
 from easeoff.feedback.switches import Switches
+from easeoff.feedback.unknown_resources import UnknownResource
 from easeoff.feedback.watermark_monitor import WatermarkMonitor
 from easeoff.feedback.watermarks import phase_value
 
@@ -155,8 +156,11 @@ def signal_families(config: Config, snapshot: Snapshot, now: float) -> list[Metr
     return [value, threshold, strained, age, ok]
 
 
-def verdict_families(config: Config, snapshot: Snapshot, now: float) -> list[Metric]:
-    """What the gate decides now, per resource and globally, with its reasons counted by kind."""
+def verdict_families(
+    config: Config, snapshot: Snapshot, now: float, unknown: Sequence[UnknownResource] = ()
+) -> list[Metric]:
+    """What the gate decides now, per resource and globally, with its reasons counted by kind.
+    A resource jobs named that the config does not declare shows as held for `unknown_resource`."""
     global_reasons, _ = global_findings(snapshot, config, now)
     held = GaugeMetricFamily(
         names.RESOURCE_HELD,
@@ -179,6 +183,10 @@ def verdict_families(config: Config, snapshot: Snapshot, now: float) -> list[Met
         for kind, count in sorted(Counter(reason_kind(r) for r in found.reasons).items()):
             reasons.add_metric([name, kind], count)
         critical.add_metric([name], len(found.critical))
+    for missing in unknown:
+        held.add_metric([missing.name], 1)
+        reasons.add_metric([missing.name, "unknown_resource"], 1)
+        critical.add_metric([missing.name], 0)
     global_held = GaugeMetricFamily(
         names.GLOBAL_HELD,
         "1 while global traffic signals hold every queue.",

@@ -19,10 +19,12 @@ from html import escape
 from redis import Redis
 
 from easeoff.feedback import events as event_log
+from easeoff.feedback import unknown_resources
 from easeoff.feedback.config import Config, Thresholds
 from easeoff.feedback.events import Event
 from easeoff.feedback.history import Sample, read_history
 from easeoff.feedback.switches import read_switches
+from easeoff.feedback.unknown_resources import UnknownResource
 
 DEFAULT_HOURS = 3.0
 MAX_HOURS = 24.0
@@ -65,7 +67,8 @@ def render_page(redis: Redis, config: Config, hours: float, now: float | None = 
     window_events = event_log.between(redis, start, now)
     recent = event_log.recent(redis, RECENT_EVENTS)
     config = read_switches(redis).apply(config, now)  # ops' live threshold overrides are what holds
-    return render(config, samples, window_events, recent, now, hours)
+    unknown = unknown_resources.read(redis, config.resources)
+    return render(config, samples, window_events, recent, now, hours, unknown)
 
 
 def render(
@@ -75,6 +78,7 @@ def render(
     recent: Sequence[Event],
     now: float,
     hours: float,
+    unknown: Sequence[UnknownResource] = (),
 ) -> str:
     """The page from plain data: pure, so it is tested without a server."""
     times = [s.t for s in samples]
@@ -84,6 +88,7 @@ def render(
     window = Window(min(start, now - 10), now, events, _max_gap(times))
     body = [
         _header(config, samples, now, hours),
+        _unknown_section(unknown, now, config.backoff.unknown_resource_grace),
         _queues_section(config, samples, window),
         _deferrals_section(samples, window),
         _signals_section(config, samples, window),
@@ -136,6 +141,14 @@ def _header(config: Config, samples: Sequence[Sample], now: float, hours: float)
         f'<p class="meta">last {hours:g} h to {escape(_clock(now))} · {escape(latest)} · '
         f"Redis {escape(config.redis_url_redacted)} · window: {links}</p></header>"
     )
+
+
+def _unknown_section(unknown: Sequence[UnknownResource], now: float, grace: float) -> str:
+    """Jobs name resources this config lacks (configs out of step): they are held, then fail."""
+    if not unknown:
+        return ""
+    items = "".join(f"<li>{escape(u.reason(now, grace))}</li>" for u in unknown)
+    return f'<section id="unknown-resources"><h2>Held: unknown resources</h2><ul>{items}</ul></section>'
 
 
 def _empty_note() -> str:

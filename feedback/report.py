@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from easeoff.feedback.config import Config
-from easeoff.feedback.gate import applicable_signals, global_findings, judge, live_config
+from easeoff.feedback.gate import applicable_signals, global_findings, judge, live_config, queue_reasons
 from easeoff.feedback.readings import Reading
 from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.unknown_resources import UnknownResource
 
 
 def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
@@ -22,10 +24,13 @@ def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
     }
 
 
-def resources_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
-    """Per resource: verdict, reasons, and per host its role and each signal's value, thresholds, state."""
+def resources_report(
+    config: Config, snapshot: Snapshot, now: float, unknown: Sequence[UnknownResource] = ()
+) -> dict[str, Any]:
+    """Per resource: verdict, reasons, and per host its role and each signal's value, thresholds, state.
+    Resources jobs named that the config does not declare come last, held, with the reason."""
     config = live_config(config, snapshot, now)
-    report = {}
+    report: dict[str, Any] = {}
     for name, resource in config.resources.items():
         verdict = judge([name], snapshot, config, now)
         hosts = {}
@@ -62,7 +67,16 @@ def resources_report(config: Config, snapshot: Snapshot, now: float) -> dict[str
             "critical": list(verdict.critical),
             "hosts": hosts,
         }
+    for missing in unknown:
+        reason = missing.reason(now, config.backoff.unknown_resource_grace)
+        report[missing.name] = {"verdict": "defer", "reasons": [reason], "critical": [], "hosts": {}, "unknown": True}
     return report
+
+
+def held_queues(config: Config, queues: Iterable[str], snapshot: Snapshot, now: float) -> dict[str, list[str]]:
+    """Why a gated worker would not dequeue from each queue now (empty: it would)."""
+    config = live_config(config, snapshot, now)
+    return {q: queue_reasons(q, snapshot, config, now) for q in queues}
 
 
 def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:

@@ -185,7 +185,9 @@ class Chaos:
             create_schema(shard, reset=True)
         self.config = self.workdir / "chaos.toml"
         self.config.write_text(
-            f"""[redis]
+            f"""[tasks]
+modules = ["easeoff.tasks.catalog"]
+[redis]
 url = "{self.redis_server.url}"
 [probe]
 interval = 0.5

@@ -225,6 +225,8 @@ class Demo:
         a, b, replica = (self.shard1.instances[i] for i in range(3))
         self.config_path.write_text(
             f"""# written by scripts/demo.py
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{REDIS_URL}"
 

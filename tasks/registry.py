@@ -3,20 +3,27 @@
 Resources may depend on the arguments (`shard:{shard}`), so they are worked out
 once, at enqueue time, and travel in the job's meta: the worker gates on them
 without importing or calling task code.
+
+The registry holds the tasks of every module imported so far. Apps import their own
+modules; the worker and the CLI import the ones the config names (`[tasks] modules`)
+through `load_task_modules`, so a bad module name is an error at start, not a failed job.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
+
+from easeoff.tasks.admission import admitted
 
 META_KEY = "easeoff"
 
@@ -29,6 +36,10 @@ class TaskError(ValueError):
 
 class UnknownTaskError(TaskError):
     pass
+
+
+class UngatedRunError(TaskError):
+    """An easeoff job taken by a plain rq worker: it must not run without the gate's say."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,15 @@ class HeavyTask:
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        job = get_current_job()
+        if job is not None and not admitted(job.id):
+            # rq resolves the job's function to this object: a worker that did not ask the gate
+            # (a plain `rq worker`) lands here. Refuse; the job goes to rq's failed registry,
+            # from which `easeoff requeue` puts it back.
+            raise UngatedRunError(
+                f"easeoff: task {self.name} refused to run ungated: job {job.id} was taken by a worker that "
+                "is not easeoff's (run `easeoff worker`, then `easeoff requeue` it)"
+            )
         if self.resumable:
             from easeoff.tasks.resumable import run_resumable
 
@@ -71,20 +91,54 @@ class HeavyTask:
 
     def resources_for(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, ...]:
         if not callable(self.resources):
-            return tuple(self.resources)
+            return self._checked_resources(self.resources)
         try:
             # Resource functions get the task's arguments by name, defaults filled in, so
             # `lambda shard, **_: ...` works however the caller passed them.
             bound = inspect.signature(self.func).bind_partial(*args, **kwargs)
             bound.apply_defaults()
-            return tuple(str(r) for r in self.resources(**bound.arguments))
+            returned = self.resources(**bound.arguments)
         except (TypeError, KeyError, ValueError) as exc:
             raise TaskError(f"task {self.name}: cannot work out its resources: {exc}") from None
+        return self._checked_resources(returned)
 
-    def enqueue(self, *args: Any, connection: Redis, job_id: str | None = None, **kwargs: Any) -> Job:
-        """Put one job on the task's queue, serialized as JSON, with its resources in meta."""
+    def _checked_resources(self, resources: object) -> tuple[str, ...]:
+        """A list of names, never a bare string (which would become one resource per letter)."""
+        if isinstance(resources, str | bytes) or not isinstance(resources, list | tuple):
+            raise TaskError(
+                f"task {self.name}: resources must be a list of names like ['shard:1'], "
+                f"not {type(resources).__name__} {resources!r}"
+            )
+        for resource in resources:
+            if not isinstance(resource, str) or not resource:
+                raise TaskError(f"task {self.name}: resource {resource!r} is not a non-empty string")
+        return tuple(resources)
+
+    def enqueue(
+        self,
+        *args: Any,
+        connection: Redis | None = None,
+        known_resources: Collection[str] | None = None,
+        job_id: str | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Put one job on the task's queue, serialized as JSON, with its resources in meta.
+
+        Without a `connection`, the job goes to the Redis of the config (`$EASEOFF_CONFIG`,
+        else `./easeoff.toml`), and its resources must be ones that config declares; with
+        one, pass `known_resources` to have them checked likewise.
+        """
         self.check_arguments(args, kwargs)
         resources = self.resources_for(args, kwargs)
+        if connection is None:
+            from easeoff.feedback.connect import default_target  # the config lives in feedback
+
+            connection, known_resources = default_target()
+        if known_resources is not None:
+            unknown = [r for r in resources if r not in known_resources]
+            if unknown:
+                known = ", ".join(sorted(known_resources)) or "none"
+                raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
         queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
         return queue.enqueue_call(
             func=self.func_path,
@@ -95,6 +149,10 @@ class HeavyTask:
             description=f"{self.name}({describe_arguments(args, kwargs)})",
             meta={META_KEY: self.initial_meta(resources)},
         )
+
+    def delay(self, *args: Any, **kwargs: Any) -> Job:
+        """`enqueue` to the config's Redis, as rq's and Celery's `.delay` habits expect."""
+        return self.enqueue(*args, **kwargs)
 
     def initial_meta(self, resources: Sequence[str]) -> dict[str, Any]:
         meta: dict[str, Any] = {"task": self.name, "resources": list(resources), "deferrals": 0}
@@ -117,7 +175,6 @@ def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
 
 
 _TASKS: dict[str, HeavyTask] = {}
-_CATALOGS = ("easeoff.tasks.catalog",)
 
 
 def heavy_task(
@@ -133,7 +190,17 @@ def heavy_task(
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
     """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`."""
 
+    if isinstance(resources, str | bytes):
+        raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
+
     def register(func: Callable[..., Any]) -> HeavyTask:
+        if func.__module__ == "__main__":
+            # rq finds a job's function by its module's import name; `__main__` is a different
+            # module in every worker.
+            raise TaskError(
+                f"task {name or func.__name__}: declared in a script run as __main__; "
+                "move it to a module the worker can import"
+            )
         task = HeavyTask(
             name=name or func.__name__,
             func=func,
@@ -146,23 +213,31 @@ def heavy_task(
             concurrency=concurrency,
             resumable=resumable,
         )
-        if task.name in _TASKS and _TASKS[task.name].func_path != task.func_path:
-            raise TaskError(f"task name {task.name!r} is declared twice")
+        known = _TASKS.get(task.name)
+        if known is not None and known.func_path != task.func_path:
+            raise TaskError(f"task name {task.name!r} is declared twice: by {known.func_path} and {task.func_path}")
         _TASKS[task.name] = task
         return task
 
     return register
 
 
-def _load_catalogs() -> None:
-    import importlib
-
-    for module in _CATALOGS:
-        importlib.import_module(module)
+def load_task_modules(modules: Iterable[str]) -> None:
+    """Import the app's task modules, so their tasks are registered; one clear error if one fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except TaskError:
+            raise
+        except ImportError as exc:
+            missing = getattr(exc, "name", None)
+            where = f" (no module named {missing!r} on the path)" if missing else ""
+            raise TaskError(f"cannot import task module {module!r}{where}: {exc}") from None
+        except Exception as exc:
+            raise TaskError(f"task module {module!r} failed to import: {exc.__class__.__name__}: {exc}") from None
 
 
 def get_task(name: str) -> HeavyTask:
-    _load_catalogs()
     try:
         return _TASKS[name]
     except KeyError:
@@ -171,7 +246,6 @@ def get_task(name: str) -> HeavyTask:
 
 
 def all_tasks() -> dict[str, HeavyTask]:
-    _load_catalogs()
     return dict(_TASKS)
 
 

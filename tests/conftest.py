@@ -102,6 +102,8 @@ def connections() -> Iterator[ConnectionHolder]:
 
 
 CONFIG_TEMPLATE = """
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{redis_url}"
 

@@ -64,7 +64,8 @@ def test_enqueue_by_name_then_status_json(redis_conn: Redis, write_config) -> No
     report = json.loads(status.stdout)
     assert report["queues"]["heavy"]["ready"] == 3
     assert report["queues"]["heavy"]["oldest_ready_age_s"] >= 0
-    assert set(report["queues"]["archive"]) == {"ready", "deferred", "running", "failed", "oldest_ready_age_s"}
+    assert set(report["queues"]["archive"]) == {"ready", "deferred", "running", "failed", "oldest_ready_age_s", "held"}
+    assert report["queues"]["archive"]["held"] == []
     assert set(report["resources"]) == {"shard:1", "shard:2"}
 
 

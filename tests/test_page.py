@@ -19,6 +19,7 @@ from easeoff.feedback import events
 from easeoff.feedback.config import load_config
 from easeoff.feedback.history import Sample, read_history
 from easeoff.feedback.page import render
+from easeoff.feedback.unknown_resources import UnknownResource
 from easeoff.tasks.catalog import noop
 from tests.conftest import wait_until
 from tests.exporter_support import exporter_process
@@ -211,3 +212,12 @@ def test_an_empty_history_renders_a_note_and_text_is_escaped(write_config) -> No
     assert 'class="threshold-high"' in html  # connections' high (0.95) drawn on db1's chart
     assert "no deferrals counted" in html
     assert "mysql://" not in html and "root@" not in html
+
+
+def test_resources_jobs_name_that_the_config_lacks_are_shown_held(write_config) -> None:
+    config = load_config(write_config())
+    now = time.time()
+    assert 'id="unknown-resources"' not in render(config, [], [], [], now, 1)
+    html = render(config, [], [], [], now, 1, [UnknownResource("shard:<9>", "recount", now - 4)])
+    assert 'id="unknown-resources"' in html
+    assert "unknown_resource:shard:&lt;9&gt; (not in the config; job of recount seen 4s ago" in html

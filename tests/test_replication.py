@@ -57,6 +57,8 @@ def topology_config(sandbox: Any, path: Path) -> Path:
     )
     path.write_text(
         f"""
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{TEST_REDIS_URL}"
 [probe]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, NoReturn
 
@@ -18,14 +19,15 @@ import click
 import redis
 from redis import Redis
 
-from easeoff.feedback import events
+from easeoff.feedback import events, unknown_resources
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config, ConfigError, load_config
+from easeoff.feedback.connect import connect
 from easeoff.feedback.hosts_out import mark_in, mark_out
 from easeoff.feedback.queue_stats import known_queue_names, queue_stats
-from easeoff.feedback.report import global_report, resources_report, switches_report, traffic_report
+from easeoff.feedback.report import global_report, held_queues, resources_report, switches_report, traffic_report
 from easeoff.feedback.snapshot import Snapshot
-from easeoff.tasks.registry import TaskError, get_task
+from easeoff.tasks.registry import TaskError, all_tasks, get_task, load_task_modules
 
 EXIT_BAD_INPUT = 2
 
@@ -70,12 +72,26 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Context:
-    """Config and the Redis connection, loaded lazily so `--help` needs neither."""
+    """Config, the app's task modules and the Redis connection, loaded lazily so `--help` needs none."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, imports: Sequence[str] = (), paths: Sequence[str] = ()) -> None:
         self.config_path = config_path
+        self.imports = tuple(imports)
         self._config: Config | None = None
         self._redis: Redis | None = None
+        self._tasks_loaded = False
+        self.add_paths(paths)
+
+    def add_paths(self, paths: Sequence[str]) -> None:
+        """Where the app's task modules are imported from: these first, then the current directory
+        (as `rq worker -P`), so `easeoff` finds an app's `myapp.tasks` run from the app's folder."""
+        for path in reversed([*paths, os.getcwd()]):
+            absolute = os.path.abspath(path)
+            if not os.path.isdir(absolute):
+                fail(f"--path {path}: no such directory")
+            if absolute in sys.path:
+                sys.path.remove(absolute)
+            sys.path.insert(0, absolute)
 
     @property
     def loaded(self) -> bool:
@@ -90,13 +106,31 @@ class Context:
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            try:
-                client = Redis.from_url(self.config.redis_url, socket_connect_timeout=2, socket_timeout=5)
-                client.ping()
-            except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say
-                fail(f"{self.config.source}: redis.url {self.config.redis_url_redacted} is not usable: {exc}")
+            client = connect(self.config)
+            client.ping()
             self._redis = client
         return self._redis
+
+    def load_tasks(self) -> None:
+        """Import the task modules `--import` names, else the config's `[tasks] modules`."""
+        if not self._tasks_loaded:
+            load_task_modules(self.imports or self.config.task_modules)
+            self._tasks_loaded = True
+
+    def known_queues(self) -> list[str]:
+        """Queues the config or a loaded task names, then any other queue rq has seen."""
+        self.load_tasks()
+        task_queues = [t.queue for t in all_tasks().values()]
+        return known_queue_names(self.redis, [*self.config.queues, *dict.fromkeys(task_queues)])
+
+    def check_queues(self, queues: Sequence[str], insist_with: str = "") -> None:
+        """A misspelled queue would be listened on, or paused, in silence: refuse it (`insist_with`
+        names the option that overrides the check, where there is one)."""
+        known = self.known_queues()
+        hint = f"; {insist_with} to use it anyway" if insist_with else ""
+        for queue in queues:
+            if queue not in known:
+                fail(f"unknown queue {queue!r} (known: {', '.join(known) or 'none'}{hint})")
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -108,12 +142,27 @@ pass_context = click.make_pass_decorator(Context)
     "config_path",
     envvar="EASEOFF_CONFIG",
     type=click.Path(dir_okay=False),
-    help="TOML config file (default: $EASEOFF_CONFIG, else easeoff.example.toml).",
+    help="TOML config file (default: $EASEOFF_CONFIG, else ./easeoff.toml, else the packaged example).",
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="A module declaring heavy tasks (repeatable); replaces the config's [tasks] modules.",
+)
+@click.option(
+    "--path",
+    "-P",
+    "paths",
+    multiple=True,
+    metavar="DIR",
+    help="Import task modules from DIR too (repeatable); the current directory always is.",
 )
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, imports: tuple[str, ...], paths: tuple[str, ...]) -> None:
     """easeoff: heavy database jobs that ease off when MySQL is strained."""
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, imports, paths)
 
 
 @cli.group("config")
@@ -127,9 +176,31 @@ def config_group() -> None:
 def config_check(ctx: Context) -> None:
     """Validate the config file; exit 2 with the file and key of the first problem."""
     config = ctx.config
+    ctx.load_tasks()
     click.echo(
         f"{config.source}: ok ({len(config.hosts)} hosts, {len(config.resources)} resources, "
-        f"{len(config.signals)} signals, {len(config.queues)} queues; probe every {config.probe_interval:g}s)"
+        f"{len(config.signals)} signals, {len(config.queues)} queues, {len(all_tasks())} tasks; "
+        f"probe every {config.probe_interval:g}s)"
+    )
+
+
+@config_group.command("init")
+@click.argument("path", default="easeoff.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def config_init(path: str, force: bool) -> None:
+    """Write a commented config to PATH (default ./easeoff.toml, where easeoff looks first)."""
+    from easeoff.feedback.config import packaged_example_path
+
+    target = os.path.abspath(path)
+    if os.path.exists(target) and not force:
+        fail(f"{path} exists; --force to overwrite it")
+    try:
+        with open(target, "w", encoding="utf-8") as out:
+            out.write(packaged_example_path().read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+    click.echo(
+        f"wrote {path}: name your task modules under [tasks], your hosts and resources, then `easeoff config check`"
     )
 
 
@@ -145,11 +216,12 @@ def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: in
 
     Example: easeoff enqueue archive_old_rows --args '{"shard": 1}'
     """
+    ctx.load_tasks()
     task = get_task(name)
     args, kwargs = _parse_arguments(args_json, kwargs_json)
     task.check_arguments(args, kwargs)
-    connection = ctx.redis
-    jobs = [task.enqueue(*args, connection=connection, **kwargs) for _ in range(count)]
+    connection, known = ctx.redis, frozenset(ctx.config.resources)
+    jobs = [task.enqueue(*args, connection=connection, known_resources=known, **kwargs) for _ in range(count)]
     for job in jobs[:10]:
         click.echo(f"enqueued {job.id} on {task.queue}: {job.description}")
     if count > 10:
@@ -180,15 +252,30 @@ def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[
 @click.option("--name", default=None, help="Worker name (default: rq's).")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, help="Quit after this many jobs.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every gate decision.")
+@click.option(
+    "--path", "-P", "paths", multiple=True, metavar="DIR", help="Import task modules from DIR too (as rq's -P)."
+)
+@click.option("--any-queue", is_flag=True, help="Listen on QUEUES even if neither the config nor a task names them.")
 @pass_context
 @guarded
 def worker(
-    ctx: Context, queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int | None, verbose: bool
+    ctx: Context,
+    queues: tuple[str, ...],
+    burst: bool,
+    name: str | None,
+    max_jobs: int | None,
+    verbose: bool,
+    paths: tuple[str, ...],
+    any_queue: bool,
 ) -> None:
     """Run a gated worker on QUEUES (highest priority first)."""
     from easeoff.workers.gated_worker import GatedWorker
 
     config = ctx.config
+    ctx.add_paths(paths)
+    ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
+    if not any_queue:
+        ctx.check_queues(queues, insist_with="--any-queue")
     w = GatedWorker(list(queues), connection=ctx.redis, config=config, name=name)
     w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
 
@@ -202,18 +289,24 @@ def status(ctx: Context, as_json: bool) -> None:
     config, connection = ctx.config, ctx.redis
     stats = queue_stats(connection, known_queue_names(connection, config.queues))
     snapshot = ReadingsCache(connection, config).stored()
+    held = held_queues(config, [s.name for s in stats], snapshot, time.time())
     report = {
-        "queues": {s.name: {k: v for k, v in s.as_dict().items() if k != "name"} for s in stats},
-        **_feedback_report(config, snapshot),
+        "queues": {
+            s.name: {**{k: v for k, v in s.as_dict().items() if k != "name"}, "held": held[s.name]} for s in stats
+        },
+        **_feedback_report(config, snapshot, unknown_resources.read(connection, config.resources)),
         "switches": switches_report(snapshot, time.time()),
         "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    click.echo(f"{'QUEUE':<16}{'READY':>8}{'DEFERRED':>10}{'RUNNING':>9}{'FAILED':>8}{'OLDEST':>10}")
+    click.echo(f"{'QUEUE':<16}{'READY':>8}{'DEFERRED':>10}{'RUNNING':>9}{'FAILED':>8}{'OLDEST':>10}  HELD")
     for s in stats:
-        click.echo(f"{s.name:<16}{s.ready:>8}{s.deferred:>10}{s.running:>9}{s.failed:>8}{s.oldest_ready_age_s:>9.1f}s")
+        why = "; ".join(held[s.name]) or "-"
+        click.echo(
+            f"{s.name:<16}{s.ready:>8}{s.deferred:>10}{s.running:>9}{s.failed:>8}{s.oldest_ready_age_s:>9.1f}s  {why}"
+        )
     click.echo("")
     _print_feedback(report)
     click.echo("")
@@ -235,19 +328,22 @@ def status(ctx: Context, as_json: bool) -> None:
 def probe(ctx: Context, as_json: bool) -> None:
     """Probe every host and traffic source now; show each signal's value, thresholds and state."""
     config, connection = ctx.config, ctx.redis
-    report = _feedback_report(config, ReadingsCache(connection, config).probe_now())
+    snapshot = ReadingsCache(connection, config).probe_now()
+    report = _feedback_report(config, snapshot, unknown_resources.read(connection, config.resources))
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     _print_feedback(report)
 
 
-def _feedback_report(config: Config, snapshot: Snapshot) -> dict[str, Any]:
+def _feedback_report(
+    config: Config, snapshot: Snapshot, unknown: Sequence[unknown_resources.UnknownResource] = ()
+) -> dict[str, Any]:
     now = time.time()
     return {
         "global": global_report(config, snapshot, now),
         "traffic": traffic_report(config, snapshot, now),
-        "resources": resources_report(config, snapshot, now),
+        "resources": resources_report(config, snapshot, now, unknown),
     }
 
 
@@ -323,7 +419,11 @@ from easeoff.workers.cli_top import top  # noqa: E402 - needs `cli` above
 
 cli.add_command(top)
 
+from easeoff.workers.cli_jobs import failed, requeue  # noqa: E402 - needs `cli` above
 from easeoff.workers.cli_switches import COMMANDS as SWITCH_COMMANDS  # noqa: E402 - needs `cli` above
+
+cli.add_command(failed)
+cli.add_command(requeue)
 
 for command in SWITCH_COMMANDS:
     cli.add_command(command)

@@ -13,15 +13,11 @@ from typing import TYPE_CHECKING
 import click
 
 from easeoff.feedback import events
-from easeoff.feedback.config import Config
-from easeoff.feedback.queue_stats import known_queue_names
 from easeoff.feedback.switches import SCOPE_KINDS, Switch, clear_switch, parse_duration, read_switches, set_switch
-from easeoff.tasks.registry import all_tasks, get_task
+from easeoff.tasks.registry import get_task
 from easeoff.workers.cli_observability import fail, guarded, pass_context
 
 if TYPE_CHECKING:
-    from redis import Redis
-
     from easeoff.workers.cli import Context
 
 SCOPE_HELP = "all, queue:NAME, task:NAME or resource:NAME"
@@ -47,17 +43,13 @@ def _scope(ctx: Context, scope: str) -> str:
     if not name or kind not in SCOPE_KINDS:
         fail(f"bad scope {scope!r}: use {SCOPE_HELP}")
     if kind == "task":
+        ctx.load_tasks()
         get_task(name)  # an unknown task fails here, naming the known ones
     elif kind == "resource" and name not in ctx.config.resources:
         fail(f"unknown resource {name!r} (known: {', '.join(ctx.config.resources) or 'none'})")
-    elif kind == "queue" and name not in _known_queues(ctx.redis, ctx.config):
-        fail(f"unknown queue {name!r} (known: {', '.join(_known_queues(ctx.redis, ctx.config)) or 'none'})")
+    elif kind == "queue":
+        ctx.check_queues([name])
     return scope
-
-
-def _known_queues(redis: Redis, config: Config) -> list[str]:
-    task_queues = [t.queue for t in all_tasks().values()]
-    return known_queue_names(redis, [*config.queues, *task_queues])
 
 
 @click.command("pause")

@@ -27,6 +27,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from easeoff.feedback import unknown_resources
 from easeoff.feedback.backoff import deferral_cap_exceeded, deferral_delay
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config, QueueConfig
@@ -39,6 +40,7 @@ from easeoff.feedback.limits import Leases, LeaseScope, adapt_limits, lease_scop
 from easeoff.feedback.queue_stats import known_queue_names
 from easeoff.feedback.snapshot import Snapshot
 from easeoff.feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
+from easeoff.tasks.admission import admit
 from easeoff.tasks.checkpoint import request_stop
 from easeoff.tasks.registry import META_KEY, job_resources
 from easeoff.tasks.resumable import Checkpointed
@@ -69,6 +71,7 @@ class GatedWorker(Worker):
         self._ending_job: Job | None = None
         self._ending_reason = ""
         self._last_heartbeat_at = 0.0
+        self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
 
     # -- the dequeue loop -------------------------------------------------------
 
@@ -117,9 +120,21 @@ class GatedWorker(Worker):
             reasons = queue_reasons(queue.name, snapshot, self.config, now)
             if reasons:
                 self.procline(f"Holding {queue.name}: {'; '.join(reasons)}")
+                self._note_hold(queue.name, "; ".join(reasons))
             else:
+                self._note_release(queue.name)
                 open_queues.append(queue)
         return open_queues
+
+    def _note_hold(self, queue: str, why: str) -> None:
+        """Log a queue's hold once, when it starts, not at every poll while it lasts."""
+        if queue not in self._held:
+            self.log.info("Worker %s: holding queue %s (not dequeuing): %s", self.name, queue, why)
+        self._held[queue] = why
+
+    def _note_release(self, queue: str) -> None:
+        if self._held.pop(queue, None) is not None:
+            self.log.info("Worker %s: released queue %s: dequeuing again", self.name, queue)
 
     def _claim_admitted(self, queues: list[Queue], snapshot: Snapshot, now: float) -> Any:
         """Claim one job; run it if its resources are healthy, else defer it. None if nothing to run."""
@@ -191,8 +206,16 @@ class GatedWorker(Worker):
         max_age = info.get("max_deferral_age", self.config.backoff.max_age)
         if max_age is not None:
             info["expires_at"] = float(info["first_deferred_at"]) + float(max_age)  # parking ends here
+        # A resource the config does not declare (configs out of step during a deploy): fail closed,
+        # but only for a short grace, not for max_age; nobody would release a job parked on it.
+        unknown = [r for r in job_resources(job) if r not in self.config.resources]
+        grace = self.config.backoff.unknown_resource_grace
+        if unknown:
+            info.setdefault("unknown_since", now)
         job.meta[META_KEY] = info
         exceeded = deferral_cap_exceeded(info, now, self.config.backoff.max_deferrals, self.config.backoff.max_age)
+        if not exceeded and unknown and now - float(info["unknown_since"]) >= grace:
+            exceeded = f"resource {unknown[0]!r} is not in the config (still unknown after {grace:g}s)"
         if exceeded:
             reason = f"easeoff: {exceeded}; last reasons: {'; '.join(verdict.reasons)}"
             kind = reason_kind(verdict.reasons[0]) if verdict.reasons else "unknown"
@@ -202,7 +225,12 @@ class GatedWorker(Worker):
         due = now + verdict.delay
         if "expires_at" in info:
             due = min(due, float(info["expires_at"]))  # back in time to be failed at its cap, not later
-        park_on = _park_scopes(job, verdict.reasons)
+        if unknown:
+            due = min(due, float(info["unknown_since"]) + grace)
+            with self.connection.pipeline(transaction=False) as pipe:
+                unknown_resources.note(pipe, unknown, _task_name(job), now)
+                pipe.execute()
+        park_on = [scope for scope in _park_scopes(job, verdict.reasons) if scope not in unknown]
         if self.moves.defer(job, queue, execution, due, _task_name(job), verdict.reasons, park_on):
             self.log.info(
                 "Worker %s: deferred %s for %.1fs (deferral %d): %s",
@@ -214,6 +242,14 @@ class GatedWorker(Worker):
             )
 
     # -- rq hooks -------------------------------------------------------------
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py)."""
+        admit(job.id)
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            admit(None)
 
     def prepare_execution(self, job: Job) -> Execution:
         """Use the execution the claim script already recorded, rather than making a second one."""

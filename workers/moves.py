@@ -13,6 +13,7 @@ they need a single Redis node (not Redis Cluster), as rq itself does.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from rq.utils import utcformat
 from easeoff.feedback.cooldown import COOLDOWN_PREFIX, PARKED_PREFIX, parked_key
 from easeoff.feedback.counters import counter_field, counter_key, reason_kind
 from easeoff.feedback.limits import LEASES_KEY, LIMIT_KEY, SLOT_WAITS_KEY
+from easeoff.tasks.registry import META_KEY
 
 CLAIM = """
 -- KEYS: queue key, started-registry key, in pairs, in priority order
@@ -472,6 +474,39 @@ class JobMoves:
         ]
         return int(self._recover(keys=keys, args=[*args, *(q.name for q in queues)]))
 
+    def requeue_failed(self, job_id: str, queue_name: str) -> bool:
+        """Failed → its queue, in one WATCHed transaction; False if it is not in that failed registry.
+
+        rq's own `FailedJobRegistry.requeue` removes the job and enqueues it in two steps, so a
+        kill between them loses it. The easeoff meta is kept (resources, task, cursor); its
+        deferral clocks restart, or the caps that failed it would fail it again at once.
+        """
+        failed = FailedJobRegistry(queue_name, connection=self.connection)
+        queue = Queue(queue_name, connection=self.connection)
+        job_key = Job.key_for(job_id)
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(failed.key, job_key)
+                    if pipe.zscore(failed.key, job_id) is None:
+                        pipe.unwatch()
+                        return False
+                    meta = pipe.hget(job_key, "meta")
+                    pipe.multi()
+                    pipe.zrem(failed.key, job_id)
+                    if meta is not None:
+                        pipe.hset(job_key, "meta", _restart_deferral_clocks(meta))
+                    pipe.hset(
+                        job_key, mapping={"status": JobStatus.QUEUED.value, "enqueued_at": utcformat(_utc(time.time()))}
+                    )
+                    pipe.hdel(job_key, "started_at", "ended_at", "exc_info", "last_heartbeat", "worker_name")
+                    pipe.rpush(queue.key, job_id)
+                    pipe.sadd(Queue.redis_queues_keys, queue.key)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
     def fail_claimed(self, job_id: str, queue: Queue, execution: Execution, reason: str, ttl: int = 31536000) -> bool:
         """A claimed job that cannot run (its payload is unreadable) goes to failed with the reason."""
         started = StartedJobRegistry(queue.name, connection=self.connection)
@@ -494,6 +529,21 @@ def _release_args(now: float | None) -> list[str]:
         ScheduledJobRegistry.key_template.format(""),
         Queue.redis_queue_namespace_prefix,
     ]
+
+
+def _restart_deferral_clocks(raw_meta: bytes) -> bytes:
+    """The job's meta with its easeoff deferral count and clocks reset; anything else kept as it was."""
+    try:
+        meta = json.loads(raw_meta)
+    except ValueError:
+        return raw_meta  # not easeoff's JSON: leave it for the worker to judge
+    info = meta.get(META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        return raw_meta
+    for clock in ("first_deferred_at", "expires_at", "unknown_since", "deferred_at"):
+        info.pop(clock, None)
+    info["deferrals"] = 0
+    return json.dumps(meta).encode()
 
 
 def _utc(ts: float) -> datetime:

@@ -31,6 +31,8 @@ MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 # A healthy gate: real probes of the local MariaDB, thresholds far above an idle dev box.
 CONFIG_TEMPLATE = """
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{redis_url}"
 
@@ -64,14 +66,21 @@ low = 90000000
 [queues.heavy]
 """
 
-# Plain rq's forking Worker, as a user would start it, with the JSON serializer.
+# Plain rq's forking Worker, as a user would start it, with the JSON serializer. easeoff's tasks
+# refuse to run under a worker that did not ask the gate, so this baseline admits each job itself:
+# one assignment per job, the job's own work unchanged. Arguments: REDIS_URL QUEUE...
 PLAIN_WORKER = (
     "import sys\n"
     "{preload}"
     "from redis import Redis\n"
     "from rq import Worker\n"
     "from rq.serializers import JSONSerializer\n"
-    "Worker(sys.argv[2:], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer).work(burst={burst})\n"
+    "from easeoff.tasks.admission import admit\n"
+    "class PlainWorker(Worker):\n"
+    "    def perform_job(self, job, *args):\n"
+    "        admit(job.id)\n"
+    "        return super().perform_job(job, *args)\n"
+    "PlainWorker(sys.argv[2:], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer).work(burst={burst})\n"
 )
 # `python -m easeoff.workers.cli ...` exactly, after an optional preload of the task modules.
 GATED_WORKER = (

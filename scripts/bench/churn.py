@@ -37,6 +37,8 @@ def write_config(directory: Path, high: float, low: float) -> Path:
     path = directory / "churn.toml"
     path.write_text(
         f"""
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{REDIS_URL}"
 [probe]

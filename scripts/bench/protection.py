@@ -31,6 +31,7 @@ from redis import Redis
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
+import _common  # noqa: E402
 from fleet import Fleet, wait_for  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
@@ -45,6 +46,8 @@ WORKERS, JOBS, WINDOW, ROUNDS = 4, 8, 20.0, 5
 LIVE_THREADS, LIVE_QPS_PER_THREAD = 2, 150
 
 CONFIG = """
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{redis}"
 [probe]
@@ -65,10 +68,7 @@ low = 1
 [queues.recount]
 """
 
-PLAIN_WORKER = (
-    "import sys; from redis import Redis; from rq import Worker; from rq.serializers import JSONSerializer; "
-    "Worker(['recount'], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer).work(burst=True)"
-)
+PLAIN_WORKER = _common.PLAIN_WORKER.format(preload="", burst=True)
 
 
 class LiveTraffic:
@@ -139,7 +139,7 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path) -> tuple
         enqueue_batch(redis)
     before = chunks_done()
     if mode == "plain":
-        fleet.start([sys.executable, "-c", PLAIN_WORKER, REDIS_URL], WORKERS)
+        fleet.start([sys.executable, "-c", PLAIN_WORKER, REDIS_URL, "recount"], WORKERS)
     elif mode == "easeoff":
         fleet.start_gated(config, ["recount"], WORKERS)
     started = time.monotonic()

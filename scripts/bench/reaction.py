@@ -47,6 +47,8 @@ JOB_SECONDS = 0.05
 
 def connections_config(high: float, low: float) -> str:
     return f"""
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{REDIS_URL}"
 [probe]
@@ -65,6 +67,8 @@ low = {low}
 def lag_config(topology) -> str:
     hosts = "".join(f'[mysql.hosts.{n}]\nurl = "{i.url}"\n' for n, i in topology.instances.items())
     return f"""
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{REDIS_URL}"
 [probe]

@@ -43,6 +43,8 @@ SIZES = {"small": 1_000, "big": 1_000_000}
 CHUNK = 10_000
 
 CONFIG = """
+[tasks]
+modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{redis_url}"
 

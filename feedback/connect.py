@@ -1,0 +1,42 @@
+"""The Redis of a config, for apps that enqueue and for every easeoff process.
+
+Apps enqueue without repeating the URL: `task.delay(...)` goes to the Redis of the
+config found the usual way (`$EASEOFF_CONFIG`, else `./easeoff.toml`), and refuses
+resources that config does not declare.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from redis import Redis
+
+from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
+
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+
+_lock = threading.Lock()
+_targets: dict[str, tuple[Redis, frozenset[str]]] = {}
+
+
+def connect(config: Config | None = None) -> Redis:
+    """A client for the config's Redis (the default config when none is given); not yet connected."""
+    config = load_config() if config is None else config
+    try:
+        client = Redis.from_url(config.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT)
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
+        return client
+    except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say
+        raise ConfigError(config.source, "redis.url", f"{config.redis_url_redacted} is not usable: {exc}") from None
+
+
+def default_target() -> tuple[Redis, frozenset[str]]:
+    """The default config's Redis and the resources it declares, loaded once per config path."""
+    path = str(default_config_path().resolve())
+    with _lock:
+        if path not in _targets:
+            config = load_config(path)
+            _targets[path] = (connect(config), frozenset(config.resources))
+        return _targets[path]
