@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from redis import Redis
 
+from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.hysteresis import assess
@@ -25,8 +26,8 @@ from easeoff.feedback.readings import Reading
 from easeoff.feedback.snapshot import Snapshot
 from easeoff.feedback.switches import SWITCHES_KEY, Switches, parse_switches
 
-READING_KEY = "easeoff:reading:{host}"
-PROBE_LOCK_KEY = "easeoff:probe-lock:{host}"
+READING_KEY = keys.READING
+PROBE_LOCK_KEY = keys.PROBE_LOCK
 
 
 class ReadingsCache:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 
+import redis
 from redis import Redis
 
 from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
 
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
+# What Redis being down or out of reach raises: the errors workers and the exporter ride out.
+REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _lock = threading.Lock()
 _targets: dict[str, tuple[Redis, frozenset[str]]] = {}

@@ -11,25 +11,18 @@ resource is healthy again, its parked jobs are released at once: fast resume.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from redis import Redis
 
+from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.gate import resource_findings
+from easeoff.feedback.reasons import Reason, joined
 from easeoff.feedback.snapshot import Snapshot
 
-COOLDOWN_PREFIX = "easeoff:cooldown:"
-PARKED_PREFIX = "easeoff:parked:"
-
-
-def cooldown_key(resource: str) -> str:
-    return COOLDOWN_PREFIX + resource
-
-
-def parked_key(resource: str) -> str:
-    """A secondary index (`job_id|queue` → due) of the deferred jobs waiting on a resource."""
-    return PARKED_PREFIX + resource
+cooldown_key = keys.cooldown_key
+parked_key = keys.parked_key  # a secondary index (`job_id|queue` → due) of the deferred jobs waiting on a scope
 
 
 def cooldown_ttl(config: Config) -> float:
@@ -37,7 +30,7 @@ def cooldown_ttl(config: Config) -> float:
     return max(config.stale_after, 3 * config.probe_interval)
 
 
-def strained_resources(config: Config, snapshot: Snapshot, now: float) -> dict[str, list[str]]:
+def strained_resources(config: Config, snapshot: Snapshot, now: float) -> dict[str, list[Reason]]:
     """resource → its reasons, for every resource that is strained now (global traffic aside)."""
     found = {}
     for name, resource in config.resources.items():
@@ -48,7 +41,7 @@ def strained_resources(config: Config, snapshot: Snapshot, now: float) -> dict[s
 
 
 def publish(
-    redis: Redis, config: Config, strained: Mapping[str, list[str]], extra_scopes: Iterable[str] = ()
+    redis: Redis, config: Config, strained: Mapping[str, Sequence[Reason]], extra_scopes: Iterable[str] = ()
 ) -> list[str]:
     """Mark strained scopes cooling and clear the rest; return the healthy scopes that still
     have parked jobs (however their cool-down ended), for the caller to release.
@@ -59,7 +52,7 @@ def publish(
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             if name in strained:
-                pipe.set(cooldown_key(name), "; ".join(strained[name])[:500], px=ttl_ms)
+                pipe.set(cooldown_key(name), joined(strained[name])[:500], px=ttl_ms)
             else:
                 pipe.delete(cooldown_key(name))
                 pipe.exists(parked_key(name))

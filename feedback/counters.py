@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from easeoff.feedback import keys
+
 KINDS = ("started", "finished", "failed", "deferred", "expired", "abandoned")
-COUNTER_KEY = "easeoff:counters:{kind}"
 
 
 @dataclass(frozen=True)
@@ -22,17 +23,11 @@ class Count:
     value: int
 
 
-def counter_key(kind: str) -> str:
-    return COUNTER_KEY.format(kind=kind)
+counter_key = keys.counter_key
 
 
 def counter_field(queue: str, task: str, reason: str = "") -> str:
     return "|".join(part.replace("|", "/") for part in (queue, task, reason))
-
-
-def reason_kind(reason: str) -> str:
-    """`connections:db1 0.9 > high 0.8` → `connections`: the label a reason is counted under."""
-    return reason.split(":", 1)[0].split(" ", 1)[0] or "unknown"
 
 
 def read_counts(redis: Redis) -> dict[str, list[Count]]:

@@ -18,8 +18,10 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-EVENTS_KEY = "easeoff:events"
-EVENT_COUNTS_KEY = "easeoff:events:counts"  # kind → events ever written, for the exporter
+from easeoff.feedback import keys
+
+EVENTS_KEY = keys.EVENTS
+EVENT_COUNTS_KEY = keys.EVENT_COUNTS
 MAX_EVENTS = 10_000  # the stream is trimmed (approximately) to this many entries
 OPERATOR_KINDS = ("switch", "host", "annotation")  # what an operator did: the audit log
 KINDS = (*OPERATOR_KINDS, "verdict", "watermark")

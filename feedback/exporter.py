@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -37,6 +36,7 @@ from easeoff.feedback import events, unknown_resources
 from easeoff.feedback import metric_families as families
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.cooldown import cooldown_key, parked_key
 from easeoff.feedback.counters import Count, read_counts
 from easeoff.feedback.gate import live_config
@@ -50,8 +50,6 @@ from easeoff.feedback.watermarks import config_alarms, measures_of
 from easeoff.feedback.web import ExporterServer, Site
 
 log = logging.getLogger("easeoff.exporter")
-
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ class EaseoffCollector(Collector):
         started = time.perf_counter()
         try:
             inputs = read_inputs(self.redis, self.config, self.clock())
-        except REDIS_ERRORS as exc:
+        except REDIS_UNREACHABLE as exc:
             self._redis_state(False, exc)
             yield from families.exporter_families(False, time.perf_counter() - started)
             return
@@ -203,11 +201,11 @@ class Exporter:
             for tick in evaluation_ticks(time.time(), self.evaluate_every, stop):
                 try:
                     self.evaluate(tick)
-                except REDIS_ERRORS as exc:
+                except REDIS_UNREACHABLE as exc:
                     log.debug("water marks not evaluated: %s", exc)  # the scrapes report Redis as down
                 try:
                     self.history.maybe_sample()
-                except REDIS_ERRORS as exc:
+                except REDIS_UNREACHABLE as exc:
                     log.debug("history not sampled: %s", exc)
         finally:
             server.shutdown()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from easeoff.feedback.backoff import deferral_delay
 from easeoff.feedback.config import HOST_SIGNALS, REPLICA_SIGNALS, Config, ResourceConfig, SignalConfig, Thresholds
 from easeoff.feedback.readings import Reading
+from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.snapshot import Snapshot
 
 REPLICATING_ROLES = ("replica", "pair")
@@ -27,13 +28,17 @@ REPLICATING_ROLES = ("replica", "pair")
 @dataclass(frozen=True)
 class Verdict:
     admit: bool
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Reason, ...] = ()
     delay: float = 0.0
-    critical: tuple[str, ...] = ()
+    critical: tuple[Reason, ...] = ()
 
     @property
     def label(self) -> str:
         return "admit" if self.admit else "defer"
+
+    @property
+    def texts(self) -> list[str]:
+        return texts(self.reasons)
 
 
 ADMIT = Verdict(admit=True)
@@ -41,8 +46,8 @@ ADMIT = Verdict(admit=True)
 
 @dataclass(frozen=True)
 class HostFindings:
-    reasons: tuple[str, ...]
-    critical: tuple[str, ...]
+    reasons: tuple[Reason, ...]
+    critical: tuple[Reason, ...]
     severity: float  # for ordering replicas worst-first: failures rank above any value
 
 
@@ -57,26 +62,29 @@ def judge(
     deferrals: int = 0,
     rng: random.Random | None = None,
 ) -> Verdict:
-    """Admit, or defer with reasons and a backoff delay that grows with `deferrals`."""
+    """Admit, or defer with reasons and a backoff delay that grows with `deferrals`. Without an
+    `rng` (status, reports: nothing waits on the delay) the delay is its floor, one interval."""
     reasons, critical = assess_resources(resources, snapshot, config, now)
     if not reasons:
         return ADMIT
-    delay = deferral_delay(deferrals, config.backoff.base, config.backoff.cap, config.probe_interval, rng)
+    delay = config.probe_interval
+    if rng is not None:
+        delay = deferral_delay(deferrals, config.backoff.base, config.backoff.cap, config.probe_interval, rng)
     return Verdict(admit=False, reasons=tuple(reasons), delay=delay, critical=tuple(critical))
 
 
-def strain_reasons(resources: Iterable[str], snapshot: Snapshot, config: Config, now: float) -> list[str]:
+def strain_reasons(resources: Iterable[str], snapshot: Snapshot, config: Config, now: float) -> list[Reason]:
     """Every reason work on `resources` must wait (global traffic included); empty when all is well."""
     return assess_resources(resources, snapshot, config, now)[0]
 
 
-def queue_reasons(queue: str, snapshot: Snapshot, config: Config, now: float) -> list[str]:
+def queue_reasons(queue: str, snapshot: Snapshot, config: Config, now: float) -> list[Reason]:
     """Why nothing may be dequeued from `queue` now: ops paused it, or its resources are strained."""
     paused = snapshot.switches.paused(f"queue:{queue}", now)
     return ([paused] if paused else []) + strain_reasons(config.queue_resources(queue), snapshot, config, now)
 
 
-def task_reasons(task: str, snapshot: Snapshot, now: float, rng: random.Random) -> list[str]:
+def task_reasons(task: str, snapshot: Snapshot, now: float, rng: random.Random) -> list[Reason]:
     """Why this one job of `task` must wait although its resources are fine: paused or throttled."""
     paused = snapshot.switches.paused(f"task:{task}", now)
     if paused:
@@ -87,13 +95,13 @@ def task_reasons(task: str, snapshot: Snapshot, now: float, rng: random.Random) 
 
 def assess_resources(
     resources: Iterable[str], snapshot: Snapshot, config: Config, now: float
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[Reason], list[Reason]]:
     config = live_config(config, snapshot, now)
     reasons, critical = global_findings(snapshot, config, now)
     for name in dict.fromkeys(resources):
         resource = config.resources.get(name)
         if resource is None:
-            reasons.append(f"unknown_resource:{name}")
+            reasons.append(Reason(Kind.UNKNOWN_RESOURCE, name))
             continue
         found = resource_findings(resource, snapshot, config, now)
         reasons += [r for r in found.reasons if r not in reasons]
@@ -101,12 +109,12 @@ def assess_resources(
     return reasons, critical
 
 
-def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[list[str], list[str]]:
+def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[list[Reason], list[Reason]]:
     """Global traffic, or ops pausing everything: no heavy work at all."""
     config = live_config(config, snapshot, now)
     paused = snapshot.switches.paused("all", now)
-    reasons: list[str] = [paused] if paused else []
-    critical: list[str] = []
+    reasons: list[Reason] = [paused] if paused else []
+    critical: list[Reason] = []
     for signal in config.signals.values():
         if signal.is_global_traffic:
             found = traffic_findings(signal, snapshot, config, now)
@@ -124,8 +132,8 @@ def resource_findings(resource: ResourceConfig, snapshot: Snapshot, config: Conf
     config = live_config(config, snapshot, now)
     resource = config.resources.get(resource.name, resource)
     paused = snapshot.switches.paused(f"resource:{resource.name}", now)
-    reasons: list[str] = [paused] if paused else []
-    critical: list[str] = []
+    reasons: list[Reason] = [paused] if paused else []
+    critical: list[Reason] = []
     for host in resource.writers:
         found = host_findings(host, resource, snapshot, config, now)
         reasons += found.reasons
@@ -167,9 +175,9 @@ def host_findings(host: str, resource: ResourceConfig, snapshot: Snapshot, confi
     role = resource.role(host)
     reading = snapshot.get(host)
     signals = applicable_signals(role, resource, config)
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     if host in snapshot.hosts_out and role != "replica":
-        reasons.append(f"host_out:{host} ({snapshot.hosts_out[host]})")
+        reasons.append(Reason(Kind.HOST_OUT, host, detail=snapshot.hosts_out[host]))
     must_answer = role in REPLICATING_ROLES or any(s.fail_closed for s in signals)
     failure = reading_failure(host, reading, config, now)
     if failure:
@@ -179,8 +187,8 @@ def host_findings(host: str, resource: ResourceConfig, snapshot: Snapshot, confi
     assert reading is not None
     if role in REPLICATING_ROLES and reading.strained.get("replication"):
         detail = reading.notes.get("replication", "replication threads not running")
-        reasons.append(f"replication:{host} ({detail})")
-    critical: list[str] = []
+        reasons.append(Reason(Kind.REPLICATION, host, detail=detail))
+    critical: list[Reason] = []
     severity = math.inf if reasons else 0.0
     for signal in signals:
         found = signal_findings(signal, host, reading, config.thresholds(signal.name, host))
@@ -190,15 +198,15 @@ def host_findings(host: str, resource: ResourceConfig, snapshot: Snapshot, confi
     return HostFindings(tuple(reasons), tuple(critical), severity)
 
 
-def reading_failure(target: str, reading: Reading | None, config: Config, now: float) -> str | None:
+def reading_failure(target: str, reading: Reading | None, config: Config, now: float) -> Reason | None:
     """Missing, stale and failed probes: strain that says why (fail closed)."""
     if reading is None:
-        return f"no_reading:{target}"
+        return Reason(Kind.NO_READING, target)
     age = now - reading.taken_at
     if age > config.stale_after:
-        return f"stale_reading:{target} ({age:.1f}s old)"
+        return Reason(Kind.STALE_READING, target, value=age, threshold=config.stale_after)
     if reading.error is not None:
-        return f"probe_error:{target} ({reading.error})"
+        return Reason(Kind.PROBE_ERROR, target, detail=reading.error)
     return None
 
 
@@ -218,16 +226,16 @@ def signal_findings(signal: SignalConfig, where: str, reading: Reading, limits: 
     if value is None:
         note = reading.notes.get(signal.name)
         if note and signal.fail_closed:
-            return HostFindings((f"{signal.name}:{where} {note}",), (), math.inf)
+            return HostFindings((Reason(signal.name, where, detail=note),), (), math.inf)
         return NOTHING
-    critical: tuple[str, ...] = ()
+    critical: tuple[Reason, ...] = ()
     if limits.critical is not None and value > limits.critical:
-        critical = (f"{signal.name}:{where} {value:.4g} > critical {limits.critical:g}",)
+        critical = (Reason(signal.name, where, value, limits.critical, "critical"),)
     if not reading.strained.get(signal.name, False):
         return HostFindings((), critical, 0.0)
     if value > limits.high:
-        reason = f"{signal.name}:{where} {value:.4g} > high {limits.high:g}"
+        reason = Reason(signal.name, where, value, limits.high, "high")
     else:
-        reason = f"{signal.name}:{where} {value:.4g} not yet below low {limits.low:g}"
+        reason = Reason(signal.name, where, value, limits.low, "low")
     severity = value / limits.high if limits.high > 0 else math.inf
     return HostFindings((reason,), critical, severity)

@@ -18,13 +18,14 @@ from typing import Any
 
 from redis import Redis
 
+from easeoff.feedback import keys
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config
 from easeoff.feedback.counters import read_counts
 from easeoff.feedback.queue_stats import known_queue_names, queue_stats
 
-HISTORY_KEY = "easeoff:history"
-TICK_KEY = "easeoff:history:tick"
+HISTORY_KEY = keys.HISTORY
+TICK_KEY = keys.HISTORY_TICK
 DEFAULT_PERIOD = 10.0
 KEEP_SECONDS = 6 * 3600
 MAX_SAMPLES = 10_000  # a short period must not grow the list without end

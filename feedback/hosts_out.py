@@ -14,9 +14,9 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from easeoff.feedback import events
+from easeoff.feedback import events, keys
 
-HOSTS_OUT_KEY = "easeoff:hosts-out"
+HOSTS_OUT_KEY = keys.HOSTS_OUT
 
 
 def mark_out(redis: Redis, host: str, reason: str, by: str | None = None) -> None:

@@ -20,33 +20,12 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from easeoff.feedback import keys
 from easeoff.feedback.config import ConcurrencyConfig, Config
+from easeoff.feedback.lua import LuaScript
+from easeoff.feedback.reasons import Kind, Reason
 
-LEASES_KEY = "easeoff:leases:{scope}"
-LIMIT_KEY = "easeoff:limit:{scope}"
-SLOT_WAITS_KEY = "easeoff:slot-waits"  # scope -> its default limit, for each scope that has refused a slot
-SLOT_PARK, SLOT_PARK_LOW = "slot:", "slot-low:"
-
-ACQUIRE = """
--- KEYS: the slot-waits hash, then lease set and limit key in pairs
--- ARGV: now, lease expiry, member, reserve, then each pair's scope and default limit
-local now, expiry, member, reserve = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-for i = 2, #KEYS, 2 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  local scope, default = ARGV[4 + i - 1], ARGV[4 + i]
-  local limit = tonumber(redis.call('GET', KEYS[i + 1]) or default)
-  local in_use = redis.call('ZCARD', KEYS[i])
-  local keep_free = math.min(reserve, limit - 1)
-  if in_use + keep_free >= limit then
-    redis.call('HSET', KEYS[1], scope, default)  -- the refused job will wait on this scope
-    return {i / 2, in_use, limit}
-  end
-end
-for i = 2, #KEYS, 2 do
-  redis.call('ZADD', KEYS[i], expiry, member)
-end
-return {0, 0, 0}
-"""
+ACQUIRE = LuaScript.load("easeoff.feedback", "acquire", argv=("now", "expiry", "member", "reserve"))
 
 
 @dataclass(frozen=True)
@@ -58,11 +37,11 @@ class LeaseScope:
 
     @property
     def leases_key(self) -> str:
-        return LEASES_KEY.format(scope=self.scope)
+        return keys.leases_key(self.scope)
 
     @property
     def limit_key(self) -> str:
-        return LIMIT_KEY.format(scope=self.scope)
+        return keys.limit_key(self.scope)
 
 
 @dataclass(frozen=True)
@@ -73,21 +52,21 @@ class Refusal:
     low_priority: bool = False
 
     @property
-    def reason(self) -> str:
-        """`yield:` for low-priority work (it waits behind normal work for a slot), else `concurrency:`."""
+    def reason(self) -> Reason:
+        """`yield` for low-priority work (it waits behind normal work for a slot), else `concurrency`;
+        either way the job waits parked for a slot under the scope."""
         if not self.low_priority:
-            return f"concurrency:{self.scope} {self.in_use}/{self.limit} in use"
-        if self.in_use < self.limit:
-            return f"yield:{self.scope} {self.in_use}/{self.limit} in use, last slot kept for normal priority"
-        return f"yield:{self.scope} {self.in_use}/{self.limit} in use, low priority waits behind normal"
+            return Reason(Kind.CONCURRENCY, self.scope, self.in_use, self.limit, waits_for="slot")
+        why = "last slot kept for normal priority" if self.in_use < self.limit else "low priority waits behind normal"
+        return Reason(Kind.YIELD, self.scope, self.in_use, self.limit, detail=why, waits_for="slot_low")
 
 
-def waiting_scope(reason: str) -> str | None:
-    """The parked-job scope a refusal's reason (see `Refusal.reason`) puts its job in, if any."""
-    head = reason.split(" ", 1)[0]
-    for kind, park in (("concurrency:", SLOT_PARK), ("yield:", SLOT_PARK_LOW)):
-        if head.startswith(kind):
-            return park + head[len(kind) :]
+def slot_park_scope(reason: Reason) -> str | None:
+    """The parked-job scope a job refused a slot waits in (`slot:shard:3`), if it waits for one."""
+    if reason.waits_for == "slot":
+        return keys.SLOT_PARK_PREFIX + reason.subject
+    if reason.waits_for == "slot_low":
+        return keys.SLOT_LOW_PARK_PREFIX + reason.subject
     return None
 
 
@@ -112,19 +91,22 @@ class Leases:
     def __init__(self, redis: Redis, config: Config) -> None:
         self.redis = redis
         self.config = config
-        self._acquire = redis.register_script(ACQUIRE)
+        self._acquire = ACQUIRE.register(redis)
 
     def acquire(self, scopes: Sequence[LeaseScope], member: str, reserve: int = 0) -> Refusal | None:
         """Take a slot in every scope, or none: returns the first full scope, else None."""
         if not scopes:
             return None
         now = time.time()
-        keys: list[str] = [SLOT_WAITS_KEY]
-        args: list[object] = [repr(now), repr(now + lease_ttl(self.config)), member, reserve]
+        script_keys: list[str] = [keys.SLOT_WAITS]
+        pairs: list[object] = []
         for scope in scopes:
-            keys += [scope.leases_key, scope.limit_key]
-            args += [scope.scope, scope.default_limit]
-        index, in_use, limit = (int(x) for x in self._acquire(keys=keys, args=args))
+            script_keys += [scope.leases_key, scope.limit_key]
+            pairs += [scope.scope, scope.default_limit]
+        args = ACQUIRE.args(
+            pairs, now=repr(now), expiry=repr(now + lease_ttl(self.config)), member=member, reserve=reserve
+        )
+        index, in_use, limit = (int(x) for x in self._acquire(keys=script_keys, args=args))
         if index == 0:
             return None
         return Refusal(scopes[index - 1].scope, in_use, limit, low_priority=reserve > 0)
@@ -163,7 +145,7 @@ def adapt_limits(
     if new_limits:
         with redis.pipeline(transaction=False) as pipe:
             for name, limit in new_limits.items():
-                pipe.set(LIMIT_KEY.format(scope=name), limit)
+                pipe.set(keys.limit_key(name), limit)
             pipe.execute()
     return new_limits
 
@@ -177,8 +159,8 @@ def current_limits(redis: Redis, config: Config, now: float | None = None) -> di
         return {}
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.get(LIMIT_KEY.format(scope=name))
-            pipe.zcount(LEASES_KEY.format(scope=name), now, "+inf")
+            pipe.get(keys.limit_key(name))
+            pipe.zcount(keys.leases_key(name), now, "+inf")
         raw = pipe.execute()
     result = {}
     for i, name in enumerate(names):

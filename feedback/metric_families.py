@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from easeoff.feedback import metric_names as names
 from easeoff.feedback.config import Config
-from easeoff.feedback.counters import KINDS, Count, reason_kind
+from easeoff.feedback.counters import KINDS, Count
 from easeoff.feedback.events import KINDS as EVENT_KINDS
 from easeoff.feedback.gate import global_findings, queue_reasons, resource_findings
 from easeoff.feedback.queue_stats import QueueStats
@@ -180,7 +180,7 @@ def verdict_families(
     for name, resource in config.resources.items():
         found = resource_findings(resource, snapshot, config, now)
         held.add_metric([name], 1 if found.reasons or global_reasons else 0)
-        for kind, count in sorted(Counter(reason_kind(r) for r in found.reasons).items()):
+        for kind, count in sorted(Counter(str(r.kind) for r in found.reasons).items()):
             reasons.add_metric([name, kind], count)
         critical.add_metric([name], len(found.critical))
     for missing in unknown:

@@ -8,6 +8,7 @@ from typing import Any
 from easeoff.feedback.config import Config
 from easeoff.feedback.gate import applicable_signals, global_findings, judge, live_config, queue_reasons
 from easeoff.feedback.readings import Reading
+from easeoff.feedback.reasons import texts
 from easeoff.feedback.snapshot import Snapshot
 from easeoff.feedback.unknown_resources import UnknownResource
 
@@ -63,8 +64,8 @@ def resources_report(
             }
         report[name] = {
             "verdict": verdict.label,
-            "reasons": list(verdict.reasons),
-            "critical": list(verdict.critical),
+            "reasons": verdict.texts,
+            "critical": texts(verdict.critical),
             "hosts": hosts,
         }
     for missing in unknown:
@@ -76,7 +77,7 @@ def resources_report(
 def held_queues(config: Config, queues: Iterable[str], snapshot: Snapshot, now: float) -> dict[str, list[str]]:
     """Why a gated worker would not dequeue from each queue now (empty: it would)."""
     config = live_config(config, snapshot, now)
-    return {q: queue_reasons(q, snapshot, config, now) for q in queues}
+    return {q: texts(queue_reasons(q, snapshot, config, now)) for q in queues}
 
 
 def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, 
 
 def global_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, Any]:
     reasons, critical = global_findings(snapshot, config, now)
-    return {"verdict": "defer" if reasons else "admit", "reasons": reasons, "critical": critical}
+    return {"verdict": "defer" if reasons else "admit", "reasons": texts(reasons), "critical": texts(critical)}
 
 
 def switches_report(snapshot: Snapshot, now: float) -> list[dict[str, Any]]:

@@ -26,12 +26,13 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from easeoff.feedback import events
+from easeoff.feedback import events, keys
 from easeoff.feedback.config import Config, Thresholds
+from easeoff.feedback.reasons import Kind, Reason, WaitsFor
 
-SWITCHES_KEY = "easeoff:switches"
+SWITCHES_KEY = keys.SWITCHES
 SCOPE_KINDS = ("queue", "task", "resource")
-TASK_SCOPE_PREFIX = "task:"  # parked-job scopes of paused tasks share the cool-down namespace
+TASK_SCOPE_PREFIX = keys.TASK_SCOPE_PREFIX  # parked-job scopes of paused tasks share the cool-down namespace
 TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, whose parked jobs the prober releases
 
 
@@ -84,19 +85,24 @@ class Switches:
     def expired(self, now: float) -> list[Switch]:
         return [s for s in self.entries.values() if not s.live(now)]
 
-    def paused(self, scope: str, now: float) -> str | None:
-        """The reason `scope` (`all`, `queue:q`, ...) is paused, else None."""
+    def paused(self, scope: str, now: float) -> Reason | None:
+        """The reason `scope` (`all`, `queue:q`, ...) is paused, else None. A paused task's jobs
+        wait for the task to resume; anything else paused holds the jobs' resources."""
         found = self.entries.get(f"pause {scope}")
         if found is None or not found.live(now):
             return None
-        return f"paused:{found.scope} ({found.by}: {found.why})"
+        waits_for: WaitsFor = "task" if found.scope.startswith(TASK_SCOPE_PREFIX) else "resources"
+        return Reason(Kind.PAUSED, found.scope, detail=f"{found.by}: {found.why}", waits_for=waits_for)
 
-    def throttled(self, task: str, now: float, rng: random.Random) -> str | None:
-        """A reason to refuse this one job of `task`, drawn with the throttle's ratio."""
+    def throttled(self, task: str, now: float, rng: random.Random) -> Reason | None:
+        """A reason to refuse this one job of `task`, drawn with the throttle's ratio; the job
+        just comes back after its delay (a throttle says nothing about the database)."""
         found = self.entries.get(f"throttle {TASK_SCOPE_PREFIX}{task}")
         if found is None or not found.live(now) or rng.random() >= (found.ratio or 0.0):
             return None
-        return f"throttled:{found.scope} ratio {found.ratio:g} ({found.by}: {found.why})"
+        return Reason(
+            Kind.THROTTLED, found.scope, value=found.ratio, detail=f"{found.by}: {found.why}", waits_for="delay"
+        )
 
     def apply(self, config: Config, now: float) -> Config:
         """The config with live threshold overrides in force; the same object when there are none."""
@@ -199,12 +205,13 @@ def prune_expired(redis: Redis, now: float) -> list[Switch]:
     return pruned
 
 
-def paused_task_scopes(switches: Switches, now: float) -> dict[str, str]:
+def paused_task_scopes(switches: Switches, now: float) -> dict[str, Reason]:
     """Cool-down scope (`task:NAME`) → reason, for every task paused now."""
     found = {}
     for s in switches.live(now):
-        if s.kind == "pause" and s.scope.startswith(TASK_SCOPE_PREFIX):
-            found[s.scope] = switches.paused(s.scope, now) or s.scope
+        reason = switches.paused(s.scope, now) if s.kind == "pause" else None
+        if reason is not None and s.scope.startswith(TASK_SCOPE_PREFIX):
+            found[s.scope] = reason
     return found
 
 

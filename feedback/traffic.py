@@ -10,7 +10,9 @@ import time
 
 from redis import Redis
 
-COUNTER_KEY = "easeoff:traffic:{counter}:{second}"
+from easeoff.feedback import keys
+
+COUNTER_KEY = keys.TRAFFIC
 KEEP_SECONDS = 10
 
 

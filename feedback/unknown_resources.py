@@ -15,7 +15,9 @@ from typing import Any
 
 from redis import Redis
 
-KEY = "easeoff:unknown-resources"  # hash: resource -> {"task": ..., "at": last seen}
+from easeoff.feedback import keys
+
+KEY = keys.UNKNOWN_RESOURCES
 KEEP_FOR = 86400  # the record lapses a day after the last sighting
 
 

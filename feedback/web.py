@@ -19,19 +19,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from redis import Redis
 
 from easeoff.feedback import events as event_log
 from easeoff.feedback.config import Config
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.history import read_history
 from easeoff.feedback.page import DEFAULT_HOURS, MAX_HOURS, render_page
 
 log = logging.getLogger("easeoff.exporter")
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 MAX_MS = 1e16  # a bound for `from`/`to`, far past any real timestamp
@@ -93,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
             content_type, body = route(self.server.site, params)
         except BadRequest as exc:
             self._answer(HTTPStatus.BAD_REQUEST, "text/plain; charset=utf-8", f"{exc}\n".encode())
-        except REDIS_ERRORS as exc:
+        except REDIS_UNREACHABLE as exc:
             log.debug("%s not served: %s", url.path, exc)
             message = f"cannot read Redis at {self.server.site.config.redis_url_redacted}\n"
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", message.encode())

@@ -57,6 +57,7 @@ from easeoff.feedback.config import load_config  # noqa: E402
 from easeoff.feedback.counters import read_counts  # noqa: E402
 from easeoff.feedback.gate import global_findings, judge  # noqa: E402
 from easeoff.feedback.queue_stats import queue_stats  # noqa: E402
+from easeoff.feedback.reasons import Reason  # noqa: E402
 from easeoff.feedback.traffic import count_request  # noqa: E402
 from easeoff.tasks.catalog import archive_old_rows, record_run, recount_users  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402
@@ -396,7 +397,7 @@ for = 2
             "started": sum(c.value for c in read_counts(self.redis)["started"]),
         }
 
-    def verdicts(self) -> dict[str, list[str]]:
+    def verdicts(self) -> dict[str, list[Reason]]:
         """What holds each resource now, global traffic included (empty: admitted)."""
         snapshot = self.cache.stored()
         now = time.time()
@@ -406,7 +407,7 @@ for = 2
 
     def held(self, scope: str, kind: str | None = None) -> bool:
         reasons = self.verdicts()[scope]
-        return bool(reasons) and (kind is None or any(r.startswith(kind) for r in reasons))
+        return bool(reasons) and (kind is None or any(r.kind == kind for r in reasons))
 
     def readings(self) -> str:
         snapshot = self.cache.stored()
@@ -568,8 +569,8 @@ for = 2
         self.check(self.done_on(1) > done1, "shard 1 did no work while only shard 2 was strained")
         say(f"-- partly eased: {PARTLY} connections over the baseline, between low and high: hysteresis holds")
         self.strain.hold(PARTLY)
-        in_band = self.watch(5, until=lambda: self.held("shard:2", "connections") and "not yet below low" in
-                             " ".join(self.verdicts()["shard:2"]), must=lambda: self.held("shard:2"))  # fmt: skip
+        in_band = self.watch(5, until=lambda: self.held("shard:2", "connections") and any(r.level == "low"
+                             for r in self.verdicts()["shard:2"]), must=lambda: self.held("shard:2"))  # fmt: skip
         self.check(in_band, "the reading never settled between low and high")
         self.check(self.watch(3, must=lambda: self.held("shard:2")), "shard 2 was admitted above `low`")
         self.check(self.done_on(2) == done2, f"{self.done_on(2) - done2} shard-2 jobs finished while held")
@@ -588,7 +589,8 @@ for = 2
         began = time.monotonic()
         eased = self.watch(15, until=lambda: self.held("shard:1", "lag") and self.running_on(1) == 0)
         if self.check(eased, "shard 1 was not held within 15 s of its replica lagging"):
-            say(f"shard 1 held {time.monotonic() - began:.1f}s after the delay began: " + self.verdicts()["shard:1"][0])
+            first = self.verdicts()["shard:1"][0]
+            say(f"shard 1 held {time.monotonic() - began:.1f}s after the delay began: {first}")
         done1, done2 = self.done_on(1), self.done_on(2)
         self.check(self.watch(4, must=lambda: self.held("shard:1")), "shard 1 was admitted while lagging")
         say(f"meanwhile shard 2 ran {self.done_on(2) - done2} jobs; shard 1 none")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from rq.job import Job
 
-STOP_KEY = "easeoff:stop-at-checkpoint:{job_id}"
+from easeoff.feedback import keys
+
+STOP_KEY = keys.STOP_AT_CHECKPOINT
 STOP_TTL = 3600
+SHUTTING_DOWN = "worker shutting down"  # the stop a warm shutdown asks for: the job just comes back
 
 
 def request_stop(job: Job, reason: str) -> None:

@@ -24,8 +24,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from easeoff.tasks.admission import admitted
-
-META_KEY = "easeoff"
+from easeoff.tasks.meta import META_KEY, JobMeta
 
 ResourceSpec = Sequence[str] | Callable[..., Iterable[str]]
 
@@ -155,18 +154,15 @@ class HeavyTask:
         return self.enqueue(*args, **kwargs)
 
     def initial_meta(self, resources: Sequence[str]) -> dict[str, Any]:
-        meta: dict[str, Any] = {"task": self.name, "resources": list(resources), "deferrals": 0}
-        if self.max_deferrals is not None:
-            meta["max_deferrals"] = self.max_deferrals
-        if self.max_deferral_age is not None:
-            meta["max_deferral_age"] = self.max_deferral_age
-        if self.concurrency is not None:
-            meta["concurrency"] = self.concurrency
-        if self.resumable:
-            meta["resumable"] = True
-        if self.idempotent:
-            meta["idempotent"] = True  # safe to run again: abandoned runs are requeued, not failed
-        return meta
+        return JobMeta(
+            task=self.name,
+            resources=tuple(resources),
+            idempotent=self.idempotent,
+            resumable=self.resumable,
+            concurrency=self.concurrency,
+            max_deferrals=self.max_deferrals,
+            max_deferral_age=self.max_deferral_age,
+        ).to_dict()
 
 
 def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
@@ -247,11 +243,3 @@ def get_task(name: str) -> HeavyTask:
 
 def all_tasks() -> dict[str, HeavyTask]:
     return dict(_TASKS)
-
-
-def job_resources(job: Job) -> tuple[str, ...]:
-    """The resources a job was enqueued with; a plain rq job touches none."""
-    info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-    if not isinstance(info, dict):
-        return ()
-    return tuple(str(r) for r in info.get("resources", ()))

@@ -23,8 +23,8 @@ from typing import Any
 from rq import get_current_job
 
 from easeoff.tasks.checkpoint import checkpoint, clear_stop
+from easeoff.tasks.meta import JobMeta
 
-META_KEY = "easeoff"
 CHECKPOINT_EVERY = 0.5  # seconds between checkpoints; a stop waits at most this long plus one chunk
 
 
@@ -40,23 +40,25 @@ class Checkpointed(Exception):
 def run_resumable(func: Callable[..., Iterator[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Drive a generator task from its stored cursor; returns the last cursor when done."""
     job = get_current_job()
-    info: dict[str, Any] = {}
+    meta = JobMeta()
     if job is not None:
-        info = job.get_meta(refresh=True).setdefault(META_KEY, {})
+        job.get_meta(refresh=True)
+        meta = JobMeta.of(job)
         clear_stop(job)  # a stop asked of an earlier run does not apply to this one
-    cursor = info.get("cursor")
+    cursor = meta.cursor
     last_checkpoint = time.monotonic()
     for cursor in func(*args, cursor=cursor, **kwargs):  # noqa: B020 - the cursor advances by design
         if job is None:
             continue
-        info["cursor"] = cursor
-        info["chunks"] = int(info.get("chunks", 0)) + 1
+        meta.cursor, meta.chunks = cursor, meta.chunks + 1
         if time.monotonic() - last_checkpoint < CHECKPOINT_EVERY:
             continue
         last_checkpoint = time.monotonic()
+        meta.store(job)
         reason = checkpoint(job)
         if reason:
             raise Checkpointed(cursor, reason)
     if job is not None:
+        meta.store(job)
         job.save_meta()  # the final cursor and chunk count, for the record
     return cursor

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from rq.serializers import JSONSerializer
 from tests.conftest import MYSQL, REPO, TEST_REDIS_URL, ConnectionHolder, max_connections, mysql_status, wait_until
 
 APP_DB = "easeoff_app_test"
+BUILD_LITTER = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
 
 APP_TASKS = '''
 """The app's own heavy tasks, beside its entry point (the Celery and rq convention)."""
@@ -66,9 +68,13 @@ def readme_config() -> str:
 def app_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv outside the repository with easeoff's wheel installed: its bin/ folder."""
     root = tmp_path_factory.mktemp("app-install")
+    # Built from a copy: setuptools leaves build/ behind, and a stale build/lib in the checkout
+    # would put modules since deleted into the next wheel.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*BUILD_LITTER))
     dist = root / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -6,14 +6,21 @@ the age cap must still end the parking and fail it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.backoff import deferral_cap_exceeded
+from easeoff.feedback.config import parse_config
 from easeoff.feedback.counters import read_counts
+from easeoff.feedback.gate import Verdict
+from easeoff.feedback.limits import Refusal
+from easeoff.feedback.reasons import Kind, Reason
 from easeoff.tasks.catalog import record_run
+from easeoff.tasks.meta import JobMeta
+from easeoff.workers.deferral import Deferral, Expiry, cap_exceeded, plan_deferral
 from tests.conftest import WorkerProcesses, wait_until
 from tests.placement import misplaced
 
@@ -46,10 +53,59 @@ def test_deferral_cap_sends_the_job_to_failed_with_a_reason(
 
 
 def test_cap_rules() -> None:
-    info = {"deferrals": 3, "first_deferred_at": 100.0}
-    assert deferral_cap_exceeded(info, 101.0, 2, None) == "deferred 2 times, the cap is 2"
-    assert deferral_cap_exceeded(info, 101.0, 3, None) is None
-    assert deferral_cap_exceeded(info | {"max_deferrals": 5}, 101.0, 2, None) is None  # the task's cap wins
-    assert deferral_cap_exceeded(info, 200.0, None, 60.0) == "deferred for 100s, the cap is 60s"
-    assert deferral_cap_exceeded(info | {"max_deferral_age": 500}, 200.0, None, 60.0) is None
-    assert deferral_cap_exceeded(info, 1e9, None, None) is None
+    meta = JobMeta(deferrals=3, first_deferred_at=100.0)
+    assert cap_exceeded(meta, 101.0, 2, None) == "deferred 2 times, the cap is 2"
+    assert cap_exceeded(meta, 101.0, 3, None) is None
+    assert cap_exceeded(replace(meta, max_deferrals=5), 101.0, 2, None) is None  # the task's cap wins
+    assert cap_exceeded(replace(meta, max_deferrals=0), 101.0, None, None) == "deferred 2 times, the cap is 0"
+    assert cap_exceeded(meta, 200.0, None, 60.0) == "deferred for 100s, the cap is 60s"
+    assert cap_exceeded(replace(meta, max_deferral_age=500), 200.0, None, 60.0) is None
+    assert cap_exceeded(meta, 1e9, None, None) is None
+
+
+CONFIG = parse_config(
+    """
+[backoff]
+max_age = 600
+unknown_resource_grace = 30
+[mysql.hosts.db1]
+url = "mysql://root@127.0.0.1:3306"
+[resources."shard:1"]
+hosts = ["db1"]
+""",
+    "plan.toml",
+    {},
+)
+STRAIN = Verdict(False, (Reason("connections", "db1", 0.9, 0.8, "high"),), delay=5.0)
+
+
+def test_a_deferral_counts_sets_its_clocks_and_parks_on_the_jobs_resources() -> None:
+    plan = plan_deferral(JobMeta(task="t", resources=("shard:1",)), STRAIN, CONFIG, now=1000.0)
+    assert isinstance(plan, Deferral)
+    assert plan.meta.deferrals == 1 and plan.meta.first_deferred_at == 1000.0 and plan.meta.expires_at == 1600.0
+    assert plan.meta.last_reasons == ["connections:db1 0.9 > high 0.8"]
+    assert plan.due == 1005.0 and plan.park_on == ("shard:1",) and plan.unknown == ()
+    later = plan_deferral(plan.meta, STRAIN, CONFIG, now=1599.0)
+    assert isinstance(later, Deferral) and later.due == 1600.0  # back when its age cap ends, not later
+    assert isinstance(plan_deferral(later.meta, STRAIN, CONFIG, now=1601.0), Expiry)
+
+
+def test_what_a_deferred_job_waits_for_follows_the_reason() -> None:
+    meta = JobMeta(task="t", resources=("shard:1",))
+    paused = Verdict(False, (Reason(Kind.PAUSED, "task:t", detail="ops: x", waits_for="task"),), delay=1.0)
+    throttled = Verdict(False, (Reason(Kind.THROTTLED, "task:t", 0.5, detail="ops: x", waits_for="delay"),), 1.0)
+    full = Verdict(False, (Refusal("shard:1", 2, 2).reason,), delay=300.0)
+    assert plan_deferral(meta, paused, CONFIG, 0.0).park_on == ("task:t",)  # type: ignore[union-attr]
+    assert plan_deferral(meta, throttled, CONFIG, 0.0).park_on == ()  # type: ignore[union-attr]
+    assert plan_deferral(meta, full, CONFIG, 0.0).park_on == ("slot:shard:1",)  # type: ignore[union-attr]
+
+
+def test_a_resource_the_config_lacks_fails_after_the_grace_not_the_max_age() -> None:
+    unknown = Verdict(False, (Reason(Kind.UNKNOWN_RESOURCE, "shard:9"),), delay=60.0)
+    first = plan_deferral(JobMeta(task="t", resources=("shard:9",)), unknown, CONFIG, now=1000.0)
+    assert isinstance(first, Deferral)
+    assert first.unknown == ("shard:9",) and first.park_on == ()  # nobody would release it: not parked
+    assert first.due == 1030.0 and first.meta.unknown_since == 1000.0
+    expired = plan_deferral(first.meta, unknown, CONFIG, now=1030.0)
+    assert isinstance(expired, Expiry) and expired.kind == "unknown_resource"
+    assert expired.reason.startswith("easeoff: resource 'shard:9' is not in the config (still unknown after 30s)")

@@ -58,13 +58,13 @@ def test_healthy_readings_admit() -> None:
 def test_strain_defers_with_signal_and_host_in_reason() -> None:
     verdict = judge(["shard:1"], Snapshot({"a": reading("a", 0.93, True)}), CONFIG, NOW)
     assert not verdict.admit
-    assert verdict.reasons == ("connections:a 0.93 > high 0.8",)
+    assert verdict.texts == ["connections:a 0.93 > high 0.8"]
     assert 1.0 <= verdict.delay <= 30.0
 
 
 def test_held_between_low_and_high_says_so() -> None:
     verdict = judge(["shard:1"], Snapshot({"a": reading("a", 0.7, True)}), CONFIG, NOW)
-    assert verdict.reasons == ("connections:a 0.7 not yet below low 0.6",)
+    assert verdict.texts == ["connections:a 0.7 not yet below low 0.6"]
 
 
 def test_strain_on_one_shard_does_not_hold_another() -> None:
@@ -76,17 +76,17 @@ def test_strain_on_one_shard_does_not_hold_another() -> None:
 
 
 def test_probe_errors_missing_and_stale_readings_fail_closed() -> None:
-    assert judge(
-        ["shard:1"], Snapshot({"a": reading("a", 0, False, error="2003 unreachable")}), CONFIG, NOW
-    ).reasons == ("probe_error:a (2003 unreachable)",)
-    assert judge(["shard:1"], Snapshot({"a": None}), CONFIG, NOW).reasons == ("no_reading:a",)
+    assert judge(["shard:1"], Snapshot({"a": reading("a", 0, False, error="2003 unreachable")}), CONFIG, NOW).texts == [
+        "probe_error:a (2003 unreachable)"
+    ]
+    assert judge(["shard:1"], Snapshot({"a": None}), CONFIG, NOW).texts == ["no_reading:a"]
     stale = judge(["shard:1"], Snapshot({"a": reading("a", 0.1, False, age=9.0)}), CONFIG, NOW)
-    assert stale.reasons[0].startswith("stale_reading:a")
+    assert stale.texts[0].startswith("stale_reading:a")
 
 
 def test_unknown_resource_fails_closed() -> None:
     verdict = judge(["shard:99"], Snapshot({}), CONFIG, NOW)
-    assert verdict.reasons == ("unknown_resource:shard:99",)
+    assert verdict.texts == ["unknown_resource:shard:99"]
 
 
 def test_no_resources_always_admit() -> None:

@@ -13,7 +13,7 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import ConcurrencyConfig, load_config
-from easeoff.feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, waiting_scope
+from easeoff.feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, slot_park_scope
 from easeoff.tasks.catalog import record_run
 from easeoff.workers.moves import JobMoves
 from tests.conftest import ConnectionHolder, WorkerProcesses, wait_until
@@ -65,10 +65,10 @@ def test_leases_refuse_when_full_keep_a_slot_for_normal_priority_and_lapse(redis
     two = [LeaseScope("shard:1", 2)]
     assert leases.acquire(two, "a") is None
     refusal = leases.acquire(two, "b", reserve=1)  # low priority: the last slot stays free
-    assert refusal is not None and refusal.reason.startswith("yield:shard:1 1/2")
+    assert refusal is not None and str(refusal.reason).startswith("yield:shard:1 1/2")
     assert leases.acquire(two, "b") is None
     refusal = leases.acquire(two, "c")
-    assert refusal is not None and refusal.reason == "concurrency:shard:1 2/2 in use"
+    assert refusal is not None and str(refusal.reason) == "concurrency:shard:1 2/2 in use"
 
     # Taking slots is all or nothing across scopes.
     both = [LeaseScope("task:t", 5), LeaseScope("shard:1", 2)]
@@ -159,7 +159,7 @@ def _wait_for_slot(moves: JobMoves, leases: Leases, scope: LeaseScope, queue: Qu
     assert claim is not None and claim.job_id == job.id
     refusal = leases.acquire([scope], claim.execution.composite_key, reserve)
     assert refusal is not None
-    park = waiting_scope(refusal.reason)
+    park = slot_park_scope(refusal.reason)
     assert park is not None
     assert moves.defer(job, queue, claim.execution, time.time() + 60, "record_run", [refusal.reason], [park])
     return job.id

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from redis import Redis
 from rq import Queue
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.counters import counter_key
+from easeoff.feedback.counters import counter_field, counter_key
+from easeoff.feedback.keys import cooldown_key, parked_key
+from easeoff.feedback.reasons import Reason
 from easeoff.tasks.catalog import noop
-from easeoff.tasks.registry import META_KEY
-from easeoff.workers.moves import JobMoves
+from easeoff.tasks.meta import META_KEY
+from easeoff.workers.moves import DEFER, JobMoves
 from tests.placement import misplaced
 
 
@@ -31,7 +35,7 @@ def test_claim_defer_promote_round_trip(redis_conn: Redis) -> None:
 
     fetched.meta[META_KEY]["deferrals"] = 1
     due = time.time() + 30
-    assert moves.defer(fetched, queue, claim.execution, due, "noop", ["connections:db1 0.9 > high 0.8"])
+    assert moves.defer(fetched, queue, claim.execution, due, "noop", [Reason("connections", "db1", 0.9, 0.8, "high")])
     assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
     scheduled = ScheduledJobRegistry("heavy", connection=redis_conn)
     assert abs(redis_conn.zscore(scheduled.key, job.id) - due) < 0.01
@@ -56,7 +60,7 @@ def test_defer_refuses_a_job_no_longer_claimed(redis_conn: Redis) -> None:
     claim = moves.claim([queue], "w1", ttl=60)
     assert claim is not None
     redis_conn.zrem(StartedJobRegistry("heavy", connection=redis_conn).key, claim.execution.composite_key)
-    assert not moves.defer(job, queue, claim.execution, time.time() + 5, "noop", ["connections:db1"])
+    assert not moves.defer(job, queue, claim.execution, time.time() + 5, "noop", [Reason("connections", "db1")])
     assert redis_conn.zcard(ScheduledJobRegistry("heavy", connection=redis_conn).key) == 0
 
 
@@ -84,3 +88,60 @@ def test_unreadable_payload_fails_with_reason(redis_conn: Redis) -> None:
     assert moves.fail_claimed(job.id, queue, claim.execution, "cannot load job payload")
     assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
     assert redis_conn.hget(job.key, "status") == b"failed"
+
+
+def test_the_claim_records_exactly_rqs_execution_fields(redis_conn: Redis) -> None:
+    """claim.lua re-creates rq's Execution hash by hand: it must hold what rq's own Execution
+    writes, field for field, and rq must read it back as an execution of the job."""
+    moves = JobMoves(redis_conn)
+    job = noop.enqueue(shard=1, connection=redis_conn)
+    claim = moves.claim([Queue("heavy", connection=redis_conn, serializer=JSONSerializer)], "w1", ttl=60)
+    assert claim is not None
+    written = {k.decode() for k in redis_conn.hkeys(claim.execution.key)}
+    rqs_own = Execution(id="x", job_id=job.id, connection=redis_conn, worker_name="w1").serialize()
+    assert written == set(rqs_own)
+    fetched = Execution.fetch(id=claim.execution.id, job_id=job.id, connection=redis_conn)
+    assert fetched.worker_name == "w1" and fetched.job_id == job.id
+    assert [e.id for e in ExecutionRegistry(job_id=job.id, connection=redis_conn).get_executions()] == [
+        claim.execution.id
+    ]
+
+
+def test_promote_reparks_a_job_whose_resource_cools_and_release_brings_it_back(redis_conn: Redis) -> None:
+    moves = JobMoves(redis_conn)
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    job = noop.enqueue(shard=1, connection=redis_conn)
+    claim = moves.claim([queue], "w1", ttl=60)
+    assert claim is not None
+    now = time.time()
+    assert moves.defer(job, queue, claim.execution, now, "noop", [Reason("connections", "db1")], ["shard:1"])
+    redis_conn.set(cooldown_key("shard:1"), "strained", px=60_000)
+    assert moves.promote([queue], now=now + 1) == 0  # due, but its resource cools: parked, not queued
+    assert redis_conn.zscore(ScheduledJobRegistry("heavy", connection=redis_conn).key, job.id) > now + 3600
+    assert redis_conn.zrange(parked_key("shard:1"), 0, -1) == [f"{job.id}|heavy".encode()]
+    redis_conn.delete(cooldown_key("shard:1"))
+    assert moves.release("shard:1") == 1
+    assert redis_conn.lrange(queue.key, 0, -1) == [job.id.encode()]
+    assert not redis_conn.exists(parked_key("shard:1"))
+    assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
+
+
+def test_recover_requeues_the_idempotent_fails_the_rest_and_labels_like_counter_field(redis_conn: Redis) -> None:
+    moves = JobMoves(redis_conn)
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    again = queue.enqueue_call("easeoff.tasks.catalog.noop", meta={META_KEY: {"task": "a|b", "idempotent": True}})
+    once = queue.enqueue_call("easeoff.tasks.catalog.noop", meta={META_KEY: {"task": "plain"}})
+    claims = [moves.claim([queue], "w1", ttl=1) for _ in range(2)]
+    assert all(claims)
+    assert moves.recover_abandoned([queue], now=time.time() + 120) == 2
+    assert redis_conn.lrange(queue.key, 0, -1) == [again.id.encode()]
+    assert FailedJobRegistry("heavy", connection=redis_conn).get_job_ids() == [once.id]
+    counted = {k.decode(): int(v) for k, v in redis_conn.hgetall(counter_key("abandoned")).items()}
+    assert counted == {counter_field("heavy", "a|b", "requeued"): 1, counter_field("heavy", "plain", "failed"): 1}
+    assert misplaced(redis_conn, ["heavy"], [again.id, once.id]) == {}
+
+
+def test_script_arguments_are_named() -> None:
+    assert DEFER.args(["f"], composite="c", exec_id="e", job_id="j", due=1, meta="m", parked_member="p")[-1] == "f"
+    with pytest.raises(TypeError, match=r"defer.lua: missing \['parked_member'\], unexpected \['parked'\]"):
+        DEFER.args(composite="c", exec_id="e", job_id="j", due=1, meta="m", parked="p")

@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegi
 from rq.serializers import JSONSerializer
 
 from easeoff.tasks.catalog import noop, record_run
-from easeoff.tasks.registry import META_KEY
+from easeoff.tasks.meta import META_KEY
 from tests.conftest import (
     REPO,
     TEST_REDIS_URL,

@@ -32,7 +32,7 @@ def test_prometheus_query_above_high_holds_all_work(redis_conn: Redis, write_con
     with prometheus_server(tmp_path) as url:
         reading, verdict = verdict_for(redis_conn, write_config, url, "vector(42)")
         assert reading is not None and reading.values["site_rps"] == 42
-        assert verdict.reasons == ("site_rps:prometheus 42 > high 40",)
+        assert verdict.texts == ["site_rps:prometheus 42 > high 40"]
 
         redis_conn.flushdb()
         reading, verdict = verdict_for(redis_conn, write_config, url, "vector(12) + vector(3)")
@@ -43,4 +43,4 @@ def test_prometheus_query_above_high_holds_all_work(redis_conn: Redis, write_con
 def test_unreachable_prometheus_fails_closed(redis_conn: Redis, write_config) -> None:
     _, verdict = verdict_for(redis_conn, write_config, f"http://127.0.0.1:{free_port()}", "vector(1)")
     assert len(verdict.reasons) == 1
-    assert verdict.reasons[0].startswith("probe_error:prometheus:site_rps (prometheus: URLError)")
+    assert verdict.texts[0].startswith("probe_error:prometheus:site_rps (prometheus: URLError)")

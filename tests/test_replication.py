@@ -99,11 +99,11 @@ def finished_ids(redis: Redis) -> set[str]:
     return set(FinishedJobRegistry("heavy", connection=redis).get_job_ids())
 
 
-def shard_verdicts(redis: Redis, config: Path) -> dict[str, tuple[str, ...]]:
+def shard_verdicts(redis: Redis, config: Path) -> dict[str, list[str]]:
     """Probe every host now (writers stamp their heartbeat) and judge both shards."""
     loaded = load_config(config)
     snapshot = ReadingsCache(redis, loaded).probe_now()
-    return {name: judge([name], snapshot, loaded, time.time()).reasons for name in ("shard:1", "shard:2")}
+    return {name: judge([name], snapshot, loaded, time.time()).texts for name in ("shard:1", "shard:2")}
 
 
 def run_strain_case(redis: Redis, workers: WorkerProcesses, config: Path, reason_prefix: str) -> list[str]:

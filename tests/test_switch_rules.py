@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.gate import judge, queue_reasons, task_reasons
 from easeoff.feedback.readings import Reading
+from easeoff.feedback.reasons import texts
 from easeoff.feedback.snapshot import Snapshot
 from easeoff.feedback.switches import Switch, Switches, parse_duration, parse_switches
 
@@ -55,14 +56,14 @@ def test_a_paused_resource_holds_its_work_only_and_names_who_and_why() -> None:
     snapshot = healthy(p=pause("resource:shard:1"))
     held = judge(["shard:1"], snapshot, CONFIG, NOW)
     assert not held.admit
-    assert held.reasons == ("paused:resource:shard:1 (alice: deploy 412)",)
+    assert held.texts == ["paused:resource:shard:1 (alice: deploy 412)"]
     assert judge(["shard:2"], snapshot, CONFIG, NOW).admit
     assert queue_reasons("heavy", snapshot, CONFIG, NOW)  # the queue's configured resource
     assert not queue_reasons("light", snapshot, CONFIG, NOW)
 
 
 def test_pause_all_and_pause_queue_hold_dequeuing() -> None:
-    assert queue_reasons("light", healthy(p=pause("all")), CONFIG, NOW) == ["paused:all (alice: deploy 412)"]
+    assert texts(queue_reasons("light", healthy(p=pause("all")), CONFIG, NOW)) == ["paused:all (alice: deploy 412)"]
     assert not judge(["shard:2"], healthy(p=pause("all")), CONFIG, NOW).admit
     only_light = healthy(p=pause("queue:light"))
     assert queue_reasons("light", only_light, CONFIG, NOW)

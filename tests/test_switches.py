@@ -15,7 +15,7 @@ from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from easeoff.tasks.catalog import noop, record_run
-from easeoff.tasks.registry import META_KEY
+from easeoff.tasks.meta import META_KEY
 from tests.conftest import ConnectionHolder, WorkerProcesses, run_cli, stays_true, wait_until
 from tests.placement import misplaced
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.gate import judge, strain_reasons
 from easeoff.feedback.readings import Reading
+from easeoff.feedback.reasons import texts
 from easeoff.feedback.snapshot import Snapshot
 
 CONFIG = parse_config(
@@ -89,21 +90,21 @@ def test_one_lagging_replica_is_ignored_two_are_not() -> None:
     both = healthy(r1=lagging, r2=host("r2", {"lag": True}, lag=3.0))
     verdict = judge(["shard:1"], both, CONFIG, NOW)
     # The worst (r1, lag 5) is ignored; the next worst still holds the shard.
-    assert verdict.reasons == ("lag:r2 3 > high 2",)
+    assert verdict.texts == ["lag:r2 3 > high 2"]
     assert judge(["shard:2"], both, CONFIG, NOW).admit  # strain on shard 1 holds only shard 1
 
 
 def test_stopped_replication_names_the_thread() -> None:
     stopped = host("b", {"replication": True}, notes={"replication": "sql thread stopped"}, replication=1.0)
     verdict = judge(["shard:1"], healthy(b=stopped), CONFIG, NOW)
-    assert verdict.reasons == ("replication:b (sql thread stopped)",)
+    assert verdict.texts == ["replication:b (sql thread stopped)"]
 
 
 def test_pair_half_unreachable_or_out_holds_the_shard() -> None:
     down = Reading(host="b", taken_at=NOW - 0.2, error="2003 unreachable")
-    assert judge(["shard:1"], healthy(b=down), CONFIG, NOW).reasons == ("probe_error:b (2003 unreachable)",)
+    assert judge(["shard:1"], healthy(b=down), CONFIG, NOW).texts == ["probe_error:b (2003 unreachable)"]
     out = Snapshot(healthy().readings, hosts_out={"a": "disk swap"})
-    assert judge(["shard:1"], out, CONFIG, NOW).reasons == ("host_out:a (disk swap)",)
+    assert judge(["shard:1"], out, CONFIG, NOW).texts == ["host_out:a (disk swap)"]
 
 
 def test_replica_out_of_production_leaves_the_aggregate() -> None:
@@ -115,24 +116,24 @@ def test_replica_out_of_production_leaves_the_aggregate() -> None:
 
 def test_resource_override_thresholds_apply_to_its_hosts() -> None:
     busy = host("c", {"connections": True}, connections=0.55)
-    assert judge(["shard:2"], healthy(c=busy), CONFIG, NOW).reasons == ("connections:c 0.55 > high 0.5",)
+    assert judge(["shard:2"], healthy(c=busy), CONFIG, NOW).texts == ["connections:c 0.55 > high 0.5"]
 
 
 def test_custom_query_signal_and_its_failure() -> None:
     full = host("a", {"backlog": True}, backlog=5000)
-    assert judge(["shard:1"], healthy(a=full), CONFIG, NOW).reasons == ("backlog:a 5000 > high 1000",)
+    assert judge(["shard:1"], healthy(a=full), CONFIG, NOW).texts == ["backlog:a 5000 > high 1000"]
     broken = host("a", notes={"backlog": "query failed: 1146 no such table"})
-    assert judge(["shard:1"], healthy(a=broken), CONFIG, NOW).reasons == ("backlog:a query failed: 1146 no such table",)
+    assert judge(["shard:1"], healthy(a=broken), CONFIG, NOW).texts == ["backlog:a query failed: 1146 no such table"]
 
 
 def test_global_app_traffic_holds_everything() -> None:
     busy = Reading(host="app:web", taken_at=NOW - 0.2, values={"web": 150}, strained={"web": True})
     for resources in (["shard:1"], ["shard:2"], []):
-        assert strain_reasons(resources, healthy(**{"app:web": busy}), CONFIG, NOW) == ["web:app 150 > high 100"]
+        assert texts(strain_reasons(resources, healthy(**{"app:web": busy}), CONFIG, NOW)) == ["web:app 150 > high 100"]
 
 
 def test_critical_tier_is_reported_separately() -> None:
     deep = host("r1", {"lag": True}, lag=12.0)
     snapshot = healthy(r1=deep, r2=host("r2", {"lag": True}, lag=3.0))
     verdict = judge(["shard:1"], snapshot, CONFIG, NOW)
-    assert verdict.critical == ("lag:r1 12 > critical 10",)
+    assert texts(verdict.critical) == ["lag:r1 12 > critical 10"]

@@ -13,7 +13,7 @@ from easeoff.feedback.cache import READING_KEY
 from easeoff.feedback.counters import read_counts
 from easeoff.feedback.readings import Reading
 from easeoff.tasks.catalog import record_run
-from easeoff.tasks.registry import META_KEY
+from easeoff.tasks.meta import META_KEY
 from tests.conftest import (
     MYSQL,
     ConnectionHolder,

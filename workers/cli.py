@@ -22,7 +22,7 @@ from redis import Redis
 from easeoff.feedback import events, unknown_resources
 from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config, ConfigError, load_config
-from easeoff.feedback.connect import connect
+from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
 from easeoff.feedback.hosts_out import mark_in, mark_out
 from easeoff.feedback.queue_stats import known_queue_names, queue_stats
 from easeoff.feedback.report import global_report, held_queues, resources_report, switches_report, traffic_report
@@ -56,7 +56,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except (ConfigError, TaskError) as exc:
             fail(str(exc))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except REDIS_UNREACHABLE as exc:
             ctx = click.get_current_context()
             url = ctx.obj.config.redis_url_redacted if ctx.obj and ctx.obj.loaded else "?"
             fail(f"cannot reach Redis at {url}: {_first_line(exc)}")

@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.tasks.registry import META_KEY
+from easeoff.tasks.meta import task_name
 from easeoff.workers.cli_observability import fail, guarded, pass_context
 from easeoff.workers.moves import JobMoves
 
@@ -47,8 +47,7 @@ def failed_jobs(redis: Redis, queue: str, limit: int) -> list[FailedJob]:
         except NoSuchJobError:
             found.append(FailedJob(job_id, queue, "?", "", "job data expired"))
             continue
-        info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-        task = str(info.get("task")) if isinstance(info, dict) and info.get("task") else (job.func_name or "?")
+        task = task_name(job)
         ended = job.ended_at.strftime("%Y-%m-%d %H:%M:%S") if job.ended_at else ""
         found.append(FailedJob(job.id, queue, task, ended, failure_reason(job)))
     return found

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
-import redis
 
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.workers.cli_observability import guarded, pass_context
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 30
 RECENT_EVENTS = 8
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def _safe_frame(connection: Redis, config: Config, hours: float) -> RenderableTy
 
     try:
         return render(read_frame(connection, config, hours, time.time()), config, hours)
-    except REDIS_ERRORS as exc:
+    except REDIS_UNREACHABLE as exc:
         return Text(f"{_clock(time.time())}  cannot read Redis at {config.redis_url_redacted}: {exc}", style="red")
 
 

@@ -14,51 +14,63 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import redis
-from redis import Redis
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
 from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
+from rq.logutils import blue, green
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from easeoff.feedback import unknown_resources
-from easeoff.feedback.backoff import deferral_cap_exceeded, deferral_delay
+from easeoff.feedback.backoff import deferral_delay
 from easeoff.feedback.cache import ReadingsCache
-from easeoff.feedback.config import Config, QueueConfig
-from easeoff.feedback.cooldown import publish as publish_cooldowns
-from easeoff.feedback.cooldown import strained_resources
-from easeoff.feedback.counters import counter_field, counter_key, reason_kind
-from easeoff.feedback.flips import GLOBAL, record_flips
-from easeoff.feedback.gate import ADMIT, Verdict, global_findings, judge, queue_reasons, task_reasons
-from easeoff.feedback.limits import Leases, LeaseScope, adapt_limits, lease_scopes, waiting_scope
+from easeoff.feedback.config import Config, load_config
+from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.feedback.counters import counter_field, counter_key
+from easeoff.feedback.gate import Verdict, judge, queue_reasons
+from easeoff.feedback.limits import Leases, LeaseScope
 from easeoff.feedback.queue_stats import known_queue_names
+from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
 from easeoff.feedback.snapshot import Snapshot
-from easeoff.feedback.switches import TASK_SCOPE_PREFIX, paused_task_scopes, prune_expired
-from easeoff.tasks.admission import admit
-from easeoff.tasks.checkpoint import request_stop
-from easeoff.tasks.registry import META_KEY, job_resources
+from easeoff.tasks.admission import admit as mark_admitted
+from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
+from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
+from easeoff.workers import prober_duties
+from easeoff.workers.checks import Candidate, admission_checks, admit
+from easeoff.workers.deferral import Deferral, plan_deferral
 from easeoff.workers.moves import Claim, JobMoves
 
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
-SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this
 
 
 class GatedWorker(Worker):
-    def __init__(self, queues: Sequence[str | Queue], *, connection: Redis, config: Config, **kwargs: Any) -> None:
-        kwargs.setdefault("serializer", JSONSerializer)
+    def __init__(
+        self,
+        queues: Sequence[str | Queue],
+        name: str | None = None,
+        *args: Any,
+        config: Config | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """rq's signature, plus the config (default: found as the CLI finds it). rq's classmethods
+        that rebuild workers from Redis (`all`, `find_by_key`) call this with queues and name only."""
+        config = load_config() if config is None else config
+        if kwargs.get("serializer") is None:
+            kwargs["serializer"] = JSONSerializer  # easeoff's jobs are JSON, never pickle
         # Heartbeats double as the critical-tier check on running jobs: once per probe interval.
         kwargs.setdefault("job_monitoring_interval", max(1, math.ceil(config.probe_interval)))
-        super().__init__(list(queues), connection=connection, **kwargs)
+        super().__init__(list(queues), name, *args, **kwargs)
+        connection = self.connection
         self.config = config
         self.readings = ReadingsCache(connection, config, on_refresh=self._after_refresh)
         self.leases = Leases(connection, config)
@@ -66,10 +78,10 @@ class GatedWorker(Worker):
         self._running_job: Job | None = None
         self.moves = JobMoves(connection)
         self.rng = random.Random()
+        self.checks = admission_checks(config, self.leases, self.rng)
         self._claimed: Claim | None = None
         self._claimed_any = False
-        self._ending_job: Job | None = None
-        self._ending_reason = ""
+        self._ending_job: _EndingJob | None = None  # set only while rq's handler ends a job
         self._last_heartbeat_at = 0.0
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
 
@@ -100,7 +112,7 @@ class GatedWorker(Worker):
                         continue
                 if timeout is None and self._drained():
                     return None
-            except REDIS_DOWN as exc:
+            except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
                 continue
 
@@ -119,8 +131,8 @@ class GatedWorker(Worker):
         for queue in self._ordered_queues:
             reasons = queue_reasons(queue.name, snapshot, self.config, now)
             if reasons:
-                self.procline(f"Holding {queue.name}: {'; '.join(reasons)}")
-                self._note_hold(queue.name, "; ".join(reasons))
+                self.procline(f"Holding {queue.name}: {joined(reasons)}")
+                self._note_hold(queue.name, joined(reasons))
             else:
                 self._note_release(queue.name)
                 open_queues.append(queue)
@@ -160,96 +172,55 @@ class GatedWorker(Worker):
                 self.moves.fail_claimed(claim.job_id, queue, claim.execution, reason)
                 self.log.error("Worker %s: job %s failed: %s", self.name, claim.job_id, reason)
                 return None
-            resources = [*job_resources(job), *self.config.queue_resources(queue.name)]
-            verdict = judge(resources, snapshot, self.config, now, _deferrals(job), self.rng)
+            candidate = Candidate(job, _meta(job), queue, claim.execution.composite_key, snapshot, now)
+            verdict = admit(self.checks, candidate)
+            self.reorder_queues(reference_queue=queue)  # rq's dequeue strategies: after every dequeue
             if verdict.admit:
-                verdict = self._task_switches(job, snapshot, now)
-            if verdict.admit:
-                verdict = self._take_lease(job, queue, claim)
-            if verdict.admit:
+                self._lease = candidate.lease
                 self._claimed = claim
+                self._log_dequeued(job, queue)
                 return job, queue
-            self._defer(job, queue, claim.execution, verdict)
+            self._defer(job, candidate.meta, queue, claim.execution, verdict)
             return None
 
-    def _task_switches(self, job: Job, snapshot: Snapshot, now: float) -> Verdict:
-        """Ops' pause or throttle of this job's task: a paused task's jobs park until it resumes;
-        a throttled one's refused share comes back in about an interval."""
-        reasons = task_reasons(_task_name(job), snapshot, now, self.rng)
-        if not reasons:
-            return ADMIT
-        delay = self.config.probe_interval * self.rng.uniform(0.5, 1.5)
-        return Verdict(admit=False, reasons=tuple(reasons), delay=delay)
+    def _log_dequeued(self, job: Job, queue: Queue) -> None:
+        """As rq logs a dequeued job, description and all unless `log_job_description` is off."""
+        if self.log_job_description:
+            self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description), job.id)
+        else:
+            self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
 
-    def _take_lease(self, job: Job, queue: Queue, claim: Claim) -> Verdict:
-        """A slot under every concurrency limit the job falls under, or a deferral saying which is full."""
-        info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-        task_limit = info.get("concurrency") if isinstance(info, dict) else None
-        scopes = lease_scopes(self.config, job_resources(job), _task_name(job), task_limit)
-        reserve = 1 if self.config.queues.get(queue.name, QueueConfig(queue.name)).priority == "low" else 0
-        member = claim.execution.composite_key
-        refusal = self.leases.acquire(scopes, member, reserve)
-        if refusal is None:
-            self._lease = (scopes, member) if scopes else None
-            return ADMIT
-        # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
-        # handed one when a slot frees; the long recheck is only a safety net.
-        return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
-
-    def _defer(self, job: Job, queue: Queue, execution: Execution, verdict: Verdict) -> None:
-        now = time.time()
-        info = dict(job.meta.get(META_KEY) or {})
-        info["deferrals"] = int(info.get("deferrals", 0)) + 1
-        info["last_reasons"] = list(verdict.reasons)
-        info["deferred_at"] = now
-        info.setdefault("first_deferred_at", now)
-        max_age = info.get("max_deferral_age", self.config.backoff.max_age)
-        if max_age is not None:
-            info["expires_at"] = float(info["first_deferred_at"]) + float(max_age)  # parking ends here
-        # A resource the config does not declare (configs out of step during a deploy): fail closed,
-        # but only for a short grace, not for max_age; nobody would release a job parked on it.
-        unknown = [r for r in job_resources(job) if r not in self.config.resources]
-        grace = self.config.backoff.unknown_resource_grace
-        if unknown:
-            info.setdefault("unknown_since", now)
-        job.meta[META_KEY] = info
-        exceeded = deferral_cap_exceeded(info, now, self.config.backoff.max_deferrals, self.config.backoff.max_age)
-        if not exceeded and unknown and now - float(info["unknown_since"]) >= grace:
-            exceeded = f"resource {unknown[0]!r} is not in the config (still unknown after {grace:g}s)"
-        if exceeded:
-            reason = f"easeoff: {exceeded}; last reasons: {'; '.join(verdict.reasons)}"
-            kind = reason_kind(verdict.reasons[0]) if verdict.reasons else "unknown"
-            if self.moves.fail_deferred_too_long(job, queue, execution, reason, self.name, _task_name(job), kind):
-                self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, reason)
+    def _defer(self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict) -> None:
+        """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap."""
+        plan = plan_deferral(meta, verdict, self.config, time.time())
+        plan.meta.store(job)
+        if not isinstance(plan, Deferral):
+            if self.moves.fail_deferred_too_long(job, queue, execution, plan.reason, self.name, meta.task, plan.kind):
+                self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, plan.reason)
             return
-        due = now + verdict.delay
-        if "expires_at" in info:
-            due = min(due, float(info["expires_at"]))  # back in time to be failed at its cap, not later
-        if unknown:
-            due = min(due, float(info["unknown_since"]) + grace)
+        if plan.unknown:
             with self.connection.pipeline(transaction=False) as pipe:
-                unknown_resources.note(pipe, unknown, _task_name(job), now)
+                unknown_resources.note(pipe, plan.unknown, meta.task, time.time())
                 pipe.execute()
-        park_on = [scope for scope in _park_scopes(job, verdict.reasons) if scope not in unknown]
-        if self.moves.defer(job, queue, execution, due, _task_name(job), verdict.reasons, park_on):
+        if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on):
             self.log.info(
                 "Worker %s: deferred %s for %.1fs (deferral %d): %s",
                 self.name,
                 job.id,
                 verdict.delay,
-                info["deferrals"],
-                "; ".join(verdict.reasons),
+                plan.meta.deferrals,
+                joined(verdict.reasons),
             )
 
     # -- rq hooks -------------------------------------------------------------
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py)."""
-        admit(job.id)
+        mark_admitted(job.id)
         try:
             return super().perform_job(job, queue, execution)
         finally:
-            admit(None)
+            mark_admitted(None)
 
     def prepare_execution(self, job: Job) -> Execution:
         """Use the execution the claim script already recorded, rather than making a second one."""
@@ -259,13 +230,16 @@ class GatedWorker(Worker):
         self.executions[claim.execution.id] = claim.execution
         with self.connection.pipeline() as pipe:
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            pipe.hincrby(counter_key("started"), counter_field(job.origin, _task_name(job)), 1)
+            pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
             pipe.execute()
         return claim.execution
 
+    # -- the job's end: rq calls one of three handlers, each of which ends in a transaction that
+    # calls increment_*_job_count(pipeline); the job's counters and lease go into that transaction.
+
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
-        self._ending_job = job
-        super().handle_job_success(job, queue, started_job_registry, execution)
+        with self._ending(job, "finished"):
+            super().handle_job_success(job, queue, started_job_registry, execution)
 
     def handle_job_failure(
         self,
@@ -275,24 +249,40 @@ class GatedWorker(Worker):
         exc_string: str = "",
         execution: Execution | None = None,
     ) -> None:
-        self._ending_job, self._ending_reason = job, _exception_name(exc_string)
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        with self._ending(job, "failed", _exception_name(exc_string)):
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def handle_job_retry(
+        self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Execution
+    ) -> None:
+        """A task that returned rq's `Retry`: requeued or, past `retry.max`, failed; counted as failed."""
+        with self._ending(job, "failed", "Retry"):
+            super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+
+    @contextmanager
+    def _ending(self, job: Job, outcome: Literal["finished", "failed"], reason: str = "") -> Iterator[None]:
+        self._ending_job = _EndingJob(job, outcome, reason)
+        try:
+            yield
+        finally:
+            self._ending_job = None
 
     def increment_successful_job_count(self, pipeline: Any = None) -> None:
-        """Counted in the same transaction that records the job as finished."""
         super().increment_successful_job_count(pipeline)
-        job = self._ending_job
-        if pipeline is not None and job is not None:
-            pipeline.hincrby(counter_key("finished"), counter_field(job.origin, _task_name(job)), 1)
-            self._release_lease(pipeline)
+        self._record_end(pipeline)
 
     def increment_failed_job_count(self, pipeline: Any = None) -> None:
-        """Counted in the same transaction that records the job as failed (or retried)."""
         super().increment_failed_job_count(pipeline)
-        if pipeline is not None and self._ending_job is not None:
-            job = self._ending_job
-            pipeline.hincrby(counter_key("failed"), counter_field(job.origin, _task_name(job), self._ending_reason), 1)
-            self._release_lease(pipeline)
+        self._record_end(pipeline)
+
+    def _record_end(self, pipeline: Any) -> None:
+        """Count the ending job under its own labels and give its slots back, in rq's transaction."""
+        ending = self._ending_job
+        if pipeline is None or ending is None:
+            return
+        field = counter_field(ending.job.origin, task_name(ending.job), ending.reason)
+        pipeline.hincrby(counter_key(ending.outcome), field, 1)
+        self._release_lease(pipeline)
 
     def _release_lease(self, pipeline: Any) -> None:
         """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that ends it."""
@@ -307,27 +297,28 @@ class GatedWorker(Worker):
         Redis the job runs on; heartbeats resume when it is back (within the abandon grace)."""
         try:
             self._maintain_heartbeats(job, execution)
-        except REDIS_DOWN as exc:
+        except REDIS_UNREACHABLE as exc:
             self.log.warning("Worker %s: heartbeat for job %s missed: Redis unreachable (%s)", self.name, job.id, exc)
 
     def _maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         super().maintain_heartbeats(job, execution)
         if self._lease is not None:
             self.leases.renew(*self._lease)
-        verdict = judge(job_resources(job), self.readings.current(), self.config, time.time())
-        reasons = verdict.critical or (verdict.reasons if _is_resumable(job) else ())
+        meta = JobMeta.of(job)
+        verdict = judge(meta.resources, self.readings.current(), self.config, time.time())
+        reasons = verdict.critical or (verdict.reasons if meta.resumable else ())
         if reasons:
-            request_stop(job, "; ".join(reasons))
+            request_stop(job, joined(reasons))
             self.log.info(
-                "Worker %s: job %s asked to stop at its next checkpoint: %s", self.name, job.id, "; ".join(reasons)
+                "Worker %s: job %s asked to stop at its next checkpoint: %s", self.name, job.id, joined(reasons)
             )
 
     def handle_warm_shutdown_request(self) -> None:
         """A resumable job checkpoints and is deferred, rather than making the shutdown wait for all of it."""
         super().handle_warm_shutdown_request()
         job = self._running_job
-        if job is not None and _is_resumable(job):
-            request_stop(job, "worker shutting down")
+        if job is not None and JobMeta.of(job).resumable:
+            request_stop(job, SHUTTING_DOWN)
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
         """A job that stopped at a checkpoint is deferred to resume later: not a failure, no retry spent."""
@@ -336,16 +327,19 @@ class GatedWorker(Worker):
             super()._finalize_failure(job, queue, execution, exc_info)
             return
         job.get_meta(refresh=True)  # the cursor the task stored at its checkpoint
-        shutting_down = stopped.reason == "worker shutting down"
+        meta = _meta(job)
+        shutting_down = stopped.reason == SHUTTING_DOWN
+        backoff = self.config.backoff
         delay = (
             self.config.probe_interval * 0.1
             if shutting_down
-            else deferral_delay(
-                _deferrals(job), self.config.backoff.base, self.config.backoff.cap, self.config.probe_interval, self.rng
-            )
+            else deferral_delay(meta.deferrals, backoff.base, backoff.cap, self.config.probe_interval, self.rng)
         )
-        verdict = Verdict(admit=False, reasons=(f"checkpoint: {stopped.reason}",), delay=delay)
-        self._defer(job, queue, execution, verdict)
+        # Stopped for strain, the job waits for its resources; stopped for a shutdown, it just comes back.
+        waits_for: WaitsFor = "delay" if shutting_down else "resources"
+        reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
+        verdict = Verdict(admit=False, reasons=(reason,), delay=delay)
+        self._defer(job, meta, queue, execution, verdict)
         with self.connection.pipeline() as pipe:
             self._release_lease(pipe)
             pipe.execute()
@@ -362,7 +356,7 @@ class GatedWorker(Worker):
         try:
             self._recover_abandoned()
             super().run_maintenance_tasks()
-        except REDIS_DOWN as exc:
+        except REDIS_UNREACHABLE as exc:
             self._wait_for_redis(exc)
 
     # -- riding out a Redis outage: rq's loop quits on the first error; easeoff waits and goes on --
@@ -370,13 +364,13 @@ class GatedWorker(Worker):
     def check_for_suspension(self, burst: bool) -> None:
         try:
             super().check_for_suspension(burst)
-        except REDIS_DOWN as exc:
+        except REDIS_UNREACHABLE as exc:
             self._wait_for_redis(exc)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         try:
             super().heartbeat(timeout, pipeline=pipeline)
-        except REDIS_DOWN as exc:
+        except REDIS_UNREACHABLE as exc:
             if pipeline is not None:
                 raise
             self._wait_for_redis(exc)
@@ -385,7 +379,7 @@ class GatedWorker(Worker):
         self._running_job = job
         try:
             super().execute_job(job, queue)
-        except REDIS_DOWN as exc:
+        except REDIS_UNREACHABLE as exc:
             # The horse ran on its own; what Redis missed of its ending, the abandoned-job sweep settles.
             self._wait_for_redis(exc)
         finally:
@@ -402,30 +396,19 @@ class GatedWorker(Worker):
                 self.connection.ping()
                 self.log.warning("Worker %s: Redis is back", self.name)
                 return
-            except REDIS_DOWN as again:
+            except REDIS_UNREACHABLE as again:
                 exc, wait = again, min(wait * 2, float(self.max_connection_wait_time))
 
     # -- housekeeping -----------------------------------------------------------
 
     def _after_refresh(self, snapshot: Snapshot) -> None:
-        """This worker just probed for the fleet: publish cool-downs (strained resources, paused
-        tasks), release what cleared, log verdict flips and prune switches whose TTL ran out."""
-        now = time.time()
-        strained = strained_resources(self.config, snapshot, now)
-        adapt_limits(self.connection, self.config, {r: v for r, v in strained.items() if not _only_paused(v)})
-        held = {**strained, GLOBAL: global_findings(snapshot, self.config, now)[0]}
-        record_flips(self.connection, held, [GLOBAL, *self.config.resources], now)
-        cooling = {**strained, **{scope: [why] for scope, why in paused_task_scopes(snapshot.switches, now).items()}}
-        for scope in publish_cooldowns(self.connection, self.config, cooling, snapshot.switches.task_scopes):
-            released = self.moves.release(scope)
-            if released:
-                self.log.info("Worker %s: %s cleared; released %d parked jobs", self.name, scope, released)
-        if snapshot.switches.expired(now):
-            for switch in prune_expired(self.connection, now):
-                self.log.warning("Worker %s: switch expired: %s", self.name, switch.describe())
+        """This worker just probed for the fleet: do the fleet's housekeeping (workers/prober_duties.py)."""
         queues = self._known_queues()
-        self._recover_abandoned(queues)
-        self._promote(queues)
+        prober_duties.after_refresh(
+            prober_duties.fleet_round(
+                self.connection, self.config, self.moves, snapshot, queues, self.log, self.name, time.time()
+            )
+        )
 
     def _heartbeat_if_due(self) -> None:
         if time.monotonic() - self._last_heartbeat_at >= HEARTBEAT_EVERY:
@@ -434,18 +417,16 @@ class GatedWorker(Worker):
                 pipe.execute()
             self._last_heartbeat_at = time.monotonic()
 
-    def _recover_abandoned(self, queues: list[Queue] | None = None) -> None:
-        recovered = self.moves.recover_abandoned(self._known_queues() if queues is None else queues)
+    def _recover_abandoned(self) -> None:
+        recovered = self.moves.recover_abandoned(self._known_queues())
         if recovered:
             self.log.warning(
                 "Worker %s: recovered %d abandoned jobs (their workers died mid-job)", self.name, recovered
             )
 
-    def _promote(self, queues: list[Queue] | None = None) -> None:
-        """Due deferred jobs back to their queues, and free slots (lapsed leases, raised limits) to
-        jobs waiting for one. Run by whoever probed for the fleet, once per interval: deferral delays
-        are at least an interval, so promotion needs no finer grain."""
-        self.moves.promote(self._known_queues() if queues is None else queues)
+    def _promote(self) -> None:
+        """With nothing to probe nobody refreshes readings, so nobody promotes on refresh: do it here."""
+        self.moves.promote(self._known_queues())
         self.moves.release_slots()
 
     def _known_queues(self) -> list[Queue]:
@@ -471,6 +452,13 @@ class GatedWorker(Worker):
         return _BusyWhileClaiming(self)
 
 
+@dataclass(frozen=True)
+class _EndingJob:
+    job: Job
+    outcome: Literal["finished", "failed"]  # the counter it goes under
+    reason: str  # the failure's label: the exception's class, or `Retry`
+
+
 class _BusyWhileClaiming:
     """While a claim is in flight, a warm-shutdown signal waits instead of raising mid-move.
 
@@ -491,13 +479,6 @@ class _BusyWhileClaiming:
             raise StopRequested()
 
 
-def _task_name(job: Job) -> str:
-    info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-    if isinstance(info, dict) and info.get("task"):
-        return str(info["task"])
-    return job.func_name.rsplit(".", 1)[-1] if job.func_name else "unknown"
-
-
 def _exception_name(exc_string: str) -> str:
     """The exception's class from rq's traceback text, or rq's own one-line reason."""
     lines = [line for line in exc_string.strip().splitlines() if line.strip()]
@@ -508,32 +489,9 @@ def _exception_name(exc_string: str) -> str:
     return name if name.isidentifier() else last[:40]
 
 
-def _park_scopes(job: Job, reasons: Sequence[str]) -> list[str]:
-    """What a deferred job waits for: its resources when they are strained or paused, its task's
-    scope when ops paused the task, a slot when its limit is full. Throttling and shutdown say
-    nothing about the database's health: the job just comes back when due."""
-    scopes: list[str] = []
-    for reason in reasons:
-        slot = waiting_scope(reason)
-        if slot is not None:
-            scopes.append(slot)
-        elif reason.startswith("paused:task:"):
-            scopes.append(TASK_SCOPE_PREFIX + _task_name(job))
-        elif not reason.startswith(("throttled:", "checkpoint: worker shutting down")):
-            scopes += job_resources(job)
-    return list(dict.fromkeys(scopes))
-
-
-def _only_paused(reasons: Sequence[str]) -> bool:
-    """Held by ops alone, not by the database: no reason to cut its concurrency limit."""
-    return all(r.startswith("paused:") for r in reasons)
-
-
-def _is_resumable(job: Job) -> bool:
-    info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-    return isinstance(info, dict) and bool(info.get("resumable"))
-
-
-def _deferrals(job: Job) -> int:
-    info = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
-    return int(info.get("deferrals", 0)) if isinstance(info, dict) else 0
+def _meta(job: Job) -> JobMeta:
+    """The job's meta, its task named even for a plain rq job (by its function), as counters name it."""
+    meta = JobMeta.of(job)
+    if not meta.task:
+        meta.task = task_name(job)
+    return meta

@@ -1,0 +1,72 @@
+"""Every Redis key easeoff owns, in one place: the names, and what each holds.
+
+rq's own keys (queues, registries, jobs, executions) are rq's: easeoff reaches them through
+rq's classes (`Queue.key`, `StartedJobRegistry(...).key`, `Job.key_for`), never by spelling
+them. The Lua scripts get these prefixes as arguments (feedback/lua.py). docs/ARCHITECTURE.md
+lists which module and script owns each key.
+"""
+
+from __future__ import annotations
+
+NAMESPACE = "easeoff:"
+
+# Readings, single-flight (feedback/cache.py)
+READING = NAMESPACE + "reading:{host}"  # JSON Reading of one probe target, with its hysteresis state
+PROBE_LOCK = NAMESPACE + "probe-lock:{host}"  # SET NX PX interval: who probes this host now
+
+# Cool-downs and parking (feedback/cooldown.py; workers/lua/parking.lua)
+COOLDOWN_PREFIX = NAMESPACE + "cooldown:"  # + scope: set (with a TTL) while the scope is strained or paused
+PARKED_PREFIX = NAMESPACE + "parked:"  # + scope: zset `job_id|queue` -> due, the deferred jobs waiting on it
+
+# Scopes a job can wait on, besides its resources (`shard:3`)
+TASK_SCOPE_PREFIX = "task:"  # a paused task's jobs park on `task:NAME`
+SLOT_PARK_PREFIX = "slot:"  # a job refused a concurrency slot parks on `slot:SCOPE`
+SLOT_LOW_PARK_PREFIX = "slot-low:"  # ... or, from a low-priority queue, on `slot-low:SCOPE`
+
+# Concurrency limits (feedback/limits.py; feedback/lua/acquire.lua, workers/lua/release_slots.lua)
+LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
+LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
+SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
+
+# Ops' levers (feedback/switches.py, feedback/hosts_out.py)
+SWITCHES = NAMESPACE + "switches"  # JSON: every pause, throttle and threshold override
+HOSTS_OUT = NAMESPACE + "hosts-out"  # hash host -> why it is out of production
+
+# What ops see (feedback/events.py, flips.py, counters.py, history.py, unknown_resources.py)
+EVENTS = NAMESPACE + "events"  # stream: switches, hosts, annotations, verdict flips, water marks
+EVENT_COUNTS = NAMESPACE + "events:counts"  # hash kind -> events ever written
+VERDICTS = NAMESPACE + "verdicts"  # JSON scope -> "held" | "admit", as last logged
+COUNTERS = NAMESPACE + "counters:{kind}"  # hash `queue|task|reason` -> jobs started, finished, ...
+HISTORY = NAMESPACE + "history"  # list of samples for the page, trimmed to six hours
+HISTORY_TICK = NAMESPACE + "history:tick"  # SET NX PX: which exporter samples this period
+UNKNOWN_RESOURCES = NAMESPACE + "unknown-resources"  # hash resource -> last sighting of a job naming it
+
+# Traffic (feedback/traffic.py)
+TRAFFIC = NAMESPACE + "traffic:{counter}:{second}"  # requests the app counted in one second
+
+# Running jobs (tasks/checkpoint.py)
+STOP_AT_CHECKPOINT = NAMESPACE + "stop-at-checkpoint:{job_id}"  # why a running job should stop at its checkpoint
+
+
+def reading_key(host: str) -> str:
+    return READING.format(host=host)
+
+
+def cooldown_key(scope: str) -> str:
+    return COOLDOWN_PREFIX + scope
+
+
+def parked_key(scope: str) -> str:
+    return PARKED_PREFIX + scope
+
+
+def leases_key(scope: str) -> str:
+    return LEASES_PREFIX + scope
+
+
+def limit_key(scope: str) -> str:
+    return LIMIT_PREFIX + scope
+
+
+def counter_key(kind: str) -> str:
+    return COUNTERS.format(kind=kind)

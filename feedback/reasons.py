@@ -1,0 +1,76 @@
+"""Why work waits: one typed reason, read by fields, shown as one line of text.
+
+Every hold the gate, the switches and the limits find is a `Reason`. Code that acts on
+a reason — where a deferred job parks, the label it is counted under, whether a cut of
+the concurrency limit is due — reads its fields; `str(reason)` is the text operators
+see in `status`, logs and job meta (as freno's CheckResult carries status, value,
+threshold and message apart). Nothing parses that text back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class Kind(StrEnum):
+    """The fixed kinds of reason; a signal's own strain is counted under the signal's name."""
+
+    NO_READING = "no_reading"
+    STALE_READING = "stale_reading"
+    PROBE_ERROR = "probe_error"
+    HOST_OUT = "host_out"
+    REPLICATION = "replication"
+    UNKNOWN_RESOURCE = "unknown_resource"
+    PAUSED = "paused"
+    THROTTLED = "throttled"
+    CONCURRENCY = "concurrency"
+    YIELD = "yield"
+    CHECKPOINT = "checkpoint"
+
+
+# What a job deferred for this reason waits for: its resources to clear, ops to resume its
+# task, a concurrency slot (normal or low priority) under `subject`, or just its delay.
+WaitsFor = Literal["resources", "task", "slot", "slot_low", "delay"]
+Level = Literal["high", "low", "critical"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: str  # a Kind, or a signal's name (`connections`, `lag`, a custom signal)
+    subject: str  # where: a host, a traffic source, a resource, a scope (`task:x`, `all`)
+    value: float | None = None  # the reading, slots in use, the throttle ratio, a reading's age
+    threshold: float | None = None  # the mark `value` crossed, or the limit of slots
+    level: Level | None = None  # which of the signal's marks `threshold` is
+    detail: str = ""  # for people: the probe error, who paused and why, the checkpoint's cause
+    waits_for: WaitsFor = "resources"
+
+    def __str__(self) -> str:
+        if self.kind == Kind.CHECKPOINT:
+            return f"checkpoint: {self.detail}"
+        head = f"{self.kind}:{self.subject}"
+        if self.level is not None and self.value is not None and self.threshold is not None:
+            if self.level == "low":
+                return f"{head} {self.value:.4g} not yet below low {self.threshold:g}"
+            return f"{head} {self.value:.4g} > {self.level} {self.threshold:g}"
+        if self.kind in (Kind.CONCURRENCY, Kind.YIELD):
+            slots = f"{head} {self.value:.0f}/{self.threshold:.0f} in use"
+            return f"{slots}, {self.detail}" if self.detail else slots
+        if self.kind == Kind.THROTTLED:
+            return f"{head} ratio {self.value:g} ({self.detail})"
+        if self.kind == Kind.STALE_READING:
+            return f"{head} ({self.value:.1f}s old)"
+        if self.kind in (Kind.HOST_OUT, Kind.REPLICATION, Kind.PROBE_ERROR, Kind.PAUSED):
+            return f"{head} ({self.detail})"
+        return f"{head} {self.detail}" if self.detail else head
+
+
+def texts(reasons: Iterable[Reason]) -> list[str]:
+    """The reasons as operators read them."""
+    return [str(r) for r in reasons]
+
+
+def joined(reasons: Iterable[Reason]) -> str:
+    return "; ".join(texts(reasons))

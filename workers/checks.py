@@ -1,0 +1,107 @@
+"""The admission pipeline: the checks a claimed job must pass, in order, before it runs.
+
+As dramatiq's middleware list: each check answers None (go on) or a deferring `Verdict`,
+and the first verdict wins. The order is declared in `admission_checks`: the database's
+health first (read-only), then ops' switches on the task, then the concurrency slots,
+which take a lease and so come last. A new lever is one check here, a command to pull it,
+and its test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rq import Queue
+from rq.job import Job
+
+from easeoff.feedback.config import Config, QueueConfig
+from easeoff.feedback.gate import ADMIT, Verdict, judge, task_reasons
+from easeoff.feedback.limits import Leases, LeaseScope, lease_scopes
+from easeoff.feedback.snapshot import Snapshot
+from easeoff.tasks.meta import JobMeta
+
+SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this
+
+
+@dataclass
+class Candidate:
+    """One claimed job, as the checks see it; the lease check records the slots it took."""
+
+    job: Job
+    meta: JobMeta
+    queue: Queue
+    lease_member: str  # the claim's execution, the member of every lease the job takes
+    snapshot: Snapshot
+    now: float
+    lease: tuple[list[LeaseScope], str] | None = None
+
+
+class Check(Protocol):
+    def __call__(self, candidate: Candidate) -> Verdict | None: ...
+
+
+@dataclass(frozen=True)
+class ResourceHealth:
+    """The databases the job and its queue touch: strained, failing or unknown resources defer it."""
+
+    config: Config
+    rng: random.Random
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        resources = [*candidate.meta.resources, *self.config.queue_resources(candidate.queue.name)]
+        verdict = judge(resources, candidate.snapshot, self.config, candidate.now, candidate.meta.deferrals, self.rng)
+        return None if verdict.admit else verdict
+
+
+@dataclass(frozen=True)
+class TaskSwitches:
+    """Ops' pause or throttle of the job's task: a paused task's jobs park until it resumes; a
+    throttled one's refused share comes back in about an interval."""
+
+    config: Config
+    rng: random.Random
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        reasons = task_reasons(candidate.meta.task, candidate.snapshot, candidate.now, self.rng)
+        if not reasons:
+            return None
+        delay = self.config.probe_interval * self.rng.uniform(0.5, 1.5)
+        return Verdict(admit=False, reasons=tuple(reasons), delay=delay)
+
+
+@dataclass(frozen=True)
+class ConcurrencySlots:
+    """A slot under every concurrency limit the job falls under (its resources', its task's)."""
+
+    config: Config
+    leases: Leases
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        meta = candidate.meta
+        scopes = lease_scopes(self.config, meta.resources, meta.task, meta.concurrency)
+        queue_config = self.config.queues.get(candidate.queue.name, QueueConfig(candidate.queue.name))
+        reserve = 1 if queue_config.priority == "low" else 0
+        refusal = self.leases.acquire(scopes, candidate.lease_member, reserve)
+        if refusal is None:
+            candidate.lease = (scopes, candidate.lease_member) if scopes else None
+            return None
+        # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
+        # handed one when a slot frees; the long recheck is only a safety net.
+        return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
+
+
+def admission_checks(config: Config, leases: Leases, rng: random.Random) -> list[Check]:
+    """The checks in the order they run."""
+    return [ResourceHealth(config, rng), TaskSwitches(config, rng), ConcurrencySlots(config, leases)]
+
+
+def admit(checks: Sequence[Check], candidate: Candidate) -> Verdict:
+    """Run the checks in order; the first that defers decides."""
+    for check in checks:
+        verdict = check(candidate)
+        if verdict is not None:
+            return verdict
+    return ADMIT
