@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-from easeoff.tasks.catalog import record_run
+from easeoff.feedback.config import load_config
+from easeoff.tasks.catalog import noop, record_run
+from easeoff.workers.gated_worker import GatedWorker
 from tests.conftest import WorkerProcesses, stays_true, wait_until
 from tests.exporter_support import exporter_process, sample
+from tests.placement import misplaced
 
 
 class PrivateRedis:
@@ -86,3 +90,30 @@ def test_workers_and_the_exporter_ride_out_a_redis_restart(
         assert set(done.get_job_ids()) == {j.id for j in before + after}
         wait_until(lambda: sample(exporter.metrics(), "easeoff_redis_up") == 1, 10, what="the scrape to recover")
     assert "Redis is back" in workers.logs()
+
+
+def test_a_job_claimed_as_redis_dies_is_not_lost_when_the_next_job_ends(
+    private_redis: PrivateRedis, write_config, tmp_path: Path
+) -> None:
+    """Redis goes away between the claim and the start of the run: the claimed job stays in
+    `started` for the abandoned-job sweep, and the next job to run ends its own execution,
+    not the one the failed start left behind (which once unlisted the first job: lost)."""
+    redis = Redis.from_url(private_redis.url)
+    first, second = (noop.enqueue(shard=1, connection=redis) for _ in range(2))
+    worker = GatedWorker(["heavy"], connection=redis, config=load_config(write_config(redis_url=private_redis.url)))
+    claimed = worker.dequeue_job_and_maintain_ttl(None)
+    assert claimed is not None and claimed[0].id == first.id
+
+    private_redis.stop()
+    restart = threading.Timer(1.0, private_redis.start)
+    restart.start()
+    worker.execute_job(*claimed)  # cannot even record the start; waits for Redis to come back
+    restart.join()
+
+    redis = Redis.from_url(private_redis.url)
+    nxt = worker.dequeue_job_and_maintain_ttl(None)
+    assert nxt is not None and nxt[0].id == second.id
+    worker.execute_job(*nxt)
+    assert FinishedJobRegistry("heavy", connection=redis).get_job_ids() == [second.id]
+    assert misplaced(redis, ["heavy"], [first.id, second.id]) == {}
+    assert StartedJobRegistry("heavy", connection=redis).get_job_ids() == [first.id]  # for the sweep

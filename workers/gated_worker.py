@@ -227,11 +227,11 @@ class GatedWorker(Worker):
         claim, self._claimed = self._claimed, None
         if claim is None or claim.job_id != job.id:
             return super().prepare_execution(job)
-        self.executions[claim.execution.id] = claim.execution
         with self.connection.pipeline() as pipe:
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
             pipe.execute()
+        self.executions[claim.execution.id] = claim.execution  # only once it will run: see execute_job
         return claim.execution
 
     # -- the job's end: rq calls one of three handlers, each of which ends in a transaction that
@@ -380,9 +380,15 @@ class GatedWorker(Worker):
         try:
             super().execute_job(job, queue)
         except REDIS_UNREACHABLE as exc:
-            # The horse ran on its own; what Redis missed of its ending, the abandoned-job sweep settles.
+            # The horse ran on its own (or never started); what Redis missed of the job's ending,
+            # the abandoned-job sweep settles from the started registry.
             self._wait_for_redis(exc)
         finally:
+            # rq's work horse ends "the" execution, the first in `executions`: one this job left
+            # behind (Redis failed before rq popped it) would make the next job end it instead of
+            # its own, unlisting this job from `started` while it sits nowhere else.
+            for execution_id in [e.id for e in self.executions.values() if e.job_id == job.id]:
+                self.executions.pop(execution_id, None)
             self._lease = None
             self._running_job = None
 
