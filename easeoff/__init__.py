@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from easeoff.feedback.config import Config, ConfigError, load_config
     from easeoff.feedback.connect import connect
-    from easeoff.feedback.traffic import count_request
+    from easeoff.feedback.signals.traffic import count_request
     from easeoff.tasks.registry import HeavyTask, TaskError, UnknownTaskError, heavy_task
 
 _PUBLIC = {
@@ -35,7 +35,7 @@ _PUBLIC = {
     "ConfigError": "easeoff.feedback.config",
     "load_config": "easeoff.feedback.config",
     "connect": "easeoff.feedback.connect",
-    "count_request": "easeoff.feedback.traffic",
+    "count_request": "easeoff.feedback.signals.traffic",
 }
 
 __all__ = [

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, Literal, cast, get_args
+from urllib.parse import unquote, urlsplit
 
 from easeoff.feedback.secrets import redact_url
 
@@ -26,6 +26,11 @@ CONFIG_ENV = "EASEOFF_CONFIG"
 REDIS_URL_ENV = "EASEOFF_REDIS_URL"
 TASK_MODULES_ENV = "EASEOFF_TASK_MODULES"  # comma-separated; replaces [tasks] modules
 
+Source = Literal["mysql", "sql", "app", "prometheus"]
+Shape = Literal["hosts", "primary", "pair"]
+Measure = Literal["depth", "age"]
+Priority = Literal["normal", "low"]
+
 # Signals read off every MySQL host by the built-in probe.
 HOST_SIGNALS = ("connections", "threads_running", "qps")
 # Signals read off hosts that replicate: replicas and both halves of a pair.
@@ -33,9 +38,9 @@ REPLICA_SIGNALS = ("lag",)
 BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS
 # Where a signal's number comes from: a built-in host probe, a custom SQL query on a
 # resource's writable hosts, the app-side request counter, or a Prometheus query.
-SOURCES = ("mysql", "sql", "app", "prometheus")
+SOURCES: tuple[Source, ...] = get_args(Source)
 # What a queue's water marks watch: ready jobs, and the age of the oldest ready job (s).
-WATERMARK_MEASURES = ("depth", "age")
+WATERMARK_MEASURES: tuple[Measure, ...] = get_args(Measure)
 
 
 class ConfigError(ValueError):
@@ -77,7 +82,7 @@ class SignalConfig:
     low: float
     critical: float | None = None
     fail_closed: bool = True
-    source: str = "mysql"
+    source: Source = "mysql"
     query: str | None = None
     url: str | None = field(default=None, repr=False)
     counter: str | None = None
@@ -114,7 +119,7 @@ class ResourceConfig:
     name: str
     writers: tuple[str, ...]
     replicas: tuple[str, ...] = ()
-    shape: str = "hosts"  # "hosts" (plain), "primary", or "pair"
+    shape: Shape = "hosts"  # plain hosts, a primary, or a master-master pair
     ignore_worst: int = 0
     overrides: Mapping[str, Thresholds] = field(default_factory=dict)
     concurrency: ConcurrencyConfig | None = None
@@ -141,7 +146,7 @@ class WaterMark:
     low fires below `low` (a drained queue) and resolves only above `high`. Both must
     hold for `for_s` before firing and keep firing for `keep_firing_for_s` after."""
 
-    measure: str
+    measure: Measure
     high: float | None
     low: float | None
     for_s: float = 60.0
@@ -153,7 +158,7 @@ class QueueConfig:
     name: str
     resources: tuple[str, ...] = ()
     watermarks: tuple[WaterMark, ...] = ()
-    priority: str = "normal"  # "low" queues leave a resource's last concurrency slot to others
+    priority: Priority = "normal"  # "low" queues leave a resource's last concurrency slot to others
 
 
 @dataclass(frozen=True)
@@ -423,7 +428,7 @@ class _Parser:
             shapes = [k for k in ("hosts", "primary", "pair") if k in entry]
             if len(shapes) != 1:
                 raise self.fail(key, "needs exactly one of hosts, primary or pair")
-            shape = shapes[0]
+            shape = cast(Shape, shapes[0])
             if shape == "primary":
                 writers: tuple[str, ...] = (self.string(entry, f"{key}.primary"),)
             else:
@@ -534,7 +539,7 @@ class _Parser:
                 low=limits.low,
                 critical=limits.critical,
                 fail_closed=fail_closed,
-                source=source,
+                source=cast(Source, source),
                 query=entry.get("query"),
                 url=self.environ.get(f"EASEOFF_SIGNAL_{_ENV_NAME.sub('_', name.upper())}_URL", entry.get("url")),
                 counter=entry.get("counter", name) if source == "app" else None,
@@ -562,7 +567,7 @@ class _Parser:
                 if resource not in resources:
                     raise self.fail(f"{key}.resources", f"names unknown resource {resource!r}")
             marks = self.watermarks(self.table(entry, f"{key}.watermarks"), f"{key}.watermarks")
-            queues[name] = QueueConfig(name=name, resources=names, watermarks=marks, priority=priority)
+            queues[name] = QueueConfig(name=name, resources=names, watermarks=marks, priority=cast(Priority, priority))
         return queues
 
     def watermarks(self, raw: Mapping[str, Any], key: str) -> tuple[WaterMark, ...]:
@@ -589,9 +594,3 @@ class _Parser:
                 )
             )
         return tuple(marks)
-
-
-def mysql_url(host: MySQLHost) -> str:
-    """A URL for a host with its password redacted, for status output."""
-    user = quote(host.user)
-    return f"mysql://{user}{':***' if host.password else ''}@{host.address}"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 NAMESPACE = "easeoff:"
 
-# Readings, single-flight (feedback/cache.py)
+# Readings, single-flight (feedback/signals/cache.py)
 READING = NAMESPACE + "reading:{host}"  # JSON Reading of one probe target, with its hysteresis state
 PROBE_LOCK = NAMESPACE + "probe-lock:{host}"  # SET NX PX interval: who probes this host now
 
-# Cool-downs and parking (feedback/cooldown.py; workers/lua/parking.lua)
+# Cool-downs and parking (feedback/verdict/cooldown.py; workers/lua/parking.lua)
 COOLDOWN_PREFIX = NAMESPACE + "cooldown:"  # + scope: set (with a TTL) while the scope is strained or paused
 PARKED_PREFIX = NAMESPACE + "parked:"  # + scope: zset `job_id|queue` -> due, the deferred jobs waiting on it
 
@@ -23,16 +23,16 @@ TASK_SCOPE_PREFIX = "task:"  # a paused task's jobs park on `task:NAME`
 SLOT_PARK_PREFIX = "slot:"  # a job refused a concurrency slot parks on `slot:SCOPE`
 SLOT_LOW_PARK_PREFIX = "slot-low:"  # ... or, from a low-priority queue, on `slot-low:SCOPE`
 
-# Concurrency limits (feedback/limits.py; feedback/lua/acquire.lua, workers/lua/release_slots.lua)
+# Concurrency limits (feedback/levers/limits.py; feedback/lua/acquire.lua, workers/lua/release_slots.lua)
 LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
 SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
 
-# Ops' levers (feedback/switches.py, feedback/hosts_out.py)
+# Ops' levers (feedback/levers/switches.py, feedback/levers/hosts_out.py)
 SWITCHES = NAMESPACE + "switches"  # JSON: every pause, throttle and threshold override
 HOSTS_OUT = NAMESPACE + "hosts-out"  # hash host -> why it is out of production
 
-# What ops see (feedback/events.py, flips.py, counters.py, history.py, unknown_resources.py)
+# What ops see (feedback/levers/events.py, flips.py, counters.py, history.py, unknown_resources.py)
 EVENTS = NAMESPACE + "events"  # stream: switches, hosts, annotations, verdict flips, water marks
 EVENT_COUNTS = NAMESPACE + "events:counts"  # hash kind -> events ever written
 VERDICTS = NAMESPACE + "verdicts"  # JSON scope -> "held" | "admit", as last logged
@@ -41,7 +41,7 @@ HISTORY = NAMESPACE + "history"  # list of samples for the page, trimmed to six 
 HISTORY_TICK = NAMESPACE + "history:tick"  # SET NX PX: which exporter samples this period
 UNKNOWN_RESOURCES = NAMESPACE + "unknown-resources"  # hash resource -> last sighting of a job naming it
 
-# Traffic (feedback/traffic.py)
+# Traffic (feedback/signals/traffic.py)
 TRAFFIC = NAMESPACE + "traffic:{counter}:{second}"  # requests the app counted in one second
 
 # Running jobs (tasks/checkpoint.py)

@@ -38,16 +38,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
-from fleet import children, load_sandbox  # noqa: E402
+from bench.fleet import children, load_sandbox  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from easeoff.feedback.counters import read_counts  # noqa: E402
-from easeoff.feedback.traffic import count_request  # noqa: E402
+from easeoff.feedback.observe.counters import read_counts  # noqa: E402
+from easeoff.feedback.signals.traffic import count_request  # noqa: E402
 from easeoff.tasks.catalog import record_once, record_run  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema  # noqa: E402
 from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402

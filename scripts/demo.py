@@ -37,9 +37,8 @@ import pymysql
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
-from fleet import MYSQL, Fleet, connection_thresholds, load_sandbox, mysql_value  # noqa: E402
+from bench.fleet import MYSQL, Fleet, connection_thresholds, load_sandbox, mysql_value  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.registry import (  # noqa: E402
@@ -51,14 +50,14 @@ from rq.registry import (  # noqa: E402
 )
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from easeoff.feedback import events  # noqa: E402
-from easeoff.feedback.cache import ReadingsCache  # noqa: E402
 from easeoff.feedback.config import load_config  # noqa: E402
-from easeoff.feedback.counters import read_counts  # noqa: E402
-from easeoff.feedback.gate import global_findings, judge  # noqa: E402
-from easeoff.feedback.queue_stats import queue_stats  # noqa: E402
+from easeoff.feedback.levers import events  # noqa: E402
+from easeoff.feedback.observe.counters import read_counts  # noqa: E402
+from easeoff.feedback.observe.queue_stats import queue_stats  # noqa: E402
 from easeoff.feedback.reasons import Reason  # noqa: E402
-from easeoff.feedback.traffic import count_request  # noqa: E402
+from easeoff.feedback.signals.cache import ReadingsCache  # noqa: E402
+from easeoff.feedback.signals.traffic import count_request  # noqa: E402
+from easeoff.feedback.verdict.gate import global_findings, judge  # noqa: E402
 from easeoff.tasks.catalog import archive_old_rows, record_run, recount_users  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402
 from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: services up, venv ready, lint, then the whole suite.
+# The test command: services up, venv ready, lint, the type checker, then the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -17,4 +17,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+scripts/typecheck.sh
 exec .venv/bin/python -m pytest "$@"

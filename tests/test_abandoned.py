@@ -13,7 +13,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.counters import read_counts
+from easeoff.feedback.observe.counters import read_counts
 from easeoff.tasks.catalog import record_once, record_run
 from tests.conftest import MYSQL, WorkerProcesses, wait_until
 from tests.placement import misplaced

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from easeoff.feedback.alert_rules import duration, rule_groups
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.watermarks import INACTIVE, Alarm, config_alarms, step
+from easeoff.feedback.observe.alert_rules import duration, rule_groups
+from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, config_alarms, step
 from tests.conftest import run_cli
 
 MARKS = """

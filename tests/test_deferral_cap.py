@@ -14,10 +14,10 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import parse_config
-from easeoff.feedback.counters import read_counts
-from easeoff.feedback.gate import Verdict
-from easeoff.feedback.limits import Refusal
+from easeoff.feedback.levers.limits import Refusal
+from easeoff.feedback.observe.counters import read_counts
 from easeoff.feedback.reasons import Kind, Reason
+from easeoff.feedback.verdict.gate import Verdict
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.meta import JobMeta
 from easeoff.workers.deferral import Deferral, Expiry, cap_exceeded, plan_deferral

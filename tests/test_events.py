@@ -6,8 +6,8 @@ import time
 
 from redis import Redis
 
-from easeoff.feedback import events
-from easeoff.feedback.flips import GLOBAL, record_flips
+from easeoff.feedback.levers import events
+from easeoff.feedback.observe.flips import GLOBAL, record_flips
 
 SCOPES = [GLOBAL, "shard:1", "shard:2"]
 

@@ -17,13 +17,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from easeoff.feedback import events
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.cooldown import parked_key
-from easeoff.feedback.cooldown import publish as publish_cooldowns
-from easeoff.feedback.exporter import Exporter, evaluation_ticks
-from easeoff.feedback.hosts_out import mark_out
-from easeoff.feedback.limits import Leases, LeaseScope
+from easeoff.feedback.levers import events
+from easeoff.feedback.levers.hosts_out import mark_out
+from easeoff.feedback.levers.limits import Leases, LeaseScope
+from easeoff.feedback.observe.exporter import Exporter, evaluation_ticks
+from easeoff.feedback.verdict.cooldown import parked_key
+from easeoff.feedback.verdict.cooldown import publish as publish_cooldowns
 from easeoff.tasks.catalog import noop
 from tests.conftest import REPO, run_cli, wait_until
 from tests.exporter_support import Samples, exporter_process, parse_samples, sample
@@ -266,9 +266,9 @@ def test_exporter_host_option_and_bad_input(write_config) -> None:
 
 
 def test_exporter_entry_point_is_importable_first() -> None:
-    """The observability commands resolve easeoff.workers.cli at run time: importing them first must work."""
+    """A command module imported before the group (as an app's tooling might) finds the same helpers."""
     code = (
-        "import easeoff.workers.cli_observability, easeoff.workers.cli; print(sorted(easeoff.workers.cli.cli.commands))"
+        "import easeoff.workers.cli.observability, easeoff.workers.cli; print(sorted(easeoff.workers.cli.cli.commands))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -7,12 +7,12 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from easeoff.feedback.backoff import deferral_delay
 from easeoff.feedback.config import parse_config
-from easeoff.feedback.gate import judge
-from easeoff.feedback.hysteresis import assess
-from easeoff.feedback.readings import Reading
-from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.signals.hysteresis import assess, next_states
+from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.backoff import deferral_delay
+from easeoff.feedback.verdict.gate import judge
 
 CONFIG = parse_config(
     """
@@ -123,3 +123,17 @@ def test_backoff_grows_with_attempts_on_average() -> None:
     early = sum(deferral_delay(0, 1.0, 60.0, 0.0, rng) for _ in range(500)) / 500
     late = sum(deferral_delay(5, 1.0, 60.0, 0.0, rng) for _ in range(500)) / 500
     assert early < 1.0 < 10.0 < late
+
+
+def test_a_probes_states_come_from_the_pure_core() -> None:
+    """The prober only asks: hysteresis per signal, and a stopped replication thread is strain with no band."""
+    was = {"connections": True}
+    assert next_states("a", {"connections": 0.7, "replication": 1.0}, was, CONFIG) == {
+        "connections": True,  # 0.7 is not yet below low
+        "replication": True,
+    }
+    assert next_states("a", {"connections": 0.5, "replication": 0.0}, was, CONFIG) == {
+        "connections": False,
+        "replication": False,
+    }
+    assert next_states("a", {"not_a_signal": 9.0}, {}, CONFIG) == {}

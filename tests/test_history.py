@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
-from easeoff.feedback.cache import READING_KEY
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.history import (
+from easeoff.feedback.observe.history import (
     HISTORY_KEY,
     MAX_SAMPLES,
     TICK_KEY,
@@ -17,7 +16,8 @@ from easeoff.feedback.history import (
     keep_for,
     read_history,
 )
-from easeoff.feedback.readings import Reading
+from easeoff.feedback.signals.cache import READING_KEY
+from easeoff.feedback.signals.readings import Reading
 from easeoff.tasks.catalog import noop
 from tests.conftest import wait_until
 

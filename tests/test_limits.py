@@ -13,7 +13,7 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import ConcurrencyConfig, load_config
-from easeoff.feedback.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, slot_park_scope
+from easeoff.feedback.levers.limits import Leases, LeaseScope, aimd_step, current_limits, lease_ttl, slot_park_scope
 from easeoff.tasks.catalog import record_run
 from easeoff.workers.moves import JobMoves
 from tests.conftest import ConnectionHolder, WorkerProcesses, wait_until

@@ -12,8 +12,8 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.counters import counter_field, counter_key
 from easeoff.feedback.keys import cooldown_key, parked_key
+from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.reasons import Reason
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY

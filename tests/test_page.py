@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from easeoff.feedback import events
 from easeoff.feedback.config import load_config
-from easeoff.feedback.history import Sample, read_history
-from easeoff.feedback.page import render
-from easeoff.feedback.unknown_resources import UnknownResource
+from easeoff.feedback.levers import events
+from easeoff.feedback.observe.history import Sample, read_history
+from easeoff.feedback.observe.page import render
+from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.tasks.catalog import noop
 from tests.conftest import wait_until
 from tests.exporter_support import exporter_process

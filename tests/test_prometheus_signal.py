@@ -7,9 +7,9 @@ from pathlib import Path
 
 from redis import Redis
 
-from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import load_config
-from easeoff.feedback.gate import judge
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.verdict.gate import judge
 from tests.prometheus_support import free_port, prometheus_server
 
 SIGNAL = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from easeoff.feedback.limits import Refusal, slot_park_scope
+from easeoff.feedback.levers.limits import Refusal, slot_park_scope
 from easeoff.feedback.reasons import Kind, Reason
 
 

@@ -18,10 +18,10 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import load_config
-from easeoff.feedback.gate import judge
-from easeoff.feedback.hosts_out import mark_in, mark_out
+from easeoff.feedback.levers.hosts_out import mark_in, mark_out
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.verdict.gate import judge
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.demo_schema import create_schema
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, wait_until

@@ -14,8 +14,8 @@ import pytest
 from redis import Redis
 from rq.registry import FinishedJobRegistry
 
-from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import load_config
+from easeoff.feedback.signals.cache import ReadingsCache
 from tests.conftest import MYSQL, TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
 
 PROBE_USER, PROBE_PASSWORD = "easeoff_probe_t", "probe-" + uuid.uuid4().hex[:12]

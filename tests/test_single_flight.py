@@ -9,9 +9,9 @@ from dataclasses import replace
 
 from redis import Redis
 
-from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import load_config
-from easeoff.feedback.probes import Prober
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.signals.sources import Prober
 from tests.conftest import TEST_REDIS_URL
 
 

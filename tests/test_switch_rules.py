@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from easeoff.feedback.config import parse_config
-from easeoff.feedback.gate import judge, queue_reasons, task_reasons
-from easeoff.feedback.readings import Reading
+from easeoff.feedback.levers.switches import Switch, Switches, parse_duration, parse_switches
 from easeoff.feedback.reasons import texts
-from easeoff.feedback.snapshot import Snapshot
-from easeoff.feedback.switches import Switch, Switches, parse_duration, parse_switches
+from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.gate import judge, queue_reasons, task_reasons
 
 NOW = 1_000_000.0
 CONFIG = parse_config(

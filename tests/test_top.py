@@ -6,11 +6,11 @@ import time
 
 from redis import Redis
 
-from easeoff.feedback import events
 from easeoff.feedback.config import load_config
-from easeoff.feedback.history import HistorySampler
+from easeoff.feedback.levers import events
+from easeoff.feedback.observe.history import HistorySampler
 from easeoff.tasks.catalog import noop
-from easeoff.workers.cli_top import BLOCKS, sparkline
+from easeoff.workers.cli.top import BLOCKS, sparkline
 from tests.conftest import run_cli
 
 MARKS = """

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from easeoff.feedback.config import parse_config
-from easeoff.feedback.gate import judge, strain_reasons
-from easeoff.feedback.readings import Reading
 from easeoff.feedback.reasons import texts
-from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.gate import judge, strain_reasons
 
 CONFIG = parse_config(
     """

@@ -8,7 +8,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from easeoff.feedback.traffic import app_rate, count_request
+from easeoff.feedback.signals.traffic import app_rate, count_request
 from easeoff.tasks.catalog import record_run
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, stays_true, wait_until
 

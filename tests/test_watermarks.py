@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from easeoff.feedback.config import QueueConfig, WaterMark
-from easeoff.feedback.watermark_monitor import WatermarkMonitor
-from easeoff.feedback.watermarks import INACTIVE, Alarm, AlarmState, queue_alarms, step
+from easeoff.feedback.observe.watermark_monitor import WatermarkMonitor
+from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, AlarmState, queue_alarms, step
 
 
 def run(alarm: Alarm, values: list[float], every: float = 1.0) -> list[str]:

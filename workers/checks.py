@@ -18,9 +18,9 @@ from rq import Queue
 from rq.job import Job
 
 from easeoff.feedback.config import Config, QueueConfig
-from easeoff.feedback.gate import ADMIT, Verdict, judge, task_reasons
-from easeoff.feedback.limits import Leases, LeaseScope, lease_scopes
-from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.gate import ADMIT, Verdict, judge, task_reasons
 from easeoff.tasks.meta import JobMeta
 
 SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this

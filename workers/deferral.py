@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from easeoff.feedback.config import Config
-from easeoff.feedback.gate import Verdict
-from easeoff.feedback.limits import slot_park_scope
+from easeoff.feedback.levers.limits import slot_park_scope
+from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX
 from easeoff.feedback.reasons import Reason, joined
-from easeoff.feedback.switches import TASK_SCOPE_PREFIX
+from easeoff.feedback.verdict.gate import Verdict
 from easeoff.tasks.meta import JobMeta
 
 

@@ -28,17 +28,17 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from easeoff.feedback import unknown_resources
-from easeoff.feedback.backoff import deferral_delay
-from easeoff.feedback.cache import ReadingsCache
 from easeoff.feedback.config import Config, load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
-from easeoff.feedback.counters import counter_field, counter_key
-from easeoff.feedback.gate import Verdict, judge, queue_reasons
-from easeoff.feedback.limits import Leases, LeaseScope
-from easeoff.feedback.queue_stats import known_queue_names
+from easeoff.feedback.levers.limits import Leases, LeaseScope
+from easeoff.feedback.observe import unknown_resources
+from easeoff.feedback.observe.counters import counter_field, counter_key
+from easeoff.feedback.observe.queue_stats import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
-from easeoff.feedback.snapshot import Snapshot
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.backoff import deferral_delay
+from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
 from easeoff.tasks.meta import JobMeta, task_name
@@ -56,7 +56,7 @@ IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe inte
 class GatedWorker(Worker):
     def __init__(
         self,
-        queues: Sequence[str | Queue],
+        queues: Sequence[str] | Sequence[Queue],
         name: str | None = None,
         *args: Any,
         config: Config | None = None,
@@ -69,7 +69,7 @@ class GatedWorker(Worker):
             kwargs["serializer"] = JSONSerializer  # easeoff's jobs are JSON, never pickle
         # Heartbeats double as the critical-tier check on running jobs: once per probe interval.
         kwargs.setdefault("job_monitoring_interval", max(1, math.ceil(config.probe_interval)))
-        super().__init__(list(queues), name, *args, **kwargs)
+        super().__init__(queues, name, *args, **kwargs)
         connection = self.connection
         self.config = config
         self.readings = ReadingsCache(connection, config, on_refresh=self._after_refresh)
@@ -90,7 +90,7 @@ class GatedWorker(Worker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """Claim the next job the gate admits; None when a burst is drained or idle too long."""
         self.set_state(WorkerStatus.IDLE)
-        self.procline("Listening on " + ",".join(self.queue_names()))
+        self.procline("Listening on " + ",".join(self.queue_names()))  # type: ignore[no-untyped-call]  # rq's, untyped
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
         while True:
@@ -131,7 +131,7 @@ class GatedWorker(Worker):
         for queue in self._ordered_queues:
             reasons = queue_reasons(queue.name, snapshot, self.config, now)
             if reasons:
-                self.procline(f"Holding {queue.name}: {joined(reasons)}")
+                self.procline(f"Holding {queue.name}: {joined(reasons)}")  # type: ignore[no-untyped-call]  # rq's, untyped
                 self._note_hold(queue.name, joined(reasons))
             else:
                 self._note_release(queue.name)
@@ -315,7 +315,7 @@ class GatedWorker(Worker):
 
     def handle_warm_shutdown_request(self) -> None:
         """A resumable job checkpoints and is deferred, rather than making the shutdown wait for all of it."""
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq's, untyped
         job = self._running_job
         if job is not None and JobMeta.of(job).resumable:
             request_stop(job, SHUTTING_DOWN)
@@ -347,15 +347,16 @@ class GatedWorker(Worker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """rq allows a minute past each heartbeat; easeoff a few seconds, so a job whose worker
         was killed is recovered within seconds (see `recover_abandoned`), not minutes."""
+        interval = int(self.job_monitoring_interval)
         if job.timeout and job.timeout > 0:
-            return int(max(min(job.timeout - working_time, self.job_monitoring_interval), 0)) + ABANDON_GRACE
-        return self.job_monitoring_interval + ABANDON_GRACE
+            return int(max(min(job.timeout - working_time, interval), 0)) + ABANDON_GRACE
+        return interval + ABANDON_GRACE
 
     def run_maintenance_tasks(self) -> None:
         """Recover abandoned jobs our way before rq's cleanup, which would fail them all."""
         try:
             self._recover_abandoned()
-            super().run_maintenance_tasks()
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # rq's, untyped
         except REDIS_UNREACHABLE as exc:
             self._wait_for_redis(exc)
 

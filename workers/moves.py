@@ -30,9 +30,9 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from rq.utils import utcformat
 
 from easeoff.feedback import keys as redis_keys
-from easeoff.feedback.counters import counter_field
 from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.lua import LuaScript
+from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
 from easeoff.tasks.meta import META_KEY, JobMeta
 
@@ -340,7 +340,7 @@ def _release_args(now: float | None) -> dict[str, str]:
     }
 
 
-def _restart_deferral_clocks(raw_meta: bytes) -> bytes:
+def _restart_deferral_clocks(raw_meta: bytes | str) -> bytes | str:
     """The job's meta with its easeoff deferral count and clocks reset; anything else kept as it was."""
     try:
         meta = json.loads(raw_meta)

@@ -17,14 +17,14 @@ from redis import Redis
 from rq import Queue
 
 from easeoff.feedback.config import Config
-from easeoff.feedback.cooldown import publish as publish_cooldowns
-from easeoff.feedback.cooldown import strained_resources
-from easeoff.feedback.flips import GLOBAL, record_flips
-from easeoff.feedback.gate import global_findings
-from easeoff.feedback.limits import adapt_limits
+from easeoff.feedback.levers.limits import adapt_limits
+from easeoff.feedback.levers.switches import paused_task_scopes, prune_expired
+from easeoff.feedback.observe.flips import GLOBAL, record_flips
 from easeoff.feedback.reasons import Kind, Reason
-from easeoff.feedback.snapshot import Snapshot
-from easeoff.feedback.switches import paused_task_scopes, prune_expired
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.verdict.cooldown import publish as publish_cooldowns
+from easeoff.feedback.verdict.cooldown import strained_resources
+from easeoff.feedback.verdict.gate import global_findings
 from easeoff.workers.moves import JobMoves
 
 

@@ -8,7 +8,6 @@ Not a benchmark itself (the leading underscore keeps it out of `scripts/bench/*.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import statistics
@@ -18,9 +17,9 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pymysql
+from fleet import unwind_on_signals
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,16 +118,6 @@ def bench_env(
             redis.close()
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def unwind_on_signals() -> None:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` (workers, servers, the DB) runs."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
-
-
 def foreign_clients(redis: Redis) -> int:
     """Other live connections on our DB: someone else's workers or benchmark."""
     me = redis.client_id()
@@ -215,17 +204,6 @@ def enqueue_noops(redis: Redis, count: int) -> None:
 
 def mysql_conn(port: int = 3306) -> pymysql.connections.Connection:
     return pymysql.connect(**{**MYSQL, "port": port}, autocommit=True)
-
-
-def load_sandbox() -> Any:
-    """scripts/sandbox.py (not a package): private mariadbd instances on other ports."""
-    spec = importlib.util.spec_from_file_location("easeoff_sandbox", REPO / "scripts" / "sandbox.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("scripts/sandbox.py not found")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def show_status(conn: pymysql.connections.Connection, name: str) -> int:

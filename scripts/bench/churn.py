@@ -11,7 +11,6 @@ quiet Redis. Last line: `strained_redis_ops_per_worker_s X`.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
 
-from fleet import Fleet, HeldConnections, connection_thresholds, wait_for  # noqa: E402
+from fleet import Fleet, HeldConnections, connection_thresholds, unwind_on_signals, wait_for  # noqa: E402
 from rq.registry import ScheduledJobRegistry  # noqa: E402
 
 from easeoff.tasks.catalog import record_run  # noqa: E402
@@ -83,6 +81,7 @@ def per_worker_rate(redis: Redis, seconds: float) -> float:
 
 
 def main() -> None:
+    unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     redis.flushdb()
     for shard in (1, 2):

@@ -22,7 +22,7 @@ jobs, topped up between windows. Rates are pooled per mode (total probes / total
 Last line: `probe_rate_ratio X`, 8 workers over 1 worker, the worse of idle and busy.
 Target <= 1.2: readings are refreshed single-flight, once per interval for the whole fleet.
 Expect ~1.05-1.15 even so: each process treats a reading as due after the interval plus its
-own random slack (0-20% of it, feedback/cache.py), so one worker probes every ~1.1 s and a
+own random slack (0-20% of it, feedback/signals/cache.py), so one worker probes every ~1.1 s and a
 fleet of eight, led by its smallest slack, every ~1.02 s. Hence the line that also shows
 probes per interval with 8 workers, which single-flight keeps at or below 1.00.
 """
@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-from _common import Procs, bench_env, enqueue_noops, load_sandbox, median, mysql_conn, tail, unwind_on_signals
+from _common import Procs, bench_env, enqueue_noops, median, mysql_conn, tail, unwind_on_signals
+from fleet import load_sandbox
 from redis import Redis
 
 QUEUE = "heavy"

@@ -29,10 +29,9 @@ import pymysql
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
 
 import _common  # noqa: E402
-from fleet import Fleet, wait_for  # noqa: E402
+from fleet import Fleet, unwind_on_signals, wait_for  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
@@ -153,6 +152,7 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path) -> tuple
 
 
 def main() -> None:
+    unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     create_schema(SHARD, reset=True)
     events = seed_events(SHARD, users=USERS, per_user=PER_USER)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,10 +28,8 @@ from pathlib import Path
 from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
 
-import sandbox as sandbox_mod  # noqa: E402
-from fleet import Fleet, HeldConnections, connection_thresholds  # noqa: E402
+from fleet import Fleet, HeldConnections, connection_thresholds, load_sandbox, unwind_on_signals  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
@@ -124,6 +121,7 @@ def trial(
 
 
 def main() -> None:
+    unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +138,7 @@ def main() -> None:
         ]
 
         # 2. Replica lag on a sandbox pair.
+        sandbox_mod = load_sandbox()
         box = sandbox_mod.Sandbox(Path(tmp) / "sb", base_port=sandbox_mod.free_base_port(3800))
         try:
             topology = box.up(shards=[1], replicas=1)

@@ -1,0 +1,31 @@
+"""A reading's strained state: the decision half of a probe, pure, so it is tested without servers.
+
+Strained above `high`, healthy again only below `low`: a flip needs a real change, not noise.
+The state travels with the reading (the next probe starts from it), so the prober asks here
+at probe time; a stopped replication thread is strain with no band at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from easeoff.feedback.config import Config
+
+
+def assess(value: float, high: float, low: float, was_strained: bool) -> bool:
+    """Return the new strained state for `value`, given the previous one."""
+    if was_strained:
+        return value >= low
+    return value > high
+
+
+def next_states(target: str, values: Mapping[str, float], was: Mapping[str, bool], config: Config) -> dict[str, bool]:
+    """Each signal's state after a probe of `target`, from its previous state and the (live) thresholds."""
+    strained = {}
+    for name, value in values.items():
+        if name == "replication":
+            strained[name] = value >= 0.5  # structural: a stopped thread is strain, no band
+        elif name in config.signals:
+            limits = config.thresholds(name, target) if target in config.hosts else config.signals[name].thresholds
+            strained[name] = assess(value, limits.high, limits.low, was.get(name, False))
+    return strained

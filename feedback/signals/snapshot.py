@@ -1,0 +1,22 @@
+"""Everything the gate needs to know about the fleet at one moment, read in one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from easeoff.feedback.levers.switches import Switches
+from easeoff.feedback.signals.readings import Reading
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Cached readings by probe target (host or traffic source), the hosts ops marked out
+    and the contingency switches in force."""
+
+    readings: Mapping[str, Reading | None]
+    hosts_out: Mapping[str, str] = field(default_factory=dict)
+    switches: Switches = field(default_factory=Switches)
+
+    def get(self, target: str) -> Reading | None:
+        return self.readings.get(target)

@@ -1,0 +1,25 @@
+"""The app source: requests per second the app counted itself (`easeoff.count_request`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from redis import Redis
+
+from easeoff.feedback.config import Config
+from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.signals.sources import Notes, Values, register, signal_of
+from easeoff.feedback.signals.traffic import app_rate
+
+
+@register("app")
+class AppSource:
+    def __init__(self, config: Config, redis: Redis) -> None:
+        self.config = config
+        self.redis = redis
+
+    def read(
+        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
+    ) -> tuple[Values, Notes]:
+        signal = signal_of(self.config, target)
+        return {signal.name: app_rate(self.redis, signal.counter or signal.name)}, {}

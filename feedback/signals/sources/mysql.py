@@ -1,0 +1,248 @@
+"""The MySQL source: cheap, short-timeout probes of what a host says right now.
+
+A MySQL host is read over one short-lived connection per probe (a pooled connection
+per worker would itself raise Threads_connected by the size of the fleet). What is
+read depends on the host's roles: every host gives its connection load and query
+rate; writers (a primary, each half of a pair) write a pt-heartbeat style row;
+hosts that replicate (replicas, each half of a pair) give replication thread state
+and lag read from their source's heartbeat row.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+from redis import Redis
+
+from easeoff.feedback.config import Config, MySQLHost, SignalConfig
+from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
+
+STATUS_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Threads_running', 'Questions')"
+SERVER_QUERY = "SELECT @@GLOBAL.max_connections, @@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6))"
+HEARTBEAT_WRITE = "REPLACE INTO easeoff.heartbeat (server_id, ts) VALUES (@@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6)))"
+HEARTBEAT_READ = "SELECT ts FROM easeoff.heartbeat WHERE server_id = %s"
+HEARTBEAT_DDL = (
+    "CREATE DATABASE IF NOT EXISTS easeoff",
+    "CREATE TABLE IF NOT EXISTS easeoff.heartbeat ("
+    " server_id INT UNSIGNED NOT NULL PRIMARY KEY, ts DECIMAL(17,6) NOT NULL) ENGINE=InnoDB",
+)
+REPLICA_STATUS = "SHOW SLAVE STATUS"
+NO_SUCH_TABLE, NO_SUCH_DATABASE, READ_ONLY = 1146, 1049, 1290
+
+WRITER_ROLES = frozenset({"primary", "pair"})
+REPLICATING_ROLES = frozenset({"replica", "pair"})
+
+
+@register("mysql")
+class MySQLSource:
+    """A MySQL host: load, heartbeat, replication and custom SQL, as the host's roles call for."""
+
+    def __init__(self, config: Config, redis: Redis) -> None:
+        self.config = config
+
+    def read(
+        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
+    ) -> tuple[Values, Notes]:
+        host = self.config.hosts[target]
+        roles = self.config.host_roles(target)
+        return probe_host(host, self.config.probe_timeout, roles, previous, context, self.custom_signals(target))
+
+    def custom_signals(self, host: str) -> list[SignalConfig]:
+        """Custom SQL signals run on the writers of the resources they cover."""
+        chosen = []
+        for signal in self.config.signals.values():
+            if signal.source != "sql":
+                continue
+            scope = signal.resources if signal.resources is not None else tuple(self.config.resources)
+            if any(host in self.config.resources[r].writers for r in scope if r in self.config.resources):
+                chosen.append(signal)
+        return chosen
+
+
+class _ProbeConnection(pymysql.connections.Connection):
+    """pymysql's default (PREFERRED) TLS mode builds a new SSL context for every connection,
+    loading the CA store: ~35 ms of CPU in the worker's main process, once per probe. One
+    context, shared, does the same job (an SSLContext is made to be shared)."""
+
+    _preferred_ctx: Any = None
+
+    def _create_ssl_ctx(self, sslp: Any) -> Any:
+        # pymysql's private hook, absent from its type stubs
+        if sslp != {}:
+            return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
+        if _ProbeConnection._preferred_ctx is None:
+            _ProbeConnection._preferred_ctx = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
+        return _ProbeConnection._preferred_ctx
+
+
+def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
+    return _ProbeConnection(
+        host=host.host,
+        port=host.port,
+        user=host.user,
+        password=host.password,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        write_timeout=timeout,
+        autocommit=True,
+    )
+
+
+def probe_host(
+    host: MySQLHost,
+    timeout: float,
+    roles: Iterable[str] = ("host",),
+    previous: Reading | None = None,
+    context: Mapping[str, Reading | None] | None = None,
+    custom: Iterable[SignalConfig] = (),
+) -> tuple[Values, Notes]:
+    """One connection, a handful of cheap statements; any failure is a ProbeError."""
+    roles = frozenset(roles)
+    try:
+        conn = connect(host, timeout)
+        try:
+            with conn.cursor() as cur:
+                values = read_load(cur, previous)
+                notes: Notes = {}
+                if roles & WRITER_ROLES:
+                    write_heartbeat(cur, values, notes)
+                if roles & REPLICATING_ROLES:
+                    read_replication(conn, cur, values, notes, context or {})
+                for signal in custom:
+                    read_custom(cur, signal, values, notes)
+        finally:
+            conn.close()
+    except (TimeoutError, pymysql.MySQLError, OSError) as exc:
+        raise ProbeError(describe_error(exc)) from None
+    return values, notes
+
+
+def read_load(cur: Any, previous: Reading | None) -> Values:
+    """Connections as a share of max_connections, running threads and queries per second.
+
+    The probe's own connection and statement are subtracted, so an idle server reads 0.
+    """
+    cur.execute(STATUS_QUERY)
+    status = {str(name).lower(): float(value) for name, value in cur.fetchall()}
+    cur.execute(SERVER_QUERY)
+    max_connections, server_id, clock = cur.fetchone()
+    values: Values = {
+        "connections": max(status.get("threads_connected", 1.0) - 1.0, 0.0) / max(float(max_connections), 1.0),
+        "threads_running": max(status.get("threads_running", 1.0) - 1.0, 0.0),
+        "_questions": status.get("questions", 0.0),
+        "_clock": float(clock),
+        "_server_id": float(server_id),
+    }
+    if previous is not None and "_questions" in previous.values and "_clock" in previous.values:
+        elapsed = values["_clock"] - previous.values["_clock"]
+        if elapsed > 0:
+            values["qps"] = max(values["_questions"] - previous.values["_questions"], 0.0) / elapsed
+    return values
+
+
+def write_heartbeat(cur: Any, values: Values, notes: Notes) -> None:
+    """pt-heartbeat style: the writer stamps its server id and time; replicas read it back."""
+    try:
+        cur.execute(HEARTBEAT_WRITE)
+    except pymysql.MySQLError as exc:
+        code = exc.args[0] if exc.args else None
+        if code == READ_ONLY:
+            notes["heartbeat"] = "read-only: heartbeat not written"
+            return
+        if code not in (NO_SUCH_TABLE, NO_SUCH_DATABASE):
+            raise
+        for ddl in HEARTBEAT_DDL:
+            cur.execute(ddl)
+        cur.execute(HEARTBEAT_WRITE)
+    values["_heartbeat_at"] = values["_clock"]
+
+
+def read_replication(conn: Any, cur: Any, values: Values, notes: Notes, context: Mapping[str, Reading | None]) -> None:
+    """`replication` is 0 while both threads run, else 1; `lag` comes from the source's heartbeat."""
+    with conn.cursor(pymysql.cursors.DictCursor) as dict_cur:
+        dict_cur.execute(REPLICA_STATUS)
+        status = dict_cur.fetchone()
+    if not status:
+        values["replication"] = 1.0
+        notes["replication"] = "not replicating (no replica status)"
+        return
+    io, sql = status.get("Slave_IO_Running"), status.get("Slave_SQL_Running")
+    broken = []
+    if io != "Yes":
+        broken.append(f"io thread {str(io).lower()}")
+    if sql != "Yes":
+        broken.append(f"sql thread {'stopped' if sql == 'No' else str(sql).lower()}")
+    error = status.get("Last_IO_Error") or status.get("Last_SQL_Error")
+    if error:
+        broken.append(str(error)[:80])
+    values["replication"] = 1.0 if (io != "Yes" or sql != "Yes") else 0.0
+    if broken:
+        notes["replication"] = ", ".join(broken)
+    lag = heartbeat_lag(cur, int(status.get("Master_Server_Id") or 0), values["_clock"], context)
+    if lag is None:
+        behind = status.get("Seconds_Behind_Master")
+        if behind is not None:
+            lag = float(behind)
+            notes["lag"] = "from Seconds_Behind_Master (no heartbeat row)"
+    if lag is not None:
+        values["lag"] = lag
+
+
+def heartbeat_lag(cur: Any, source_id: int, clock: float, context: Mapping[str, Reading | None]) -> float | None:
+    """How far the replica's applied heartbeat trails the source's latest one.
+
+    Measured against the source's last write when the cache knows it, so a healthy
+    replica reads ~0 rather than the write cadence; else against the replica's clock.
+    """
+    if not source_id:
+        return None
+    try:
+        cur.execute(HEARTBEAT_READ, (source_id,))
+    except pymysql.MySQLError as exc:
+        if exc.args and exc.args[0] in (NO_SUCH_TABLE, NO_SUCH_DATABASE):
+            return None
+        raise
+    row = cur.fetchone()
+    if not row:
+        return None
+    applied = float(row[0])
+    written = latest_heartbeat(source_id, context)
+    if written is None:
+        return max(clock - applied, 0.0)
+    return max(written - applied, 0.0)
+
+
+def latest_heartbeat(server_id: int, context: Mapping[str, Reading | None]) -> float | None:
+    for reading in context.values():
+        if reading is not None and reading.values.get("_server_id") == server_id:
+            return reading.values.get("_heartbeat_at")
+    return None
+
+
+def read_custom(cur: Any, signal: SignalConfig, values: Values, notes: Notes) -> None:
+    """gh-ost's --throttle-query: one number from the operator's own SQL."""
+    try:
+        cur.execute(signal.query)
+        row = cur.fetchone()
+        values[signal.name] = float(row[0]) if row and row[0] is not None else 0.0
+    except (pymysql.MySQLError, TypeError, ValueError) as exc:
+        notes[signal.name] = f"query failed: {describe_error(exc)}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """`2003 unreachable`-style text: the MySQL code when there is one, never the password."""
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timeout"
+    if isinstance(exc, pymysql.MySQLError) and len(exc.args) >= 2 and isinstance(exc.args[0], int):
+        message = str(exc.args[1])
+        if "timed out" in message:
+            return f"{exc.args[0]} timeout"
+        if "Connection refused" in message or "Can't connect" in message:
+            return f"{exc.args[0]} unreachable"
+        return f"{exc.args[0]} {message[:80]}"
+    return exc.__class__.__name__

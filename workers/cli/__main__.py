@@ -1,0 +1,5 @@
+"""`python -m easeoff.workers.cli`, as the `easeoff` entry point."""
+
+from easeoff.workers.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""Enqueue jobs, run a gated worker on them, and see and put back the ones that failed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from easeoff.tasks.meta import task_name
+from easeoff.tasks.registry import get_task
+from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
+from easeoff.workers.moves import JobMoves
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+
+@click.command()
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments, or object of keywords.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--count", default=1, type=click.IntRange(1, 1_000_000), help="Enqueue this many identical jobs.")
+@pass_context
+@guarded
+def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: int) -> None:
+    """Enqueue heavy task NAME with JSON arguments.
+
+    Example: easeoff enqueue archive_old_rows --args '{"shard": 1}'
+    """
+    ctx.load_tasks()
+    task = get_task(name)
+    args, kwargs = _parse_arguments(args_json, kwargs_json)
+    task.check_arguments(args, kwargs)
+    connection, known = ctx.redis, frozenset(ctx.config.resources)
+    jobs = [task.enqueue(*args, connection=connection, known_resources=known, **kwargs) for _ in range(count)]
+    for job in jobs[:10]:
+        click.echo(f"enqueued {job.id} on {task.queue}: {job.description}")
+    if count > 10:
+        click.echo(f"... and {count - 10} more")
+
+
+def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        fail(f"--args is not valid JSON: {exc.msg} at position {exc.pos}")
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        fail(f"--kwargs is not valid JSON: {exc.msg} at position {exc.pos}")
+    if isinstance(args, dict):
+        keywords: dict[str, Any] = dict(args)
+        args, kwargs = [], {**keywords, **(kwargs if isinstance(kwargs, dict) else {})}
+    if not isinstance(args, list):
+        fail("--args must be a JSON list (positional) or object (keywords)")
+    if not isinstance(kwargs, dict):
+        fail("--kwargs must be a JSON object")
+    return args, kwargs
+
+
+@click.command()
+@click.argument("queues", nargs=-1, required=True)
+@click.option("--burst", is_flag=True, help="Quit once no job is ready and none is deferred.")
+@click.option("--name", default=None, help="Worker name (default: rq's).")
+@click.option("--max-jobs", type=click.IntRange(1), default=None, help="Quit after this many jobs.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every gate decision.")
+@click.option(
+    "--path", "-P", "paths", multiple=True, metavar="DIR", help="Import task modules from DIR too (as rq's -P)."
+)
+@click.option("--any-queue", is_flag=True, help="Listen on QUEUES even if neither the config nor a task names them.")
+@pass_context
+@guarded
+def worker(
+    ctx: Context,
+    queues: tuple[str, ...],
+    burst: bool,
+    name: str | None,
+    max_jobs: int | None,
+    verbose: bool,
+    paths: tuple[str, ...],
+    any_queue: bool,
+) -> None:
+    """Run a gated worker on QUEUES (highest priority first)."""
+    from easeoff.workers.gated_worker import GatedWorker
+
+    config = ctx.config
+    ctx.add_paths(paths)
+    ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
+    if not any_queue:
+        ctx.check_queues(queues, insist_with="--any-queue")
+    w = GatedWorker(list(queues), connection=ctx.redis, config=config, name=name)
+    w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    id: str
+    queue: str
+    task: str
+    failed_at: str
+    reason: str
+
+
+def failed_jobs(redis: Redis, queue: str, limit: int) -> list[FailedJob]:
+    """The newest `limit` failed jobs of `queue`, each with the one line that says why."""
+    registry = FailedJobRegistry(queue, connection=redis, serializer=JSONSerializer)
+    ids = registry.get_job_ids(0, -1)[-limit:] if limit else registry.get_job_ids()
+    found = []
+    for job_id in reversed(ids):
+        try:
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            found.append(FailedJob(job_id, queue, "?", "", "job data expired"))
+            continue
+        task = task_name(job)
+        ended = job.ended_at.strftime("%Y-%m-%d %H:%M:%S") if job.ended_at else ""
+        found.append(FailedJob(job.id, queue, task, ended, failure_reason(job)))
+    return found
+
+
+def failure_reason(job: Job) -> str:
+    """The last line of the failure: the exception and its message, or easeoff's own reason."""
+    result = job.latest_result()
+    text = result.exc_string if result is not None and result.exc_string else (job._exc_info or "")
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason recorded"
+
+
+@click.command("failed")
+@click.argument("queues", nargs=-1)
+@click.option("--limit", default=20, type=click.IntRange(0), help="At most this many per queue, newest first (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def failed(ctx: Context, queues: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List failed jobs of QUEUES (default: every known queue) with the reason each failed."""
+    if queues:
+        ctx.check_queues(queues)
+    names = list(queues) or ctx.known_queues()
+    jobs = [job for name in names for job in failed_jobs(ctx.redis, name, limit)]
+    if as_json:
+        click.echo(json.dumps([asdict(j) for j in jobs], indent=2))
+        return
+    if not jobs:
+        click.echo("no failed jobs")
+        return
+    click.echo(f"{'JOB':<38}{'QUEUE':<12}{'TASK':<22}{'FAILED AT':<21}REASON")
+    for j in jobs:
+        click.echo(f"{j.id:<38}{j.queue:<12}{j.task:<22}{j.failed_at:<21}{j.reason}")
+
+
+@click.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "all_of", metavar="QUEUE", default=None, help="Every failed job of QUEUE.")
+@pass_context
+@guarded
+def requeue(ctx: Context, job_ids: tuple[str, ...], all_of: str | None) -> None:
+    """Put failed jobs back on their queues (JOB_ID..., or --all QUEUE), their easeoff meta kept."""
+    if bool(job_ids) == bool(all_of):
+        fail("give JOB_IDs or --all QUEUE (one of the two)")
+    redis, moves = ctx.redis, JobMoves(ctx.redis)
+    if all_of is not None:
+        ctx.check_queues([all_of])
+        targets = [(job_id, all_of) for job_id in FailedJobRegistry(all_of, connection=redis).get_job_ids()]
+    else:
+        targets = [(job_id, _origin(redis, job_id)) for job_id in job_ids]
+    moved = sum(1 for job_id, queue in targets if moves.requeue_failed(job_id, queue))
+    click.echo(f"requeued {moved} of {len(targets)} jobs")
+    if moved < len(targets):
+        fail(f"{len(targets) - moved} jobs were no longer in a failed registry")
+
+
+def _origin(redis: Redis, job_id: str) -> str:
+    """The queue a failed job came from; an unknown id is an error naming it."""
+    origin = redis.hget(Job.key_for(job_id), "origin")
+    if origin is None:
+        fail(f"no such job {job_id!r}")
+    return origin.decode() if isinstance(origin, bytes) else str(origin)

@@ -1,0 +1,155 @@
+"""What holds the fleet now: `status`, `probe`, and hosts taken out of production."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from easeoff.feedback.config import Config
+from easeoff.feedback.levers import events
+from easeoff.feedback.levers.hosts_out import mark_in, mark_out
+from easeoff.feedback.observe import unknown_resources
+from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
+from easeoff.feedback.observe.report import (
+    global_report,
+    held_queues,
+    resources_report,
+    switches_report,
+    traffic_report,
+)
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def status(ctx: Context, as_json: bool) -> None:
+    """Queues (ready, deferred, running, failed, oldest age) and each resource's verdict."""
+    config, connection = ctx.config, ctx.redis
+    stats = queue_stats(connection, known_queue_names(connection, config.queues))
+    snapshot = ReadingsCache(connection, config).stored()
+    held = held_queues(config, [s.name for s in stats], snapshot, time.time())
+    report = {
+        "queues": {
+            s.name: {**{k: v for k, v in s.as_dict().items() if k != "name"}, "held": held[s.name]} for s in stats
+        },
+        **_feedback_report(config, snapshot, unknown_resources.read(connection, config.resources)),
+        "switches": switches_report(snapshot, time.time()),
+        "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo(f"{'QUEUE':<16}{'READY':>8}{'DEFERRED':>10}{'RUNNING':>9}{'FAILED':>8}{'OLDEST':>10}  HELD")
+    for s in stats:
+        why = "; ".join(held[s.name]) or "-"
+        click.echo(
+            f"{s.name:<16}{s.ready:>8}{s.deferred:>10}{s.running:>9}{s.failed:>8}{s.oldest_ready_age_s:>9.1f}s  {why}"
+        )
+    click.echo("")
+    _print_feedback(report)
+    click.echo("")
+    click.echo("SWITCHES")
+    for s in report["switches"]:
+        click.echo(f"  {s['describe']}  by {s['by']}: {s['why']}")
+    if not report["switches"]:
+        click.echo("  none")
+    click.echo("RECENT CHANGES (easeoff log)")
+    for e in report["audit"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e["at"]))
+        click.echo(f"  {stamp} {e['who']}: {e['text']}" + (f" ({e['why']})" if e["why"] else ""))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def probe(ctx: Context, as_json: bool) -> None:
+    """Probe every host and traffic source now; show each signal's value, thresholds and state."""
+    config, connection = ctx.config, ctx.redis
+    snapshot = ReadingsCache(connection, config).probe_now()
+    report = _feedback_report(config, snapshot, unknown_resources.read(connection, config.resources))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    _print_feedback(report)
+
+
+def _feedback_report(
+    config: Config, snapshot: Snapshot, unknown: Sequence[unknown_resources.UnknownResource] = ()
+) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "global": global_report(config, snapshot, now),
+        "traffic": traffic_report(config, snapshot, now),
+        "resources": resources_report(config, snapshot, now, unknown),
+    }
+
+
+def _print_feedback(report: dict[str, Any]) -> None:
+    overall = report["global"]
+    click.echo(f"GLOBAL          {overall['verdict']}")
+    for reason in overall["reasons"]:
+        click.echo(f"{'':<16}- {reason}")
+    for name, t in report["traffic"].items():
+        value = "?" if t["value"] is None else f"{t['value']:.4g}"
+        scope = t["scope"] if isinstance(t["scope"], str) else ",".join(t["scope"])
+        click.echo(
+            f"  {name:<14}{t['source']:<11}{value:>10}  high {t['high']:g} low {t['low']:g}  {t['state']} ({scope})"
+        )
+    click.echo("")
+    click.echo(f"{'RESOURCE':<16}{'VERDICT':<9}REASONS")
+    for name, info in report["resources"].items():
+        click.echo(f"{name:<16}{info['verdict']:<9}{'; '.join(info['reasons']) or '-'}")
+        for critical in info["critical"]:
+            click.echo(f"{'':<25}CRITICAL {critical}")
+        for host, h in info["hosts"].items():
+            state = f"OUT ({h['out']})" if h["out"] else (f"probe error: {h['error']}" if h["error"] else "")
+            click.echo(f"  {host:<14}{h['role']:<9}{state}")
+            for signal, v in h["signals"].items():
+                value = "?" if v["value"] is None else f"{v['value']:.4g}"
+                limits = f"high {v['high']:g} low {v['low']:g}" if "high" in v else v.get("note", "")
+                click.echo(f"    {signal:<16}{value:>10}  {limits:<24}{v['state']}")
+
+
+@click.group("host")
+def host_group() -> None:
+    """Take a MySQL host out of production, or put it back."""
+
+
+@host_group.command("out")
+@click.argument("host")
+@click.option("--reason", required=True, help="Why: shown in every verdict it causes.")
+@click.option("--by", default=None, help="Who (default: the current user).")
+@pass_context
+@guarded
+def host_out(ctx: Context, host: str, reason: str, by: str | None) -> None:
+    """Mark HOST out: work on a pair it belongs to waits; a replica leaves the aggregate."""
+    _known_host(ctx.config, host)
+    mark_out(ctx.redis, host, reason, by)
+    click.echo(f"{host} is out of production: {reason}")
+
+
+@host_group.command("in")
+@click.argument("host")
+@click.option("--reason", default="", help="Why (for the log).")
+@click.option("--by", default=None, help="Who (default: the current user).")
+@pass_context
+@guarded
+def host_in(ctx: Context, host: str, reason: str, by: str | None) -> None:
+    """Put HOST back into production."""
+    _known_host(ctx.config, host)
+    was_out = mark_in(ctx.redis, host, by, reason)
+    click.echo(f"{host} is in production" + ("" if was_out else " (it was not out)"))
+
+
+def _known_host(config: Config, host: str) -> None:
+    if host not in config.hosts:
+        fail(f"unknown host {host!r} (known: {', '.join(config.hosts) or 'none'})")

@@ -1,0 +1,220 @@
+"""Contingency switches from the command line: pause, resume, throttle, thresholds, the log.
+
+Every change is recorded with who, when and why (`easeoff log`), and every worker honours
+it within one probe interval. Registered in workers/cli/__init__.py, as every command is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from easeoff.feedback.levers import events
+from easeoff.feedback.levers.switches import (
+    SCOPE_KINDS,
+    Switch,
+    clear_switch,
+    parse_duration,
+    read_switches,
+    set_switch,
+)
+from easeoff.tasks.registry import get_task
+from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
+
+SCOPE_HELP = "all, queue:NAME, task:NAME or resource:NAME"
+by_option = click.option("--by", default=None, help="Who (default: $EASEOFF_OPERATOR, else the login name).")
+ttl_option = click.option("--ttl", default=None, help="Lapse by itself after this long (90s, 10m, 2h, 1d).")
+
+
+def _ttl(text: str | None, default: str | None = None) -> float | None:
+    text = text or default
+    if text is None:
+        return None
+    try:
+        return time.time() + parse_duration(text)
+    except ValueError as exc:
+        fail(f"--ttl: {exc}")
+
+
+def _scope(ctx: Context, scope: str) -> str:
+    """Check SCOPE names something that exists, so a typo pauses nothing silently."""
+    if scope == "all":
+        return scope
+    kind, _, name = scope.partition(":")
+    if not name or kind not in SCOPE_KINDS:
+        fail(f"bad scope {scope!r}: use {SCOPE_HELP}")
+    if kind == "task":
+        ctx.load_tasks()
+        get_task(name)  # an unknown task fails here, naming the known ones
+    elif kind == "resource" and name not in ctx.config.resources:
+        fail(f"unknown resource {name!r} (known: {', '.join(ctx.config.resources) or 'none'})")
+    elif kind == "queue":
+        ctx.check_queues([name])
+    return scope
+
+
+@click.command("pause")
+@click.argument("scope")
+@click.option("--reason", required=True, help="Why: shown in every verdict it causes and in the log.")
+@ttl_option
+@by_option
+@pass_context
+@guarded
+def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None) -> None:
+    """Pause SCOPE (all, queue:NAME, task:NAME or resource:NAME) until resumed or its TTL lapses.
+
+    A paused queue is not dequeued from; a paused task's or resource's jobs are deferred and
+    parked until it resumes. Running jobs finish (resumable ones at their next checkpoint)."""
+    _report_set(ctx, Switch("pause", _scope(ctx, scope), by or events.operator(), reason, time.time(), _ttl(ttl)))
+
+
+@click.command("resume")
+@click.argument("scope")
+@click.option("--reason", default="", help="Why (for the log).")
+@by_option
+@pass_context
+@guarded
+def resume(ctx: Context, scope: str, reason: str, by: str | None) -> None:
+    """Undo `easeoff pause SCOPE`; parked jobs are released within one probe interval."""
+    _report_cleared(ctx, f"pause {_scope(ctx, scope)}", reason, by)
+
+
+@click.command("throttle")
+@click.argument("task")
+@click.argument("ratio", type=click.FloatRange(0.0, 1.0))
+@click.option("--reason", required=True, help="Why (for the log and the deferral reasons).")
+@ttl_option
+@by_option
+@pass_context
+@guarded
+def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None, by: str | None) -> None:
+    """Refuse RATIO (0..1) of TASK's jobs, as freno's throttle-app does; lapses after --ttl (default 1h)."""
+    scope = _scope(ctx, f"task:{task}")
+    _report_set(
+        ctx, Switch("throttle", scope, by or events.operator(), reason, time.time(), _ttl(ttl, "1h"), ratio=ratio)
+    )
+
+
+@click.command("unthrottle")
+@click.argument("task")
+@click.option("--reason", default="", help="Why (for the log).")
+@by_option
+@pass_context
+@guarded
+def unthrottle(ctx: Context, task: str, reason: str, by: str | None) -> None:
+    """Undo `easeoff throttle TASK`."""
+    _report_cleared(ctx, f"throttle {_scope(ctx, f'task:{task}')}", reason, by)
+
+
+@click.command("threshold")
+@click.argument("signal")
+@click.option("--high", type=float, default=None, help="Strained above this.")
+@click.option("--low", type=float, default=None, help="Healthy again only below this.")
+@click.option("--critical", type=float, default=None, help="Running resumable jobs stop above this.")
+@click.option("--resource", default=None, help="Only on this resource's hosts (default: everywhere).")
+@click.option("--clear", is_flag=True, help="Drop the override: back to the config's thresholds.")
+@click.option("--reason", default="", help="Why (required unless --clear).")
+@ttl_option
+@by_option
+@pass_context
+@guarded
+def threshold(
+    ctx: Context,
+    signal: str,
+    high: float | None,
+    low: float | None,
+    critical: float | None,
+    resource: str | None,
+    clear: bool,
+    reason: str,
+    ttl: str | None,
+    by: str | None,
+) -> None:
+    """Override SIGNAL's thresholds live (gh-ost's live threshold changes); lapses after --ttl (default 1h)."""
+    config = ctx.config
+    if signal not in config.signals:
+        fail(f"unknown signal {signal!r} (known: {', '.join(config.signals) or 'none'})")
+    if resource is not None and resource not in config.resources:
+        fail(f"unknown resource {resource!r} (known: {', '.join(config.resources) or 'none'})")
+    scope = f"{signal}@{resource}" if resource else signal
+    if clear:
+        _report_cleared(ctx, f"threshold {scope}", reason, by)
+        return
+    if high is None or low is None:
+        fail("--high and --low are both required (or --clear)")
+    if low > high or (critical is not None and critical < high):
+        fail(f"thresholds must satisfy low <= high <= critical (got low {low:g}, high {high:g})")
+    if not reason:
+        fail("--reason is required: say why the thresholds move")
+    who, expires_at = by or events.operator(), _ttl(ttl, "1h")
+    _report_set(
+        ctx, Switch("threshold", scope, who, reason, time.time(), expires_at, high=high, low=low, critical=critical)
+    )
+
+
+def _report_set(ctx: Context, switch: Switch) -> None:
+    set_switch(ctx.redis, switch)
+    click.echo(f"switch on: {switch.describe()}")
+
+
+def _report_cleared(ctx: Context, key: str, reason: str, by: str | None) -> None:
+    gone = clear_switch(ctx.redis, key, by or events.operator(), reason)
+    click.echo(f"switch off: {gone.describe()}" if gone else f"no switch {key!r} was on")
+
+
+@click.command("switches")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def switches(ctx: Context, as_json: bool) -> None:
+    """The switches in force: what, who, why and until when."""
+    now = time.time()
+    live = read_switches(ctx.redis).live(now)
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in live], indent=2, sort_keys=True))
+        return
+    for s in sorted(live, key=lambda s: s.at):
+        click.echo(f"{s.describe()}  by {s.by}: {s.why}")
+    if not live:
+        click.echo("no switches on")
+
+
+@click.command("log")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--all", "everything", is_flag=True, help="Also the system's own events (verdict flips).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@guarded
+def log(ctx: Context, limit: int, everything: bool, as_json: bool) -> None:
+    """The audit log, newest first: every switch, host and annotation, with who, when and why."""
+    found = events.recent(ctx.redis, limit, None if everything else events.OPERATOR_KINDS)
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in found], indent=2))
+        return
+    for e in found:
+        why = f"  ({e.why})" if e.why else ""
+        click.echo(f"{_when(e.at)}  {e.kind:<10} {e.who:<12} {e.text}{why}")
+    if not found:
+        click.echo("no events yet")
+
+
+@click.command("annotate")
+@click.argument("text")
+@by_option
+@pass_context
+@guarded
+def annotate(ctx: Context, text: str, by: str | None) -> None:
+    """Add an event ("deploy 412") to the log, the page's graphs and Grafana's annotations."""
+    if not text.strip():
+        fail("the annotation is empty")
+    events.record(ctx.redis, "annotation", text.strip(), who=by or events.operator())
+    click.echo(f"annotated: {text.strip()}")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+COMMANDS = (pause, resume, throttle, unthrottle, threshold, switches, log, annotate)
