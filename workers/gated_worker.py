@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-from rq import Queue, Retry, Worker
+from rq import Queue, Worker
 from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
@@ -46,14 +44,16 @@ from easeoff.tasks.resumable import Checkpointed
 from easeoff.workers import prober_duties
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.deferral import Deferral, plan_deferral
+from easeoff.workers.job_endings import CountsJobEndings
 from easeoff.workers.moves import Claim, JobMoves
+from easeoff.workers.redis_outages import RidesOutRedisOutages
 
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
 
 
-class GatedWorker(Worker):
+class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def __init__(
         self,
         queues: Sequence[str] | Sequence[Queue],
@@ -81,7 +81,6 @@ class GatedWorker(Worker):
         self.checks = admission_checks(config, self.leases, self.rng)
         self._claimed: Claim | None = None
         self._claimed_any = False
-        self._ending_job: _EndingJob | None = None  # set only while rq's handler ends a job
         self._last_heartbeat_at = 0.0
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
 
@@ -234,56 +233,6 @@ class GatedWorker(Worker):
         self.executions[claim.execution.id] = claim.execution  # only once it will run: see execute_job
         return claim.execution
 
-    # -- the job's end: rq calls one of three handlers, each of which ends in a transaction that
-    # calls increment_*_job_count(pipeline); the job's counters and lease go into that transaction.
-
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
-        with self._ending(job, "finished"):
-            super().handle_job_success(job, queue, started_job_registry, execution)
-
-    def handle_job_failure(
-        self,
-        job: Job,
-        queue: Queue,
-        started_job_registry: Any = None,
-        exc_string: str = "",
-        execution: Execution | None = None,
-    ) -> None:
-        with self._ending(job, "failed", _exception_name(exc_string)):
-            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-
-    def handle_job_retry(
-        self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Execution
-    ) -> None:
-        """A task that returned rq's `Retry`: requeued or, past `retry.max`, failed; counted as failed."""
-        with self._ending(job, "failed", "Retry"):
-            super().handle_job_retry(job, queue, retry, started_job_registry, execution)
-
-    @contextmanager
-    def _ending(self, job: Job, outcome: Literal["finished", "failed"], reason: str = "") -> Iterator[None]:
-        self._ending_job = _EndingJob(job, outcome, reason)
-        try:
-            yield
-        finally:
-            self._ending_job = None
-
-    def increment_successful_job_count(self, pipeline: Any = None) -> None:
-        super().increment_successful_job_count(pipeline)
-        self._record_end(pipeline)
-
-    def increment_failed_job_count(self, pipeline: Any = None) -> None:
-        super().increment_failed_job_count(pipeline)
-        self._record_end(pipeline)
-
-    def _record_end(self, pipeline: Any) -> None:
-        """Count the ending job under its own labels and give its slots back, in rq's transaction."""
-        ending = self._ending_job
-        if pipeline is None or ending is None:
-            return
-        field = counter_field(ending.job.origin, task_name(ending.job), ending.reason)
-        pipeline.hincrby(counter_key(ending.outcome), field, 1)
-        self._release_lease(pipeline)
-
     def _release_lease(self, pipeline: Any) -> None:
         """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that ends it."""
         if self._lease is not None:
@@ -360,22 +309,6 @@ class GatedWorker(Worker):
         except REDIS_UNREACHABLE as exc:
             self._wait_for_redis(exc)
 
-    # -- riding out a Redis outage: rq's loop quits on the first error; easeoff waits and goes on --
-
-    def check_for_suspension(self, burst: bool) -> None:
-        try:
-            super().check_for_suspension(burst)
-        except REDIS_UNREACHABLE as exc:
-            self._wait_for_redis(exc)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        try:
-            super().heartbeat(timeout, pipeline=pipeline)
-        except REDIS_UNREACHABLE as exc:
-            if pipeline is not None:
-                raise
-            self._wait_for_redis(exc)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
         try:
@@ -392,19 +325,6 @@ class GatedWorker(Worker):
                 self.executions.pop(execution_id, None)
             self._lease = None
             self._running_job = None
-
-    def _wait_for_redis(self, exc: BaseException) -> None:
-        """Back off (doubling, capped) until Redis answers again, instead of quitting."""
-        wait = 1.0
-        while True:
-            self.log.error("Worker %s: Redis unreachable (%s); retrying in %.0fs", self.name, exc, wait)
-            time.sleep(wait)
-            try:
-                self.connection.ping()
-                self.log.warning("Worker %s: Redis is back", self.name)
-                return
-            except REDIS_UNREACHABLE as again:
-                exc, wait = again, min(wait * 2, float(self.max_connection_wait_time))
 
     # -- housekeeping -----------------------------------------------------------
 
@@ -459,13 +379,6 @@ class GatedWorker(Worker):
         return _BusyWhileClaiming(self)
 
 
-@dataclass(frozen=True)
-class _EndingJob:
-    job: Job
-    outcome: Literal["finished", "failed"]  # the counter it goes under
-    reason: str  # the failure's label: the exception's class, or `Retry`
-
-
 class _BusyWhileClaiming:
     """While a claim is in flight, a warm-shutdown signal waits instead of raising mid-move.
 
@@ -484,16 +397,6 @@ class _BusyWhileClaiming:
         self.worker._state = WorkerStatus.IDLE
         if self.worker._stop_requested and self.worker._claimed is None:
             raise StopRequested()
-
-
-def _exception_name(exc_string: str) -> str:
-    """The exception's class from rq's traceback text, or rq's own one-line reason."""
-    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-    if not lines:
-        return "unknown"
-    last = lines[-1].strip()
-    name = last.split(":", 1)[0].rsplit(".", 1)[-1]
-    return name if name.isidentifier() else last[:40]
 
 
 def _meta(job: Job) -> JobMeta:

@@ -1,0 +1,50 @@
+"""The one-way flow of docs/ARCHITECTURE.md, checked on the code's own imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# A module may import its own room and rooms listed before it, never after.
+FEEDBACK_ORDER = ("root", "levers", "signals", "verdict", "observe")
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {name for name in found if name.startswith("easeoff.")}
+
+
+def feedback_room(module: str) -> str:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[2] in FEEDBACK_ORDER else "root"
+
+
+def test_feedback_and_tasks_never_import_workers_and_feedback_flows_one_way() -> None:
+    wrong = []
+    for room in ("tasks", "feedback"):
+        for path in (REPO / room).rglob("*.py"):
+            for name in imports_of(path):
+                if name.startswith("easeoff.workers"):
+                    wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    for path in (REPO / "feedback").rglob("*.py"):
+        own = FEEDBACK_ORDER.index(feedback_room("easeoff." + ".".join(path.relative_to(REPO).with_suffix("").parts)))
+        for name in imports_of(path):
+            if name.startswith("easeoff.feedback.") and FEEDBACK_ORDER.index(feedback_room(name)) > own:
+                wrong.append(f"{path.relative_to(REPO)} imports {name}, a room after its own")
+    for path in (REPO / "tasks").rglob("*.py"):
+        for name in imports_of(path):
+            if (
+                name.startswith("easeoff.feedback")
+                and not name.startswith(("easeoff.feedback.keys", "easeoff.feedback.connect"))
+                and name != "easeoff.feedback"
+            ):
+                wrong.append(f"{path.relative_to(REPO)} imports {name}: tasks may use only feedback's keys and connect")
+    assert wrong == []

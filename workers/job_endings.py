@@ -1,0 +1,95 @@
+"""Counting a job's end in the transaction rq ends it in, and giving its concurrency slots back.
+
+rq ends a job in one of three handlers (success, failure, a returned `Retry`), each of which
+writes the outcome in one transaction and calls `increment_*_job_count(pipeline)` inside it.
+This mixin knows which job is ending only while a handler runs, so its counters go under that
+job's own labels and its slots are released in that same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rq import Queue, Retry, Worker
+from rq.executions import Execution
+from rq.job import Job
+
+from easeoff.feedback.observe.counters import counter_field, counter_key
+from easeoff.tasks.meta import task_name
+
+Outcome = Literal["finished", "failed"]
+
+
+@dataclass(frozen=True)
+class _EndingJob:
+    job: Job
+    outcome: Literal["finished", "failed"]  # the counter it goes under
+    reason: str  # the failure's label: the exception's class, or `Retry`
+
+
+class CountsJobEndings(Worker):
+    _ending_job: _EndingJob | None = None  # set only while rq's handler ends a job
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
+        with self._ending(job, "finished"):
+            super().handle_job_success(job, queue, started_job_registry, execution)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        with self._ending(job, "failed", _exception_name(exc_string)):
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def handle_job_retry(
+        self, job: Job, queue: Queue, retry: Retry, started_job_registry: Any, execution: Execution
+    ) -> None:
+        """A task that returned rq's `Retry`: requeued or, past `retry.max`, failed; counted as failed."""
+        with self._ending(job, "failed", "Retry"):
+            super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+
+    @contextmanager
+    def _ending(self, job: Job, outcome: Outcome, reason: str = "") -> Iterator[None]:
+        self._ending_job = _EndingJob(job, outcome, reason)
+        try:
+            yield
+        finally:
+            self._ending_job = None
+
+    def increment_successful_job_count(self, pipeline: Any = None) -> None:
+        super().increment_successful_job_count(pipeline)
+        self._record_end(pipeline)
+
+    def increment_failed_job_count(self, pipeline: Any = None) -> None:
+        super().increment_failed_job_count(pipeline)
+        self._record_end(pipeline)
+
+    def _record_end(self, pipeline: Any) -> None:
+        """Count the ending job under its own labels and give its slots back, in rq's transaction."""
+        ending = self._ending_job
+        if pipeline is None or ending is None:
+            return
+        field = counter_field(ending.job.origin, task_name(ending.job), ending.reason)
+        pipeline.hincrby(counter_key(ending.outcome), field, 1)
+        self._release_lease(pipeline)
+
+    def _release_lease(self, pipeline: Any) -> None:
+        """Give the ending job's slots back inside `pipeline` (the worker knows its leases)."""
+        raise NotImplementedError
+
+
+def _exception_name(exc_string: str) -> str:
+    """The exception's class from rq's traceback text, or rq's own one-line reason."""
+    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+    if not lines:
+        return "unknown"
+    last = lines[-1].strip()
+    name = last.split(":", 1)[0].rsplit(".", 1)[-1]
+    return name if name.isidentifier() else last[:40]
