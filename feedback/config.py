@@ -27,7 +27,12 @@ REDIS_URL_ENV = "EASEOFF_REDIS_URL"
 TASK_MODULES_ENV = "EASEOFF_TASK_MODULES"  # comma-separated; replaces [tasks] modules
 
 Source = Literal["mysql", "sql", "app", "prometheus"]
+TRAFFIC_SOURCES: tuple[Source, ...] = ("app", "prometheus")  # read off the app or Prometheus, not a MySQL host
+# The roles a host plays in a resource that decide what its probe reads and how it is judged.
+WRITER_ROLES = frozenset({"primary", "pair"})  # written to: a heartbeat row; both halves of a pair must be fine
+REPLICATING_ROLES = frozenset({"replica", "pair"})  # replicate: replication threads and lag
 Shape = Literal["hosts", "primary", "pair"]
+Role = Literal["host", "primary", "pair", "replica"]  # what a host is to one resource
 Measure = Literal["depth", "age"]
 Priority = Literal["normal", "low"]
 
@@ -93,8 +98,12 @@ class SignalConfig:
         return Thresholds(self.high, self.low, self.critical)
 
     @property
+    def is_traffic(self) -> bool:
+        return self.source in TRAFFIC_SOURCES
+
+    @property
     def is_global_traffic(self) -> bool:
-        return self.source in ("app", "prometheus") and self.resources is None
+        return self.is_traffic and self.resources is None
 
     @property
     def source_key(self) -> str:
@@ -132,7 +141,7 @@ class ResourceConfig:
     def pair(self) -> bool:
         return self.shape == "pair"
 
-    def role(self, host: str) -> str:
+    def role(self, host: str) -> Role:
         """`host` for plain hosts (load signals only), else `primary`, `pair` or `replica`."""
         if host in self.replicas:
             return "replica"
@@ -199,7 +208,8 @@ class Config:
         return frozenset(r.role(host) for r in self.resources.values() if host in r.hosts) or frozenset({"host"})
 
     def thresholds(self, signal: str, host: str) -> Thresholds:
-        """A resource's override for its hosts, else the signal's own thresholds."""
+        """A resource's override for its hosts, else the signal's own thresholds (so for a traffic
+        source, which is no resource's host, always the signal's own)."""
         for resource in self.resources.values():
             if host in resource.hosts and signal in resource.overrides:
                 return resource.overrides[signal]
@@ -208,7 +218,7 @@ class Config:
     @property
     def traffic_sources(self) -> tuple[str, ...]:
         """Cache keys of the signals that are not read off a MySQL host."""
-        return tuple(s.source_key for s in self.signals.values() if s.source in ("app", "prometheus"))
+        return tuple(s.source_key for s in self.signals.values() if s.is_traffic)
 
     @property
     def probe_targets(self) -> tuple[str, ...]:

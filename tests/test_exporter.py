@@ -21,6 +21,7 @@ from easeoff.feedback.config import Config, load_config
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_out
 from easeoff.feedback.levers.limits import Leases, LeaseScope
+from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.exporter import Exporter, evaluation_ticks
 from easeoff.feedback.verdict.cooldown import parked_key
 from easeoff.feedback.verdict.cooldown import publish as publish_cooldowns
@@ -273,3 +274,13 @@ def test_exporter_entry_point_is_importable_first() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "'alerts'" in result.stdout and "'dashboard'" in result.stdout and "'exporter'" in result.stdout
+
+
+def test_a_resource_jobs_name_that_the_config_lacks_is_exported_held(redis_conn: Redis, config: Config) -> None:
+    with redis_conn.pipeline() as pipe:
+        unknown_resources.note(pipe, ["shard:9"], "recount", time.time())
+        pipe.execute()
+    samples = scrape(Exporter(redis_conn, config).registry)
+    assert sample(samples, "easeoff_resource_held", resource="shard:9") == 1
+    assert sample(samples, "easeoff_resource_hold_reasons", resource="shard:9", reason="unknown_resource") == 1
+    assert sample(samples, "easeoff_resource_held", resource="shard:1") == 0

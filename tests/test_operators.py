@@ -26,7 +26,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.placement import misplaced
-from tests.test_worker_gate import ledger_count, reading, strain_thresholds
+from tests.test_worker_gate import ledger_count, strain_thresholds, wait_for_probes
 
 RQ = str(Path(sys.executable).parent / "rq")
 
@@ -112,13 +112,7 @@ def test_holds_are_logged_once_and_shown_in_status(
     held = json.loads(run_cli("--config", str(config), "status", "--json").stdout)["queues"]
     assert held["heavy"]["held"][0].startswith("paused:queue:heavy") and held["archive"]["held"] == []
     # Many probe intervals pass while the queue stays held; the hold is logged once, not per poll.
-    first = reading(redis_conn, "db1")
-    assert first is not None
-    wait_until(
-        lambda: (r := reading(redis_conn, "db1")) and r.taken_at > first.taken_at + 1.5,
-        20,
-        what="five more probe intervals",
-    )
+    wait_for_probes(redis_conn, "db1", 1.5, what="five more probe intervals")
     assert workers.logs().count("holding queue heavy") == 1, workers.logs()
     assert run_cli("--config", str(config), "resume", "queue:heavy").returncode == 0
     wait_until(lambda: "released queue heavy" in workers.logs(), 20, what="the release logged")

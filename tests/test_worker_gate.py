@@ -49,6 +49,13 @@ def reading(redis: Redis, host: str) -> Reading | None:
     return Reading.from_json(raw) if raw else None
 
 
+def wait_for_probes(redis: Redis, host: str, seconds: float, what: str) -> None:
+    """Until `host` has been probed again `seconds` after its reading now: so many intervals passed."""
+    first = reading(redis, host)
+    assert first is not None
+    wait_until(lambda: (r := reading(redis, host)) and r.taken_at > first.taken_at + seconds, 20, what=what)
+
+
 def meta(redis: Redis, job_id: str) -> dict:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer).meta[META_KEY]
 
@@ -90,13 +97,7 @@ def test_strain_defers_then_hysteresis_holds_then_jobs_resume(
 
     # Between low and high: still strained, however many probes pass.
     connections.hold(22)
-    first = reading(redis_conn, "db1")
-    assert first is not None
-    wait_until(
-        lambda: (r := reading(redis_conn, "db1")) and r.taken_at > first.taken_at + 2.0,
-        20,
-        what="four more probes in the band",
-    )
+    wait_for_probes(redis_conn, "db1", 2.0, what="four more probes in the band")
     in_band = reading(redis_conn, "db1")
     assert in_band is not None and low <= in_band.values["connections"] <= high, in_band
     assert in_band.strained["connections"] is True

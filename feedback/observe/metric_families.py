@@ -149,7 +149,7 @@ def signal_families(config: Config, snapshot: Snapshot, now: float) -> list[Metr
         for signal in config.signals.values():
             if signal.name not in reading.values:
                 continue
-            limits = config.thresholds(signal.name, target) if target in config.hosts else signal.thresholds
+            limits = config.thresholds(signal.name, target)
             for level, limit in (("high", limits.high), ("low", limits.low), ("critical", limits.critical)):
                 if limit is not None:
                     threshold.add_metric([target, signal.name, level], limit)

@@ -253,7 +253,7 @@ def _thresholds(config: Config, signal: str, host: str) -> Thresholds | None:
     """The limits the gate uses for `signal` on `host`; None for structural ones (replication)."""
     if signal not in config.signals:
         return None
-    return config.thresholds(signal, host) if host in config.hosts else config.signals[signal].thresholds
+    return config.thresholds(signal, host)
 
 
 def _threshold_marks(limits: Thresholds | None) -> list[Mark]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from easeoff.feedback.config import Config
+from easeoff.feedback.config import REPLICATING_ROLES, Config
 from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.readings import Reading
@@ -49,7 +49,7 @@ def resources_report(
                     "critical": limits.critical,
                     "state": _state(reading, signal.name),
                 }
-            if role in ("replica", "pair"):
+            if role in REPLICATING_ROLES:
                 value = reading.values.get("replication") if reading else None
                 signals["replication"] = {
                     "value": value,
@@ -84,7 +84,7 @@ def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, 
     config = live_config(config, snapshot, now)
     report = {}
     for signal in config.signals.values():
-        if signal.source not in ("app", "prometheus"):
+        if not signal.is_traffic:
             continue
         reading = snapshot.get(signal.source_key)
         report[signal.name] = {

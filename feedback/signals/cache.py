@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from redis import Redis
 
 from easeoff.feedback import keys
-from easeoff.feedback.config import Config
+from easeoff.feedback.config import WRITER_ROLES, Config
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
 from easeoff.feedback.signals.hysteresis import next_states
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.signals.sources import ProbeError, Prober
-from easeoff.feedback.signals.sources.mysql import WRITER_ROLES
 
 READING_KEY = keys.READING
 PROBE_LOCK_KEY = keys.PROBE_LOCK

@@ -26,6 +26,6 @@ def next_states(target: str, values: Mapping[str, float], was: Mapping[str, bool
         if name == "replication":
             strained[name] = value >= 0.5  # structural: a stopped thread is strain, no band
         elif name in config.signals:
-            limits = config.thresholds(name, target) if target in config.hosts else config.signals[name].thresholds
+            limits = config.thresholds(name, target)
             strained[name] = assess(value, limits.high, limits.low, was.get(name, False))
     return strained

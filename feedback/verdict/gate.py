@@ -16,13 +16,19 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from easeoff.feedback.config import HOST_SIGNALS, REPLICA_SIGNALS, Config, ResourceConfig, SignalConfig, Thresholds
+from easeoff.feedback.config import (
+    HOST_SIGNALS,
+    REPLICA_SIGNALS,
+    REPLICATING_ROLES,
+    Config,
+    ResourceConfig,
+    SignalConfig,
+    Thresholds,
+)
 from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
-
-REPLICATING_ROLES = ("replica", "pair")
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ def resource_findings(resource: ResourceConfig, snapshot: Snapshot, config: Conf
     for found in replica_findings:
         critical += found.critical
     for signal in config.signals.values():
-        if signal.source in ("app", "prometheus") and signal.resources and resource.name in signal.resources:
+        if signal.is_traffic and signal.resources and resource.name in signal.resources:
             found = traffic_findings(signal, snapshot, config, now)
             reasons += found.reasons
             critical += found.critical

@@ -56,8 +56,11 @@ local function try_promote(scheduled_key, queue_key, queue_name, job_id, now, p)
   return 1
 end
 
--- A parked-index member is `job_id|queue_name`.
-local function split_member(member)
+-- A parked-index member is `job_id|queue_name`: promote that job if it is still scheduled.
+local function promote_member(member, now, p, scheduled_prefix, queue_prefix)
   local bar = string.find(member, '|', 1, true)
-  return string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+  local job_id, queue_name = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+  local scheduled_key = scheduled_prefix .. queue_name
+  if not redis.call('ZSCORE', scheduled_key, job_id) then return 0 end
+  return try_promote(scheduled_key, queue_prefix .. queue_name, queue_name, job_id, now, p)
 end

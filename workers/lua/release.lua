@@ -6,11 +6,7 @@ local p = {job_prefix = job_prefix, cooldown_prefix = cooldown_prefix, parked_pr
            task_prefix = task_prefix}
 local moved = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local job_id, queue_name = split_member(member)
-  local scheduled_key = scheduled_prefix .. queue_name
-  if redis.call('ZSCORE', scheduled_key, job_id) then
-    moved = moved + try_promote(scheduled_key, queue_prefix .. queue_name, queue_name, job_id, now, p)
-  end
+  moved = moved + promote_member(member, now, p, scheduled_prefix, queue_prefix)
 end
 redis.call('DEL', KEYS[1])
 return moved

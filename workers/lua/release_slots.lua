@@ -19,11 +19,7 @@ local function hand_out(park, n)
   local moved = 0
   for _, member in ipairs(redis.call('ZRANGE', park, 0, n - 1)) do
     redis.call('ZREM', park, member)
-    local job_id, queue_name = split_member(member)
-    local scheduled_key = scheduled_prefix .. queue_name
-    if redis.call('ZSCORE', scheduled_key, job_id) then
-      moved = moved + try_promote(scheduled_key, queue_prefix .. queue_name, queue_name, job_id, now, p)
-    end
+    moved = moved + promote_member(member, now, p, scheduled_prefix, queue_prefix)
   end
   return moved
 end

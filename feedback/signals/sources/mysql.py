@@ -18,7 +18,7 @@ import pymysql
 import pymysql.cursors
 from redis import Redis
 
-from easeoff.feedback.config import Config, MySQLHost, SignalConfig
+from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
 
@@ -33,9 +33,6 @@ HEARTBEAT_DDL = (
 )
 REPLICA_STATUS = "SHOW SLAVE STATUS"
 NO_SUCH_TABLE, NO_SUCH_DATABASE, READ_ONLY = 1146, 1049, 1290
-
-WRITER_ROLES = frozenset({"primary", "pair"})
-REPLICATING_ROLES = frozenset({"replica", "pair"})
 
 
 @register("mysql")
