@@ -149,7 +149,7 @@ def test_counters_readings_and_verdicts_after_a_real_worker_ran(
     assert sample(samples, "easeoff_signal_threshold", host="db1", signal="connections", level="high") == 0.95
     assert sample(samples, "easeoff_signal_threshold", host="db1", signal="connections", level="low") == 0.90
     assert sample(samples, "easeoff_reading_age_seconds", host="db1") < 60
-    assert sample(samples, "easeoff_resource_held", resource="shard:1") == 0
+    assert sample(samples, "easeoff_resource_hold_reasons", resource="shard:1", reason="unknown_resource") is None
     assert sample(samples, "easeoff_resource_critical", resource="shard:1") == 0
 
 
@@ -283,4 +283,4 @@ def test_a_resource_jobs_name_that_the_config_lacks_is_exported_held(redis_conn:
     samples = scrape(Exporter(redis_conn, config).registry)
     assert sample(samples, "easeoff_resource_held", resource="shard:9") == 1
     assert sample(samples, "easeoff_resource_hold_reasons", resource="shard:9", reason="unknown_resource") == 1
-    assert sample(samples, "easeoff_resource_held", resource="shard:1") == 0
+    assert sample(samples, "easeoff_resource_hold_reasons", resource="shard:1", reason="unknown_resource") is None
