@@ -345,16 +345,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             self._last_heartbeat_at = time.monotonic()
 
     def _recover_abandoned(self) -> None:
-        recovered = self.moves.recover_abandoned(self._known_queues())
-        if recovered:
-            self.log.warning(
-                "Worker %s: recovered %d abandoned jobs (their workers died mid-job)", self.name, recovered
-            )
+        prober_duties.recover_abandoned_jobs(self.moves, self._known_queues(), self.log, self.name)
 
     def _promote(self) -> None:
         """With nothing to probe nobody refreshes readings, so nobody promotes on refresh: do it here."""
-        self.moves.promote(self._known_queues())
-        self.moves.release_slots()
+        prober_duties.promote_due_jobs(self.moves, self._known_queues())
 
     def _known_queues(self) -> list[Queue]:
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""

@@ -70,16 +70,25 @@ def prune_lapsed_switches(r: Round) -> None:
 
 
 def recover_abandoned(r: Round) -> None:
-    recovered = r.moves.recover_abandoned(r.queues)
-    if recovered:
-        r.log.warning("Worker %s: recovered %d abandoned jobs (their workers died mid-job)", r.worker, recovered)
+    recover_abandoned_jobs(r.moves, r.queues, r.log, r.worker)
 
 
 def promote_due(r: Round) -> None:
+    promote_due_jobs(r.moves, r.queues)
+
+
+def recover_abandoned_jobs(moves: JobMoves, queues: list[Queue], log: logging.Logger, worker: str) -> None:
+    """Also run at rq's maintenance, before rq's own cleanup would fail every abandoned job."""
+    recovered = moves.recover_abandoned(queues)
+    if recovered:
+        log.warning("Worker %s: recovered %d abandoned jobs (their workers died mid-job)", worker, recovered)
+
+
+def promote_due_jobs(moves: JobMoves, queues: list[Queue]) -> None:
     """Due deferred jobs back to their queues, and free slots (lapsed leases, raised limits) to
     jobs waiting for one. Deferral delays are at least an interval, so this grain is enough."""
-    r.moves.promote(r.queues)
-    r.moves.release_slots()
+    moves.promote(queues)
+    moves.release_slots()
 
 
 STEPS: tuple[Callable[[Round], None], ...] = (

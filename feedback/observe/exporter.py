@@ -79,7 +79,8 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
             pipe.exists(cooldown_key(name))
             pipe.zcard(parked_key(name))
         pipe.scard(Worker.redis_workers_keys)
-        *per_resource, workers = pipe.execute()
+        pipe.hgetall(unknown_resources.KEY)
+        *per_resource, workers, unknown = pipe.execute()
     return ScrapeInputs(
         now=now,
         queues=stats,
@@ -90,7 +91,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         parked={name: int(per_resource[2 * i + 1]) for i, name in enumerate(resources)},
         workers=int(workers),
         event_counts=events.counts(redis_conn),
-        unknown=unknown_resources.read(redis_conn, config.resources),
+        unknown=unknown_resources.parse(unknown, config.resources),
     )
 
 

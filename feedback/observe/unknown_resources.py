@@ -9,7 +9,7 @@ the resource, so the hold is never silent. Workers record each sighting here.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,13 @@ def note(pipe: Any, resources: Iterable[str], task: str, now: float) -> None:
 
 def read(redis: Redis, declared: Collection[str]) -> list[UnknownResource]:
     """Sightings of resources still missing from `declared` (a deploy that caught up drops them)."""
+    return parse(redis.hgetall(KEY), declared)
+
+
+def parse(stored: Mapping[Any, Any], declared: Collection[str]) -> list[UnknownResource]:
+    """The sightings in `stored` (the hash at KEY, read in a caller's pipeline), as `read` gives them."""
     found = []
-    for raw_name, raw in sorted(redis.hgetall(KEY).items()):
+    for raw_name, raw in sorted(stored.items()):
         name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
         if name in declared:
             continue

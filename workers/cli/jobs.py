@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
-from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -110,12 +109,11 @@ class FailedJob:
 def failed_jobs(redis: Redis, queue: str, limit: int) -> list[FailedJob]:
     """The newest `limit` failed jobs of `queue`, each with the one line that says why."""
     registry = FailedJobRegistry(queue, connection=redis, serializer=JSONSerializer)
-    ids = registry.get_job_ids(0, -1)[-limit:] if limit else registry.get_job_ids()
+    ids = registry.get_job_ids(-limit, -1) if limit else registry.get_job_ids()
     found = []
-    for job_id in reversed(ids):
-        try:
-            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-        except NoSuchJobError:
+    jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)  # one round trip, not one a job
+    for job_id, job in reversed(list(zip(ids, jobs, strict=True))):
+        if job is None:
             found.append(FailedJob(job_id, queue, "?", "", "job data expired"))
             continue
         task = task_name(job)
