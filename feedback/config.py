@@ -194,6 +194,7 @@ class Config:
     signals: Mapping[str, SignalConfig]
     queues: Mapping[str, QueueConfig]
     task_modules: tuple[str, ...] = ()  # the app's modules that declare heavy tasks
+    probe_concurrency: int = 16  # probes one process runs at once: a slow host holds up only its own
 
     def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
         """The hosts whose readings gate work on these resources, in config order."""
@@ -340,10 +341,13 @@ class _Parser:
             raise self.fail("redis.url", "must be a redis://, rediss:// or unix:// URL")
 
         probe = self.table(raw, "probe")
-        self.reject_unknown(probe, "probe", {"interval", "timeout", "stale_after"})
+        self.reject_unknown(probe, "probe", {"interval", "timeout", "stale_after", "concurrency"})
         interval = self.number(probe, "probe.interval", 1.0, minimum=0.05)
         timeout = self.number(probe, "probe.timeout", min(0.5, interval), minimum=0.01)
         stale_after = self.number(probe, "probe.stale_after", 5 * interval, minimum=interval)
+        concurrency = self.number(probe, "probe.concurrency", 16, minimum=1)
+        if concurrency != int(concurrency) or concurrency > 256:
+            raise self.fail("probe.concurrency", "must be a whole number from 1 to 256")
 
         backoff_raw = self.table(raw, "backoff")
         self.reject_unknown(
@@ -374,6 +378,7 @@ class _Parser:
             redis_url=redis_url,
             probe_interval=interval,
             probe_timeout=timeout,
+            probe_concurrency=int(concurrency),
             stale_after=stale_after,
             backoff=backoff,
             hosts=hosts,

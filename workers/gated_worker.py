@@ -122,7 +122,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
             pause = min(idle_poll, until_due) if open_queues else until_due
             idle_poll = min(idle_poll * 2, self.config.probe_interval)
-            time.sleep(max(pause, 0.01))
+            self.readings.pause(max(pause, 0.01))
 
     def _open_queues(self, snapshot: Snapshot, now: float) -> list[Queue]:
         """Queues whose own resources are healthy; the rest wait without being dequeued."""
@@ -300,6 +300,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if job.timeout and job.timeout > 0:
             return int(max(min(job.timeout - working_time, interval), 0)) + ABANDON_GRACE
         return interval + ABANDON_GRACE
+
+    def teardown(self) -> None:
+        """Stop probing first: the probe leases lapse and the workers still running take them over."""
+        self.readings.close()
+        super().teardown()  # type: ignore[no-untyped-call]  # rq's, untyped
 
     def run_maintenance_tasks(self) -> None:
         """Recover abandoned jobs our way before rq's cleanup, which would fail them all."""

@@ -1,34 +1,45 @@
 """Readings cached in Redis and refreshed single-flight across the fleet.
 
-Each probe target (a MySQL host, a traffic source) is probed at most once per probe
-interval however many workers ask: the first worker to find a reading due takes a
-short Redis lock (SET NX PX interval) and probes; the others read what it wrote.
-The prober carries each signal's state forward in the reading, as the pure
-`hysteresis.next_states` decides it.
+Each probe target (a MySQL host, a traffic source) has one prober at a time, fleet-wide:
+the first process to find its reading due takes its lease (`own_probes.lua`) and from then
+on probes it every interval, off its own job loop (signals/probing.py), storing each
+reading the moment it is taken and renewing the lease with it (`store_reading.lua`). The
+others read what it wrote; if it dies, its lease lapses and the next to find the reading
+overdue takes over. The prober carries each signal's state forward in the reading, as the
+pure `hysteresis.next_states` decides it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
 
 from easeoff.feedback import keys
 from easeoff.feedback.config import WRITER_ROLES, Config
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
+from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.signals.hysteresis import next_states
+from easeoff.feedback.signals.probing import ProbeLoop
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.signals.sources import ProbeError, Prober
 
 READING_KEY = keys.READING
 PROBE_LOCK_KEY = keys.PROBE_LOCK
+OWN_PROBES = LuaScript.load("easeoff.feedback", "own_probes", argv=("token", "lease_ms"))
+DISOWN_PROBES = LuaScript.load("easeoff.feedback", "disown_probes", argv=("token",))
+STORE_READING = LuaScript.load("easeoff.feedback", "store_reading", argv=("token", "reading", "ttl", "lease_ms"))
 
 
 class ReadingsCache:
@@ -44,14 +55,22 @@ class ReadingsCache:
         self.config = config
         self.prober = prober or Prober(config, redis)
         self.clock = clock
-        # Called with the fresh snapshot by whichever process just probed: once per
-        # interval fleet-wide, the place for fleet-wide follow-ups (cool-downs, limits).
+        # Called with a fresh snapshot, at most once per interval, by each process that probes:
+        # the place for fleet-wide follow-ups (cool-downs, limits, promotions).
         self.on_refresh = on_refresh
         self.token = uuid.uuid4().hex
         # Each process treats readings as due a little later than the interval, by its own
-        # random slack: the first to wake probes and the rest find a fresh reading instead of
-        # all racing for the lock at the same instant.
-        self.slack = random.uniform(0.0, 0.2) * config.probe_interval
+        # random slack: the prober's next reading lands first and the rest find it fresh.
+        self.slack = random.uniform(0.1, 0.3) * config.probe_interval
+        # A prober that stalls for a whole probe and an interval, twice over, has its targets taken.
+        self.lease_ms = max(int(2000 * (config.probe_interval + config.probe_timeout)), 1)
+        self.ttl = max(int(self.config.stale_after * 10), 60)
+        self.loop = ProbeLoop(self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer)
+        self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
+        self._live = config  # with ops' live threshold overrides, as of the last snapshot
+        self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
+        self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
+        self._duties = (0, -math.inf)  # probes ended, and when, at the last on_refresh
 
     def stored(self, targets: Iterable[str] | None = None) -> Snapshot:
         """What Redis holds now, without probing: one MGET of the readings, hosts out and switches."""
@@ -62,52 +81,65 @@ class ReadingsCache:
         return Snapshot(readings=readings, hosts_out=parse_hosts_out(out), switches=parse_switches(switches))
 
     def next_due_in(self, snapshot: Snapshot) -> float:
-        """Seconds until the oldest reading is due for a probe; if one is overdue, another process
-        holds its lock and is probing now, so give it a tenth of an interval to finish."""
+        """Seconds until the oldest reading is due; if one is overdue, its prober is at work on it,
+        so give it a tenth of an interval to finish."""
         now = self.clock()
         ages = [now - r.taken_at if r is not None else math.inf for r in snapshot.readings.values()]
         if not ages:
             return self.config.probe_interval
         return max(0.1 * self.config.probe_interval, self.config.probe_interval + self.slack - max(ages))
 
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake the moment a probe here changes a verdict."""
+        self._changed.wait(seconds)
+        self._changed.clear()
+
     def current(self, targets: Iterable[str] | None = None) -> Snapshot:
-        """Stored readings, after refreshing those that are due and whose lock this process wins."""
+        """Stored readings; those overdue that no live process probes, this one takes on."""
         snapshot = self.stored(targets)
+        self._note(snapshot)
         readings = dict(snapshot.readings)
         now = self.clock()
-        due = [t for t, r in readings.items() if self._is_due(r, now)]
-        if not due:
-            return snapshot
-        won = self._take_locks(due)
-        if won:
-            readings.update(self.refresh(won, readings, snapshot.switches))
-        cold = [t for t in due if readings[t] is None and t not in won]
-        if cold:
-            readings.update(self._await_first(cold))
+        owned = self.loop.owned()
+        due = [t for t, r in readings.items() if t not in owned and self._is_due(r, now)]
+        if due:
+            self._take_on(due)
+            cold = [t for t in due if readings[t] is None]
+            if cold:
+                readings.update(self._await_first(cold))
         fresh = dataclasses.replace(snapshot, readings=readings)
-        if won and self.on_refresh is not None:
-            self.on_refresh(fresh)
+        self._fleet_duties(fresh)
         return fresh
+
+    def close(self) -> None:
+        """Stop probing and give the leases back: other processes take the targets over."""
+        owned = sorted(self.loop.owned())
+        self.loop.stop()
+        if owned:
+            lock_keys = [PROBE_LOCK_KEY.format(host=t) for t in owned]
+            with contextlib.suppress(*REDIS_UNREACHABLE):  # then they lapse on their own
+                DISOWN_PROBES.register(self.redis)(keys=lock_keys, args=DISOWN_PROBES.args(token=self.token))
 
     def refresh(
         self, targets: Iterable[str], previous: Mapping[str, Reading | None], switches: Switches | None = None
     ) -> dict[str, Reading]:
-        """Probe `targets` now and store the results; the caller decides who may.
+        """Probe `targets` now, concurrently, and store the results; the caller decides who may.
 
         Writers go first, so replicas probed in the same round compare against the
         heartbeat just written. Live threshold overrides decide the hysteresis state.
         """
         config = (switches or Switches()).apply(self.config, self.clock())
-        context = dict(previous)
-        ordered = sorted(targets, key=lambda t: not (self._roles(t) & WRITER_ROLES))
-        fresh = {}
-        for target in ordered:
-            fresh[target] = context[target] = self._probe(target, previous.get(target), context, config)
-        ttl = max(int(self.config.stale_after * 10), 60)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for target, reading in fresh.items():
-                pipe.set(READING_KEY.format(host=target), reading.to_json(), ex=ttl)
-            pipe.execute()
+        context = {t: r for t, r in previous.items() if r is not None}
+        writers = [t for t in targets if self._is_writer(t)]
+        others = [t for t in targets if not self._is_writer(t)]
+        fresh: dict[str, Reading] = {}
+        with ThreadPoolExecutor(max_workers=self.config.probe_concurrency) as pool:
+            for batch in (writers, others):
+                taken = pool.map(lambda t: self._probe(t, context.get(t), context, config), batch)
+                fresh.update(zip(batch, taken, strict=True))
+                context.update(fresh)
+        for reading in fresh.values():
+            self._store(reading)
         return fresh
 
     def probe_now(self) -> Snapshot:
@@ -117,11 +149,66 @@ class ReadingsCache:
         readings.update(self.refresh(list(readings), readings, snapshot.switches))
         return dataclasses.replace(snapshot, readings=readings)
 
-    def _roles(self, target: str) -> frozenset[str]:
-        return self.config.host_roles(target) if target in self.config.hosts else frozenset()
+    def _note(self, snapshot: Snapshot) -> None:
+        """What probes taken here start from: the newest readings, ops' live overrides."""
+        for target, reading in snapshot.readings.items():
+            known = self._latest.get(target)
+            if reading is not None and (known is None or reading.taken_at > known.taken_at):
+                self._latest[target] = reading
+        self._live = snapshot.switches.apply(self.config, self.clock())
+
+    def _take_on(self, due: list[str]) -> None:
+        now = time.monotonic()
+        asking = [t for t in due if self._not_ours.get(t, 0.0) <= now]
+        if not asking:
+            return
+        lock_keys = [PROBE_LOCK_KEY.format(host=t) for t in asking]
+        won = OWN_PROBES.register(self.redis)(
+            keys=lock_keys, args=OWN_PROBES.args(token=self.token, lease_ms=self.lease_ms)
+        )
+        mine = [t for t, ok in zip(asking, won, strict=True) if ok]
+        for target in set(asking) - set(mine):
+            self._not_ours[target] = now + self.config.probe_interval
+        if mine:
+            self.loop.take_on(mine)
+
+    def _probe_and_store(self, target: str) -> bool:
+        """On the probe loop: one reading, stored at once. True while the target is still ours."""
+        previous = self._latest.get(target)
+        reading = self._probe(target, previous, self._latest.copy(), self._live)
+        self._latest[target] = reading
+        if (
+            previous is None
+            or previous.strained != reading.strained
+            or (previous.error is None) != (reading.error is None)
+        ):
+            self._changed.set()
+        try:
+            return self._store(reading)
+        except REDIS_UNREACHABLE:
+            return True  # keep probing; the job loop waits Redis out and says so
+
+    def _store(self, reading: Reading) -> bool:
+        target = reading.host
+        args = STORE_READING.args(token=self.token, reading=reading.to_json(), ttl=self.ttl, lease_ms=self.lease_ms)
+        script = STORE_READING.register(self.redis)
+        return bool(script(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args))
+
+    def _fleet_duties(self, fresh: Snapshot) -> None:
+        """This process probed since its last follow-up, an interval or more ago: follow up now."""
+        if self.on_refresh is None:
+            return
+        ended, at = self._duties
+        now = time.monotonic()
+        if self.loop.finished() > ended and now - at >= 0.9 * self.config.probe_interval:
+            self._duties = (self.loop.finished(), now)
+            self.on_refresh(fresh)
+
+    def _is_writer(self, target: str) -> bool:
+        return target in self.config.hosts and bool(self.config.host_roles(target) & WRITER_ROLES)
 
     def _await_first(self, targets: list[str]) -> dict[str, Reading | None]:
-        """On a cold start, wait for the probe another process is taking rather than fail closed."""
+        """On a cold start, wait for the first probe (ours or another's) rather than fail closed."""
         deadline = time.monotonic() + self.config.probe_timeout + 0.5
         readings = dict(self.stored(targets).readings)
         while any(r is None for r in readings.values()) and time.monotonic() < deadline:
@@ -132,22 +219,17 @@ class ReadingsCache:
     def _is_due(self, reading: Reading | None, now: float) -> bool:
         return reading is None or now - reading.taken_at >= self.config.probe_interval + self.slack
 
-    def _take_locks(self, targets: list[str]) -> list[str]:
-        px = max(int(self.config.probe_interval * 1000), 1)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for target in targets:
-                pipe.set(PROBE_LOCK_KEY.format(host=target), self.token, nx=True, px=px)
-            results = pipe.execute()
-        return [t for t, ok in zip(targets, results, strict=True) if ok]
-
     def _probe(
         self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], config: Config
     ) -> Reading:
         taken_at = self.clock()
+        started = time.perf_counter()
         was = previous.strained if previous is not None else {}
         try:
             values, notes = self.prober.read(target, previous, context)
-        except ProbeError as exc:
-            return Reading(host=target, taken_at=taken_at, error=str(exc), strained=dict(was))
+        except ProbeError as exc:  # known when the probe gave up (a timeout is a whole timeout late)
+            took = {"_probe_s": time.perf_counter() - started}
+            return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
+        values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
         strained = next_states(target, values, was, config)
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
