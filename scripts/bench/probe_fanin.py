@@ -1,5 +1,6 @@
 """Does the probe load on MySQL grow with the fleet? MySQL probe statements per second,
-counted on the server, with 1 and with 8 gated workers at the same probe interval (1 s).
+counted on the server, with 1 and with 8 gated workers at the same probe interval (1 s, or
+`--interval`).
 
 The workers probe a private mariadbd that the script starts (scripts/sandbox.py) and
 stops: the shared MariaDB on 3306 also serves other people's tests and benchmarks, whose
@@ -12,7 +13,7 @@ reading shows up in Redis and closes at the first one seen after `--window` seco
 holds whole probe periods and the count is not quantized by where the edges fall. As a
 cross-check, the fleet's refreshes are also counted in Redis (each probe rewrites the
 host's reading with a new `taken_at`; polled every 10 ms, so two probes within 10 ms
-would show as one), and so are the server's new connections (one per probe).
+would show as one), and so are the server's new connections (its prober keeps one: ~0).
 
 The fleet grows and shrinks in place, 1 → 8 → 1 → 8 workers (shrinking keeps the newest,
 so each 1-worker window has a fresh process and a fresh random probe slack), first while
@@ -21,10 +22,10 @@ jobs, topped up between windows. Rates are pooled per mode (total probes / total
 
 Last line: `probe_rate_ratio X`, 8 workers over 1 worker, the worse of idle and busy.
 Target <= 1.2: readings are refreshed single-flight, once per interval for the whole fleet.
-Expect ~1.05-1.15 even so: each process treats a reading as due after the interval plus its
-own random slack (0-20% of it, feedback/signals/cache.py), so one worker probes every ~1.1 s and a
-fleet of eight, led by its smallest slack, every ~1.02 s. Hence the line that also shows
-probes per interval with 8 workers, which single-flight keeps at or below 1.00.
+Expect ~1.0: a host keeps its prober while that one lives (a lease renewed with each
+reading, feedback/signals/cache.py), which probes it every interval on the dot, however many
+workers there are. Hence the line that also shows probes per interval with 8 workers, which
+single-flight keeps at or below 1.00.
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=8.0, help="least seconds per window (default 8)")
     parser.add_argument("--pairs", type=int, default=2, help="1-worker/8-worker window pairs per mode (default 2)")
     parser.add_argument("--no-busy", action="store_true", help="idle-poll windows only")
+    parser.add_argument("--interval", type=float, default=1.0, help="probe interval, seconds (default 1)")
     parser.add_argument("--shared", action="store_true", help="probe the shared MariaDB on 3306, not a private one")
     opts = parser.parse_args()
     unwind_on_signals()  # before the private mariadbd starts
@@ -218,7 +220,11 @@ def main() -> None:
 
     with (
         probe_server(opts.shared) as (port, where),
-        bench_env("probe_fanin", interval=1.0, mysql_url=f"mysql://root@127.0.0.1:{port}") as (redis, config, scratch),
+        bench_env("probe_fanin", interval=opts.interval, mysql_url=f"mysql://root@127.0.0.1:{port}") as (
+            redis,
+            config,
+            scratch,
+        ),
     ):
         shared = port == 3306
         retries = RETRIES if shared else 0  # on a private server every statement is ours
@@ -284,12 +290,13 @@ def main() -> None:
             )
         ratio = rates[8] / rates[1] if rates[1] > 0 else float("inf")
         print(
-            f"{mode:<4} ratio 8/1: {ratio:.3f}; probes per 1 s interval: {rates[1]:.2f} (1 worker), "
-            f"{rates[8]:.2f} (8 workers; at most 1.00 if single-flight holds)"
+            f"{mode:<4} ratio 8/1: {ratio:.3f}; probes per {opts.interval:g} s interval: "
+            f"{rates[1] * opts.interval:.2f} (1 worker), "
+            f"{rates[8] * opts.interval:.2f} (8 workers; at most 1.00 if single-flight holds)"
         )
         ratios.append(ratio)
     print(
-        f"probe interval 1s, one MySQL host, {opts.window:g}s windows, fleets 1→8→1→8 per mode; "
+        f"probe interval {opts.interval:g}s, one MySQL host, {opts.window:g}s windows, fleets 1→8→1→8 per mode; "
         f"run time {time.monotonic() - began:.0f}s"
     )
     print(f"probe_rate_ratio {max(ratios):.3f}")

@@ -1,4 +1,4 @@
-"""How fast do workers react to strain, at the default probe interval (1 s)?
+"""How fast do workers react to strain, at the default probe interval (1 s) or `--interval`?
 
 For two kinds of real strain — MySQL connections held open on the local MariaDB, and
 replica lag on a sandbox master-master pair (its replica's SQL thread stopped) — a
@@ -17,6 +17,7 @@ divided by the probe interval. Target <= 1.5.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -121,6 +122,10 @@ def trial(
 
 
 def main() -> None:
+    global INTERVAL
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=INTERVAL, help="probe interval, seconds (default 1)")
+    INTERVAL = parser.parse_args().interval
     unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     results: dict[str, list[tuple[float, float]]] = {}
