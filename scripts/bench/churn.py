@@ -6,11 +6,13 @@ deferred jobs should stay parked: the steady-state cost per worker is what we re
 For scale, the same fleet is measured idle and healthy in the same run.
 
 Commands are counted on the server (INFO total_commands_processed), so run it on a
-quiet Redis. Last line: `strained_redis_ops_per_worker_s X`.
+quiet Redis. `--interval` sets the probe interval (default 1 s).
+Last line: `strained_redis_ops_per_worker_s X`.
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ JOBS = 5000
 WINDOW = 10.0
 
 
-def write_config(directory: Path, high: float, low: float) -> Path:
+def write_config(directory: Path, high: float, low: float, interval: float) -> Path:
     path = directory / "churn.toml"
     path.write_text(
         f"""
@@ -40,7 +42,7 @@ modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{REDIS_URL}"
 [probe]
-interval = 1.0
+interval = {interval}
 [backoff]
 base = 1.0
 cap = 30.0
@@ -81,6 +83,9 @@ def per_worker_rate(redis: Redis, seconds: float) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=1.0, help="probe interval, seconds (default 1)")
+    interval = parser.parse_args().interval
     unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     redis.flushdb()
@@ -90,7 +95,7 @@ def main() -> None:
     held = HeldConnections()
     fleet = Fleet()
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), high, low)
+        config = write_config(Path(tmp), high, low, interval)
         try:
             fleet.start_gated(config, ["heavy"], WORKERS)
             time.sleep(3.0)  # let the fleet settle before measuring
@@ -119,6 +124,7 @@ def main() -> None:
             held.hold(0)
             fleet.stop(graceful=True)
             redis.flushdb()
+    print(f"probe interval {interval:g}s")
     print(f"strained_redis_ops_per_worker_s {strained:.2f}")
 
 

@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200, help="no-op jobs per run (default 200)")
     parser.add_argument("--rounds", type=int, default=10, help="plain/easeoff pairs (default 10)")
     parser.add_argument("--no-preload", action="store_true", help="do not import easeoff.tasks.catalog in the parents")
+    parser.add_argument("--interval", type=float, default=1.0, help="probe interval, seconds (default 1)")
     parser.add_argument("--profile", action="store_true", help="add a cProfile'd GatedWorker run")
     opts = parser.parse_args()
     preload = not opts.no_preload
@@ -117,7 +118,7 @@ def main() -> None:
     steady_ratios: list[float] = []
     per_job_ratios: list[float] = []
     results: dict[str, list[dict[str, float]]] = {"plain": [], "easeoff": []}
-    with bench_env("overhead") as (redis, config, scratch):
+    with bench_env("overhead", interval=opts.interval) as (redis, config, scratch):
         procs = Procs(scratch)
         try:
             # Warm-up (not counted): page cache, .pyc files, MariaDB's connection path.
@@ -156,7 +157,7 @@ def main() -> None:
         )
     print(
         f"{opts.jobs} no-op jobs per run, {opts.rounds} alternating rounds, forking burst workers, JSON serializer, "
-        f"healthy gate (probe every 1s), task module {'preloaded' if preload else 'not preloaded'}; "
+        f"healthy gate (probe every {opts.interval:g}s), task module {'preloaded' if preload else 'not preloaded'}; "
         f"median ratios: steady-state {median(steady_ratios):.3f}, typical job-to-job {median(per_job_ratios):.3f}; "
         f"run time {time.monotonic() - began:.0f}s"
     )
