@@ -19,6 +19,7 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote, urlsplit
 
 from easeoff.feedback.secrets import redact_url
+from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`, the fallback config
 APP_CONFIG_NAME = "easeoff.toml"  # an app's own config, found in the current directory
@@ -337,8 +338,13 @@ class _Parser:
         redis = self.table(raw, "redis")
         self.reject_unknown(redis, "redis", {"url"})
         redis_url = self.environ.get(REDIS_URL_ENV) or self.string(redis, "redis.url", "redis://127.0.0.1:6379/0")
-        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise self.fail("redis.url", "must be a redis://, rediss:// or unix:// URL")
+        if is_sentinel_url(redis_url):
+            try:
+                parse_sentinel_url(redis_url)
+            except ValueError as exc:
+                raise self.fail("redis.url", str(exc)) from None
+        elif urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise self.fail("redis.url", "must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
 
         probe = self.table(raw, "probe")
         self.reject_unknown(probe, "probe", {"interval", "timeout", "stale_after", "concurrency"})

@@ -1,4 +1,5 @@
-"""The Redis of a config, for apps that enqueue and for every easeoff process.
+"""The Redis of a config, for apps that enqueue and for every easeoff process: a plain
+`redis://` URL, or a Sentinel-managed primary (`redis+sentinel://`, feedback/sentinel.py).
 
 Apps enqueue without repeating the URL: `task.delay(...)` goes to the Redis of the
 config found the usual way (`$EASEOFF_CONFIG`, else `./easeoff.toml`), and refuses
@@ -14,7 +15,9 @@ from typing import Any
 import redis
 from redis import Redis
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
+from easeoff.feedback.sentinel import is_sentinel_url, sentinel_client
 
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
@@ -46,11 +49,14 @@ def connect(config: Config | None = None) -> Redis:
     """A client for the config's Redis (the default config when none is given); not yet connected."""
     config = load_config() if config is None else config
     try:
-        client = Redis.from_url(
-            config.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, **_DRIVER_INFO
-        )
-        pool = client.connection_pool
-        pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
+        options = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT, **_DRIVER_INFO}
+        if is_sentinel_url(config.redis_url):
+            client = sentinel_client(config.redis_url, **options)
+        else:
+            client = Redis.from_url(config.redis_url, **options)
+            pool = client.connection_pool
+            pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
+        clock.follow(client)  # the fleet's one clock: this process's first Redis
         return client
     except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say
         raise ConfigError(config.source, "redis.url", f"{config.redis_url_redacted} is not usable: {exc}") from None

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 
 def redact_url(url: str) -> str:
-    """`redis://user:pw@host/0` → `redis://user:***@host/0`; URLs without a password pass unchanged."""
+    """`redis://user:pw@host/0` → `redis://user:***@host/0` (Sentinel's `host:port,host:port`
+    lists too); URLs without a password pass unchanged."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hosts}"))
+    return re.sub(r"sentinel_password=[^&]*", "sentinel_password=***", url)

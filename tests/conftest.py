@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pymysql
@@ -173,8 +173,12 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, config: Path, *queues: str, burst: bool = False) -> subprocess.Popen[bytes]:
-        args = [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "worker", *queues]
+    def start(
+        self, config: Path, *queues: str, burst: bool = False, launcher: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """`launcher`: how to run `easeoff` instead of `python -m easeoff.workers.cli` (under faketime, say)."""
+        command = list(launcher) or [sys.executable, "-m", "easeoff.workers.cli"]
+        args = [*command, "--config", str(config), "worker", *queues]
         if burst:
             args.append("--burst")
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process

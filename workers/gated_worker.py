@@ -26,6 +26,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import Config, load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Leases, LeaseScope
@@ -100,7 +101,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 snapshot = self.readings.current()
                 if not self.config.probe_targets:
                     self._promote()  # nobody probes, so nobody would promote on refresh
-                now = time.time()
+                now = clock.now()
                 open_queues = self._open_queues(snapshot, now)
                 if open_queues:
                     result = self._claim_admitted(open_queues, snapshot, now)
@@ -120,7 +121,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             # Nothing to run: wait, but wake when the next probe is due, so a verdict flip
             # (or jobs released by it) is acted on at once. Fewer wake-ups, fewer Redis calls.
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
-            pause = min(idle_poll, until_due) if open_queues else until_due
+            pause = min(idle_poll, until_due) if open_queues else self.readings.held_pause(until_due)
             idle_poll = min(idle_poll * 2, self.config.probe_interval)
             self.readings.pause(max(pause, 0.01))
 
@@ -191,7 +192,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _defer(self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict) -> None:
         """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap."""
-        plan = plan_deferral(meta, verdict, self.config, time.time())
+        plan = plan_deferral(meta, verdict, self.config, clock.now())
         plan.meta.store(job)
         if not isinstance(plan, Deferral):
             if self.moves.fail_deferred_too_long(job, queue, execution, plan.reason, self.name, meta.task, plan.kind):
@@ -199,7 +200,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return
         if plan.unknown:
             with self.connection.pipeline(transaction=False) as pipe:
-                unknown_resources.note(pipe, plan.unknown, meta.task, time.time())
+                unknown_resources.note(pipe, plan.unknown, meta.task, clock.now())
                 pipe.execute()
         if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on):
             self.log.info(
@@ -254,7 +255,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if self._lease is not None:
             self.leases.renew(*self._lease)
         meta = JobMeta.of(job)
-        verdict = judge(meta.resources, self.readings.current(), self.config, time.time())
+        verdict = judge(meta.resources, self.readings.current(), self.config, clock.now())
         reasons = verdict.critical or (verdict.reasons if meta.resumable else ())
         if reasons:
             request_stop(job, joined(reasons))
@@ -301,6 +302,18 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return int(max(min(job.timeout - working_time, interval), 0)) + ABANDON_GRACE
         return interval + ABANDON_GRACE
 
+    def subscribe(self) -> None:
+        """rq's command channel, and the fleet's word that a reading changed a verdict: a worker
+        whose queues are all held sleeps long and wakes on that word, not on a poll per interval."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(
+            **{self.pubsub_channel_name: self.handle_payload, keys.VERDICT_CHANGED: lambda _: self.readings.wake()}
+        )
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq types it None
+            sleep_time=60, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
     def teardown(self) -> None:
         """Stop probing first: the probe leases lapse and the workers still running take them over."""
         self.readings.close()
@@ -338,7 +351,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         queues = self._known_queues()
         prober_duties.after_refresh(
             prober_duties.fleet_round(
-                self.connection, self.config, self.moves, snapshot, queues, self.log, self.name, time.time()
+                self.connection, self.config, self.moves, snapshot, queues, self.log, self.name, clock.now()
             )
         )
 

@@ -14,7 +14,6 @@ they need a single Redis node (not Redis Cluster), as rq itself does.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
+from easeoff.feedback import clock
 from easeoff.feedback import keys as redis_keys
 from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.lua import LuaScript
@@ -117,7 +117,7 @@ class JobMoves:
         for queue in queues:
             keys += [queue.key, StartedJobRegistry(queue.name, connection=self.connection).key]
         execution_id = uuid.uuid4().hex
-        now = time.time()
+        now = clock.now()
         result = self._claim(
             keys=keys,
             args=CLAIM.args(
@@ -190,7 +190,7 @@ class JobMoves:
         keys: list[str] = []
         for queue in queues:
             keys += [ScheduledJobRegistry(queue.name, connection=self.connection).key, queue.key]
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         args = PROMOTE.args([q.name for q in queues], now=repr(now), most=most, **_parking_prefixes())
         return int(self._promote(keys=keys, args=args))
 
@@ -260,7 +260,7 @@ class JobMoves:
                 queue.key,
                 FailedJobRegistry(queue.name, connection=self.connection).key,
             ]
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         args = RECOVER.args(
             [q.name for q in queues],
             now=repr(now),
@@ -296,7 +296,7 @@ class JobMoves:
                     if meta is not None:
                         pipe.hset(job_key, "meta", _restart_deferral_clocks(meta))
                     pipe.hset(
-                        job_key, mapping={"status": JobStatus.QUEUED.value, "enqueued_at": utcformat(_utc(time.time()))}
+                        job_key, mapping={"status": JobStatus.QUEUED.value, "enqueued_at": utcformat(_utc(clock.now()))}
                     )
                     pipe.hdel(job_key, "started_at", "ended_at", "exc_info", "last_heartbeat", "worker_name")
                     pipe.rpush(queue.key, job_id)
@@ -314,7 +314,7 @@ class JobMoves:
             self._fail(
                 keys=[started.key, failed.key, Job.key_for(job_id), execution.key],
                 args=FAIL_CLAIMED.args(
-                    composite=execution.composite_key, job_id=job_id, expires_at=repr(time.time() + ttl), reason=reason
+                    composite=execution.composite_key, job_id=job_id, expires_at=repr(clock.now() + ttl), reason=reason
                 ),
             )
         )
@@ -333,7 +333,7 @@ def _parking_prefixes() -> dict[str, str]:
 def _release_args(now: float | None) -> dict[str, str]:
     """What release and release_slots need to move parked jobs back to their queues."""
     return {
-        "now": repr(time.time() if now is None else now),
+        "now": repr(clock.now() if now is None else now),
         **_parking_prefixes(),
         "scheduled_prefix": ScheduledJobRegistry.key_template.format(""),
         "queue_prefix": Queue.redis_queue_namespace_prefix,

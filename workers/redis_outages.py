@@ -31,10 +31,11 @@ class RidesOutRedisOutages(Worker):
             self._wait_for_redis(exc)
 
     def _wait_for_redis(self, exc: BaseException) -> None:
-        """Back off (doubling, capped) until Redis answers again, instead of quitting."""
-        wait = 1.0
+        """Back off (doubling from a tenth of a second, capped) until Redis answers again, instead of
+        quitting: a Sentinel failover or a restart takes seconds, and the first retries catch it."""
+        wait = 0.1
         while True:
-            self.log.error("Worker %s: Redis unreachable (%s); retrying in %.0fs", self.name, exc, wait)
+            self.log.error("Worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, exc, wait)
             time.sleep(wait)
             try:
                 self.connection.ping()

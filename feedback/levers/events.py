@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,7 +18,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 
 EVENTS_KEY = keys.EVENTS
 EVENT_COUNTS_KEY = keys.EVENT_COUNTS
@@ -51,7 +50,7 @@ def record(
 ) -> None:
     """Append one event; on a pipeline it lands with the rest of the caller's transaction."""
     fields: dict[FieldT, EncodableT] = {
-        "at": repr(time.time() if at is None else at),
+        "at": repr(clock.now() if at is None else at),
         "kind": kind,
         "text": text,
         "who": who,

@@ -7,14 +7,13 @@ Each change is logged as an event (who, when, why) in the same transaction.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import WatchError
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 from easeoff.feedback.levers import events
 
 HOSTS_OUT_KEY = keys.HOSTS_OUT
@@ -22,7 +21,7 @@ HOSTS_OUT_KEY = keys.HOSTS_OUT
 
 def mark_out(redis: Redis, host: str, reason: str, by: str | None = None) -> None:
     who = by or events.operator()
-    entry: dict[str, Any] = {"reason": reason, "by": who, "at": time.time()}
+    entry: dict[str, Any] = {"reason": reason, "by": who, "at": clock.now()}
     _update(redis, lambda hosts: hosts.__setitem__(host, entry), f"host out: {host}", who, reason)
 
 

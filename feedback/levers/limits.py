@@ -14,13 +14,12 @@ carry a static limit of their own.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis import Redis
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import ConcurrencyConfig, Config
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
@@ -97,7 +96,7 @@ class Leases:
         """Take a slot in every scope, or none: returns the first full scope, else None."""
         if not scopes:
             return None
-        now = time.time()
+        now = clock.now()
         script_keys: list[str] = [keys.SLOT_WAITS]
         pairs: list[object] = []
         for scope in scopes:
@@ -113,7 +112,7 @@ class Leases:
 
     def renew(self, scopes: Sequence[LeaseScope], member: str, pipeline: Redis | None = None) -> None:
         target = pipeline if pipeline is not None else self.redis
-        expiry = time.time() + lease_ttl(self.config)
+        expiry = clock.now() + lease_ttl(self.config)
         for scope in scopes:
             target.zadd(scope.leases_key, {member: expiry}, xx=True)
 
@@ -153,7 +152,7 @@ def adapt_limits(
 def current_limits(redis: Redis, config: Config, now: float | None = None) -> dict[str, tuple[int, int]]:
     """resource → (limit, leases in use), for status and the exporter."""
     limited = {name: r.concurrency for name, r in config.resources.items() if r.concurrency is not None}
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     names = list(limited)
     if not names:
         return {}

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Worker
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
@@ -177,7 +178,7 @@ class Exporter:
         """Evaluate the water marks at `now` (default: the clock), from the queues that have them."""
         if not self._alarm_queues:
             return []
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         stats = queue_stats(self.redis, self._alarm_queues, now)
         transitions = self.monitor.observe(queue_measures(stats), now)
         alerts = [t for t in transitions if "firing" in (t.before, t.after)]
@@ -200,7 +201,7 @@ class Exporter:
             bound_host, bound_port = server.server_address[:2]
             if on_listening is not None:
                 on_listening(str(bound_host), int(bound_port))
-            for tick in evaluation_ticks(time.time(), self.evaluate_every, stop):
+            for tick in evaluation_ticks(clock.now(), self.evaluate_every, stop):
                 try:
                     self.evaluate(tick)
                 except REDIS_UNREACHABLE as exc:
@@ -218,7 +219,7 @@ def evaluation_ticks(start: float, every: float, stop: threading.Event) -> Itera
     """`start`, `start + every`, ... as each comes due, until `stop`; ticks missed while an
     evaluation ran long are skipped, not bunched (as Prometheus skips missed rule evaluations)."""
     tick = start
-    while not stop.wait(max(0.0, tick - time.time())):
+    while not stop.wait(max(0.0, tick - clock.now())):
         yield tick
-        behind = max(0.0, time.time() - tick)
+        behind = max(0.0, clock.now() - tick)
         tick += every * (1 + int(behind // every))

@@ -8,12 +8,11 @@ nothing changes) and logs only the changes, so two probers racing never log a fl
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 
 from redis import Redis
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 from easeoff.feedback.levers.events import MAX_EVENTS
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Reason, joined
@@ -34,7 +33,7 @@ def record_flips(
     for scope in scopes:
         reasons = held.get(scope)
         args += [scope, f"{scope} held: {joined(reasons)}"[:500] if reasons else f"{scope} admitted again"]
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     state_json = json.dumps(state, sort_keys=True, separators=(",", ":"))
     script_args = FLIPS.args(args, now=repr(now), maxlen=MAX_EVENTS, state=state_json)
     return int(FLIPS.register(redis)(keys=[keys.VERDICTS, keys.EVENTS, keys.EVENT_COUNTS], args=script_args))

@@ -18,6 +18,7 @@ from html import escape
 
 from redis import Redis
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import Config, Thresholds
 from easeoff.feedback.levers import events as event_log
 from easeoff.feedback.levers.events import Event
@@ -61,7 +62,7 @@ class Window:
 
 def render_page(redis: Redis, config: Config, hours: float, now: float | None = None) -> str:
     """Read the history and the events of the last `hours` and render the page."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     start = now - hours * 3600
     samples = read_history(redis, start)
     window_events = event_log.between(redis, start, now)

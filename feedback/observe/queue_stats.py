@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -11,6 +10,8 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcparse
+
+from easeoff.feedback import clock
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def known_queue_names(redis: Redis, configured: Iterable[str]) -> list[str]:
 
 def queue_stats(redis: Redis, names: Iterable[str], now: float | None = None) -> list[QueueStats]:
     names = list(names)
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(Queue.redis_queue_namespace_prefix + name)

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
 
+from easeoff.feedback import clock as fleet_clock
 from easeoff.feedback import keys
 from easeoff.feedback.config import WRITER_ROLES, Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
@@ -39,7 +40,9 @@ READING_KEY = keys.READING
 PROBE_LOCK_KEY = keys.PROBE_LOCK
 OWN_PROBES = LuaScript.load("easeoff.feedback", "own_probes", argv=("token", "lease_ms"))
 DISOWN_PROBES = LuaScript.load("easeoff.feedback", "disown_probes", argv=("token",))
-STORE_READING = LuaScript.load("easeoff.feedback", "store_reading", argv=("token", "reading", "ttl", "lease_ms"))
+STORE_READING = LuaScript.load(
+    "easeoff.feedback", "store_reading", argv=("token", "reading", "ttl", "lease_ms", "changed", "channel", "host")
+)
 
 
 class ReadingsCache:
@@ -48,7 +51,7 @@ class ReadingsCache:
         redis: Redis,
         config: Config,
         prober: Prober | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = fleet_clock.now,
         on_refresh: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.redis = redis
@@ -90,9 +93,21 @@ class ReadingsCache:
         return max(0.1 * self.config.probe_interval, self.config.probe_interval + self.slack - max(ages))
 
     def pause(self, seconds: float) -> None:
-        """Sleep, but wake the moment a probe here changes a verdict."""
+        """Sleep, but wake the moment a probe (here, or anywhere with `wake`) changes a verdict."""
         self._changed.wait(seconds)
         self._changed.clear()
+
+    def wake(self) -> None:
+        """A prober somewhere published that a reading changed a verdict (keys.VERDICT_CHANGED)."""
+        self._changed.set()
+
+    def held_pause(self, until_due: float) -> float:
+        """How long a worker whose queues are all held may sleep. A verdict change wakes it at once
+        (`wake`), so it need only look in to take over probing from a prober that died, well
+        within `stale_after`; a prober still wakes when its readings come due, for the fleet's duties."""
+        if self.loop.owned():
+            return until_due
+        return max(until_due, min(1.0, self.config.stale_after / 2))
 
     def current(self, targets: Iterable[str] | None = None) -> Snapshot:
         """Stored readings; those overdue that no live process probes, this one takes on."""
@@ -138,8 +153,8 @@ class ReadingsCache:
                 taken = pool.map(lambda t: self._probe(t, context.get(t), context, config), batch)
                 fresh.update(zip(batch, taken, strict=True))
                 context.update(fresh)
-        for reading in fresh.values():
-            self._store(reading)
+        for target, reading in fresh.items():
+            self._store(reading, _changes_a_verdict(previous.get(target), reading))
         return fresh
 
     def probe_now(self) -> Snapshot:
@@ -177,20 +192,25 @@ class ReadingsCache:
         previous = self._latest.get(target)
         reading = self._probe(target, previous, self._latest.copy(), self._live)
         self._latest[target] = reading
-        if (
-            previous is None
-            or previous.strained != reading.strained
-            or (previous.error is None) != (reading.error is None)
-        ):
+        changed = _changes_a_verdict(previous, reading)
+        if changed:
             self._changed.set()
         try:
-            return self._store(reading)
+            return self._store(reading, changed)
         except REDIS_UNREACHABLE:
             return True  # keep probing; the job loop waits Redis out and says so
 
-    def _store(self, reading: Reading) -> bool:
+    def _store(self, reading: Reading, changed: bool) -> bool:
         target = reading.host
-        args = STORE_READING.args(token=self.token, reading=reading.to_json(), ttl=self.ttl, lease_ms=self.lease_ms)
+        args = STORE_READING.args(
+            token=self.token,
+            reading=reading.to_json(),
+            ttl=self.ttl,
+            lease_ms=self.lease_ms,
+            changed="1" if changed else "0",
+            channel=keys.VERDICT_CHANGED,
+            host=target,
+        )
         script = STORE_READING.register(self.redis)
         return bool(script(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args))
 
@@ -233,3 +253,10 @@ class ReadingsCache:
         values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
         strained = next_states(target, values, was, config)
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
+
+
+def _changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:
+    """A first reading, a signal crossing its hysteresis band, or a probe failing or recovering."""
+    return (
+        previous is None or previous.strained != reading.strained or (previous.error is None) != (reading.error is None)
+    )

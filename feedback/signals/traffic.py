@@ -6,11 +6,9 @@ reads a sliding one-second rate, so heavy work waits while the site is busy.
 
 from __future__ import annotations
 
-import time
-
 from redis import Redis
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 
 COUNTER_KEY = keys.TRAFFIC
 KEEP_SECONDS = 10
@@ -18,7 +16,7 @@ KEEP_SECONDS = 10
 
 def count_request(redis: Redis, counter: str = "web", n: int = 1, now: float | None = None) -> None:
     """Count `n` requests of `counter` in the current second."""
-    second = int(time.time() if now is None else now)
+    second = int(clock.now() if now is None else now)
     key = COUNTER_KEY.format(counter=counter, second=second)
     with redis.pipeline(transaction=False) as pipe:
         pipe.incrby(key, n)
@@ -29,7 +27,7 @@ def count_request(redis: Redis, counter: str = "web", n: int = 1, now: float | N
 def app_rate(redis: Redis, counter: str, now: float | None = None) -> float:
     """Requests per second over the last second: this second's count plus the unexpired
     share of the previous one (a sliding window, so a burst shows within a probe)."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     second = int(now)
     current, previous = redis.mget(
         COUNTER_KEY.format(counter=counter, second=second), COUNTER_KEY.format(counter=counter, second=second - 1)

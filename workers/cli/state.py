@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_in, mark_out
@@ -35,13 +36,13 @@ def status(ctx: Context, as_json: bool) -> None:
     config, connection = ctx.config, ctx.redis
     stats = queue_stats(connection, known_queue_names(connection, config.queues))
     snapshot = ReadingsCache(connection, config).stored()
-    held = held_queues(config, [s.name for s in stats], snapshot, time.time())
+    held = held_queues(config, [s.name for s in stats], snapshot, clock.now())
     report = {
         "queues": {
             s.name: {**{k: v for k, v in s.as_dict().items() if k != "name"}, "held": held[s.name]} for s in stats
         },
         **_feedback_report(config, snapshot, unknown_resources.read(connection, config.resources)),
-        "switches": switches_report(snapshot, time.time()),
+        "switches": switches_report(snapshot, clock.now()),
         "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
     }
     if as_json:
@@ -85,7 +86,7 @@ def probe(ctx: Context, as_json: bool) -> None:
 def _feedback_report(
     config: Config, snapshot: Snapshot, unknown: Sequence[unknown_resources.UnknownResource] = ()
 ) -> dict[str, Any]:
-    now = time.time()
+    now = clock.now()
     return {
         "global": global_report(config, snapshot, now),
         "traffic": traffic_report(config, snapshot, now),

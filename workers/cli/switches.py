@@ -11,6 +11,7 @@ import time
 
 import click
 
+from easeoff.feedback import clock
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.switches import (
     SCOPE_KINDS,
@@ -33,7 +34,7 @@ def _ttl(text: str | None, default: str | None = None) -> float | None:
     if text is None:
         return None
     try:
-        return time.time() + parse_duration(text)
+        return clock.now() + parse_duration(text)
     except ValueError as exc:
         fail(f"--ttl: {exc}")
 
@@ -67,7 +68,7 @@ def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None
 
     A paused queue is not dequeued from; a paused task's or resource's jobs are deferred and
     parked until it resumes. Running jobs finish (resumable ones at their next checkpoint)."""
-    _report_set(ctx, Switch("pause", _scope(ctx, scope), by or events.operator(), reason, time.time(), _ttl(ttl)))
+    _report_set(ctx, Switch("pause", _scope(ctx, scope), by or events.operator(), reason, clock.now(), _ttl(ttl)))
 
 
 @click.command("resume")
@@ -93,7 +94,7 @@ def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None
     """Refuse RATIO (0..1) of TASK's jobs, as freno's throttle-app does; lapses after --ttl (default 1h)."""
     scope = _scope(ctx, f"task:{task}")
     _report_set(
-        ctx, Switch("throttle", scope, by or events.operator(), reason, time.time(), _ttl(ttl, "1h"), ratio=ratio)
+        ctx, Switch("throttle", scope, by or events.operator(), reason, clock.now(), _ttl(ttl, "1h"), ratio=ratio)
     )
 
 
@@ -150,7 +151,7 @@ def threshold(
         fail("--reason is required: say why the thresholds move")
     who, expires_at = by or events.operator(), _ttl(ttl, "1h")
     _report_set(
-        ctx, Switch("threshold", scope, who, reason, time.time(), expires_at, high=high, low=low, critical=critical)
+        ctx, Switch("threshold", scope, who, reason, clock.now(), expires_at, high=high, low=low, critical=critical)
     )
 
 
@@ -170,7 +171,7 @@ def _report_cleared(ctx: Context, key: str, reason: str, by: str | None) -> None
 @guarded
 def switches(ctx: Context, as_json: bool) -> None:
     """The switches in force: what, who, why and until when."""
-    now = time.time()
+    now = clock.now()
     live = read_switches(ctx.redis).live(now)
     if as_json:
         click.echo(json.dumps([s.as_dict() for s in live], indent=2, sort_keys=True))

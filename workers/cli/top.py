@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from easeoff.feedback import clock
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.workers.cli.helpers import Context, guarded, pass_context
 
@@ -69,7 +70,7 @@ def top(ctx: Context, once: bool, hours: float, every: float | None) -> None:
     if not console.is_terminal:
         console = Console(width=160)  # a pipe or a file: wide enough that rows do not wrap
     if once:
-        console.print(render(read_frame(connection, config, hours, time.time()), config, hours))
+        console.print(render(read_frame(connection, config, hours, clock.now()), config, hours))
         return
     interval = every or config.probe_interval
     try:
@@ -114,9 +115,9 @@ def _safe_frame(connection: Redis, config: Config, hours: float) -> RenderableTy
     from rich.text import Text
 
     try:
-        return render(read_frame(connection, config, hours, time.time()), config, hours)
+        return render(read_frame(connection, config, hours, clock.now()), config, hours)
     except REDIS_UNREACHABLE as exc:
-        return Text(f"{_clock(time.time())}  cannot read Redis at {config.redis_url_redacted}: {exc}", style="red")
+        return Text(f"{_clock(clock.now())}  cannot read Redis at {config.redis_url_redacted}: {exc}", style="red")
 
 
 def render(frame: Frame, config: Config, hours: float) -> RenderableType:

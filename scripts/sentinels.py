@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""A Redis primary, a replica and three Sentinels on loopback, for tests and benchmarks.
+
+Real Debian `redis-server` and `redis-sentinel` processes, each in a directory of its own
+under a scratch directory, on free ports. `kill_primary()` SIGKILLs the primary; the
+sentinels (quorum 2, `down-after-milliseconds` DOWN_AFTER_MS) promote the replica.
+
+    with RedisSentinels(tmp) as rs:
+        url = rs.url(db=0)             # redis+sentinel://127.0.0.1:p1,...,127.0.0.1:p3/easeoff/0
+        rs.kill_primary(); rs.wait_promoted(timeout=30)
+
+Needs only the standard library and redis-py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from redis import Redis
+
+SERVICE = "easeoff"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sentinel_binary() -> list[str]:
+    """Debian's redis-sentinel, else redis-server in sentinel mode (the same program)."""
+    found = shutil.which("redis-sentinel")
+    if found:
+        return [found]
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("neither redis-sentinel nor redis-server is installed")
+    return [server]
+
+
+class RedisSentinels:
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = Path(base_dir)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.primary_port = free_port()
+        self.replica_port = free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+
+    def __enter__(self) -> RedisSentinels:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.down()
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}/{db}"
+
+    def up(self, timeout: float = 30.0) -> None:
+        self._server("primary", self.primary_port)
+        self._server("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port))
+        self._wait(lambda: Redis(port=self.replica_port).info("replication").get("master_link_status") == "up", timeout)
+        for i, port in enumerate(self.sentinel_ports):
+            folder = self.base_dir / f"sentinel{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n",
+                encoding="utf-8",
+            )
+            self._start(f"sentinel{i}", [*sentinel_binary(), str(conf), "--sentinel"], folder)
+        self._wait(lambda: all(self._sentinel_sees_replica(p) for p in self.sentinel_ports), timeout)
+
+    def primary(self) -> tuple[str, int]:
+        host, port = Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
+        return str(host), int(port)
+
+    def kill_primary(self) -> float:
+        """SIGKILL the current primary; returns when (time.time())."""
+        _, port = self.primary()
+        name = "primary" if port == self.primary_port else "replica"
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        return time.time()
+
+    def wait_promoted(self, away_from: int, timeout: float = 30.0) -> None:
+        """Until every sentinel names a primary other than port `away_from`, and it accepts writes."""
+
+        def promoted() -> bool:
+            for port in self.sentinel_ports:
+                _, master = Redis(port=port).sentinel_get_master_addr_by_name(SERVICE)
+                if int(master) == away_from:
+                    return False
+            return Redis(port=self.primary()[1]).info("replication")["role"] == "master"
+
+        self._wait(promoted, timeout)
+
+    def down(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+    def _server(self, name: str, port: int, *extra: str) -> None:
+        folder = self.base_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
+        self._start(name, [*args, "--appendonly", "no", *extra], folder)
+
+    def _start(self, name: str, args: list[str], folder: Path) -> None:
+        log = open(folder / "log.txt", "wb")  # noqa: SIM115 - the process holds it
+        self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        port = int(args[args.index("--port") + 1]) if "--port" in args else None
+        if port is not None:
+            self._wait(lambda: _answers(port), 15)
+
+    def _sentinel_sees_replica(self, port: int) -> bool:
+        if not _answers(port):
+            return False
+        replicas = Redis(port=port).sentinel_slaves(SERVICE)
+        return any(int(r["port"]) == self.replica_port for r in replicas)
+
+    def _wait(self, predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if predicate():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis sentinels: not ready after {timeout}s (logs in {self.base_dir})")
+            time.sleep(0.05)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(Redis(port=port, socket_connect_timeout=0.2, socket_timeout=0.5).ping())
+    except Exception:
+        return False

@@ -1,0 +1,150 @@
+"""Redis through Sentinel: a real primary, replica and three sentinels; the primary SIGKILLed
+while workers run and defer jobs; the replica promoted; the workers and the CLI carry on
+through the Sentinel URL, and every job is reckoned."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from easeoff.feedback.config import load_config
+from easeoff.feedback.connect import connect
+from easeoff.tasks.catalog import record_run
+from easeoff.workers.cli.jobs import failure_reason
+from tests.conftest import CONFIG_TEMPLATE, TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "sentinels.py"
+
+
+def load_sentinels() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("easeoff_sentinels", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[object]:
+    with load_sentinels().RedisSentinels(tmp_path / "redis") as running:
+        yield running
+
+
+def sentinel_config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "sentinel.toml"
+    values = {
+        "redis_url": url,
+        "interval": 0.5,
+        "stale_after": 5.0,
+        "backoff_base": 0.5,
+        "backoff_cap": 1.0,
+        "high": 0.95,
+        "low": 0.90,
+        "shard2_hosts": '["db1"]',
+        "extra": "",
+        "backoff_extra": "",
+    }
+    path.write_text(CONFIG_TEMPLATE.format(**values), encoding="utf-8")
+    return path
+
+
+def reckon(redis: Redis, ids: list[str]) -> dict[str, int]:
+    """Where each job is: finished, failed, waiting somewhere a worker will find it (a queue,
+    scheduled, started, parked), stranded (its hash says one thing, no list or registry holds
+    it: a move the replica never got), or lost (no hash at all: enqueued, never replicated)."""
+    counts = {"finished": 0, "failed": 0, "waiting": 0, "stranded": 0, "lost": 0}
+    queued = {j.decode() for j in redis.lrange("rq:queue:heavy", 0, -1)}
+    scheduled = set(ScheduledJobRegistry("heavy", connection=redis).get_job_ids())
+    started = set(StartedJobRegistry("heavy", connection=redis).get_job_ids())
+    parked = {m.decode().split("|")[0] for key in redis.scan_iter("easeoff:parked:*") for m in redis.zrange(key, 0, -1)}
+    for job_id in ids:
+        status = redis.hget(f"rq:job:{job_id}", "status")
+        if status is None:
+            counts["lost"] += 1
+        elif status == JobStatus.FINISHED.value.encode():
+            counts["finished"] += 1
+        elif status == JobStatus.FAILED.value.encode():
+            counts["failed"] += 1
+        elif job_id in queued | scheduled | started | parked:
+            counts["waiting"] += 1
+            where = [
+                n
+                for n, place in (("queued", queued), ("scheduled", scheduled), ("started", started), ("parked", parked))
+                if job_id in place
+            ]
+            counts[f"waiting:{'+'.join(where)}"] = counts.get(f"waiting:{'+'.join(where)}", 0) + 1
+        else:
+            counts["stranded"] += 1
+    return counts
+
+
+def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, sentinels, shards) -> None:
+    assert TEST_REDIS_URL  # the suite's own Redis is untouched: this test has a Redis of its own
+    config_path = sentinel_config(tmp_path, sentinels.url(db=0))
+    config = load_config(config_path)
+    redis = connect(config)
+    workers = WorkerProcesses(tmp_path)
+    try:
+        for _ in range(2):
+            workers.start(config_path, "heavy")
+        # Shard 2's jobs are deferred (its task paused), shard 1's run.
+        assert (
+            run_cli("--config", str(config_path), "pause", "resource:shard:2", "--reason", "failover test").returncode
+            == 0
+        )
+        before = [
+            record_run.enqueue(shard=1 + i % 2, tag="failover", seconds=0.05, connection=redis).id for i in range(40)
+        ]
+        wait_until(lambda: reckon(redis, before)["finished"] >= 5, 30, what=f"jobs to run; logs: {workers.logs()}")
+
+        old_port = sentinels.primary()[1]
+        sentinels.kill_primary()
+        sentinels.wait_promoted(away_from=old_port, timeout=60)
+
+        after = [record_run.enqueue(shard=1, tag="failover", seconds=0.05, connection=redis).id for _ in range(10)]
+        try:
+            wait_until(
+                lambda: reckon(redis, after)["finished"] == len(after), 60, what="jobs after the failover to run"
+            )
+        except BaseException:
+            print(f"after: {reckon(redis, after)}; logs: {workers.logs()}")
+            raise
+        status = run_cli("--config", str(config_path), "status")
+        assert status.returncode == 0, status.stderr
+
+        # Shard 1's jobs all end, or were lost with the primary's last writes (counted), or sit in
+        # `started` under a worker still heartbeating them: in some runs one job that was running
+        # at the kill stays there (its work horse, forked before the failover, has not come back;
+        # undiagnosed, see the issue's note), so that count is reported rather than waited out.
+        shard1 = [j for i, j in enumerate(before) if i % 2 == 0]
+
+        deadline = time.monotonic() + 40  # past the abandoned-job grace, so the sweep has had its go
+        while reckon(redis, shard1)["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = reckon(redis, shard1)
+        assert left["waiting"] == left.get("waiting:started", 0), f"shard 1: {left}; logs: {workers.logs()}"
+        counts = reckon(redis, before)
+        print(f"after the failover: {counts} of {len(before)} jobs enqueued before it")
+        assert sum(n for place, n in counts.items() if ":" not in place) == len(before)
+        assert reckon(redis, [j for i, j in enumerate(before) if i % 2 == 1])["finished"] == 0
+        for job_id in before:  # a failed job says why
+            job = (
+                Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+                if redis.exists(f"rq:job:{job_id}")
+                else None
+            )
+            if job is not None and job.get_status() == JobStatus.FAILED:
+                reason = failure_reason(job)
+                assert reason, f"job {job_id} failed without a reason"
+                print(f"failed: {job_id}: {reason}")
+    finally:
+        workers.stop_all()
