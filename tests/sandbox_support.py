@@ -1,4 +1,4 @@
-"""scripts/sandbox.py, loaded as a module by its path (scripts/ is not a package)."""
+"""scripts/sandbox.py (and other scripts), loaded as modules by their paths (scripts/ is not a package)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "sandbox.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def load_sandbox() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("easeoff_sandbox", SCRIPT)
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"easeoff_{name}", SCRIPTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_sandbox() -> ModuleType:
+    return load_script("sandbox")
 
 
 sandbox_mod = load_sandbox()

@@ -4,11 +4,9 @@ through the Sentinel URL, and every job is reckoned."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from redis import Redis
@@ -20,41 +18,14 @@ from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import connect
 from easeoff.tasks.catalog import record_run
 from easeoff.workers.cli.jobs import failure_reason
-from tests.conftest import CONFIG_TEMPLATE, TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "sentinels.py"
-
-
-def load_sentinels() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("easeoff_sentinels", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import WorkerProcesses, run_cli, wait_until
+from tests.sandbox_support import load_script
 
 
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[object]:
-    with load_sentinels().RedisSentinels(tmp_path / "redis") as running:
+    with load_script("sentinels").RedisSentinels(tmp_path / "redis") as running:
         yield running
-
-
-def sentinel_config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "sentinel.toml"
-    values = {
-        "redis_url": url,
-        "interval": 0.5,
-        "stale_after": 5.0,
-        "backoff_base": 0.5,
-        "backoff_cap": 1.0,
-        "high": 0.95,
-        "low": 0.90,
-        "shard2_hosts": '["db1"]',
-        "extra": "",
-        "backoff_extra": "",
-    }
-    path.write_text(CONFIG_TEMPLATE.format(**values), encoding="utf-8")
-    return path
 
 
 def reckon(redis: Redis, ids: list[str]) -> dict[str, int]:
@@ -87,9 +58,8 @@ def reckon(redis: Redis, ids: list[str]) -> dict[str, int]:
     return counts
 
 
-def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, sentinels, shards) -> None:
-    assert TEST_REDIS_URL  # the suite's own Redis is untouched: this test has a Redis of its own
-    config_path = sentinel_config(tmp_path, sentinels.url(db=0))
+def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, write_config, sentinels, shards) -> None:
+    config_path = write_config(redis_url=sentinels.url(db=0))  # a Redis of its own, not the suite's
     config = load_config(config_path)
     redis = connect(config)
     workers = WorkerProcesses(tmp_path)

@@ -135,12 +135,20 @@ def aimd_step(limit: int, strained: bool, saturated: bool, cfg: ConcurrencyConfi
 def adapt_limits(
     redis: Redis, config: Config, strained: Mapping[str, object], now: float | None = None
 ) -> dict[str, int]:
-    """One AIMD step for every limited resource; run by the worker that probed for the fleet."""
+    """One AIMD step for every limited resource; run by the worker that probed for the fleet.
+
+    Saturated: every slot in use now, or jobs parked waiting for one: the prober may look just
+    as its own job has handed its slot back."""
     new_limits = {}
-    for name, (limit, in_use) in current_limits(redis, config, now).items():
+    limits = current_limits(redis, config, now)
+    with redis.pipeline(transaction=False) as pipe:
+        for name in limits:
+            pipe.zcard(keys.PARKED_PREFIX + keys.SLOT_PARK_PREFIX + name)
+        waiting = dict(zip(limits, pipe.execute(), strict=True))
+    for name, (limit, in_use) in limits.items():
         cfg = config.resources[name].concurrency
         assert cfg is not None
-        new_limits[name] = aimd_step(limit, name in strained, in_use >= limit, cfg)
+        new_limits[name] = aimd_step(limit, name in strained, in_use >= limit or waiting[name] > 0, cfg)
     if new_limits:
         with redis.pipeline(transaction=False) as pipe:
             for name, limit in new_limits.items():

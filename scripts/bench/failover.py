@@ -16,7 +16,6 @@ Target: no more than `down-after-milliseconds` plus two probe intervals (1 s + 2
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from _common import Procs, median, tail, unwind_on_signals
+from fleet import load_script
 from rq.job import Job
 from rq.utils import utcparse
 
@@ -31,7 +31,6 @@ from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
 from easeoff.tasks.catalog import noop
 
-REPO = Path(__file__).resolve().parents[2]
 WORKERS, JOBS, INTERVAL = 4, 5000, 0.5
 CONFIG = """
 [tasks]
@@ -49,14 +48,6 @@ high = 0.99
 low = 0.98
 [queues.heavy]
 """
-
-
-def load_sentinels():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("easeoff_sentinels", REPO / "scripts" / "sentinels.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ended_times(redis, ids: list[str]) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
@@ -83,7 +74,7 @@ def main() -> None:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="easeoff-bench-failover-") as tmp:
         scratch = Path(tmp)
-        with load_sentinels().RedisSentinels(scratch / "redis") as sentinels:
+        with load_script("sentinels").RedisSentinels(scratch / "redis") as sentinels:
             config_path = scratch / "failover.toml"
             config_path.write_text(CONFIG.format(url=sentinels.url(db=0), interval=INTERVAL), encoding="utf-8")
             redis = connect(load_config(config_path))

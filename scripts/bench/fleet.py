@@ -23,16 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 
-def load_sandbox() -> ModuleType:
-    """scripts/sandbox.py as a module: extra real mariadbd instances on other ports. It is a
-    command-line script (not a package), so it is loaded from its file."""
-    spec = importlib.util.spec_from_file_location("easeoff_sandbox", REPO / "scripts" / "sandbox.py")
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module (scripts/ holds command-line scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"easeoff_{name}", REPO / "scripts" / f"{name}.py")
     if spec is None or spec.loader is None:
-        raise ImportError("scripts/sandbox.py not found")
+        raise ImportError(f"scripts/{name}.py not found")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def load_sandbox() -> ModuleType:
+    """scripts/sandbox.py: extra real mariadbd instances on other ports."""
+    return load_script("sandbox")
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
