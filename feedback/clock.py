@@ -6,7 +6,7 @@ on other machines. Against each machine's own clock, a worker 5 s ahead would ca
 fresh reading stale (and stop) and run deferred jobs early; one 5 s behind would trust
 stale readings and hold jobs late. So each process keeps its offset from Redis's TIME
 (half the round trip taken off, measured again every RESYNC_EVERY seconds) and reads the
-fleet's time as its own plus that offset. The first Redis a process connects to
+fleet's time as its own plus that offset. The Redis a process last connected to
 (feedback/connect.py) is the one it follows. Durations inside one process still use the
 monotonic clock.
 """
@@ -21,46 +21,40 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 RESYNC_EVERY = 30.0  # seconds; clocks drift by far less than a probe interval in that time
+RETRY_AFTER = 5.0  # seconds after a failed measurement (Redis away) before the next try
 
 _lock = threading.Lock()
 _source: Redis | None = None
 _offset = 0.0  # Redis's time minus ours, in seconds
-_synced_at = -math.inf  # monotonic
-_measured = False
+_next_sync = math.inf  # monotonic: when to measure again
 
 
 def follow(redis: Redis) -> None:
-    """Take this process's notion of now from `redis`, unless it already follows one."""
-    global _source
+    """Take this process's notion of now from `redis` (the Redis it connected to last), measured anew."""
+    global _source, _next_sync
     with _lock:
-        if _source is None:
-            _source = redis
+        if _source is not redis:
+            _source, _next_sync = redis, -math.inf
 
 
 def now() -> float:
     """The fleet's time, in Unix seconds."""
-    if _source is not None and time.monotonic() - _synced_at >= (RESYNC_EVERY if _measured else 1.0):
+    if time.monotonic() >= _next_sync:
         _sync()
     return time.time() + _offset
 
 
-def offset() -> float:
-    """How far Redis's clock is ahead of this machine's, as last measured (for `easeoff status`)."""
-    return _offset
-
-
 def _sync() -> None:
-    global _offset, _synced_at, _measured
-    if not _lock.acquire(blocking=False):
+    global _offset, _next_sync
+    if _source is None or not _lock.acquire(blocking=False):
         return  # another thread is measuring; use the offset we have
     try:
-        _synced_at = time.monotonic()  # a failed measurement is retried later, not on every call
-        assert _source is not None
+        _next_sync = time.monotonic() + RETRY_AFTER  # a failure is retried later, not at every call
         sent = time.time()
         seconds, micros = _source.time()
         received = time.time()
         _offset = seconds + micros / 1e6 - (sent + received) / 2
-        _measured = True
+        _next_sync = time.monotonic() + RESYNC_EVERY
     except RedisError:
         pass  # Redis is away: keep the last offset (clocks do not jump while it is)
     finally:

@@ -56,7 +56,7 @@ def connect(config: Config | None = None) -> Redis:
             client = Redis.from_url(config.redis_url, **options)
             pool = client.connection_pool
             pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
-        clock.follow(client)  # the fleet's one clock: this process's first Redis
+        clock.follow(client)  # the fleet's one clock: the Redis this process connected to last
         return client
     except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say
         raise ConfigError(config.source, "redis.url", f"{config.redis_url_redacted} is not usable: {exc}") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPT = SCRIPTS / "sandbox.py"  # the sandbox, run as a command in tests/test_sandbox.py
 
 
 def load_script(name: str) -> ModuleType:

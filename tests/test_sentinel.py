@@ -14,11 +14,12 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import connect
 from easeoff.tasks.catalog import record_run
 from easeoff.workers.cli.jobs import failure_reason
-from tests.conftest import WorkerProcesses, run_cli, wait_until
+from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
 from tests.sandbox_support import load_script
 
 
@@ -26,6 +27,8 @@ from tests.sandbox_support import load_script
 def sentinels(tmp_path: Path) -> Iterator[object]:
     with load_script("sentinels").RedisSentinels(tmp_path / "redis") as running:
         yield running
+    # connect() made this process's clock follow the Redis that is now gone: give it the suite's.
+    clock.follow(Redis.from_url(TEST_REDIS_URL))
 
 
 def reckon(redis: Redis, ids: list[str]) -> dict[str, int]:
@@ -91,17 +94,16 @@ def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, write_conf
         status = run_cli("--config", str(config_path), "status")
         assert status.returncode == 0, status.stderr
 
-        # Shard 1's jobs all end, or were lost with the primary's last writes (counted), or sit in
-        # `started` under a worker still heartbeating them: in some runs one job that was running
-        # at the kill stays there (its work horse, forked before the failover, has not come back;
-        # undiagnosed, see the issue's note), so that count is reported rather than waited out.
+        # Shard 1's jobs all end (or were lost with the primary's last writes, and are counted):
+        # none stays in `started`, as one did while a work horse could be forked with a probe
+        # thread inside OpenSSL (feedback/signals/sources/mysql.py, _FORK_GUARD).
         shard1 = [j for i, j in enumerate(before) if i % 2 == 0]
 
         deadline = time.monotonic() + 40  # past the abandoned-job grace, so the sweep has had its go
         while reckon(redis, shard1)["waiting"] and time.monotonic() < deadline:
             time.sleep(0.2)
         left = reckon(redis, shard1)
-        assert left["waiting"] == left.get("waiting:started", 0), f"shard 1: {left}; logs: {workers.logs()}"
+        assert left["waiting"] == 0, f"shard 1: {left}; logs: {workers.logs()}"
         counts = reckon(redis, before)
         print(f"after the failover: {counts} of {len(before)} jobs enqueued before it")
         assert sum(n for place, n in counts.items() if ":" not in place) == len(before)

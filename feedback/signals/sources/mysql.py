@@ -14,6 +14,7 @@ and lag read from their source's heartbeat row.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -40,6 +41,15 @@ HEARTBEAT_DDL = (
 REPLICA_STATUS = "SHOW SLAVE STATUS"
 NO_SUCH_TABLE, NO_SUCH_DATABASE, READ_ONLY = 1146, 1049, 1290
 PROBE_FAILURES = (TimeoutError, pymysql.MySQLError, OSError)
+
+# Probes run on threads of the worker's main process, which forks a work horse per job. A fork
+# taken while a probe thread is inside OpenSSL (building a context, a TLS handshake) leaves
+# OpenSSL's locks held in the horse for good: the job's own first TLS connection then hangs.
+# So OpenSSL's part of opening a connection (the context, the handshake and login that follow
+# the server's greeting) runs under this lock, and a fork waits for it (os.register_at_fork).
+# A host that never greets holds up no fork.
+_FORK_GUARD = threading.Lock()
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release)
 
 
 @register("mysql")
@@ -117,12 +127,17 @@ class _ProbeConnection(pymysql.connections.Connection):
     _preferred_ctx: Any = None
 
     def _create_ssl_ctx(self, sslp: Any) -> Any:
-        # pymysql's private hook, absent from its type stubs
-        if sslp != {}:
-            return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
-        if _ProbeConnection._preferred_ctx is None:
-            _ProbeConnection._preferred_ctx = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
-        return _ProbeConnection._preferred_ctx
+        # pymysql's private hooks, absent from its type stubs
+        with _FORK_GUARD:
+            if sslp != {}:
+                return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
+            if _ProbeConnection._preferred_ctx is None:
+                _ProbeConnection._preferred_ctx = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
+            return _ProbeConnection._preferred_ctx
+
+    def _request_authentication(self) -> None:
+        with _FORK_GUARD:  # the TLS handshake, if the server offers TLS, and the login
+            super()._request_authentication()  # type: ignore[misc]
 
 
 def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
