@@ -13,7 +13,7 @@ NAMESPACE = "easeoff:"
 # Readings, single-flight (feedback/signals/cache.py)
 READING = NAMESPACE + "reading:{host}"  # JSON Reading of one probe target, with its hysteresis state
 PROBE_LOCK = NAMESPACE + "probe-lock:{host}"  # who probes this host: a lease its prober renews per reading
-VERDICT_CHANGED = NAMESPACE + "verdict-changed"  # pub/sub: a reading just changed a verdict (wakes held workers)
+WAKE = NAMESPACE + "wake"  # pub/sub: a reading changed a verdict, or jobs came back to a queue: look again
 
 # Cool-downs and parking (feedback/verdict/cooldown.py; workers/lua/parking.lua)
 COOLDOWN_PREFIX = NAMESPACE + "cooldown:"  # + scope: set (with a TTL) while the scope is strained or paused

@@ -308,7 +308,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(
-            **{self.pubsub_channel_name: self.handle_payload, keys.VERDICT_CHANGED: lambda _: self.readings.wake()}
+            **{self.pubsub_channel_name: self.handle_payload, keys.WAKE: lambda _: self.readings.wake()}
         )
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq types it None
             sleep_time=60, daemon=True, exception_handler=self._pubsub_exception_handler

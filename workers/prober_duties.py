@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from redis import Redis
 from rq import Queue
 
+from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.limits import adapt_limits
 from easeoff.feedback.levers.switches import paused_task_scopes, prune_expired
@@ -61,6 +62,7 @@ def publish_and_release(r: Round) -> None:
         released = r.moves.release(scope)
         if released:
             r.log.info("Worker %s: %s cleared; released %d parked jobs", r.worker, scope, released)
+            wake_the_fleet(r.redis)
 
 
 def prune_lapsed_switches(r: Round) -> None:
@@ -74,7 +76,13 @@ def recover_abandoned(r: Round) -> None:
 
 
 def promote_due(r: Round) -> None:
-    promote_due_jobs(r.moves, r.queues)
+    if promote_due_jobs(r.moves, r.queues):
+        wake_the_fleet(r.redis)
+
+
+def wake_the_fleet(redis: Redis) -> None:
+    """Jobs are back in their queues: idle workers look now, not at their next poll."""
+    redis.publish(keys.WAKE, "jobs")
 
 
 def recover_abandoned_jobs(moves: JobMoves, queues: list[Queue], log: logging.Logger, worker: str) -> None:
@@ -84,11 +92,10 @@ def recover_abandoned_jobs(moves: JobMoves, queues: list[Queue], log: logging.Lo
         log.warning("Worker %s: recovered %d abandoned jobs (their workers died mid-job)", worker, recovered)
 
 
-def promote_due_jobs(moves: JobMoves, queues: list[Queue]) -> None:
+def promote_due_jobs(moves: JobMoves, queues: list[Queue]) -> int:
     """Due deferred jobs back to their queues, and free slots (lapsed leases, raised limits) to
     jobs waiting for one. Deferral delays are at least an interval, so this grain is enough."""
-    moves.promote(queues)
-    moves.release_slots()
+    return moves.promote(queues) + (moves.release_slots() or 0)
 
 
 STEPS: tuple[Callable[[Round], None], ...] = (

@@ -98,7 +98,7 @@ class ReadingsCache:
         self._changed.clear()
 
     def wake(self) -> None:
-        """A prober somewhere published that a reading changed a verdict (keys.VERDICT_CHANGED)."""
+        """A prober somewhere published that a reading changed a verdict (keys.WAKE)."""
         self._changed.set()
 
     def held_pause(self, until_due: float) -> float:
@@ -208,7 +208,7 @@ class ReadingsCache:
             ttl=self.ttl,
             lease_ms=self.lease_ms,
             changed="1" if changed else "0",
-            channel=keys.VERDICT_CHANGED,
+            channel=keys.WAKE,
             host=target,
         )
         script = STORE_READING.register(self.redis)
