@@ -33,6 +33,14 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         time.sleep(interval)
 
 
+def ticks(seconds: float, every: float) -> Iterator[float]:
+    """The monotonic time, every `every` seconds for `seconds`: for a test that samples a window."""
+    deadline = time.monotonic() + seconds
+    while (now := time.monotonic()) < deadline:
+        yield now
+        time.sleep(every)
+
+
 def stays_true(predicate: Callable[[], object], seconds: float, interval: float = 0.1, what: str = "") -> None:
     """Check `predicate` over a whole window: a state that must hold, not one to wait for."""
     deadline = time.monotonic() + seconds

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.signals.cache import PROBE_LOCK_KEY, READING_KEY
 from easeoff.tasks.catalog import record_run
-from tests.conftest import WorkerProcesses, run_cli, wait_until
+from tests.conftest import WorkerProcesses, run_cli, ticks, wait_until
 
 INTERVAL, STALE_AFTER, SKEW = 0.5, 2.0, 5
 # A machine whose wall clock is off still has a true monotonic clock, hence
@@ -50,15 +50,13 @@ def redis_now(redis: Redis) -> float:
 def settled_reading(redis: Redis, key: str, quiet_for: float, timeout: float) -> dict:
     """The reading once nobody has rewritten it for `quiet_for` seconds (its old prober's last
     probe, in flight when the lease was taken, has landed)."""
-    deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
+    for now in ticks(timeout, 0.05):
         raw = redis.get(key)
         if raw != last:
-            last, since = raw, time.monotonic()
-        elif time.monotonic() - since >= quiet_for:
+            last, since = raw, now
+        elif now - since >= quiet_for:
             return json.loads(raw)
-        time.sleep(0.05)
     raise AssertionError(f"{key} was still being rewritten after {timeout}s")
 
 
@@ -86,8 +84,7 @@ def test_workers_whose_clocks_disagree_share_the_fleets_clock(
     scheduled = ScheduledJobRegistry("heavy", connection=redis_conn)
     due: dict[str, float] = {}
     lateness: list[float] = []
-    deadline = time.monotonic() + 8.0
-    while time.monotonic() < deadline:
+    for _ in ticks(8.0, 0.02):
         with redis_conn.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(scheduled.key, 0, -1, withscores=True)
@@ -99,7 +96,6 @@ def test_workers_whose_clocks_disagree_share_the_fleets_clock(
                 lateness.append(now - score)
                 del due[job_id]
         due.update({j: s for j, s in waiting.items() if j in more and j not in due})
-        time.sleep(0.02)
     assert len(lateness) >= 6, lateness
     assert min(lateness) > -0.1 and max(lateness) < INTERVAL + 0.5, sorted(lateness)
     assert run_cli("--config", str(config), "unthrottle", "record_run").returncode == 0

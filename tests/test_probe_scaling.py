@@ -14,7 +14,7 @@ from redis import Redis
 
 from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import PROBE_LOCK_KEY, ReadingsCache
-from tests.conftest import wait_until
+from tests.conftest import ticks, wait_until
 
 
 @pytest.fixture
@@ -34,9 +34,7 @@ def test_a_hung_host_costs_only_its_own_reading(redis_conn: Redis, write_config,
         cache.current()  # a cold start waits for first readings, the hung one's timeout included
         seen: dict[str, list[float]] = {"db1": [], "dead": []}
         slowest_ask = 0.0
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
-            asked = time.monotonic()
+        for asked in ticks(3.0, 0.02):
             snapshot = cache.current()
             slowest_ask = max(slowest_ask, time.monotonic() - asked)
             for host, taken in seen.items():
@@ -44,7 +42,6 @@ def test_a_hung_host_costs_only_its_own_reading(redis_conn: Redis, write_config,
                 assert reading is not None
                 if not taken or reading.taken_at != taken[-1]:
                     taken.append(reading.taken_at)
-            time.sleep(0.02)
         dead = snapshot.get("dead")
         assert dead is not None and dead.error is not None and "timeout" in dead.error
         assert dead.values["_probe_s"] >= 0.4  # each probe of it spent its whole timeout (0.5 s)

@@ -4,7 +4,6 @@ through the Sentinel URL, and every job is reckoned."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,11 +98,12 @@ def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, write_conf
         # thread inside OpenSSL (feedback/signals/sources/mysql.py, _FORK_GUARD).
         shard1 = [j for i, j in enumerate(before) if i % 2 == 0]
 
-        deadline = time.monotonic() + 40  # past the abandoned-job grace, so the sweep has had its go
-        while reckon(redis, shard1)["waiting"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = reckon(redis, shard1)
-        assert left["waiting"] == 0, f"shard 1: {left}; logs: {workers.logs()}"
+        # 40 s: past the abandoned-job grace, so the sweep has had its go at jobs running at the kill.
+        try:
+            wait_until(lambda: reckon(redis, shard1)["waiting"] == 0, 40, interval=0.2, what="shard 1's jobs to end")
+        except BaseException:
+            print(f"shard 1: {reckon(redis, shard1)}; logs: {workers.logs()}")
+            raise
         counts = reckon(redis, before)
         print(f"after the failover: {counts} of {len(before)} jobs enqueued before it")
         assert sum(n for place, n in counts.items() if ":" not in place) == len(before)
