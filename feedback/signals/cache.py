@@ -68,6 +68,9 @@ class ReadingsCache:
         # A prober that stalls for a whole probe and an interval, twice over, has its targets taken.
         self.lease_ms = max(int(2000 * (config.probe_interval + config.probe_timeout)), 1)
         self.ttl = max(int(self.config.stale_after * 10), 60)
+        # Registered once: each store runs on a probe thread, up to hosts/interval times a second.
+        self._own_probes = OWN_PROBES.register(redis)
+        self._store_reading = STORE_READING.register(redis)
         self.loop = ProbeLoop(self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer)
         self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
         self._live = config  # with ops' live threshold overrides, as of the last snapshot
@@ -178,9 +181,7 @@ class ReadingsCache:
         if not asking:
             return
         lock_keys = [PROBE_LOCK_KEY.format(host=t) for t in asking]
-        won = OWN_PROBES.register(self.redis)(
-            keys=lock_keys, args=OWN_PROBES.args(token=self.token, lease_ms=self.lease_ms)
-        )
+        won = self._own_probes(keys=lock_keys, args=OWN_PROBES.args(token=self.token, lease_ms=self.lease_ms))
         mine = [t for t, ok in zip(asking, won, strict=True) if ok]
         for target in set(asking) - set(mine):
             self._not_ours[target] = now + self.config.probe_interval
@@ -211,8 +212,9 @@ class ReadingsCache:
             channel=keys.WAKE,
             host=target,
         )
-        script = STORE_READING.register(self.redis)
-        return bool(script(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args))
+        return bool(
+            self._store_reading(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args)
+        )
 
     def _fleet_duties(self, fresh: Snapshot) -> None:
         """This process probed since its last follow-up, an interval or more ago: follow up now."""
