@@ -153,25 +153,6 @@ def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
     )
 
 
-def probe_host(
-    host: MySQLHost,
-    timeout: float,
-    roles: Iterable[str] = ("host",),
-    previous: Reading | None = None,
-    context: Mapping[str, Reading | None] | None = None,
-    custom: Iterable[SignalConfig] = (),
-) -> tuple[Values, Notes]:
-    """One connection of its own, a handful of cheap statements; any failure is a ProbeError."""
-    try:
-        conn = connect(host, timeout)
-        try:
-            return read_host(conn, frozenset(roles), previous, context or {}, custom)
-        finally:
-            _close(conn)
-    except PROBE_FAILURES as exc:
-        raise ProbeError(describe_error(exc)) from None
-
-
 def read_host(
     conn: pymysql.connections.Connection,
     roles: frozenset[str],
