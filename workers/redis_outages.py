@@ -7,12 +7,19 @@ settles from the started registry.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
 from rq import Worker
 
 from easeoff.feedback.connect import REDIS_UNREACHABLE
+
+# Retries back off to this and no further: a Sentinel failover comes back on its own clock
+# (about 2 s after the primary's death with `down-after-milliseconds` 1000), and a retry
+# doubled past it overshoots the promotion by as much again (3.1 s recovery with a 60 s cap).
+# A refused connection costs the sentinels and the primary next to nothing.
+RETRY_CAP = 0.5
 
 
 class RidesOutRedisOutages(Worker):
@@ -31,15 +38,16 @@ class RidesOutRedisOutages(Worker):
             self._wait_for_redis(exc)
 
     def _wait_for_redis(self, exc: BaseException) -> None:
-        """Back off (doubling from a tenth of a second, capped) until Redis answers again, instead of
-        quitting: a Sentinel failover or a restart takes seconds, and the first retries catch it."""
+        """Back off (doubling from a tenth of a second to RETRY_CAP, jittered so a fleet does not
+        knock in step) until Redis answers again, instead of quitting: a Sentinel failover or a
+        restart takes seconds, and the first retries catch it."""
         wait = 0.1
         while True:
             self.log.error("Worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, exc, wait)
-            time.sleep(wait)
+            time.sleep(wait * random.uniform(0.8, 1.0))
             try:
                 self.connection.ping()
                 self.log.warning("Worker %s: Redis is back", self.name)
                 return
             except REDIS_UNREACHABLE as again:
-                exc, wait = again, min(wait * 2, float(self.max_connection_wait_time))
+                exc, wait = again, min(wait * 2, RETRY_CAP, float(self.max_connection_wait_time))

@@ -32,6 +32,7 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
 from easeoff.tasks.catalog import noop
 
 WORKERS, JOBS, INTERVAL = 4, 5000, 0.5
+DOWN_AFTER_S = load_script("sentinels").DOWN_AFTER_MS / 1000
 CONFIG = """
 [tasks]
 modules = ["easeoff.tasks.catalog"]
@@ -69,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=float, default=6.0, help="seconds of steady state before the kill")
     parser.add_argument("--after", type=float, default=10.0, help="seconds measured after the kill")
+    parser.add_argument("--interval", type=float, default=INTERVAL, help="probe interval (seconds)")
     opts = parser.parse_args()
     unwind_on_signals()
     began = time.monotonic()
@@ -76,7 +78,7 @@ def main() -> None:
         scratch = Path(tmp)
         with load_script("sentinels").RedisSentinels(scratch / "redis") as sentinels:
             config_path = scratch / "failover.toml"
-            config_path.write_text(CONFIG.format(url=sentinels.url(db=0), interval=INTERVAL), encoding="utf-8")
+            config_path.write_text(CONFIG.format(url=sentinels.url(db=0), interval=opts.interval), encoding="utf-8")
             redis = connect(load_config(config_path))
             ids = [noop.enqueue(shard=1, connection=redis).id for _ in range(JOBS)]
             procs = Procs(scratch)
@@ -113,9 +115,11 @@ def main() -> None:
     rate_after = len(settled) / max(settled[-1] - settled[0], 1e-9) if len(settled) > 1 else 0.0
     gaps = [b - a for a, b in itertools.pairwise(after)]
     print(
-        f"{WORKERS} workers, no-op jobs, probe interval {INTERVAL:g}s: {rate_before:.0f} jobs/s before the kill, "
+        f"{WORKERS} workers, no-op jobs, probe interval {opts.interval:g}s: {rate_before:.0f} jobs/s before the kill, "
         f"{rate_after:.0f} jobs/s after it (median gap {1000 * median(gaps or [0]):.1f} ms); sentinels promoted "
-        f"the replica {promoted_at - killed_at:.2f}s after the kill (as seen by polling)"
+        f"the replica {promoted_at - killed_at:.2f}s after the kill (as seen by polling), and the first job "
+        f"finished {after[0] - promoted_at:+.2f}s from then; target {DOWN_AFTER_S + 2 * opts.interval:.2f}s "
+        f"(down-after {DOWN_AFTER_S:g}s + two intervals)"
     )
     print(
         f"jobs lost with the primary (enqueued, never replicated): {missing}; run time {time.monotonic() - began:.0f}s",
