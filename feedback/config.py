@@ -196,6 +196,10 @@ class Config:
     queues: Mapping[str, QueueConfig]
     task_modules: tuple[str, ...] = ()  # the app's modules that declare heavy tasks
     probe_concurrency: int = 16  # probes one process runs at once: a slow host holds up only its own
+    # Replicas that must hold each write before a client goes on (Redis WAIT; 0: do not wait),
+    # and how long a write waits for them (feedback/replica_acks.py).
+    replica_acks: int = 0
+    replica_ack_timeout: float = 1.0
 
     def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
         """The hosts whose readings gate work on these resources, in config order."""
@@ -336,7 +340,11 @@ class _Parser:
     def config(self, raw: Mapping[str, Any]) -> Config:
         self.reject_unknown(raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks"})
         redis = self.table(raw, "redis")
-        self.reject_unknown(redis, "redis", {"url"})
+        self.reject_unknown(redis, "redis", {"url", "replica_acks", "replica_ack_timeout"})
+        replica_acks = self.number(redis, "redis.replica_acks", 0, minimum=0)
+        if replica_acks != int(replica_acks) or replica_acks > 16:
+            raise self.fail("redis.replica_acks", "must be a whole number of replicas from 0 to 16")
+        replica_ack_timeout = self.number(redis, "redis.replica_ack_timeout", 1.0, minimum=0.001)
         redis_url = self.environ.get(REDIS_URL_ENV) or self.string(redis, "redis.url", "redis://127.0.0.1:6379/0")
         if is_sentinel_url(redis_url):
             try:
@@ -385,6 +393,8 @@ class _Parser:
             probe_interval=interval,
             probe_timeout=timeout,
             probe_concurrency=int(concurrency),
+            replica_acks=int(replica_acks),
+            replica_ack_timeout=replica_ack_timeout,
             stale_after=stale_after,
             backoff=backoff,
             hosts=hosts,

@@ -17,6 +17,7 @@ from redis import Redis
 
 from easeoff.feedback import clock
 from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
+from easeoff.feedback.replica_acks import AckedRedis, awaiting_replicas
 from easeoff.feedback.sentinel import is_sentinel_url, sentinel_client
 
 CONNECT_TIMEOUT = 2.0
@@ -50,12 +51,15 @@ def connect(config: Config | None = None) -> Redis:
     config = load_config() if config is None else config
     try:
         options = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT, **_DRIVER_INFO}
+        kind = AckedRedis if config.replica_acks else Redis
         if is_sentinel_url(config.redis_url):
-            client = sentinel_client(config.redis_url, **options)
+            client = sentinel_client(config.redis_url, redis_class=kind, **options)
         else:
-            client = Redis.from_url(config.redis_url, **options)
+            client = kind.from_url(config.redis_url, **options)
             pool = client.connection_pool
             pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
+        if isinstance(client, AckedRedis):
+            awaiting_replicas(client, config.replica_acks, config.replica_ack_timeout)
         clock.follow(client)  # the fleet's one clock: the Redis this process connected to last
         return client
     except (TypeError, ValueError) as exc:  # an option the URL's scheme does not take, say

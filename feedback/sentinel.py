@@ -80,8 +80,9 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
-def sentinel_client(url: str, **connection: Any) -> Redis:
-    """A client of the service's current primary; `connection`: socket timeouts and the like."""
+def sentinel_client(url: str, redis_class: type[Redis] = Redis, **connection: Any) -> Redis:
+    """A client (of `redis_class`) of the service's current primary; `connection`: socket
+    timeouts and the like."""
     parsed = parse_sentinel_url(url)
     tls = {"ssl": True} if parsed.tls else {}
     timeouts = {k: v for k, v in connection.items() if k.startswith("socket_")}
@@ -89,6 +90,7 @@ def sentinel_client(url: str, **connection: Any) -> Redis:
     manager = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
     client: Redis = manager.master_for(
         parsed.service,
+        redis_class=redis_class,
         db=parsed.db,
         username=parsed.username,
         password=parsed.password,

@@ -103,6 +103,15 @@ class RedisSentinels:
         proc.wait(timeout=10)
         return time.time()
 
+    def rejoin_killed(self, timeout: float = 30.0) -> None:
+        """Restart the server kill_primary() killed, as a replica of the promoted one, as an
+        operator would; returns once the new primary has a replica in sync again."""
+        name = next(n for n, proc in self.procs.items() if n in ("primary", "replica") and proc.poll() is not None)
+        _, primary_port = self.primary()
+        port = self.primary_port if name == "primary" else self.replica_port
+        self._server(name, port, "--replicaof", "127.0.0.1", str(primary_port))
+        self._wait(lambda: Redis(port=port).info("replication").get("master_link_status") == "up", timeout)
+
     def wait_promoted(self, away_from: int, timeout: float = 30.0) -> None:
         """Until every sentinel names a primary other than port `away_from`, and it accepts writes."""
 

@@ -114,6 +114,7 @@ CONFIG_TEMPLATE = """
 modules = ["easeoff.tasks.catalog"]
 [redis]
 url = "{redis_url}"
+{redis_extra}
 
 [probe]
 interval = {interval}
@@ -156,6 +157,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     def write(**overrides: object) -> Path:
         values: dict[str, object] = {
             "redis_url": TEST_REDIS_URL,
+            "redis_extra": "",
             "interval": 0.5,
             "stale_after": 5.0,
             "backoff_base": 0.5,

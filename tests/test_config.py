@@ -32,6 +32,7 @@ def test_good_config_parses_with_defaults() -> None:
     host = config.hosts["db-1"]
     assert (host.host, host.port, host.user, host.password) == ("10.0.0.5", 3307, "probe", "s3cret")
     assert config.probe_interval == 1.0
+    assert (config.replica_acks, config.replica_ack_timeout) == (0, 1.0)
     assert config.hosts_for(["shard:1"]) == ("db-1",)
     assert config.queue_resources("heavy") == ("shard:1",)
     assert config.queue_resources("unknown") == ()
@@ -67,6 +68,8 @@ def test_passwords_stay_out_of_reprs() -> None:
         (GOOD.replace('resources = ["shard:1"]', 'resources = ["shard:7"]'), "queues.heavy.resources", "unknown"),
         (GOOD.replace("mysql://probe", "postgres://probe"), "mysql.hosts.db-1.url", "mysql://"),
         (GOOD.replace("redis://127", "http://127"), "redis.url", "redis://"),
+        (GOOD.replace('6379/0"', '6379/0"\nreplica_acks = 1.5'), "redis.replica_acks", "whole number"),
+        (GOOD.replace('6379/0"', '6379/0"\nreplica_ack_timeout = 0'), "redis.replica_ack_timeout", ">= 0.001"),
     ],
 )
 def test_errors_name_file_and_key(text: str, key: str, problem: str) -> None:

@@ -4,6 +4,7 @@ through the Sentinel URL, and every job is reckoned."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback import clock
 from easeoff.feedback.config import load_config
-from easeoff.feedback.connect import connect
-from easeoff.tasks.catalog import record_run
+from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
+from easeoff.tasks.catalog import noop, record_run
 from easeoff.workers.cli.jobs import failure_reason
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
 from tests.sandbox_support import load_script
@@ -119,4 +120,60 @@ def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, write_conf
                 assert reason, f"job {job_id} failed without a reason"
                 print(f"failed: {job_id}: {reason}")
     finally:
+        workers.stop_all()
+
+
+@pytest.mark.parametrize("acks", [1, 0], ids=["replica-acks", "no-acks"])
+def test_a_move_acknowledged_by_a_replica_survives_the_failover(
+    tmp_path: Path, write_config, sentinels, shards, acks: int
+) -> None:
+    """An app enqueues steadily while workers claim and finish, through the primary's death and
+    its return as a replica. With `replica_acks = 1` no enqueue the app was told succeeded is
+    lost, and no job is stranded; without it, what the dead primary took with it is counted."""
+    config_path = write_config(
+        redis_url=sentinels.url(db=0), redis_extra=f"replica_acks = {acks}\nreplica_ack_timeout = 0.5"
+    )
+    config = load_config(config_path)
+    accepted: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def enqueue_steadily() -> None:
+        redis = connect(config)
+        while not stop.wait(0.02):
+            try:
+                accepted.append(noop.enqueue(shard=1, connection=redis).id)
+            except REDIS_UNREACHABLE as exc:
+                refused.append(type(exc).__name__)
+
+    workers = WorkerProcesses(tmp_path)
+    enqueuer = threading.Thread(target=enqueue_steadily, daemon=True)
+    try:
+        for _ in range(2):
+            workers.start(config_path, "heavy")
+        enqueuer.start()
+        wait_until(lambda: len(accepted) >= 100, 30, what="enqueues before the kill")
+        old_port = sentinels.primary()[1]
+        sentinels.kill_primary()
+        sentinels.wait_promoted(away_from=old_port, timeout=60)
+        sentinels.rejoin_killed()
+        resumed = len(accepted)
+        wait_until(lambda: len(accepted) >= resumed + 50, 60, what="enqueues after the failover")
+        stop.set()
+        enqueuer.join(timeout=30)
+        redis = connect(config)
+        try:
+            wait_until(lambda: reckon(redis, accepted)["waiting"] == 0, 90, interval=0.2, what="every job to end")
+        except BaseException:
+            print(f"jobs: {reckon(redis, accepted)}; logs: {workers.logs()}")
+            raise
+        counts = reckon(redis, accepted)
+        print(f"replica_acks={acks}: {len(accepted)} enqueues accepted, {len(refused)} refused; {counts}")
+        assert sum(n for place, n in counts.items() if ":" not in place) == len(accepted)
+        assert counts["finished"] > 0
+        if acks:
+            assert counts["lost"] == 0 and counts["stranded"] == 0, counts
+            assert "ReplicaAckTimeout" in refused, "the promoted primary had no replica until the old one rejoined"
+    finally:
+        stop.set()
         workers.stop_all()

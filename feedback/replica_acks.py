@@ -1,0 +1,94 @@
+"""Waiting for replicas to acknowledge each write (`[redis] replica_acks`), so a job move the
+primary confirmed survives the primary's death.
+
+Redis replicates asynchronously: a job enqueued, claimed or finished on the primary and lost
+with it before the replica copied it is gone after a Sentinel failover (an enqueue the app
+was told succeeded, a finish the replica never saw). With `replica_acks = N`, every write a
+client sends — each transaction, each script, each plain write — is followed on the same
+connection by `WAIT N timeout`, and the caller goes on only once N replicas hold it. A
+replica that does not answer within `replica_ack_timeout` raises ReplicaAckTimeout, an
+unreachable-Redis error: workers ride it out as they ride an outage, an app's enqueue sees
+it fail and can retry (the job may then exist twice; an unacknowledged move is never silently
+taken for done). The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
+measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from redis import Redis
+from redis.client import Pipeline
+
+# Commands that change data, as rq and easeoff send them: a transaction or script may hold any.
+WRITES = frozenset(
+    {
+        "EXEC", "EVAL", "EVALSHA", "FCALL", "DEL", "UNLINK", "SET", "SETEX", "PSETEX", "SETNX", "GETDEL",
+        "INCR", "INCRBY", "INCRBYFLOAT", "DECR", "DECRBY", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT",
+        "PERSIST", "RENAME", "HSET", "HMSET", "HSETNX", "HDEL", "HINCRBY", "HINCRBYFLOAT", "LPUSH",
+        "RPUSH", "LPOP", "RPOP", "BLPOP", "BRPOP", "LMOVE", "BLMOVE", "RPOPLPUSH", "BRPOPLPUSH",
+        "LREM", "LSET", "LTRIM", "LINSERT", "SADD", "SREM", "SPOP", "SMOVE", "ZADD", "ZREM",
+        "ZINCRBY", "ZPOPMIN", "ZPOPMAX", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK", "XADD", "XTRIM",
+    }
+)  # fmt: skip
+
+
+class ReplicaAckTimeout(redis.exceptions.ConnectionError):
+    """Fewer replicas than asked acknowledged a write in time: the primary holds it, no replica
+    may, and a failover now could lose it."""
+
+
+class _AwaitsReplicas:
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
+
+    def _await_replicas(self, conn: Any, command: str) -> None:
+        conn.send_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms)
+        acked = int(conn.read_response())
+        if acked < self.replica_acks:
+            raise ReplicaAckTimeout(
+                f"{acked} of {self.replica_acks} replicas acknowledged a {command} within "
+                f"{self.replica_ack_timeout_ms} ms ([redis] replica_acks, replica_ack_timeout)"
+            )
+
+    def _send_command_parse_response(self, conn: Any, command_name: str, *args: Any, **options: Any) -> Any:
+        response = super()._send_command_parse_response(conn, command_name, *args, **options)  # type: ignore[misc]
+        if _name(command_name) in WRITES:
+            self._await_replicas(conn, _name(command_name))
+        return response
+
+
+class AckedPipeline(_AwaitsReplicas, Pipeline):
+    def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: bool) -> list[Any]:
+        data: list[Any] = super()._execute_transaction(connection, commands, raise_on_error)
+        if _writes(commands):
+            self._await_replicas(connection, "MULTI/EXEC")
+        return data
+
+    def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: bool) -> list[Any]:
+        data: list[Any] = super()._execute_pipeline(connection, commands, raise_on_error)
+        if _writes(commands):
+            self._await_replicas(connection, "pipeline")
+        return data
+
+
+class AckedRedis(_AwaitsReplicas, Redis):
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        pipe = AckedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.replica_acks, pipe.replica_ack_timeout_ms = self.replica_acks, self.replica_ack_timeout_ms
+        return pipe
+
+
+def awaiting_replicas(client: AckedRedis, acks: int, timeout: float) -> AckedRedis:
+    client.replica_acks, client.replica_ack_timeout_ms = acks, max(1, round(timeout * 1000))
+    return client
+
+
+def _name(command: Any) -> str:
+    return (command.decode() if isinstance(command, bytes) else str(command)).upper()
+
+
+def _writes(commands: Iterable[tuple[tuple[Any, ...], Any]]) -> bool:
+    return any(_name(args[0]) in WRITES for args, _ in commands)
