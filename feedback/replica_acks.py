@@ -68,7 +68,7 @@ class AckedPipeline(_AwaitsReplicas, Pipeline):
         return data
 
     def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: bool) -> list[Any]:
-        data: list[Any] = super()._execute_pipeline(connection, commands, raise_on_error)
+        data: list[Any] = super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
         if _writes(commands):
             self._await_replicas(connection, "pipeline")
         return data
