@@ -23,6 +23,7 @@ from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback.keys import WAKE
 from easeoff.tasks.admission import admitted
 from easeoff.tasks.meta import META_KEY, JobMeta
 
@@ -139,15 +140,24 @@ class HeavyTask:
                 known = ", ".join(sorted(known_resources)) or "none"
                 raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
         queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
-        return queue.enqueue_call(
-            func=self.func_path,
-            args=tuple(args),
-            kwargs=dict(kwargs),
-            timeout=self.timeout,
-            job_id=job_id,
-            description=f"{self.name}({describe_arguments(args, kwargs)})",
-            meta={META_KEY: self.initial_meta(resources)},
-        )
+        with connection.pipeline() as pipe:  # one transaction: the job, its queue entry, the queue's length
+            job = queue.enqueue_call(
+                func=self.func_path,
+                args=tuple(args),
+                kwargs=dict(kwargs),
+                timeout=self.timeout,
+                job_id=job_id,
+                description=f"{self.name}({describe_arguments(args, kwargs)})",
+                meta={META_KEY: self.initial_meta(resources)},
+                pipeline=pipe,
+            )
+            pipe.llen(queue.key)
+            if pipe.execute()[-1] == 1:
+                # Idle workers sleep until told (feedback/wake.py). Only the first job into an
+                # empty queue says so: while a queue holds jobs, a worker that woke for the
+                # first claims until it is empty again.
+                connection.publish(WAKE, "jobs")
+        return job
 
     def delay(self, *args: Any, **kwargs: Any) -> Job:
         """`enqueue` to the config's Redis, as rq's and Celery's `.delay` habits expect."""

@@ -37,6 +37,7 @@ from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
+from easeoff.feedback.verdict.cooldown import CooldownPublisher
 from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
@@ -51,7 +52,8 @@ from easeoff.workers.redis_outages import RidesOutRedisOutages
 
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
-IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to a probe interval
+IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to IDLE_POLL_MAX
+IDLE_POLL_MAX = 2.0  # how late a job pushed by plain rq (which announces nothing) may be seen
 
 
 class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
@@ -78,6 +80,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._lease: tuple[list[LeaseScope], str] | None = None
         self._running_job: Job | None = None
         self.moves = JobMoves(connection)
+        self._duty_memory = prober_duties.DutyMemory()
+        self._cooldowns = CooldownPublisher(connection, config, recheck=prober_duties.RECHECK)
+        self._queues_seen: tuple[float, list[str]] = (-math.inf, [])
         self.rng = random.Random()
         self.checks = admission_checks(config, self.leases, self.rng)
         self._claimed: Claim | None = None
@@ -93,6 +98,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self.procline("Listening on " + ",".join(self.queue_names()))  # type: ignore[no-untyped-call]  # rq's, untyped
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
+        look_at_queues_at = 0.0  # monotonic: an idle worker wakes for its readings more often than for its queues
         while True:
             try:
                 self._heartbeat_if_due()
@@ -103,13 +109,14 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     self._promote()  # nobody probes, so nobody would promote on refresh
                 now = clock.now()
                 open_queues = self._open_queues(snapshot, now)
-                if open_queues:
+                if open_queues and time.monotonic() >= look_at_queues_at:
                     result = self._claim_admitted(open_queues, snapshot, now)
                     if result is not None:
                         return result
                     if self._claimed_any:
                         idle_since, idle_poll = time.monotonic(), IDLE_POLL_MIN
                         continue
+                    look_at_queues_at = time.monotonic() + idle_poll
                 if timeout is None and self._drained():
                     return None
             except REDIS_UNREACHABLE as exc:
@@ -118,12 +125,16 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
             if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                 return None
-            # Nothing to run: wait, but wake when the next probe is due, so a verdict flip
-            # (or jobs released by it) is acted on at once. Fewer wake-ups, fewer Redis calls.
+            # Nothing to run: sleep until told. A verdict flip, jobs released or promoted, and
+            # the first job into an empty queue all publish the fleet's wake-up word. The sleep
+            # is bounded for probing's sake (held_pause: readings only), and the queues are
+            # looked at again without a word after idle_poll, for jobs pushed by clients that
+            # do not announce them (plain rq), at most IDLE_POLL_MAX late.
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
-            pause = min(idle_poll, until_due) if open_queues else self.readings.held_pause(until_due)
-            idle_poll = min(idle_poll * 2, self.config.probe_interval)
-            self.readings.pause(max(pause, 0.01))
+            pause = min(max(look_at_queues_at - time.monotonic(), 0.0), self.readings.held_pause(until_due))
+            idle_poll = min(idle_poll * 2, IDLE_POLL_MAX)
+            if self.readings.pause(max(pause, 0.01)):
+                look_at_queues_at = 0.0
 
     def _open_queues(self, snapshot: Snapshot, now: float) -> list[Queue]:
         """Queues whose own resources are healthy; the rest wait without being dequeued."""
@@ -351,7 +362,16 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         queues = self._known_queues()
         prober_duties.after_refresh(
             prober_duties.fleet_round(
-                self.connection, self.config, self.moves, snapshot, queues, self.log, self.name, clock.now()
+                self.connection,
+                self.config,
+                self.moves,
+                snapshot,
+                queues,
+                self.log,
+                self.name,
+                clock.now(),
+                self._duty_memory,
+                self._cooldowns,
             )
         )
 
@@ -371,7 +391,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _known_queues(self) -> list[Queue]:
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""
-        names = known_queue_names(self.connection, [*self.queue_names(), *self.config.queues])
+        seen_at, names = self._queues_seen
+        if time.monotonic() - seen_at >= prober_duties.RECHECK:  # a new queue is seen within a second
+            names = known_queue_names(self.connection, [*self.queue_names(), *self.config.queues])
+            self._queues_seen = (time.monotonic(), names)
         return [Queue(n, connection=self.connection, serializer=self.serializer) for n in names]
 
     def _any_ready(self, queues: list[Queue]) -> bool:

@@ -34,6 +34,7 @@ from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
+from easeoff.feedback.wake import announce_jobs
 from easeoff.tasks.meta import META_KEY, JobMeta
 
 PACKAGE = "easeoff.workers"  # the scripts live in workers/lua/
@@ -302,6 +303,7 @@ class JobMoves:
                     pipe.rpush(queue.key, job_id)
                     pipe.sadd(Queue.redis_queues_keys, queue.key)
                     pipe.execute()
+                    announce_jobs(self.connection)
                     return True
                 except WatchError:
                     continue

@@ -95,19 +95,22 @@ class ReadingsCache:
             return self.config.probe_interval
         return max(0.1 * self.config.probe_interval, self.config.probe_interval + self.slack - max(ages))
 
-    def pause(self, seconds: float) -> None:
-        """Sleep, but wake the moment a probe (here, or anywhere with `wake`) changes a verdict."""
-        self._changed.wait(seconds)
+    def pause(self, seconds: float) -> bool:
+        """Sleep, but wake the moment a probe (here, or anywhere with `wake`) changes a verdict
+        or jobs are announced; True if woken so."""
+        woken = self._changed.wait(seconds)
         self._changed.clear()
+        return woken
 
     def wake(self) -> None:
         """A prober somewhere published that a reading changed a verdict (keys.WAKE)."""
         self._changed.set()
 
     def held_pause(self, until_due: float) -> float:
-        """How long a worker whose queues are all held may sleep. A verdict change wakes it at once
-        (`wake`), so it need only look in to take over probing from a prober that died, well
-        within `stale_after`; a prober still wakes when its readings come due, for the fleet's duties."""
+        """How long an idle worker (its queues held, or empty) may sleep. A verdict change or
+        announced jobs wake it at once (`wake`), so it need only look in to take over probing
+        from a prober that died, well within `stale_after`; a prober still wakes when its
+        readings come due, for the fleet's duties."""
         if self.loop.owned():
             return until_due
         return max(until_due, min(1.0, self.config.stale_after / 2))
