@@ -5,28 +5,61 @@ fleet's housekeeping, in this order, each step one or a few atomic scripts (so w
 race safely): adapt concurrency limits to strain (AIMD), log verdict flips, publish cool-downs
 and release the jobs parked on what cleared, prune lapsed switches, recover abandoned jobs,
 and promote due deferred jobs and free slots. A new duty is one step in `STEPS`.
+
+At a quarter-second interval a round comes four times a second, so a round sends Redis only
+what changed since this process's last one (DutyMemory); what only needs seconds (abandoned
+jobs, lapsed slot leases) runs once a second.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 from redis import Redis
 from rq import Queue
 
-from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.limits import adapt_limits
 from easeoff.feedback.levers.switches import paused_task_scopes, prune_expired
 from easeoff.feedback.observe.flips import GLOBAL, record_flips
 from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.verdict.cooldown import publish as publish_cooldowns
-from easeoff.feedback.verdict.cooldown import strained_resources
+from easeoff.feedback.verdict.cooldown import CooldownPublisher, strained_resources
 from easeoff.feedback.verdict.gate import global_findings
+from easeoff.feedback.wake import announce_jobs
 from easeoff.workers.moves import JobMoves
+
+RECHECK = 1.0  # seconds: the longest a step skipped because nothing changed waits to run anyway
+
+
+@dataclass
+class DutyMemory:
+    """What this process's last rounds did. Another prober may have changed the same state
+    since (probers of other hosts do the same duties), so a step skipped because nothing
+    changed here still runs at least every RECHECK seconds."""
+
+    ran_at: dict[str, float] = field(default_factory=dict)  # step → monotonic time it last ran
+    sent: dict[str, Hashable] = field(default_factory=dict)  # step → what it last sent
+
+    def due(self, step: str, every: float = RECHECK) -> bool:
+        """Whether `step` last ran `every` seconds ago or more; if so, it runs now."""
+        now = time.monotonic()
+        if now - self.ran_at.get(step, -math.inf) < every:
+            return False
+        self.ran_at[step] = now
+        return True
+
+    def changed(self, step: str, value: Hashable) -> bool:
+        """Whether `step` would send something new (or is due its recheck); if so, it sends it now."""
+        if self.sent.get(step) == value and not self.due(step):
+            return False
+        self.sent[step] = value
+        self.ran_at[step] = time.monotonic()
+        return True
 
 
 @dataclass(frozen=True)
@@ -42,27 +75,33 @@ class Round:
     log: logging.Logger
     worker: str
     strained: dict[str, list[Reason]]  # resource -> what holds it now (global traffic aside)
+    memory: DutyMemory
+    cooldowns: CooldownPublisher
 
 
 def adapt_concurrency(r: Round) -> None:
     """Cut limits on database strain (not on ops' pauses), raise them when healthy and saturated."""
-    adapt_limits(r.redis, r.config, {name: why for name, why in r.strained.items() if not _only_paused(why)})
+    limits = adapt_limits(r.redis, r.config, {name: why for name, why in r.strained.items() if not _only_paused(why)})
+    if r.memory.sent.get("limits") != (new := tuple(sorted(limits.items()))):
+        r.memory.sent["limits"] = new
+        r.memory.ran_at.pop("release_slots", None)  # a raised limit frees slots: hand them out this round
 
 
 def log_verdict_flips(r: Round) -> None:
     held = {**r.strained, GLOBAL: global_findings(r.snapshot, r.config, r.now)[0]}
-    record_flips(r.redis, held, [GLOBAL, *r.config.resources], r.now)
+    if r.memory.changed("flips", frozenset(scope for scope, why in held.items() if why)):
+        record_flips(r.redis, held, [GLOBAL, *r.config.resources], r.now)
 
 
 def publish_and_release(r: Round) -> None:
     """Strained resources and paused tasks cool down; parked jobs of scopes that cleared go back."""
     paused = paused_task_scopes(r.snapshot.switches, r.now)
     cooling = {**r.strained, **{scope: [why] for scope, why in paused.items()}}
-    for scope in publish_cooldowns(r.redis, r.config, cooling, r.snapshot.switches.task_scopes):
+    for scope in r.cooldowns.publish(cooling, r.snapshot.switches.task_scopes):
         released = r.moves.release(scope)
         if released:
             r.log.info("Worker %s: %s cleared; released %d parked jobs", r.worker, scope, released)
-            wake_the_fleet(r.redis)
+            announce_jobs(r.redis)
 
 
 def prune_lapsed_switches(r: Round) -> None:
@@ -72,23 +111,27 @@ def prune_lapsed_switches(r: Round) -> None:
 
 
 def recover_abandoned(r: Round) -> None:
-    recover_abandoned_jobs(r.moves, r.queues, r.log, r.worker)
+    """A job is abandoned after seconds of silence (ABANDON_GRACE): once a second is soon enough."""
+    if r.memory.due("recover_abandoned"):
+        recover_abandoned_jobs(r.moves, r.queues, r.log, r.worker)
 
 
 def promote_due(r: Round) -> None:
-    if promote_due_jobs(r.moves, r.queues):
-        wake_the_fleet(r.redis)
-
-
-def wake_the_fleet(redis: Redis) -> None:
-    """Jobs are back in their queues: idle workers look now, not at their next poll."""
-    redis.publish(keys.WAKE, "jobs")
+    """Every round: a deferred job is promoted within an interval of its due time. Slots freed
+    by a job's end are handed out in that job's own transaction; what remains (lapsed leases,
+    raised limits) once a second, or at once after a limit was raised."""
+    promoted = r.moves.promote(r.queues)
+    if r.memory.due("release_slots"):
+        promoted += r.moves.release_slots() or 0
+    if promoted:
+        announce_jobs(r.redis)
 
 
 def recover_abandoned_jobs(moves: JobMoves, queues: list[Queue], log: logging.Logger, worker: str) -> None:
     """Also run at rq's maintenance, before rq's own cleanup would fail every abandoned job."""
     recovered = moves.recover_abandoned(queues)
     if recovered:
+        announce_jobs(moves.connection)
         log.warning("Worker %s: recovered %d abandoned jobs (their workers died mid-job)", worker, recovered)
 
 
@@ -122,10 +165,12 @@ def fleet_round(
     log: logging.Logger,
     worker: str,
     now: float,
+    memory: DutyMemory,
+    cooldowns: CooldownPublisher,
 ) -> Round:
     """A Round with the strained resources worked out once, for every step that needs them."""
     strained = strained_resources(config, snapshot, now)
-    return Round(redis, config, moves, snapshot, now, queues, log, worker, strained)
+    return Round(redis, config, moves, snapshot, now, queues, log, worker, strained, memory, cooldowns)
 
 
 def _only_paused(reasons: list[Reason]) -> bool:
