@@ -76,7 +76,8 @@ class ReadingsCache:
         self._live = config  # with ops' live threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
-        self._duties = (0, -math.inf)  # probes ended, and when, at the last on_refresh
+        self._duties = (0, -math.inf, 0)  # probes ended, when, and verdict changes stored, at the last on_refresh
+        self._verdict_changes = 0  # readings stored here that changed a verdict
 
     def stored(self, targets: Iterable[str] | None = None) -> Snapshot:
         """What Redis holds now, without probing: one MGET of the readings, hosts out and switches."""
@@ -197,12 +198,14 @@ class ReadingsCache:
         reading = self._probe(target, previous, self._latest.copy(), self._live)
         self._latest[target] = reading
         changed = _changes_a_verdict(previous, reading)
-        if changed:
-            self._changed.set()
         try:
             return self._store(reading, changed)
         except REDIS_UNREACHABLE:
             return True  # keep probing; the job loop waits Redis out and says so
+        finally:
+            if changed:  # stored first, so the loop woken here reads the new reading
+                self._verdict_changes += 1
+                self._changed.set()
 
     def _store(self, reading: Reading, changed: bool) -> bool:
         target = reading.host
@@ -220,13 +223,15 @@ class ReadingsCache:
         )
 
     def _fleet_duties(self, fresh: Snapshot) -> None:
-        """This process probed since its last follow-up, an interval or more ago: follow up now."""
+        """This process probed since its last follow-up, an interval or more ago, or stored a
+        reading that changed a verdict since: follow up now."""
         if self.on_refresh is None:
             return
-        ended, at = self._duties
+        ended, at, changes = self._duties
         now = time.monotonic()
-        if self.loop.finished() > ended and now - at >= 0.9 * self.config.probe_interval:
-            self._duties = (self.loop.finished(), now)
+        due = self.loop.finished() > ended and now - at >= 0.9 * self.config.probe_interval
+        if due or self._verdict_changes > changes:  # a cleared resource's jobs go back now, not next round
+            self._duties = (self.loop.finished(), now, self._verdict_changes)
             self.on_refresh(fresh)
 
     def _is_writer(self, target: str) -> bool:
