@@ -20,7 +20,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from redis import Redis
-from redis.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379
@@ -80,6 +83,71 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
+class FollowsPromotions(Sentinel):
+    """A Sentinel manager that goes to a promoted replica before the sentinels name it.
+
+    The sentinels' leader promotes a replica (REPLICAOF NO ONE) and names it primary only once
+    its next INFO confirms the promotion: about 0.8 s later (measured on loopback: promoted
+    1.4 s after the primary's death, named at 2.2 s). A client whose primary stopped answering
+    looks among the replicas the sentinels list (`find_promoted`); one that reports itself a
+    master is the sentinels' own choice. It is used while the sentinels still name the dead
+    primary (or, mid-failover, none); the moment they name any server, theirs is used."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.promoted: tuple[str, int] | None = None
+        self._dead: tuple[str, int] | None = None  # what the sentinels named when it was found
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            named = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:  # mid-failover the sentinels name no primary
+            if self.promoted is not None:
+                return self.promoted
+            raise
+        address = (str(named[0]), int(named[1]))
+        if self.promoted is not None and address == self._dead:
+            return self.promoted  # promoted, not yet named
+        self.promoted = self._dead = None
+        return address
+
+    def find_promoted(self, service_name: str, **connection: Any) -> tuple[str, int] | None:
+        if self.promoted is not None:
+            return self.promoted
+        try:
+            named = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            dead: tuple[str, int] | None = (str(named[0]), int(named[1]))
+        except MasterNotFoundError:  # mid-failover: the sentinels name none
+            dead = None
+        except RedisError:
+            return None
+        try:
+            replicas = self.discover_slaves(service_name)  # type: ignore[no-untyped-call]
+        except RedisError:
+            return None
+        once = Retry(NoBackoff(), 0)  # redis-py retries a refused connection for seconds by default
+        for host, port in replicas:
+            try:
+                with Redis(host, port, socket_connect_timeout=0.2, socket_timeout=0.2, retry=once, **connection) as r:
+                    if r.info("replication").get("role") == "master":
+                        self.promoted, self._dead = (str(host), int(port)), dead
+                        return self.promoted
+            except RedisError:
+                continue
+        return None
+
+
+def look_for_promotion(client: Redis) -> tuple[str, int] | None:
+    """The primary does not answer: if the sentinels already promoted one of its replicas, send
+    the client's new connections there now (a Sentinel URL's client; else nothing to do)."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool) or not isinstance(pool.sentinel_manager, FollowsPromotions):
+        return None
+    wanted = ("username", "password", "ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    credentials = {k: v for k, v in pool.connection_kwargs.items() if k in wanted}
+    return pool.sentinel_manager.find_promoted(pool.service_name, **credentials)
+
+
 def sentinel_client(url: str, redis_class: type[Redis] = Redis, **connection: Any) -> Redis:
     """A client (of `redis_class`) of the service's current primary; `connection`: socket
     timeouts and the like."""
@@ -87,8 +155,8 @@ def sentinel_client(url: str, redis_class: type[Redis] = Redis, **connection: An
     tls = {"ssl": True} if parsed.tls else {}
     timeouts = {k: v for k, v in connection.items() if k.startswith("socket_")}
     sentinel_kwargs = {**timeouts, **tls, "password": parsed.sentinel_password}
-    manager = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
-    client: Redis = manager.master_for(
+    manager = FollowsPromotions(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    client: Redis = manager.master_for(  # type: ignore[no-untyped-call]
         parsed.service,
         redis_class=redis_class,
         db=parsed.db,

@@ -14,6 +14,7 @@ from typing import Any
 from rq import Worker
 
 from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.feedback.sentinel import look_for_promotion
 
 # Retries back off to this and no further: a Sentinel failover comes back on its own clock
 # (about 2 s after the primary's death with `down-after-milliseconds` 1000), and a retry
@@ -45,6 +46,9 @@ class RidesOutRedisOutages(Worker):
         while True:
             self.log.error("Worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, exc, wait)
             time.sleep(wait * random.uniform(0.8, 1.0))
+            promoted = look_for_promotion(self.connection)
+            if promoted is not None:
+                self.log.warning("Worker %s: going to the promoted replica %s:%d", self.name, *promoted)
             try:
                 self.connection.ping()
                 self.log.warning("Worker %s: Redis is back", self.name)
