@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote, urlsplit
 
+from easeoff.feedback.rate import Rate, parse_rate
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
 
@@ -133,6 +134,7 @@ class ResourceConfig:
     ignore_worst: int = 0
     overrides: Mapping[str, Thresholds] = field(default_factory=dict)
     concurrency: ConcurrencyConfig | None = None
+    rate: Rate | None = None  # at most so many job starts in any window, fleet-wide
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -454,7 +456,7 @@ class _Parser:
             if not isinstance(entry, dict):
                 raise self.fail(key, "must be a table")
             self.reject_unknown(
-                entry, key, {"hosts", "primary", "pair", "replicas", "ignore_worst", "signals", "concurrency"}
+                entry, key, {"hosts", "primary", "pair", "replicas", "ignore_worst", "signals", "concurrency", "rate"}
             )
             shapes = [k for k in ("hosts", "primary", "pair") if k in entry]
             if len(shapes) != 1:
@@ -492,9 +494,18 @@ class _Parser:
                 ignore_worst=int(ignore_worst),
                 overrides=overrides,
                 concurrency=self.concurrency(entry, f"{key}.concurrency"),
+                rate=self.rate(entry, f"{key}.rate"),
             )
         self.check_overrides_agree(resources)
         return resources
+
+    def rate(self, entry: Mapping[str, Any], key: str) -> Rate | None:
+        if "rate" not in entry:
+            return None
+        try:
+            return parse_rate(entry["rate"])
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def concurrency(self, entry: Mapping[str, Any], key: str) -> ConcurrencyConfig | None:
         if "concurrency" not in entry:

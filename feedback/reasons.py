@@ -29,6 +29,7 @@ class Kind(StrEnum):
     CONCURRENCY = "concurrency"
     YIELD = "yield"
     CHECKPOINT = "checkpoint"
+    RATE = "rate"
 
 
 # What a job deferred for this reason waits for: its resources to clear, ops to resume its
@@ -58,6 +59,8 @@ class Reason:
         if self.kind in (Kind.CONCURRENCY, Kind.YIELD):
             slots = f"{head} {self.value:.0f}/{self.threshold:.0f} in use"
             return f"{slots}, {self.detail}" if self.detail else slots
+        if self.kind == Kind.RATE:
+            return f"{head} at {self.detail}, next start in {self.value:.1f}s"
         if self.kind == Kind.THROTTLED:
             return f"{head} ratio {self.value:g} ({self.detail})"
         if self.kind == Kind.STALE_READING:

@@ -26,6 +26,7 @@ class JobMeta:
     idempotent: bool = False  # safe to run again: an abandoned run is requeued, not failed
     resumable: bool = False  # a generator over a cursor (tasks/resumable.py)
     concurrency: int | None = None  # the task's own fleet-wide limit
+    rate: str | None = None  # the task's own fleet-wide rate, as declared ("120/min")
     max_deferrals: int | None = None  # the task's own caps; None: the config's
     max_deferral_age: float | None = None
     last_reasons: list[str] = field(default_factory=list)
@@ -85,6 +86,7 @@ _OPTIONAL = (
     "idempotent",
     "resumable",
     "concurrency",
+    "rate",
     "max_deferrals",
     "max_deferral_age",
     "last_reasons",
@@ -110,6 +112,8 @@ def _coerce(name: str, value: Any) -> Any:
             return value is True
         if name in ("concurrency", "max_deferrals"):
             return None if value is None else int(value)
+        if name == "rate":
+            return None if value is None else str(value)
         if name == "last_reasons":
             return [str(r) for r in value] if isinstance(value, list) else _INVALID
         if name == "cursor":

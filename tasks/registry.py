@@ -24,6 +24,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.keys import WAKE
+from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import admitted
 from easeoff.tasks.meta import META_KEY, JobMeta
 
@@ -54,6 +55,7 @@ class HeavyTask:
     max_deferral_age: float | None = None
     concurrency: int | None = None  # at most this many running fleet-wide
     resumable: bool = False  # a generator over a cursor; see tasks/resumable.py
+    rate: str | None = None  # at most so many starts in any window, fleet-wide ("120/min")
 
     @property
     def func_path(self) -> str:
@@ -170,6 +172,7 @@ class HeavyTask:
             idempotent=self.idempotent,
             resumable=self.resumable,
             concurrency=self.concurrency,
+            rate=self.rate,
             max_deferrals=self.max_deferrals,
             max_deferral_age=self.max_deferral_age,
         ).to_dict()
@@ -193,11 +196,17 @@ def heavy_task(
     max_deferral_age: float | None = None,
     concurrency: int | None = None,
     resumable: bool = False,
+    rate: str | None = None,
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
     """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`."""
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
+    if rate is not None:
+        try:
+            rate = str(parse_rate(rate))
+        except ValueError as exc:
+            raise TaskError(f"heavy_task rate: {exc}") from None
 
     def register(func: Callable[..., Any]) -> HeavyTask:
         if func.__module__ == "__main__":
@@ -218,6 +227,7 @@ def heavy_task(
             max_deferral_age=max_deferral_age,
             concurrency=concurrency,
             resumable=resumable,
+            rate=rate,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:

@@ -19,6 +19,9 @@ from rq.job import Job
 
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
+from easeoff.feedback.levers.rates import RateLimiter, rate_scopes
+from easeoff.feedback.rate import parse_rate
+from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import ADMIT, Verdict, judge, task_reasons
 from easeoff.tasks.meta import JobMeta
@@ -93,9 +96,39 @@ class ConcurrencySlots:
         return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
 
 
-def admission_checks(config: Config, leases: Leases, rng: random.Random) -> list[Check]:
+@dataclass(frozen=True)
+class RateLimits:
+    """A start under every rate the job falls under (its resources', its task's): over the rate,
+    the job waits for its reserved start, deferred once to that very time, not spun on. It
+    comes before the slots, which take a lease, and after the checks that read only: a job
+    held for strain spends no start."""
+
+    config: Config
+    limiter: RateLimiter
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        meta = candidate.meta
+        task_rate = parse_rate(meta.rate) if meta.rate else None
+        scopes = rate_scopes(self.config, meta.resources, meta.task, task_rate)
+        if not scopes:
+            return None
+        at = self.limiter.reserve(scopes, candidate.job.id, candidate.now)
+        if at is None:
+            return None
+        wait = max(at - candidate.now, 0.0)
+        binding = min(scopes, key=lambda s: s.rate.count / s.rate.per)
+        reason = Reason(Kind.RATE, binding.name, value=wait, detail=str(binding.rate), waits_for="delay")
+        return Verdict(admit=False, reasons=(reason,), delay=wait)
+
+
+def admission_checks(config: Config, leases: Leases, rng: random.Random, limiter: RateLimiter) -> list[Check]:
     """The checks in the order they run."""
-    return [ResourceHealth(config, rng), TaskSwitches(config, rng), ConcurrencySlots(config, leases)]
+    return [
+        ResourceHealth(config, rng),
+        TaskSwitches(config, rng),
+        RateLimits(config, limiter),
+        ConcurrencySlots(config, leases),
+    ]
 
 
 def admit(checks: Sequence[Check], candidate: Candidate) -> Verdict:

@@ -30,6 +30,7 @@ from easeoff.feedback import clock, keys
 from easeoff.feedback.config import Config, load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Leases, LeaseScope
+from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.observe.queue_stats import known_queue_names
@@ -84,7 +85,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._cooldowns = CooldownPublisher(connection, config, recheck=prober_duties.RECHECK)
         self._queues_seen: tuple[float, list[str]] = (-math.inf, [])
         self.rng = random.Random()
-        self.checks = admission_checks(config, self.leases, self.rng)
+        self.checks = admission_checks(config, self.leases, self.rng, RateLimiter(connection))
         self._claimed: Claim | None = None
         self._claimed_any = False
         self._last_heartbeat_at = 0.0

@@ -37,6 +37,7 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import current_limits
+from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe import metric_families as families
 from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.counters import Count, read_counts
@@ -63,6 +64,7 @@ class ScrapeInputs:
     counts: dict[str, list[Count]]
     snapshot: Snapshot
     limits: dict[str, tuple[int, int]]
+    rates: dict[str, tuple[float, int]]  # resource → (starts a second allowed, jobs waiting on the rate)
     cooling: dict[str, bool]
     parked: dict[str, int]
     workers: int
@@ -88,12 +90,19 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         counts=read_counts(redis_conn),
         snapshot=ReadingsCache(redis_conn, config).stored(),
         limits=current_limits(redis_conn, config, now),
+        rates=rates_of(redis_conn, config),
         cooling={name: bool(per_resource[2 * i]) for i, name in enumerate(resources)},
         parked={name: int(per_resource[2 * i + 1]) for i, name in enumerate(resources)},
         workers=int(workers),
         event_counts=events.counts(redis_conn),
         unknown=unknown_resources.parse(unknown, config.resources),
     )
+
+
+def rates_of(redis_conn: Redis, config: Config) -> dict[str, tuple[float, int]]:
+    rated = {name: r.rate for name, r in config.resources.items() if r.rate is not None}
+    waiting = RateLimiter(redis_conn).waiting(rated) if rated else {}
+    return {name: (rate.count / rate.per, waiting[name]) for name, rate in rated.items()}
 
 
 def queue_measures(stats: list[QueueStats]) -> dict[str, dict[str, float]]:
@@ -114,6 +123,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.verdict_families(config, snapshot, now, inputs.unknown),
         *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
         *families.limit_families(inputs.limits),
+        *families.rate_families(inputs.rates),
         *families.contingency_families(snapshot.switches, now, inputs.event_counts),
     ]
 

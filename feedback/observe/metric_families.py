@@ -246,6 +246,18 @@ def contingency_families(switches: Switches, now: float, event_counts: Mapping[s
     return [active, expiry, ratio, logged]
 
 
+def rate_families(rates: Mapping[str, tuple[float, int]]) -> list[Metric]:
+    """Fleet-wide rates (`rate = "120/min"`): the rate, and the jobs deferred to a reserved start."""
+    limit = GaugeMetricFamily(names.RATE_LIMIT, "The resource's fleet-wide rate of job starts.", labels=["scope"])
+    waiting = GaugeMetricFamily(
+        names.RATE_WAITING, "Jobs over the rate, deferred to the start reserved for them.", labels=["scope"]
+    )
+    for scope, (per_second, waiting_jobs) in rates.items():
+        limit.add_metric([scope], per_second)
+        waiting.add_metric([scope], waiting_jobs)
+    return [limit, waiting]
+
+
 def limit_families(limits: Mapping[str, tuple[int, int]]) -> list[Metric]:
     """Adaptive per-resource concurrency: the current limit and the leases held against it."""
     limit = GaugeMetricFamily(

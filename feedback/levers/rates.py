@@ -1,0 +1,73 @@
+"""Fleet-wide rate limits (rq issues #74 and #725; Sidekiq Enterprise's, Oban Pro's and BullMQ's
+limiters): a resource (`[resources."shard:1"] rate = "600/min"`) or a task
+(`@heavy_task(rate="120/min")`) allows at most so many job starts in any window.
+
+One Lua script per claim records the job's start under every rate it falls under, or reserves
+it a later one (feedback/lua/rate.lua: a sliding window of starts per scope, and the
+reservations queued behind it). A job over the rate is not spun on: it is deferred once, to
+the time its reservation comes due, and starts then. A deferral is not a failure and spends
+no retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+
+from easeoff.feedback import clock
+from easeoff.feedback.config import Config
+from easeoff.feedback.keys import NAMESPACE
+from easeoff.feedback.lua import LuaScript
+from easeoff.feedback.rate import Rate
+
+RATE = LuaScript.load("easeoff.feedback", "rate", argv=("now", "member"))
+RATES_PREFIX = NAMESPACE + "rate:"  # + scope: zset job id -> when it started, within the window
+RESERVED_PREFIX = NAMESPACE + "rate-reserved:"  # + scope: zset job id -> from when it may start
+
+
+@dataclass(frozen=True)
+class RateScope:
+    name: str  # a resource, or `task:NAME`
+    rate: Rate
+
+
+def rate_scopes(
+    config: Config, resources: Iterable[str], task: str = "", task_rate: Rate | None = None
+) -> list[RateScope]:
+    """The rates a job falls under: its resources' and its task's own."""
+    scopes = []
+    for name in resources:
+        resource = config.resources.get(name)
+        if resource is not None and resource.rate is not None:
+            scopes.append(RateScope(name, resource.rate))
+    if task and task_rate is not None:
+        scopes.append(RateScope(f"task:{task}", task_rate))
+    return scopes
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._reserve = RATE.register(redis)
+
+    def reserve(self, scopes: Sequence[RateScope], job_id: str, now: float | None = None) -> float | None:
+        """None if the job starts now (its start is counted), else when it may: a reservation
+        kept for it, however often it is claimed before then."""
+        now = clock.now() if now is None else now
+        if not scopes:
+            return None
+        tail = [v for s in scopes for v in (s.rate.count, repr(s.rate.per))]
+        keys = [key for s in scopes for key in (RATES_PREFIX + s.name, RESERVED_PREFIX + s.name)]
+        started, at = self._reserve(keys=keys, args=RATE.args(tail, now=repr(now), member=job_id))
+        return None if int(started) else float(at)
+
+    def waiting(self, scopes: Iterable[str], now: float | None = None) -> dict[str, int]:
+        """scope → jobs holding a reservation (waiting on the rate), for the exporter."""
+        now = clock.now() if now is None else now
+        names = list(scopes)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(RESERVED_PREFIX + name)
+            return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
