@@ -69,6 +69,7 @@ def test_passwords_stay_out_of_reprs() -> None:
         (GOOD.replace("mysql://probe", "postgres://probe"), "mysql.hosts.db-1.url", "mysql://"),
         (GOOD.replace("redis://127", "http://127"), "redis.url", "redis://"),
         (GOOD.replace('6379/0"', '6379/0"\nreplica_acks = 1.5'), "redis.replica_acks", "whole number"),
+        (GOOD.replace('hosts = ["db-1"]', 'hosts = ["db-1"]\nrate = "lots"'), 'resources."shard:1".rate', "120/min"),
         (GOOD.replace('6379/0"', '6379/0"\nreplica_ack_timeout = 0'), "redis.replica_ack_timeout", ">= 0.001"),
     ],
 )
