@@ -39,7 +39,7 @@ Measure = Literal["depth", "age"]
 Priority = Literal["normal", "low"]
 
 # Signals read off every MySQL host by the built-in probe.
-HOST_SIGNALS = ("connections", "threads_running", "qps")
+HOST_SIGNALS = ("connections", "threads_running", "qps", "latency")
 # Signals read off hosts that replicate: replicas and both halves of a pair.
 REPLICA_SIGNALS = ("lag",)
 BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS
@@ -94,6 +94,8 @@ class SignalConfig:
     url: str | None = field(default=None, repr=False)
     counter: str | None = None
     resources: tuple[str, ...] | None = None
+    canary: str | None = None  # latency: the statement timed on each probe (feedback/signals/latency.py)
+    window: int = 20  # latency: the p99 is over this many probes
 
     @property
     def thresholds(self) -> Thresholds:
@@ -556,8 +558,26 @@ class _Parser:
             self.reject_unknown(
                 entry,
                 key,
-                {"high", "low", "critical", "fail_closed", "source", "query", "url", "counter", "resources"},
+                {
+                    "high",
+                    "low",
+                    "critical",
+                    "fail_closed",
+                    "source",
+                    "query",
+                    "url",
+                    "counter",
+                    "resources",
+                    "canary",
+                    "window",
+                },
             )
+            for only_latency in ("canary", "window"):
+                if only_latency in entry and name != "latency":
+                    raise self.fail(f"{key}.{only_latency}", "applies only to the latency signal")
+            window = self.number(entry, f"{key}.window", 20, minimum=2)
+            if window != int(window) or window > 1000:
+                raise self.fail(f"{key}.window", "must be a whole number of probes from 2 to 1000")
             source = entry.get("source", "sql" if "query" in entry else "mysql")
             if source not in SOURCES:
                 raise self.fail(f"{key}.source", f"must be one of: {', '.join(SOURCES)}")
@@ -586,6 +606,8 @@ class _Parser:
                 url=self.environ.get(f"EASEOFF_SIGNAL_{_ENV_NAME.sub('_', name.upper())}_URL", entry.get("url")),
                 counter=entry.get("counter", name) if source == "app" else None,
                 resources=scope,
+                canary=self.string(entry, f"{key}.canary") if "canary" in entry else None,
+                window=int(window),
             )
         return signals
 

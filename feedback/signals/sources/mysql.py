@@ -26,6 +26,7 @@ import pymysql.cursors
 from redis import Redis
 
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
+from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
 
@@ -60,6 +61,8 @@ class MySQLSource:
         self.config = config
         self._kept: dict[str, tuple[pymysql.connections.Connection, float]] = {}  # target -> (conn, last used)
         self._idle_after = max(10.0, 5 * config.probe_interval)
+        self._latency = config.signals.get("latency")
+        self._windows: dict[str, LatencyWindow] = {}  # target -> its canary timings
         self._swept_at = time.monotonic()
         self._sweep_lock = threading.Lock()
 
@@ -73,7 +76,7 @@ class MySQLSource:
         kept = self._kept.pop(target, None)
         if kept is not None:
             try:
-                result = read_host(kept[0], roles, previous, context, custom)
+                result = self._read(kept[0], target, roles, previous, context, custom)
             except PROBE_FAILURES as exc:
                 _close(kept[0])
                 if describe_error(exc).endswith("timeout"):
@@ -87,12 +90,29 @@ class MySQLSource:
         except PROBE_FAILURES as exc:
             raise ProbeError(describe_error(exc)) from None
         try:
-            result = read_host(conn, roles, previous, context, custom)
+            result = self._read(conn, target, roles, previous, context, custom)
         except PROBE_FAILURES as exc:
             _close(conn)
             raise ProbeError(describe_error(exc)) from None
         self._kept[target] = (conn, time.monotonic())
         return result
+
+    def _read(
+        self,
+        conn: pymysql.connections.Connection,
+        target: str,
+        roles: frozenset[str],
+        previous: Reading | None,
+        context: Mapping[str, Reading | None],
+        custom: Iterable[SignalConfig],
+    ) -> tuple[Values, Notes]:
+        values, notes = read_host(conn, roles, previous, context, custom)
+        if self._latency is not None:
+            window = self._windows.setdefault(target, LatencyWindow(self._latency.window))
+            timed = time_canary(conn, self._latency.canary, notes)
+            values["_canary_s"] = timed
+            values["latency"] = window.add(timed)
+        return values, notes
 
     def _sweep(self) -> None:
         """Close connections this process no longer probes over, about once a second."""
@@ -171,6 +191,23 @@ def read_host(
         for signal in custom:
             read_custom(cur, signal, values, notes)
     return values, notes
+
+
+def time_canary(conn: pymysql.connections.Connection, canary: str | None, notes: Notes) -> float:
+    """Seconds the canary statement takes, on the probe's own connection, results read."""
+    with conn.cursor() as cur:
+        statement = canary or DEFAULT_CANARY
+        began = time.perf_counter()
+        try:
+            cur.execute(statement)
+        except pymysql.err.ProgrammingError:
+            if canary is not None:
+                raise  # the operator's own statement: its error is the probe's
+            notes["latency"] = "no heartbeat table here: timing SELECT 1"
+            began = time.perf_counter()
+            cur.execute(FALLBACK_CANARY)
+        cur.fetchall()
+        return time.perf_counter() - began
 
 
 def _close(conn: pymysql.connections.Connection) -> None:
