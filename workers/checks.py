@@ -3,8 +3,8 @@
 As dramatiq's middleware list: each check answers None (go on) or a deferring `Verdict`,
 and the first verdict wins. The order is declared in `admission_checks`: the database's
 health first (read-only), then ops' switches on the task, then the rates (which count a
-start), then the concurrency slots, which take a lease and so come last. A new lever is one check here, a command to pull it,
-and its test.
+start), then the concurrency slots, which take a lease and so come last. A new lever is one
+check here, a command to pull it, and its test.
 """
 
 from __future__ import annotations
