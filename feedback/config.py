@@ -96,6 +96,7 @@ class SignalConfig:
     resources: tuple[str, ...] | None = None
     canary: str | None = None  # latency: the statement timed on each probe (feedback/signals/latency.py)
     window: int = 20  # latency: the p99 is over this many probes
+    predict: float | None = None  # strained when its trend reaches high within this many seconds
 
     @property
     def thresholds(self) -> Thresholds:
@@ -570,6 +571,7 @@ class _Parser:
                     "resources",
                     "canary",
                     "window",
+                    "predict",
                 },
             )
             for only_latency in ("canary", "window"):
@@ -608,6 +610,7 @@ class _Parser:
                 resources=scope,
                 canary=self.string(entry, f"{key}.canary") if "canary" in entry else None,
                 window=int(window),
+                predict=self.number(entry, f"{key}.predict", minimum=0.001) if "predict" in entry else None,
             )
         return signals
 

@@ -35,7 +35,7 @@ class Kind(StrEnum):
 # What a job deferred for this reason waits for: its resources to clear, ops to resume its
 # task, a concurrency slot (normal or low priority) under `subject`, or just its delay.
 WaitsFor = Literal["resources", "task", "slot", "slot_low", "delay"]
-Level = Literal["high", "low", "critical"]
+Level = Literal["high", "low", "critical", "predicted"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class Reason:
             return f"checkpoint: {self.detail}"
         head = f"{self.kind}:{self.subject}"
         if self.level is not None and self.value is not None and self.threshold is not None:
+            if self.level == "predicted":
+                return f"{head} {self.value:.4g} predicted to reach high {self.threshold:g} {self.detail}"
             if self.level == "low":
                 return f"{head} {self.value:.4g} not yet below low {self.threshold:g}"
             return f"{head} {self.value:.4g} > {self.level} {self.threshold:g}"

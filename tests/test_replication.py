@@ -179,3 +179,39 @@ def test_pair_half_unreachable_defers_its_shard(
     finally:
         sandbox.start("s1b")
     wait_until(lambda: set(held) <= finished_ids(redis_conn), 45, what="shard 1 to resume once s1b is back")
+
+
+def test_predict_holds_a_shard_while_lag_rises_below_high_and_releases_it_when_lag_falls(
+    sandbox: Any, redis_conn: Redis, tmp_path: Path
+) -> None:
+    path = topology_config(sandbox, tmp_path / "predict.toml")
+    text = path.read_text(encoding="utf-8").replace(
+        "[signals.lag]\nhigh = 1.5\nlow = 0.5", "[signals.lag]\nhigh = 6.0\nlow = 1.0\npredict = 10"
+    )
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path)
+    cache = ReadingsCache(redis_conn, config)
+
+    def shard1() -> tuple[list[str], float]:
+        snapshot = cache.probe_now()
+        reading = snapshot.get("s1r1")
+        assert reading is not None and reading.error is None, reading
+        return judge(["shard:1"], snapshot, config, time.time()).texts, reading.values["lag"]
+
+    for _ in range(8):  # a steady, near-zero lag predicts nothing
+        reasons, lag = shard1()
+        time.sleep(0.1)
+    assert reasons == [], reasons
+    sandbox.delay("s1r1", 5)  # real lag, rising a second a second to 5 s: never past high
+    try:
+        reasons, lag = wait_until(
+            lambda: (found := shard1()) and any("predicted" in r for r in found[0]) and found,
+            20,
+            interval=0.2,
+            what="rising lag to be predicted",
+        )
+        assert lag < 6.0 and any(r.startswith("lag:s1r1 ") and "predicted to reach high 6" in r for r in reasons)
+        print(f"held at lag {lag:.2f}s: {reasons}")
+    finally:
+        sandbox.delay("s1r1", 0)
+    wait_until(lambda: shard1()[0] == [], 20, interval=0.2, what="falling lag to release the shard")

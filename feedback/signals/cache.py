@@ -34,7 +34,8 @@ from easeoff.feedback.signals.hysteresis import next_states
 from easeoff.feedback.signals.probing import ProbeLoop
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.signals.sources import ProbeError, Prober
+from easeoff.feedback.signals.sources import ProbeError, Prober, Values
+from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, seconds_to
 
 READING_KEY = keys.READING
 PROBE_LOCK_KEY = keys.PROBE_LOCK
@@ -73,6 +74,7 @@ class ReadingsCache:
         self._store_reading = STORE_READING.register(redis)
         self.loop = ProbeLoop(self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer)
         self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
+        self._trends = Trends()  # recent values of signals with `predict`, of the targets probed here
         self._live = config  # with ops' live threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
@@ -261,8 +263,30 @@ class ReadingsCache:
             took = {"_probe_s": time.perf_counter() - started}
             return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
         values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
-        strained = next_states(target, values, was, config)
+        strained = next_states(target, values, was, config, predicted=self._predicted(previous))
+        self._predict(target, taken_at, values, strained, config)
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
+
+    @staticmethod
+    def _predicted(previous: Reading | None) -> frozenset[str]:
+        """The signals whose strain in `previous` was a prediction (feedback/signals/trend.py)."""
+        if previous is None:
+            return frozenset()
+        return frozenset(k.removeprefix(ETA_PREFIX) for k in previous.values if k.startswith(ETA_PREFIX))
+
+    def _predict(self, target: str, at: float, values: Values, strained: dict[str, bool], config: Config) -> None:
+        """Signals with `predict` whose trend reaches high in time count as strained now, and say when."""
+        for signal in config.signals.values():
+            value = values.get(signal.name)
+            if signal.predict is None or value is None:
+                continue
+            rate = self._trends.add(target, signal.name, at, value)
+            if strained.get(signal.name):
+                continue  # strained on its level already
+            eta = seconds_to(config.thresholds(signal.name, target).high, value, rate)
+            if eta is not None and eta <= signal.predict:
+                strained[signal.name] = True
+                values[ETA_PREFIX + signal.name] = eta
 
 
 def _changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:

@@ -19,13 +19,22 @@ def assess(value: float, high: float, low: float, was_strained: bool) -> bool:
     return value > high
 
 
-def next_states(target: str, values: Mapping[str, float], was: Mapping[str, bool], config: Config) -> dict[str, bool]:
-    """Each signal's state after a probe of `target`, from its previous state and the (live) thresholds."""
+def next_states(
+    target: str,
+    values: Mapping[str, float],
+    was: Mapping[str, bool],
+    config: Config,
+    predicted: frozenset[str] = frozenset(),
+) -> dict[str, bool]:
+    """Each signal's state after a probe of `target`, from its previous state and the (live)
+    thresholds; `predicted`: the signals whose previous strain was a trend's prediction."""
     strained = {}
     for name, value in values.items():
         if name == "replication":
             strained[name] = value >= 0.5  # structural: a stopped thread is strain, no band
         elif name in config.signals:
             limits = config.thresholds(name, target)
-            strained[name] = assess(value, limits.high, limits.low, was.get(name, False))
+            # A hold that was only predicted has no band: it stands again only if predicted again.
+            held_before = was.get(name, False) and name not in predicted
+            strained[name] = assess(value, limits.high, limits.low, held_before)
     return strained

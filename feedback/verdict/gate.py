@@ -28,6 +28,7 @@ from easeoff.feedback.config import (
 from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.signals.trend import ETA_PREFIX
 from easeoff.feedback.verdict.backoff import deferral_delay
 
 
@@ -239,8 +240,11 @@ def signal_findings(signal: SignalConfig, where: str, reading: Reading, limits: 
         critical = (Reason(signal.name, where, value, limits.critical, "critical"),)
     if not reading.strained.get(signal.name, False):
         return HostFindings((), critical, 0.0)
+    eta = reading.values.get(ETA_PREFIX + signal.name)
     if value > limits.high:
         reason = Reason(signal.name, where, value, limits.high, "high")
+    elif eta is not None:
+        reason = Reason(signal.name, where, value, limits.high, "predicted", detail=f"in {eta:.1f}s")
     else:
         reason = Reason(signal.name, where, value, limits.low, "low")
     severity = value / limits.high if limits.high > 0 else math.inf
