@@ -6,14 +6,24 @@ its databases are strained.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from rq import get_current_job
 
+from easeoff.tasks.pool import borrow
 from easeoff.tasks.registry import heavy_task
 from easeoff.tasks.shards import connect
+
+# One user's denormalised stats: a self-join, quadratic in the user's events.
+REBUILD_SQL = (
+    "REPLACE INTO user_stats (user_id, later_pairs, updated_at) "
+    "SELECT e1.user_id, COUNT(e2.id), NOW(6) FROM events e1 "
+    "LEFT JOIN events e2 ON e2.user_id = e1.user_id AND e2.id > e1.id "
+    "WHERE e1.user_id = %s GROUP BY e1.user_id"
+)
 
 
 def on_shard(shard: int, **_: Any) -> list[str]:
@@ -98,13 +108,7 @@ def rebuild_user_stats(shard: int, first_user: int, last_user: int, cursor: int 
     try:
         with conn.cursor() as cur:
             for user in range((cursor or first_user - 1) + 1, last_user + 1):
-                cur.execute(
-                    "REPLACE INTO user_stats (user_id, later_pairs, updated_at) "
-                    "SELECT e1.user_id, COUNT(e2.id), NOW(6) FROM events e1 "
-                    "LEFT JOIN events e2 ON e2.user_id = e1.user_id AND e2.id > e1.id "
-                    "WHERE e1.user_id = %s GROUP BY e1.user_id",
-                    (user,),
-                )
+                cur.execute(REBUILD_SQL, (user,))
                 _record(cur, "rebuild_user_stats", f"user:{user}")
                 conn.commit()
                 yield user
@@ -146,6 +150,37 @@ def record_once(shard: int, tag: str = "", seconds: float = 0.0) -> str:
     finally:
         conn.close()
     return _job_id()
+
+
+@heavy_task(queue="recount", resources=on_shard, timeout=600, idempotent=True)
+def rebuild_users_once(shard: int, first_user: int, last_user: int) -> int:
+    """rebuild_user_stats as a one-shot job: the same statement per user, committed per user with
+    its ledger row, over the connection its worker keeps for the shard (tasks/pool.py)."""
+    with borrow(f"shard:{int(shard)}", lambda: connect(shard)) as conn, conn.cursor() as cur:
+        for user in range(first_user, last_user + 1):
+            cur.execute(REBUILD_SQL, (user,))
+            _record(cur, "rebuild_user_stats", f"user:{user}")
+            conn.commit()
+    return last_user - first_user + 1
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=600, idempotent=True)
+def record_pooled(shard: int, tag: str = "", seconds: float = 0.0) -> str:
+    """A ledger row saying which process and which MySQL connection ran the job (tests/test_in_process.py)."""
+    if seconds > 0:
+        time.sleep(seconds)
+    with borrow(f"shard:{int(shard)}", lambda: connect(shard)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        (connection_id,) = cur.fetchone()
+        _record(cur, "record_pooled", f"{tag}|pid={os.getpid()}|conn={connection_id}")
+        conn.commit()
+    return _job_id()
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=2)
+def overrun(shard: int, seconds: float) -> None:
+    """Sleeps past its two-second timeout: the worker must stop it (tests/test_in_process.py)."""
+    time.sleep(seconds)
 
 
 @heavy_task(queue="heavy", resources=on_shard, timeout=60)

@@ -184,13 +184,20 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, config: Path, *queues: str, burst: bool = False, launcher: Sequence[str] = ()
+        self,
+        config: Path,
+        *queues: str,
+        burst: bool = False,
+        launcher: Sequence[str] = (),
+        in_process: bool = False,
     ) -> subprocess.Popen[bytes]:
         """`launcher`: how to run `easeoff` instead of `python -m easeoff.workers.cli` (under faketime, say)."""
         command = list(launcher) or [sys.executable, "-m", "easeoff.workers.cli"]
         args = [*command, "--config", str(config), "worker", *queues]
         if burst:
             args.append("--burst")
+        if in_process:
+            args.append("--in-process")
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

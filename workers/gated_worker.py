@@ -40,6 +40,7 @@ from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.cooldown import CooldownPublisher
 from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
+from easeoff.tasks import pool
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
 from easeoff.tasks.meta import JobMeta, task_name
@@ -329,6 +330,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def teardown(self) -> None:
         """Stop probing first: the probe leases lapse and the workers still running take them over."""
         self.readings.close()
+        closed = pool.close_all()  # the tasks' kept connections (tasks/pool.py)
+        if closed:
+            self.log.info("Worker %s: closed %d kept database connections", self.name, closed)
         super().teardown()  # type: ignore[no-untyped-call]  # rq's, untyped
 
     def run_maintenance_tasks(self) -> None:
@@ -342,7 +346,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
         try:
-            super().execute_job(job, queue)
+            self.run_job(job, queue)
         except REDIS_UNREACHABLE as exc:
             # The horse ran on its own (or never started); what Redis missed of the job's ending,
             # the abandoned-job sweep settles from the started registry.
@@ -355,6 +359,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 self.executions.pop(execution_id, None)
             self._lease = None
             self._running_job = None
+
+    def run_job(self, job: Job, queue: Queue) -> None:
+        """rq's way: in a work horse forked for the job (workers/in_process.py runs it here instead)."""
+        super().execute_job(job, queue)
 
     # -- housekeeping -----------------------------------------------------------
 

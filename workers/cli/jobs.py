@@ -73,6 +73,11 @@ def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[
     "--path", "-P", "paths", multiple=True, metavar="DIR", help="Import task modules from DIR too (as rq's -P)."
 )
 @click.option("--any-queue", is_flag=True, help="Listen on QUEUES even if neither the config nor a task names them.")
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Run each job in the worker's own process (rq's SimpleWorker), not a work horse forked per job.",
+)
 @pass_context
 @guarded
 def worker(
@@ -84,16 +89,19 @@ def worker(
     verbose: bool,
     paths: tuple[str, ...],
     any_queue: bool,
+    in_process: bool,
 ) -> None:
     """Run a gated worker on QUEUES (highest priority first)."""
     from easeoff.workers.gated_worker import GatedWorker
+    from easeoff.workers.in_process import InProcessWorker
 
     config = ctx.config
     ctx.add_paths(paths)
     ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
     if not any_queue:
         ctx.check_queues(queues, insist_with="--any-queue")
-    w = GatedWorker(list(queues), connection=ctx.redis, config=config, name=name)
+    kind = InProcessWorker if in_process else GatedWorker
+    w = kind(list(queues), connection=ctx.redis, config=config, name=name)
     w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
 
 
