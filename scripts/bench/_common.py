@@ -68,11 +68,12 @@ low = 90000000
 # Plain rq's forking Worker, as a user would start it, with the JSON serializer. easeoff's tasks
 # refuse to run under a worker that did not ask the gate, so this baseline admits each job itself:
 # one assignment per job, the job's own work unchanged. Arguments: REDIS_URL QUEUE...
+# `worker_class`: Worker (a work horse forked per job) or SimpleWorker (jobs in its own process).
 PLAIN_WORKER = (
     "import sys\n"
     "{preload}"
     "from redis import Redis\n"
-    "from rq import Worker\n"
+    "from rq import {worker_class} as Worker\n"
     "from rq.serializers import JSONSerializer\n"
     "from easeoff.tasks.admission import admit\n"
     "class PlainWorker(Worker):\n"
@@ -153,12 +154,24 @@ class Procs:
         self.procs.append(proc)
         return proc
 
-    def plain(self, queues: Sequence[str], burst: bool = True, preload: bool = True, tag: str = "plain"):
-        code = PLAIN_WORKER.format(preload=PRELOAD if preload else "", burst=burst)
+    def plain(
+        self, queues: Sequence[str], burst: bool = True, preload: bool = True, tag: str = "plain", simple: bool = False
+    ):
+        worker_class = "SimpleWorker" if simple else "Worker"
+        code = PLAIN_WORKER.format(preload=PRELOAD if preload else "", burst=burst, worker_class=worker_class)
         return self.start([PYTHON, "-c", code, REDIS_URL, *queues], tag)
 
-    def gated(self, config: Path, queues: Sequence[str], burst: bool = True, preload: bool = True, tag: str = "gated"):
+    def gated(
+        self,
+        config: Path,
+        queues: Sequence[str],
+        burst: bool = True,
+        preload: bool = True,
+        tag: str = "gated",
+        in_process: bool = False,
+    ):
         args = ["--config", str(config), "worker", *queues] + (["--burst"] if burst else [])
+        args += ["--in-process"] if in_process else []
         if preload:
             return self.start([PYTHON, "-c", GATED_WORKER.format(preload=PRELOAD), *args], tag)
         return self.start([PYTHON, "-m", "easeoff.workers.cli", *args], tag)

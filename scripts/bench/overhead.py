@@ -14,6 +14,8 @@ alternate plain/easeoff (and which goes first), and the median of the per-round 
 is the result; the steady-state rate (first job started → last ended) is shown too.
 
 Last line: `throughput_ratio X` (easeoff jobs/s over plain rq jobs/s). Target >= 0.95.
+`--simple` measures the non-forking workers instead, rq's SimpleWorker beside
+`easeoff worker --in-process`: last line `throughput_simple_ratio X`, target >= 0.95.
 `--profile` adds one cProfile'd GatedWorker run and prints where its main process spends time.
 """
 
@@ -65,14 +67,16 @@ def job_times(redis: Redis, jobs: int) -> tuple[float, float, float]:
     return starts[0], ended, median([b - a for a, b in itertools.pairwise(starts)])
 
 
-def one_run(kind: str, redis: Redis, config: Path, procs: Procs, jobs: int, preload: bool) -> dict[str, float]:
+def one_run(
+    kind: str, redis: Redis, config: Path, procs: Procs, jobs: int, preload: bool, simple: bool = False
+) -> dict[str, float]:
     redis.flushdb()
     enqueue_noops(redis, jobs)
     spawned = time.time()
     if kind == "plain":
-        proc = procs.plain([QUEUE], burst=True, preload=preload)
+        proc = procs.plain([QUEUE], burst=True, preload=preload, simple=simple)
     else:
-        proc = procs.gated(config, [QUEUE], burst=True, preload=preload)
+        proc = procs.gated(config, [QUEUE], burst=True, preload=preload, in_process=simple)
     rc = procs.wait(proc, timeout=max(60.0, jobs * 0.5))
     exited = time.time()
     if rc != 0:
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--no-preload", action="store_true", help="do not import easeoff.tasks.catalog in the parents")
     parser.add_argument("--interval", type=float, default=1.0, help="probe interval, seconds (default 1)")
     parser.add_argument("--profile", action="store_true", help="add a cProfile'd GatedWorker run")
+    parser.add_argument("--simple", action="store_true", help="non-forking workers: SimpleWorker and --in-process")
     opts = parser.parse_args()
     preload = not opts.no_preload
     began = time.monotonic()
@@ -122,11 +127,11 @@ def main() -> None:
         procs = Procs(scratch)
         try:
             # Warm-up (not counted): page cache, .pyc files, MariaDB's connection path.
-            one_run("easeoff", redis, config, procs, min(opts.jobs, 30), preload)
-            one_run("plain", redis, config, procs, min(opts.jobs, 30), preload)
+            one_run("easeoff", redis, config, procs, min(opts.jobs, 30), preload, opts.simple)
+            one_run("plain", redis, config, procs, min(opts.jobs, 30), preload, opts.simple)
             for i in range(opts.rounds):
                 order = ("plain", "easeoff") if i % 2 == 0 else ("easeoff", "plain")
-                got = {kind: one_run(kind, redis, config, procs, opts.jobs, preload) for kind in order}
+                got = {kind: one_run(kind, redis, config, procs, opts.jobs, preload, opts.simple) for kind in order}
                 for kind in order:
                     results[kind].append(got[kind])
                 ratio = got["easeoff"]["rate"] / got["plain"]["rate"]
@@ -156,12 +161,13 @@ def main() -> None:
             f"typical job-to-job {1000 * median([r['per_job'] for r in runs]):.1f} ms"
         )
     print(
-        f"{opts.jobs} no-op jobs per run, {opts.rounds} alternating rounds, forking burst workers, JSON serializer, "
+        f"{opts.jobs} no-op jobs per run, {opts.rounds} alternating rounds, "
+        f"{'non-forking (SimpleWorker, --in-process)' if opts.simple else 'forking'} burst workers, JSON serializer, "
         f"healthy gate (probe every {opts.interval:g}s), task module {'preloaded' if preload else 'not preloaded'}; "
         f"median ratios: steady-state {median(steady_ratios):.3f}, typical job-to-job {median(per_job_ratios):.3f}; "
         f"run time {time.monotonic() - began:.0f}s"
     )
-    print(f"throughput_ratio {median(ratios):.3f}")
+    print(f"throughput_{'simple_' if opts.simple else ''}ratio {median(ratios):.3f}")
 
 
 if __name__ == "__main__":
