@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import Fleet, load_sandbox, unwind_on_signals, wait_for
+from fleet import Fleet, load_sandbox, sandbox_shard_config, unwind_on_signals, wait_for
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -41,18 +41,9 @@ WORKERS, MAX_LIMIT, LAG_HIGH, DELAY, JOB_SECONDS = 4, 4, 2.0, 30, 0.2
 
 
 def config_text(topology, interval: float, predict: bool) -> str:  # type: ignore[no-untyped-def]
-    hosts = "".join(f'[mysql.hosts.{n}]\nurl = "{i.url}"\n' for n, i in topology.instances.items())
-    return f"""
-[tasks]
-modules = ["easeoff.tasks.catalog"]
-[redis]
-url = "{REDIS_URL}"
-[probe]
-interval = {interval}
-{hosts}
-[resources."shard:1"]
-pair = ["s1a", "s1b"]
-replicas = ["s1r1"]
+    return (
+        sandbox_shard_config(topology, REDIS_URL, interval)
+        + f"""
 [resources."shard:1".concurrency]
 min = 1
 max = {MAX_LIMIT}
@@ -63,6 +54,7 @@ low = 0.5
 {"predict = 5" if predict else ""}
 [queues.heavy]
 """
+    )
 
 
 def limit(redis: Redis) -> int:

@@ -50,6 +50,24 @@ def unwind_on_signals() -> None:
         signal.signal(sig, _exit_on_signal)
 
 
+def sandbox_shard_config(topology, redis_url: str, interval: float) -> str:  # type: ignore[no-untyped-def]
+    """A config's head for shard 1 on a sandbox (scripts/sandbox.py): its pair and replica as
+    hosts, the example tasks, the Redis and the probe interval. Callers add signals and queues."""
+    hosts = "".join(f'[mysql.hosts.{n}]\nurl = "{i.url}"\n' for n, i in topology.instances.items())
+    return f"""
+[tasks]
+modules = ["easeoff.tasks.catalog"]
+[redis]
+url = "{redis_url}"
+[probe]
+interval = {interval}
+{hosts}
+[resources."shard:1"]
+pair = ["s1a", "s1b"]
+replicas = ["s1r1"]
+"""
+
+
 def mysql_value(sql: str) -> float:
     """The last column of the first row of `sql` on the local MariaDB."""
     conn = pymysql.connect(**MYSQL)

@@ -30,7 +30,14 @@ from redis import Redis
 
 REPO = Path(__file__).resolve().parents[2]
 
-from fleet import Fleet, HeldConnections, connection_thresholds, load_sandbox, unwind_on_signals  # noqa: E402
+from fleet import (  # noqa: E402
+    Fleet,
+    HeldConnections,
+    connection_thresholds,
+    load_sandbox,
+    sandbox_shard_config,
+    unwind_on_signals,
+)
 from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
@@ -62,24 +69,16 @@ low = {low}
 """
 
 
-def lag_config(topology) -> str:
-    hosts = "".join(f'[mysql.hosts.{n}]\nurl = "{i.url}"\n' for n, i in topology.instances.items())
-    return f"""
-[tasks]
-modules = ["easeoff.tasks.catalog"]
-[redis]
-url = "{REDIS_URL}"
-[probe]
-interval = {INTERVAL}
-{hosts}
-[resources."shard:1"]
-pair = ["s1a", "s1b"]
-replicas = ["s1r1"]
+def lag_config(topology) -> str:  # type: ignore[no-untyped-def]
+    return (
+        sandbox_shard_config(topology, REDIS_URL, INTERVAL)
+        + f"""
 [signals.lag]
 high = {LAG_HIGH}
 low = 1.0
 [queues.heavy]
 """
+    )
 
 
 def start_times(redis: Redis, job_ids: list[str]) -> list[float]:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from _common import Procs, median, tail, unwind_on_signals
+from failover import CONFIG as FAILOVER_CONFIG
 from fleet import load_script
 
 from easeoff.feedback.config import load_config
@@ -26,23 +27,8 @@ from easeoff.feedback.connect import connect
 from easeoff.tasks.catalog import noop
 
 WORKERS = 4
-CONFIG = """
-[tasks]
-modules = ["easeoff.tasks.catalog"]
-[redis]
-url = "{url}"
-replica_acks = {acks}
-[probe]
-interval = 1.0
-[mysql.hosts.db1]
-url = "mysql://root@127.0.0.1:3306"
-[resources."shard:1"]
-hosts = ["db1"]
-[signals.connections]
-high = 0.99
-low = 0.98
-[queues.heavy]
-"""
+# failover.py's config, with every write waiting for the replica or not.
+CONFIG = FAILOVER_CONFIG.replace('url = "{url}"\n', 'url = "{url}"\nreplica_acks = {acks}\n')
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,7 +39,7 @@ def percentile(values: list[float], q: float) -> float:
 def one_round(scratch: Path, url: str, acks: int, jobs: int) -> tuple[float, float, float]:
     """(enqueue p50 µs, enqueue p99 µs, drain jobs/s) for one batch."""
     config_path = scratch / f"acks{acks}.toml"
-    config_path.write_text(CONFIG.format(url=url, acks=acks), encoding="utf-8")
+    config_path.write_text(CONFIG.format(url=url, acks=acks, interval=1.0), encoding="utf-8")
     redis = connect(load_config(config_path))
     redis.flushdb()
     latencies = []
