@@ -133,7 +133,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             # looked at again without a word after idle_poll, for jobs pushed by clients that
             # do not announce them (plain rq), at most IDLE_POLL_MAX late.
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
-            pause = min(max(look_at_queues_at - time.monotonic(), 0.0), self.readings.held_pause(until_due))
+            pause = self.readings.held_pause(until_due)
+            if open_queues:
+                pause = min(pause, max(look_at_queues_at - time.monotonic(), 0.0))
             idle_poll = min(idle_poll * 2, IDLE_POLL_MAX)
             if self.readings.pause(max(pause, 0.01)):
                 look_at_queues_at = 0.0
