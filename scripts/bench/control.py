@@ -3,7 +3,7 @@ of strain, how much work starts after the onset, and how fast does the limit com
 
 A sandboxed master-master pair with a replica (real mariadbd processes, scripts/sandbox.py)
 is shard 1, with an adaptive limit (min 1, max 4, halved on strain) and a lag signal
-(high 2 s, low 0.5 s). Four gated workers drain a deep queue of short jobs. Once the limit
+(high 4 s, low 1 s). Four gated workers drain a deep queue of short jobs. Once the limit
 stands at its max, the replica is given `MASTER_DELAY` (real lag, rising a second a second,
 crossing `high` LAG_HIGH seconds later: the onset), and once the limit has been cut and held
 a while, the delay is cleared (the replica catches up at once: the clearing). Per trial:
@@ -12,7 +12,7 @@ a while, the delay is cleared (the replica catches up at once: the clearing). Pe
 - overshoot: jobs started after the onset;
 - back: seconds from the clearing to the limit back at its max.
 
-The same again with `predict` on the lag signal (its trend reaching high within 5 s holds).
+The same again with `predict` on the lag signal (its trend reaching high within 6 s holds).
 Last line: `control_cut_intervals X`: the median cut, predict off, in probe intervals
 (target <= 2).
 """
@@ -37,7 +37,7 @@ from easeoff.tasks.catalog import record_run
 from easeoff.tasks.demo_schema import create_schema
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
-WORKERS, MAX_LIMIT, LAG_HIGH, DELAY, JOB_SECONDS = 4, 4, 2.0, 30, 0.2
+WORKERS, MAX_LIMIT, LAG_HIGH, DELAY, JOB_SECONDS = 4, 4, 4.0, 30, 0.2
 
 
 def config_text(topology, interval: float, predict: bool) -> str:  # type: ignore[no-untyped-def]
@@ -50,8 +50,8 @@ max = {MAX_LIMIT}
 decrease = 0.5
 [signals.lag]
 high = {LAG_HIGH}
-low = 0.5
-{"predict = 5" if predict else ""}
+low = 1.0
+{"predict = 6" if predict else ""}
 [queues.heavy]
 """
     )
@@ -125,9 +125,7 @@ def main() -> None:
         finally:
             box.down()
             redis.flushdb()
-    print(
-        f"probe interval {opts.interval:g}s; limit {MAX_LIMIT} -> cut by half on lag > {LAG_HIGH:g}s; {WORKERS} workers"
-    )
+    print(f"probe interval {opts.interval:g}s; limit {MAX_LIMIT}, halved on lag > {LAG_HIGH:g}s; {WORKERS} workers")
     print("| | onset -> cut | jobs started after onset | clear -> limit back at max |")
     print("| --- | --- | --- | --- |")
     for label, runs in results.items():
