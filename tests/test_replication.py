@@ -24,7 +24,7 @@ from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.verdict.gate import judge
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.demo_schema import create_schema
-from tests.conftest import TEST_REDIS_URL, WorkerProcesses, wait_until
+from tests.conftest import TEST_REDIS_URL, WorkerProcesses, stays_true, wait_until
 from tests.placement import misplaced
 from tests.sandbox_support import sandbox_mod
 
@@ -198,10 +198,8 @@ def test_predict_holds_a_shard_while_lag_rises_below_high_and_releases_it_when_l
         assert reading is not None and reading.error is None, reading
         return judge(["shard:1"], snapshot, config, time.time()).texts, reading.values["lag"]
 
-    for _ in range(8):  # a steady, near-zero lag predicts nothing
-        reasons, lag = shard1()
-        time.sleep(0.1)
-    assert reasons == [], reasons
+    wait_until(lambda: shard1()[0] == [], 20, interval=0.1, what="shard 1 healthy before the step")
+    stays_true(lambda: shard1()[0] == [], 1.0, what="a steady, near-zero lag to predict nothing")
     sandbox.delay("s1r1", 5)  # real lag, rising a second a second to 5 s: never past high
     try:
         reasons, lag = wait_until(
