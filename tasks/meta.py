@@ -15,6 +15,8 @@ from typing import Any
 
 from rq.job import Job
 
+from easeoff.feedback.rate import parse_rate
+
 META_KEY = "easeoff"
 
 
@@ -113,7 +115,7 @@ def _coerce(name: str, value: Any) -> Any:
         if name in ("concurrency", "max_deferrals"):
             return None if value is None else int(value)
         if name == "rate":
-            return None if value is None else str(value)
+            return None if value is None else str(parse_rate(value))
         if name == "last_reasons":
             return [str(r) for r in value] if isinstance(value, list) else _INVALID
         if name == "cursor":

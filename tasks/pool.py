@@ -38,11 +38,12 @@ def borrow(key: str, connect: Callable[[], Any]) -> Iterator[Any]:
         with contextlib.suppress(Exception):
             conn.rollback()
         raise
-    with _lock:
-        spare = _kept.pop(key, None)
-        _kept[key] = conn
-    if spare is not None:
-        _close(spare)
+    finally:  # kept either way: one that died with the job is replaced at the next borrow
+        with _lock:
+            spare = _kept.pop(key, None)
+            _kept[key] = conn
+        if spare is not None:
+            _close(spare)
 
 
 def close_all() -> int:

@@ -96,3 +96,8 @@ def test_a_bad_rate_is_refused_with_its_text(text: str) -> None:
         parse_rate(text)
     with pytest.raises(TaskError, match="heavy_task rate"):
         heavy_task(queue="heavy", rate=text)
+
+
+def test_a_damaged_rate_in_a_job_s_meta_falls_back_to_none_rather_than_failing_the_claim() -> None:
+    assert JobMeta.from_dict({"task": "t", "rate": "lots"}).rate is None
+    assert JobMeta.from_dict({"task": "t", "rate": "6/10s"}).rate == "6/10s"

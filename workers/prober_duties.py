@@ -53,6 +53,15 @@ class DutyMemory:
         self.ran_at[step] = now
         return True
 
+    def differs(self, step: str, value: Hashable) -> bool:
+        """Whether `value` differs from what `step` last recorded; it is recorded either way."""
+        before, self.sent[step] = self.sent.get(step), value
+        return before != value
+
+    def run_next(self, step: str) -> None:
+        """`step` is due at its next chance, whenever it last ran."""
+        self.ran_at.pop(step, None)
+
     def changed(self, step: str, value: Hashable) -> bool:
         """Whether `step` would send something new (or is due its recheck); if so, it sends it now."""
         if self.sent.get(step) == value and not self.due(step):
@@ -82,9 +91,8 @@ class Round:
 def adapt_concurrency(r: Round) -> None:
     """Cut limits on database strain (not on ops' pauses), raise them when healthy and saturated."""
     limits = adapt_limits(r.redis, r.config, {name: why for name, why in r.strained.items() if not _only_paused(why)})
-    if r.memory.sent.get("limits") != (new := tuple(sorted(limits.items()))):
-        r.memory.sent["limits"] = new
-        r.memory.ran_at.pop("release_slots", None)  # a raised limit frees slots: hand them out this round
+    if r.memory.differs("limits", tuple(sorted(limits.items()))):
+        r.memory.run_next("release_slots")  # a raised limit frees slots: hand them out this round
 
 
 def log_verdict_flips(r: Round) -> None:

@@ -63,9 +63,8 @@ class RateLimiter:
         started, at = self._reserve(keys=keys, args=RATE.args(tail, now=repr(now), member=job_id))
         return None if int(started) else float(at)
 
-    def waiting(self, scopes: Iterable[str], now: float | None = None) -> dict[str, int]:
+    def waiting(self, scopes: Iterable[str]) -> dict[str, int]:
         """scope → jobs holding a reservation (waiting on the rate), for the exporter."""
-        now = clock.now() if now is None else now
         names = list(scopes)
         with self.redis.pipeline(transaction=False) as pipe:
             for name in names:

@@ -35,7 +35,7 @@ from easeoff.feedback.signals.probing import ProbeLoop
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.signals.sources import ProbeError, Prober, Values
-from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, seconds_to
+from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, predicted, seconds_to
 
 READING_KEY = keys.READING
 PROBE_LOCK_KEY = keys.PROBE_LOCK
@@ -263,16 +263,9 @@ class ReadingsCache:
             took = {"_probe_s": time.perf_counter() - started}
             return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
         values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
-        strained = next_states(target, values, was, config, predicted=self._predicted(previous))
+        strained = next_states(target, values, was, config, predicted=predicted(previous.values if previous else None))
         self._predict(target, taken_at, values, strained, config)
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
-
-    @staticmethod
-    def _predicted(previous: Reading | None) -> frozenset[str]:
-        """The signals whose strain in `previous` was a prediction (feedback/signals/trend.py)."""
-        if previous is None:
-            return frozenset()
-        return frozenset(k.removeprefix(ETA_PREFIX) for k in previous.values if k.startswith(ETA_PREFIX))
 
     def _predict(self, target: str, at: float, values: Values, strained: dict[str, bool], config: Config) -> None:
         """Signals with `predict` whose trend reaches high in time count as strained now, and say when."""

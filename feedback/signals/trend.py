@@ -12,7 +12,7 @@ A predicted hold has no hysteresis band of its own: it ends when the line no lon
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 POINTS = 6
 MIN_POINTS = 3
@@ -30,6 +30,11 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
     if spread <= 0:
         return None
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+
+
+def predicted(values: Mapping[str, float] | None) -> frozenset[str]:
+    """The signals a reading's values hold strained by prediction (their `_eta:` entries)."""
+    return frozenset(k.removeprefix(ETA_PREFIX) for k in values or () if k.startswith(ETA_PREFIX))
 
 
 def seconds_to(high: float, value: float, rate: float | None) -> float | None:
