@@ -74,7 +74,12 @@ class RedisSentinels:
     def up(self, timeout: float = 30.0) -> None:
         self._server("primary", self.primary_port)
         self._server("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port))
-        self._wait(lambda: Redis(port=self.replica_port).info("replication").get("master_link_status") == "up", timeout)
+        self._wait(
+            lambda: Redis(port=self.replica_port).info("replication").get("master_link_status") == "up",
+            timeout,
+            what="replica in sync",
+            logs=("primary", "replica"),
+        )
         for i, port in enumerate(self.sentinel_ports):
             folder = self.base_dir / f"sentinel{i}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,12 @@ class RedisSentinels:
                 encoding="utf-8",
             )
             self._start(f"sentinel{i}", [*sentinel_binary(), str(conf), "--sentinel"], folder)
-        self._wait(lambda: all(self._sentinel_sees_replica(p) for p in self.sentinel_ports), timeout)
+        self._wait(
+            lambda: all(self._sentinel_sees_replica(p) for p in self.sentinel_ports),
+            timeout,
+            what="seeing the replica from every sentinel",
+            logs=("sentinel0",),
+        )
 
     def primary(self) -> tuple[str, int]:
         host, port = Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
@@ -103,14 +113,19 @@ class RedisSentinels:
         proc.wait(timeout=10)
         return time.time()
 
-    def rejoin_killed(self, timeout: float = 30.0) -> None:
+    def rejoin_killed(self, timeout: float = 60.0) -> None:
         """Restart the server kill_primary() killed, as a replica of the promoted one, as an
         operator would; returns once the new primary has a replica in sync again."""
         name = next(n for n, proc in self.procs.items() if n in ("primary", "replica") and proc.poll() is not None)
         _, primary_port = self.primary()
         port = self.primary_port if name == "primary" else self.replica_port
         self._server(name, port, "--replicaof", "127.0.0.1", str(primary_port))
-        self._wait(lambda: Redis(port=port).info("replication").get("master_link_status") == "up", timeout)
+        self._wait(
+            lambda: Redis(port=port).info("replication").get("master_link_status") == "up",
+            timeout,
+            what=f"{name} in sync with the promoted primary on port {primary_port}",
+            logs=(name, "replica" if name == "primary" else "primary"),
+        )
 
     def wait_promoted(self, away_from: int, timeout: float = 30.0) -> None:
         """Until every sentinel names a primary other than port `away_from`, and it accepts writes."""
@@ -122,7 +137,7 @@ class RedisSentinels:
                     return False
             return Redis(port=self.primary()[1]).info("replication")["role"] == "master"
 
-        self._wait(promoted, timeout)
+        self._wait(promoted, timeout, what=f"promoted away from port {away_from}", logs=("sentinel0", "sentinel1"))
 
     def down(self) -> None:
         for proc in self.procs.values():
@@ -138,7 +153,8 @@ class RedisSentinels:
         folder = self.base_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-        self._start(name, [*args, "--appendonly", "no", *extra], folder)
+        # A full sync starts at once rather than after Redis's default 5 s wait for more replicas.
+        self._start(name, [*args, "--appendonly", "no", "--repl-diskless-sync-delay", "0", *extra], folder)
 
     def _start(self, name: str, args: list[str], folder: Path) -> None:
         log = open(folder / "log.txt", "wb")  # noqa: SIM115 - the process holds it
@@ -146,7 +162,7 @@ class RedisSentinels:
         log.close()
         port = int(args[args.index("--port") + 1]) if "--port" in args else None
         if port is not None:
-            self._wait(lambda: _answers(port), 15)
+            self._wait(lambda: _answers(port), 15, what=f"answering on port {port}", logs=(folder.name,))
 
     def _sentinel_sees_replica(self, port: int) -> bool:
         if not _answers(port):
@@ -154,17 +170,30 @@ class RedisSentinels:
         replicas = Redis(port=port).sentinel_slaves(SERVICE)
         return any(int(r["port"]) == self.replica_port for r in replicas)
 
-    def _wait(self, predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    def _wait(  # type: ignore[no-untyped-def]
+        self, predicate, timeout: float, what: str = "ready", logs: tuple[str, ...] = ()
+    ) -> None:
+        """Poll `predicate` until `timeout`; a failure carries the tails of the `logs` named,
+        since the scratch directory is gone by the time anyone reads a CI report."""
         deadline = time.monotonic() + timeout
+        last_error = ""
         while True:
             try:
                 if predicate():
                     return
-            except Exception:
-                pass
+            except Exception as exc:
+                last_error = f"; last error: {exc!r}"
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis sentinels: not ready after {timeout}s (logs in {self.base_dir})")
+                tails = "".join(self._log_tail(name) for name in logs)
+                raise RuntimeError(f"redis sentinels: not {what} after {timeout}s{last_error}{tails}")
             time.sleep(0.05)
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        log = self.base_dir / name / "log.txt"
+        if not log.exists():
+            return f"\n--- {name}: no log"
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return f"\n--- {name} ({log}):\n" + "\n".join(tail)
 
 
 def _answers(port: int) -> bool:
