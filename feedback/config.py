@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote, urlsplit
 
+from easeoff.feedback.durations import parse_duration
 from easeoff.feedback.rate import Rate, parse_rate
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
@@ -205,6 +206,7 @@ class Config:
     # and how long a write waits for them (feedback/replica_acks.py).
     replica_acks: int = 0
     replica_ack_timeout: float = 1.0
+    switch_stale_after: float = 86400.0  # a switch on longer is stale: alerted on, listed by `switches --stale`
 
     def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
         """The hosts whose readings gate work on these resources, in config order."""
@@ -320,6 +322,19 @@ class _Parser:
             raise self.fail(key, f"must be a finite number >= {minimum:g}")
         return float(value)
 
+    def duration(self, raw: Mapping[str, Any], key: str, default: float) -> float:
+        """Seconds, as a number or as a duration like `"1d"` or `"12h"`."""
+        value = raw.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise self.fail(key, str(exc)) from None
+        seconds = self.number(raw, key, default)
+        if seconds <= 0:
+            raise self.fail(key, "must be a positive number of seconds or a duration like 1d")
+        return seconds
+
     def string(self, raw: Mapping[str, Any], key: str, default: str | None = None) -> str:
         name = key.rsplit(".", 1)[-1]
         value = raw.get(name, default)
@@ -343,7 +358,9 @@ class _Parser:
                 raise self.fail(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
     def config(self, raw: Mapping[str, Any]) -> Config:
-        self.reject_unknown(raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks"})
+        self.reject_unknown(
+            raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks", "switches"}
+        )
         redis = self.table(raw, "redis")
         self.reject_unknown(redis, "redis", {"url", "replica_acks", "replica_ack_timeout"})
         replica_acks = self.number(redis, "redis.replica_acks", 0, minimum=0)
@@ -392,6 +409,8 @@ class _Parser:
         self.check_signal_scopes(signals, resources)
         queues = self.queues(self.table(raw, "queues"), resources)
         task_modules = self.task_modules(self.table(raw, "tasks"))
+        switches = self.table(raw, "switches")
+        self.reject_unknown(switches, "switches", {"stale_after"})
         return Config(
             source=self.source,
             redis_url=redis_url,
@@ -407,6 +426,7 @@ class _Parser:
             signals=signals,
             queues=queues,
             task_modules=task_modules,
+            switch_stale_after=self.duration(switches, "switches.stale_after", 86400.0),
         )
 
     def task_modules(self, raw: Mapping[str, Any]) -> tuple[str, ...]:

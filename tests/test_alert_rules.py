@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.observe.alert_rules import duration, rule_groups
+from easeoff.feedback.observe.alert_rules import SWITCH_STALE_RUNBOOK, duration, rule_groups
 from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, config_alarms, step
 from tests.conftest import run_cli
 
@@ -74,7 +74,7 @@ def test_promtool_supports_keep_firing_for() -> None:
 def test_rendered_rules_pass_promtool_check(rules_file: Path, tmp_path: Path) -> None:
     result = run_promtool("check", "rules", str(rules_file), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout  # 5 water-mark alarms, 2 exporter-health rules
+    assert "SUCCESS: 8 rules found" in result.stdout  # 5 water-mark alarms, 2 exporter-health, 1 stale switch
     text = rules_file.read_text()
     assert "keep_firing_for: '180s'" in text
     assert "for: '500ms'" in text
@@ -112,7 +112,7 @@ def test_no_water_marks_still_renders_valid_rules(write_config, tmp_path: Path) 
     path.write_text(result.stdout)
     checked = run_promtool("check", "rules", str(path), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 2 rules found" in checked.stdout
+    assert "SUCCESS: 3 rules found" in checked.stdout
     assert "runbook_url: 'https://runbooks/easeoff'" in result.stdout
 
 
@@ -244,3 +244,46 @@ def test_promtool_age_mark_and_a_queue_name_that_needs_quoting(
 
 def test_durations_are_prometheus_durations() -> None:
     assert [duration(s) for s in (0, 1, 120, 0.5, 1.25, 86400)] == ["0s", "1s", "120s", "500ms", "1250ms", "86400s"]
+
+
+@pytest.mark.parametrize(("limit", "limit_s"), [(None, 86400), ('"2h"', 7200)], ids=["default-1d", "configured-2h"])
+def test_promtool_a_switch_older_than_the_limit_fires_stale(
+    write_config, tmp_path: Path, limit: str | None, limit_s: int
+) -> None:
+    """easeoff_switch_age_seconds grows a minute a minute; the alert fires only once it passes
+    the limit, for that switch alone, naming it and how long it has been on."""
+    extra = f"[switches]\nstale_after = {limit}\n" if limit else ""
+    result = run_cli("--config", str(write_config(extra=extra)), "alerts", "rules")
+    assert result.returncode == 0, result.stderr
+    rules = tmp_path / "rules.yml"
+    rules.write_text(result.stdout, encoding="utf-8")
+    minutes = limit_s // 60
+    old = {"series": 'easeoff_switch_age_seconds{kind="pause",scope="queue:heavy"}', "values": f"0+60x{minutes + 10}"}
+    young = {
+        "series": 'easeoff_switch_age_seconds{kind="throttle",scope="task:backfill"}',
+        "values": f"0+0x{minutes + 10}",
+    }
+    on_for = {86400 + 300: "1d 0h 5m 0s", 7200 + 300: "2h 5m 0s"}[limit_s + 300]
+    fired = {
+        "exp_labels": {"severity": "warning", "kind": "pause", "scope": "queue:heavy"},
+        "exp_annotations": {
+            "summary": f"Switch pause queue:heavy has been on longer than {limit_s}s",
+            "description": f"Switch pause queue:heavy has been on for {on_for}.",
+            "runbook": SWITCH_STALE_RUNBOOK,
+        },
+    }
+    promtool_test(
+        tmp_path,
+        rules,
+        [
+            {
+                "interval": "1m",
+                "input_series": [old, young],
+                "alert_rule_test": [
+                    {"eval_time": f"{minutes}m", "alertname": "EaseoffSwitchStale", "exp_alerts": []},  # not past it
+                    {"eval_time": f"{minutes + 5}m", "alertname": "EaseoffSwitchStale", "exp_alerts": [fired]},
+                ],
+            }
+        ],
+    )
+    assert "easeoff switches --stale" in fired["exp_annotations"]["runbook"]

@@ -33,6 +33,9 @@ def test_good_config_parses_with_defaults() -> None:
     assert (host.host, host.port, host.user, host.password) == ("10.0.0.5", 3307, "probe", "s3cret")
     assert config.probe_interval == 1.0
     assert (config.replica_acks, config.replica_ack_timeout) == (0, 1.0)
+    assert config.switch_stale_after == 86400
+    assert parse(GOOD + '\n[switches]\nstale_after = "12h"\n').switch_stale_after == 12 * 3600
+    assert parse(GOOD + "\n[switches]\nstale_after = 600\n").switch_stale_after == 600
     assert config.hosts_for(["shard:1"]) == ("db-1",)
     assert config.queue_resources("heavy") == ("shard:1",)
     assert config.queue_resources("unknown") == ()
@@ -71,6 +74,9 @@ def test_passwords_stay_out_of_reprs() -> None:
         (GOOD.replace('6379/0"', '6379/0"\nreplica_acks = 1.5'), "redis.replica_acks", "whole number"),
         (GOOD.replace('hosts = ["db-1"]', 'hosts = ["db-1"]\nrate = "lots"'), 'resources."shard:1".rate', "120/min"),
         (GOOD.replace('6379/0"', '6379/0"\nreplica_ack_timeout = 0'), "redis.replica_ack_timeout", ">= 0.001"),
+        (GOOD + '\n[switches]\nstale_after = "a while"\n', "switches.stale_after", "bad duration"),
+        (GOOD + "\n[switches]\nstale_after = 0\n", "switches.stale_after", "positive"),
+        (GOOD + "\n[switches]\nstale = 1\n", "switches.stale", "unknown key"),
     ],
 )
 def test_errors_name_file_and_key(text: str, key: str, problem: str) -> None:

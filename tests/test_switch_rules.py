@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from easeoff.feedback.config import parse_config
-from easeoff.feedback.levers.switches import Switch, Switches, parse_duration, parse_switches
+from easeoff.feedback.durations import parse_duration
+from easeoff.feedback.levers.switches import Switch, Switches, parse_switches
 from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot

@@ -5,18 +5,24 @@ change is in the audit log with who, when and why."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import generate_latest
 from redis import Redis
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback.config import load_config
+from easeoff.feedback.levers.switches import Switch, set_switch
+from easeoff.feedback.observe.exporter import Exporter
 from easeoff.tasks.catalog import noop, record_run
 from easeoff.tasks.meta import META_KEY
 from tests.conftest import ConnectionHolder, WorkerProcesses, run_cli, stays_true, wait_until
+from tests.exporter_support import parse_samples, sample
 from tests.placement import misplaced
 
 INTERVAL = 0.5
@@ -178,3 +184,38 @@ def test_bad_switch_input_is_one_line_and_exit_2(write_config, redis_conn: Redis
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
     assert json.loads(run_cli("--config", str(config), "switches", "--json").stdout) == []
+
+
+def test_switch_age_shows_everywhere_and_stale_ones_are_listed(redis_conn: Redis, write_config) -> None:
+    """A switch left on two days is stale against a one-day limit; one turned on just now is not.
+    `switches`, `switches --stale`, `status` and the exporter all carry the age."""
+    config_path = write_config(extra='[switches]\nstale_after = "1d"\n')
+    now = time.time()
+    forgotten = Switch("pause", "queue:archive", "ops-carol", "incident 12", at=now - 2 * 86400 - 600)
+    set_switch(redis_conn, forgotten)
+    cli(config_path, "throttle", "record_run", "0.5", "--reason", "deploy", "--by", "ops-dan")
+
+    listed = cli(config_path, "switches")
+    assert "pause queue:archive  on 2d  STALE  by ops-carol: incident 12" in listed, listed
+    assert re.search(r"throttle task:record_run ratio 0.5 until [\d: -]+  on \d+s  by ops-dan: deploy", listed), listed
+    stale = cli(config_path, "switches", "--stale")
+    assert "queue:archive" in stale and "record_run" not in stale, stale
+    rows = {r["scope"]: r for r in json.loads(cli(config_path, "switches", "--json"))}
+    assert rows["queue:archive"]["stale"] and rows["queue:archive"]["age_s"] > 2 * 86400
+    assert not rows["task:record_run"]["stale"] and rows["task:record_run"]["age_s"] < 60
+
+    status = json.loads(cli(config_path, "status", "--json"))
+    by_scope = {s["scope"]: s for s in status["switches"]}
+    assert by_scope["queue:archive"]["stale"] and not by_scope["task:record_run"]["stale"]
+    assert "on 2d  STALE" in cli(config_path, "status")
+
+    exporter = Exporter(redis_conn, load_config(config_path))
+    samples = parse_samples(generate_latest(exporter.registry).decode())
+    age = sample(samples, "easeoff_switch_age_seconds", kind="pause", scope="queue:archive")
+    assert age is not None and age > 2 * 86400
+    young = sample(samples, "easeoff_switch_age_seconds", kind="throttle", scope="task:record_run")
+    assert young is not None and young < 60
+    assert sample(samples, "easeoff_switch_stale_after_seconds") == 86400
+
+    cli(config_path, "resume", "queue:archive", "--reason", "cleaned up")
+    assert "no switch on longer than 1d" in cli(config_path, "switches", "--stale")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,13 +51,26 @@ class Switch:
     high: float | None = None  # threshold overrides
     low: float | None = None
     critical: float | None = None
+    shadow: bool = False  # a threshold tried on live traffic: judged and counted, holds nothing
 
     @property
     def key(self) -> str:
-        return f"{self.kind} {self.scope}"
+        return f"{self.label_kind} {self.scope}"
+
+    @property
+    def label_kind(self) -> str:
+        """The kind as listed and exported: a shadow threshold sits beside a real one on the same scope."""
+        return f"shadow-{self.kind}" if self.shadow else self.kind
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.at)
+
+    def stale(self, now: float, limit: float) -> bool:
+        """On longer than `limit`: the toggle nobody cleaned up."""
+        return self.age(now) > limit
 
     def describe(self) -> str:
         """One line for logs, `status` and the audit trail."""
@@ -70,10 +82,10 @@ class Switch:
                 f" critical {self.critical:g}" if self.critical is not None else ""
             )
         until = f" until {_clock(self.expires_at)}" if self.expires_at is not None else ""
-        return f"{self.kind} {self.scope}{detail}{until}"
+        return f"{self.label_kind} {self.scope}{detail}{until}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,13 @@ class Switches:
 
     def expired(self, now: float) -> list[Switch]:
         return [s for s in self.entries.values() if not s.live(now)]
+
+    def stale(self, now: float, limit: float) -> list[Switch]:
+        """Live switches on longer than `limit`, oldest first."""
+        return sorted((s for s in self.live(now) if s.stale(now, limit)), key=lambda s: s.at)
+
+    def shadow_thresholds(self, now: float) -> list[Switch]:
+        return [s for s in self.live(now) if s.kind == "threshold" and s.shadow]
 
     def paused(self, scope: str, now: float) -> Reason | None:
         """The reason `scope` (`all`, `queue:q`, ...) is paused, else None. A paused task's jobs
@@ -116,7 +135,7 @@ class Switches:
 
         Worked out once per snapshot and set of live overrides: one gate call judges many
         resources, hosts and signals, and each layer asks for the effective config."""
-        overrides = [s for s in self.live(now) if s.kind == "threshold"]
+        overrides = [s for s in self.live(now) if s.kind == "threshold" and not s.shadow]
         if not overrides:
             return config
         key = (id(config), tuple(sorted(s.scope for s in overrides)))
@@ -124,6 +143,12 @@ class Switches:
         if cached is None or cached[0] is not config:  # the same config object, not a reused id
             cached = self._applied[key] = (config, self._apply(config, overrides))
         return cached[1]
+
+    def apply_shadow(self, config: Config, now: float) -> Config:
+        """The config as the shadow thresholds would have it: the real overrides, the shadow ones over them."""
+        real = self.apply(config, now)
+        shadows = self.shadow_thresholds(now)
+        return self._apply(real, shadows) if shadows else real
 
     def _apply(self, config: Config, overrides: list[Switch]) -> Config:
         signals = dict(config.signals)
@@ -230,18 +255,6 @@ def paused_task_scopes(switches: Switches, now: float) -> dict[str, Reason]:
         if reason is not None and s.scope.startswith(TASK_SCOPE_PREFIX):
             found[s.scope] = reason
     return found
-
-
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `10m`, `2h`, `1d` → seconds; ValueError names what was wrong."""
-    match = DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"bad duration {text!r} (use e.g. 90s, 10m, 2h, 1d)")
-    return float(match.group(1)) * UNITS[match.group(2)]
 
 
 def _task_scope(switch: Switch) -> str | None:

@@ -31,6 +31,12 @@ from easeoff.feedback.observe.watermarks import Alarm, config_alarms
 QUEUE_LABEL = "{{ $labels.queue }}"
 WATERMARK_GROUP = "easeoff-watermarks"
 EXPORTER_GROUP = "easeoff-exporter"
+SWITCH_GROUP = "easeoff-switches"
+SWITCH_STALE_RUNBOOK = (
+    "A contingency switch has been on longer than [switches] stale_after. Run `easeoff switches --stale`: "
+    "each names who set it and why. Ask them; then turn it off (`easeoff resume`, `easeoff unthrottle`, "
+    "`easeoff threshold SIGNAL --clear`), or, if it must stay, set it again with a --ttl so it lapses by itself."
+)
 
 RUNBOOKS = {
     ("depth", "high"): (
@@ -153,11 +159,32 @@ def exporter_rules(runbook_url: str | None = None) -> list[dict[str, Any]]:
     return rules
 
 
+def switch_rules(config: Config, runbook_url: str | None = None) -> list[dict[str, Any]]:
+    """A switch left on is the toggle nobody cleans up: alert once it is older than the config's limit."""
+    kind, scope = "{{ $labels.kind }}", "{{ $labels.scope }}"
+    annotations = {
+        "summary": f"Switch {kind} {scope} has been on longer than {number(config.switch_stale_after)}s",
+        "description": f"Switch {kind} {scope} has been on for {{{{ $value | humanizeDuration }}}}.",
+        "runbook": SWITCH_STALE_RUNBOOK,
+    }
+    if runbook_url:
+        annotations["runbook_url"] = runbook_url
+    rule = {
+        "alert": "EaseoffSwitchStale",
+        "expr": f"{names.SWITCH_AGE} > {number(config.switch_stale_after)}",
+        "for": "0s",
+        "labels": {"severity": "warning"},
+        "annotations": annotations,
+    }
+    return [rule]
+
+
 def rule_groups(config: Config, runbook_url: str | None = None) -> dict[str, Any]:
     return {
         "groups": [
             {"name": WATERMARK_GROUP, "rules": [alarm_rule(a, runbook_url) for a in config_alarms(config)]},
             {"name": EXPORTER_GROUP, "rules": exporter_rules(runbook_url)},
+            {"name": SWITCH_GROUP, "rules": switch_rules(config, runbook_url)},
         ]
     }
 

@@ -124,7 +124,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
         *families.limit_families(inputs.limits),
         *families.rate_families(inputs.rates),
-        *families.contingency_families(snapshot.switches, now, inputs.event_counts),
+        *families.contingency_families(snapshot.switches, now, inputs.event_counts, config.switch_stale_after),
     ]
 
 

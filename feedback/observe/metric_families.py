@@ -219,8 +219,11 @@ def switch_families(
     return [out, cool, parked_family]
 
 
-def contingency_families(switches: Switches, now: float, event_counts: Mapping[str, int]) -> list[Metric]:
-    """Ops' switches in force (pause, throttle, threshold) and the events logged, by kind."""
+def contingency_families(
+    switches: Switches, now: float, event_counts: Mapping[str, int], stale_after: float
+) -> list[Metric]:
+    """Ops' switches in force (pause, throttle, threshold), how long each has been on, and the
+    events logged, by kind."""
     active = GaugeMetricFamily(
         names.SWITCH_ACTIVE, "1 for each contingency switch in force, by kind and scope.", labels=["kind", "scope"]
     )
@@ -230,10 +233,19 @@ def contingency_families(switches: Switches, now: float, event_counts: Mapping[s
     ratio = GaugeMetricFamily(
         names.SWITCH_THROTTLE_RATIO, "Share of the task's jobs a throttle refuses (0 when none).", labels=["task"]
     )
+    age = GaugeMetricFamily(
+        names.SWITCH_AGE, "Seconds since the switch was turned on (EaseoffSwitchStale).", labels=["kind", "scope"]
+    )
+    stale_limit = GaugeMetricFamily(
+        names.SWITCH_STALE_AFTER, "A switch on longer than this many seconds is stale ([switches] stale_after)."
+    )
+    stale_limit.add_metric([], stale_after)
     for switch in switches.live(now):
-        active.add_metric([switch.kind, switch.scope], 1)
+        labels = [switch.label_kind, switch.scope]
+        active.add_metric(labels, 1)
+        age.add_metric(labels, switch.age(now))
         if switch.expires_at is not None:
-            expiry.add_metric([switch.kind, switch.scope], switch.expires_at)
+            expiry.add_metric(labels, switch.expires_at)
         if switch.kind == "throttle":
             ratio.add_metric([switch.scope.removeprefix("task:")], switch.ratio or 0.0)
     logged = CounterMetricFamily(
@@ -243,7 +255,7 @@ def contingency_families(switches: Switches, now: float, event_counts: Mapping[s
     )
     for kind in dict.fromkeys([*EVENT_KINDS, *event_counts]):
         logged.add_metric([kind], event_counts.get(kind, 0))
-    return [active, expiry, ratio, logged]
+    return [active, age, stale_limit, expiry, ratio, logged]
 
 
 def rate_families(rates: Mapping[str, tuple[float, int]]) -> list[Metric]:

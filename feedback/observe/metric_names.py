@@ -49,6 +49,8 @@ RATE_WAITING = "easeoff_rate_waiting_jobs"
 SWITCH_ACTIVE = "easeoff_switch_active"
 SWITCH_THROTTLE_RATIO = "easeoff_switch_throttle_ratio"
 SWITCH_EXPIRY = "easeoff_switch_expiry_timestamp_seconds"
+SWITCH_AGE = "easeoff_switch_age_seconds"
+SWITCH_STALE_AFTER = "easeoff_switch_stale_after_seconds"
 EVENTS = "easeoff_events"  # a counter: exposed as easeoff_events_total
 
 # The exporter itself.

@@ -104,10 +104,16 @@ def global_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, A
     return {"verdict": "defer" if reasons else "admit", "reasons": texts(reasons), "critical": texts(critical)}
 
 
-def switches_report(snapshot: Snapshot, now: float) -> list[dict[str, Any]]:
-    """The switches in force, each with who set it, why, and when it lapses."""
+def switches_report(snapshot: Snapshot, now: float, stale_after: float) -> list[dict[str, Any]]:
+    """The switches in force, each with who set it, why, how long it has been on and when it lapses."""
     return [
-        {**s.as_dict(), "describe": s.describe(), "expires_in_s": None if s.expires_at is None else s.expires_at - now}
+        {
+            **s.as_dict(),
+            "describe": s.describe(),
+            "age_s": s.age(now),
+            "stale": s.stale(now, stale_after),
+            "expires_in_s": None if s.expires_at is None else s.expires_at - now,
+        }
         for s in sorted(snapshot.switches.live(now), key=lambda s: s.at)
     ]
 

@@ -11,6 +11,7 @@ import click
 
 from easeoff.feedback import clock
 from easeoff.feedback.config import Config
+from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_in, mark_out
 from easeoff.feedback.observe import unknown_resources
@@ -42,7 +43,7 @@ def status(ctx: Context, as_json: bool) -> None:
             s.name: {**{k: v for k, v in s.as_dict().items() if k != "name"}, "held": held[s.name]} for s in stats
         },
         **_feedback_report(config, snapshot, unknown_resources.read(connection, config.resources)),
-        "switches": switches_report(snapshot, clock.now()),
+        "switches": switches_report(snapshot, clock.now(), config.switch_stale_after),
         "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
     }
     if as_json:
@@ -59,7 +60,8 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo("")
     click.echo("SWITCHES")
     for s in report["switches"]:
-        click.echo(f"  {s['describe']}  by {s['by']}: {s['why']}")
+        stale = "  STALE" if s["stale"] else ""
+        click.echo(f"  {s['describe']}  on {age_text(s['age_s'])}{stale}  by {s['by']}: {s['why']}")
     if not report["switches"]:
         click.echo("  none")
     click.echo("RECENT CHANGES (easeoff log)")

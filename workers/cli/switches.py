@@ -12,12 +12,12 @@ import time
 import click
 
 from easeoff.feedback import clock
+from easeoff.feedback.durations import age_text, parse_duration
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.switches import (
     SCOPE_KINDS,
     Switch,
     clear_switch,
-    parse_duration,
     read_switches,
     set_switch,
 )
@@ -166,20 +166,24 @@ def _report_cleared(ctx: Context, key: str, reason: str, by: str | None) -> None
 
 
 @click.command("switches")
+@click.option("--stale", is_flag=True, help="Only switches on longer than [switches] stale_after (default 1d).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 @guarded
-def switches(ctx: Context, as_json: bool) -> None:
-    """The switches in force: what, who, why and until when."""
-    now = clock.now()
-    live = read_switches(ctx.redis).live(now)
+def switches(ctx: Context, stale: bool, as_json: bool) -> None:
+    """The switches in force: what, who, why, how long on and until when."""
+    now, limit = clock.now(), ctx.config.switch_stale_after
+    found = read_switches(ctx.redis)
+    listed = found.stale(now, limit) if stale else sorted(found.live(now), key=lambda s: s.at)
     if as_json:
-        click.echo(json.dumps([s.as_dict() for s in live], indent=2, sort_keys=True))
+        rows = [{**s.as_dict(), "age_s": s.age(now), "stale": s.stale(now, limit)} for s in listed]
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
-    for s in sorted(live, key=lambda s: s.at):
-        click.echo(f"{s.describe()}  by {s.by}: {s.why}")
-    if not live:
-        click.echo("no switches on")
+    for s in listed:
+        mark = "  STALE" if s.stale(now, limit) else ""
+        click.echo(f"{s.describe()}  on {age_text(s.age(now))}{mark}  by {s.by}: {s.why}")
+    if not listed:
+        click.echo(f"no switch on longer than {age_text(limit)}" if stale else "no switches on")
 
 
 @click.command("log")
