@@ -38,6 +38,7 @@ Shape = Literal["hosts", "primary", "pair"]
 Role = Literal["host", "primary", "pair", "replica"]  # what a host is to one resource
 Measure = Literal["depth", "age"]
 Priority = Literal["normal", "low"]
+Mode = Literal["enforce", "shadow"]  # a shadow signal is probed and judged, counted and logged, and holds nothing
 
 # Signals read off every MySQL host by the built-in probe.
 HOST_SIGNALS = ("connections", "threads_running", "qps", "latency")
@@ -98,6 +99,11 @@ class SignalConfig:
     canary: str | None = None  # latency: the statement timed on each probe (feedback/signals/latency.py)
     window: int = 20  # latency: the p99 is over this many probes
     predict: float | None = None  # strained when its trend reaches high within this many seconds
+    mode: Mode = "enforce"
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
 
     @property
     def thresholds(self) -> Thresholds:
@@ -592,6 +598,7 @@ class _Parser:
                     "canary",
                     "window",
                     "predict",
+                    "mode",
                 },
             )
             for only_latency in ("canary", "window"):
@@ -616,6 +623,9 @@ class _Parser:
             if not isinstance(fail_closed, bool):
                 raise self.fail(f"{key}.fail_closed", "must be true or false")
             limits = self.thresholds(entry, key)
+            mode = entry.get("mode", "enforce")
+            if mode not in get_args(Mode):
+                raise self.fail(f"{key}.mode", 'must be "enforce" or "shadow"')
             scope = self.names(entry, f"{key}.resources") if "resources" in entry else None
             signals[name] = SignalConfig(
                 name=name,
@@ -631,6 +641,7 @@ class _Parser:
                 canary=self.string(entry, f"{key}.canary") if "canary" in entry else None,
                 window=int(window),
                 predict=self.number(entry, f"{key}.predict", minimum=0.001) if "predict" in entry else None,
+                mode=cast(Mode, mode),
             )
         return signals
 

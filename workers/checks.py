@@ -2,31 +2,39 @@
 
 As dramatiq's middleware list: each check answers None (go on) or a deferring `Verdict`,
 and the first verdict wins. The order is declared in `admission_checks`: the database's
-health first (read-only), then ops' switches on the task, then the rates (which count a
+health first (read-only), what the policies in shadow would have said (counted, never
+deferring), then ops' switches on the task, then the rates (which count a
 start), then the concurrency slots, which take a lease and so come last. A new lever is one
 check here, a command to pull it, and its test.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from redis import Redis
 from rq import Queue
 from rq.job import Job
 
 from easeoff.feedback.config import Config, QueueConfig
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
 from easeoff.feedback.levers.rates import RateLimiter, rate_scopes
+from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.rate import parse_rate
-from easeoff.feedback.reasons import Kind, Reason
+from easeoff.feedback.reasons import Kind, Reason, joined
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import ADMIT, Verdict, judge, task_reasons
+from easeoff.feedback.verdict.shadow import ShadowJudge
 from easeoff.tasks.meta import JobMeta
 
 SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this
+SHADOW_LOG_EVERY = 10.0  # seconds between a resource's shadow lines in the worker's log
 
 
 @dataclass
@@ -57,6 +65,50 @@ class ResourceHealth:
         resources = [*candidate.meta.resources, *self.config.queue_resources(candidate.queue.name)]
         verdict = judge(resources, candidate.snapshot, self.config, candidate.now, candidate.meta.deferrals, self.rng)
         return None if verdict.admit else verdict
+
+
+@dataclass
+class ShadowPolicies:
+    """Policies under trial (`mode = "shadow"`, `threshold --shadow`): once the real gate admits a
+    job, what would they have held it for? Counted and logged, never deferring: a shadow verdict
+    holds nothing, and a lost count costs the job nothing."""
+
+    config: Config
+    redis: Redis
+    log: logging.Logger
+    judge: ShadowJudge = field(default_factory=ShadowJudge)
+    quiet_until: dict[str, tuple[float, int]] = field(default_factory=dict)  # resource -> next log, jobs unsaid
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        resources = dict.fromkeys([*candidate.meta.resources, *self.config.queue_resources(candidate.queue.name)])
+        held = {}
+        for resource in resources:
+            reasons = self.judge.would_defer([resource], candidate.snapshot, self.config, candidate.now)
+            if reasons:
+                held[resource] = reasons
+        if held:
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                shadow_tally.record(self.redis, held, candidate.now)
+            self._say(candidate, held)
+        return None
+
+    def _say(self, candidate: Candidate, held: dict[str, tuple[Reason, ...]]) -> None:
+        """A line per resource at most every SHADOW_LOG_EVERY seconds, with the jobs left unsaid."""
+        for resource, reasons in held.items():
+            due, unsaid = self.quiet_until.get(resource, (0.0, 0))
+            if candidate.now < due:
+                self.quiet_until[resource] = (due, unsaid + 1)
+                continue
+            self.quiet_until[resource] = (candidate.now + SHADOW_LOG_EVERY, 0)
+            more = f" (and {unsaid} more jobs since the last line)" if unsaid else ""
+            self.log.info(
+                "shadow: would have deferred job %s (%s) on %s: %s%s",
+                candidate.job.id,
+                candidate.meta.task,
+                resource,
+                joined(reasons),
+                more,
+            )
 
 
 @dataclass(frozen=True)
@@ -121,10 +173,13 @@ class RateLimits:
         return Verdict(admit=False, reasons=(reason,), delay=wait)
 
 
-def admission_checks(config: Config, leases: Leases, rng: random.Random, limiter: RateLimiter) -> list[Check]:
+def admission_checks(
+    config: Config, redis: Redis, leases: Leases, rng: random.Random, limiter: RateLimiter, log: logging.Logger
+) -> list[Check]:
     """The checks in the order they run."""
     return [
         ResourceHealth(config, rng),
+        ShadowPolicies(config, redis, log),
         TaskSwitches(config, rng),
         RateLimits(config, limiter),
         ConcurrencySlots(config, leases),

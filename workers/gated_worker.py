@@ -86,7 +86,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._cooldowns = CooldownPublisher(connection, config, recheck=prober_duties.RECHECK)
         self._queues_seen: tuple[float, list[str]] = (-math.inf, [])
         self.rng = random.Random()
-        self.checks = admission_checks(config, self.leases, self.rng, RateLimiter(connection))
+        self.checks = admission_checks(config, connection, self.leases, self.rng, RateLimiter(connection), self.log)
         self._claimed: Claim | None = None
         self._claimed_any = False
         self._last_heartbeat_at = 0.0

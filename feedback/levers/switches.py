@@ -144,6 +144,15 @@ class Switches:
             cached = self._applied[key] = (config, self._apply(config, overrides))
         return cached[1]
 
+    def with_shadow_enforced(self, now: float) -> Switches:
+        """These switches as the shadow world has them: each shadow threshold in force in place
+        of any real one on its scope."""
+        entries = {k: s for k, s in self.entries.items() if not s.shadow}
+        for s in self.shadow_thresholds(now):
+            enforced = dataclasses.replace(s, shadow=False)
+            entries[enforced.key] = enforced
+        return Switches(entries, self.task_scopes)
+
     def apply_shadow(self, config: Config, now: float) -> Config:
         """The config as the shadow thresholds would have it: the real overrides, the shadow ones over them."""
         real = self.apply(config, now)

@@ -39,10 +39,11 @@ from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe import metric_families as families
-from easeoff.feedback.observe import unknown_resources
+from easeoff.feedback.observe import shadow_tally, unknown_resources
 from easeoff.feedback.observe.counters import Count, read_counts
 from easeoff.feedback.observe.history import DEFAULT_PERIOD, HistorySampler
 from easeoff.feedback.observe.queue_stats import QueueStats, known_queue_names, queue_stats
+from easeoff.feedback.observe.shadow_tally import ShadowCount
 from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.observe.watermark_monitor import Transition, WatermarkMonitor
 from easeoff.feedback.observe.watermarks import config_alarms, measures_of
@@ -70,6 +71,7 @@ class ScrapeInputs:
     workers: int
     event_counts: dict[str, int]
     unknown: list[UnknownResource]
+    shadow: list[ShadowCount]
 
 
 def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
@@ -96,6 +98,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         workers=int(workers),
         event_counts=events.counts(redis_conn),
         unknown=unknown_resources.parse(unknown, config.resources),
+        shadow=shadow_tally.read(redis_conn, now),
     )
 
 
@@ -111,6 +114,7 @@ def queue_measures(stats: list[QueueStats]) -> dict[str, dict[str, float]]:
 
 def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonitor) -> list[Metric]:
     now, snapshot = inputs.now, inputs.snapshot
+    shadow = families.shadow_families(config, snapshot, now, inputs.shadow)  # judged as configured, apart
     config = live_config(config, snapshot, now)  # ops' threshold overrides show as the thresholds
     queue_names = [s.name for s in inputs.queues]
     held = families.queue_held(config, queue_names, snapshot, now)
@@ -125,6 +129,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.limit_families(inputs.limits),
         *families.rate_families(inputs.rates),
         *families.contingency_families(snapshot.switches, now, inputs.event_counts, config.switch_stale_after),
+        *shadow,
     ]
 
 

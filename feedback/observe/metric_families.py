@@ -20,11 +20,13 @@ from easeoff.feedback.levers.switches import Switches
 from easeoff.feedback.observe import metric_names as names
 from easeoff.feedback.observe.counters import KINDS, Count
 from easeoff.feedback.observe.queue_stats import QueueStats
+from easeoff.feedback.observe.shadow_tally import ShadowCount
 from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.observe.watermark_monitor import WatermarkMonitor
 from easeoff.feedback.observe.watermarks import phase_value
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.verdict.gate import global_findings, queue_reasons, resource_findings
+from easeoff.feedback.verdict.gate import global_findings, queue_reasons, resource_findings, strain_reasons
+from easeoff.feedback.verdict.shadow import ShadowJudge
 
 COUNTER_HELP = {
     "started": "Jobs a gated worker started, by queue and task.",
@@ -291,3 +293,37 @@ def exporter_families(redis_up: bool, duration_s: float) -> list[Metric]:
         ),
         GaugeMetricFamily(names.SCRAPE_DURATION, "Seconds this scrape spent reading Redis.", value=duration_s),
     ]
+
+
+def shadow_families(config: Config, snapshot: Snapshot, now: float, counts: Sequence[ShadowCount]) -> list[Metric]:
+    """Shadow verdicts, apart from the real ones: the signals on trial, whether they would hold each
+    resource now, and the jobs they would have deferred (ever, and in the last hour)."""
+    on_trial = GaugeMetricFamily(
+        names.SHADOW_SIGNAL, "1 for each signal in shadow mode: judged and counted, holding nothing.", labels=["signal"]
+    )
+    for signal in config.signals.values():
+        if signal.shadow:
+            on_trial.add_metric([signal.name], 1)
+    holding = GaugeMetricFamily(
+        names.SHADOW_HOLDING,
+        "1 while the policies on trial (shadow signals, shadow thresholds) would hold the resource beyond the gate.",
+        labels=["resource"],
+    )
+    judge = ShadowJudge()
+    for name in config.resources:
+        real = strain_reasons([name], snapshot, config, now)
+        holding.add_metric([name], 1 if judge.would_defer([name], snapshot, config, now, real) else 0)
+    total = CounterMetricFamily(
+        names.SHADOW_DEFERRALS,
+        "Jobs the policies on trial would have deferred (the real gate admitted them), by resource and signal.",
+        labels=["resource", "signal"],
+    )
+    last_hour = GaugeMetricFamily(
+        names.SHADOW_DEFERRALS_HOUR,
+        "Jobs the policies on trial would have deferred in the last hour.",
+        labels=["resource", "signal"],
+    )
+    for count in counts:
+        total.add_metric([count.resource, count.signal], count.total)
+        last_hour.add_metric([count.resource, count.signal], count.last_hour)
+    return [on_trial, holding, total, last_hour]

@@ -50,6 +50,10 @@ SWITCH_ACTIVE = "easeoff_switch_active"
 SWITCH_THROTTLE_RATIO = "easeoff_switch_throttle_ratio"
 SWITCH_EXPIRY = "easeoff_switch_expiry_timestamp_seconds"
 SWITCH_AGE = "easeoff_switch_age_seconds"
+SHADOW_SIGNAL = "easeoff_shadow_signal"
+SHADOW_HOLDING = "easeoff_shadow_holding"
+SHADOW_DEFERRALS = "easeoff_shadow_deferrals"  # a counter: exposed with _total
+SHADOW_DEFERRALS_HOUR = "easeoff_shadow_deferrals_last_hour"
 SWITCH_STALE_AFTER = "easeoff_switch_stale_after_seconds"
 EVENTS = "easeoff_events"  # a counter: exposed as easeoff_events_total
 

@@ -11,6 +11,7 @@ from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import applicable_signals, global_findings, judge, live_config, queue_reasons
+from easeoff.feedback.verdict.shadow import ShadowJudge
 
 
 def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
@@ -29,11 +30,14 @@ def resources_report(
     config: Config, snapshot: Snapshot, now: float, unknown: Sequence[UnknownResource] = ()
 ) -> dict[str, Any]:
     """Per resource: verdict, reasons, and per host its role and each signal's value, thresholds, state.
-    Resources jobs named that the config does not declare come last, held, with the reason."""
-    config = live_config(config, snapshot, now)
+    Resources jobs named that the config does not declare come last, held, with the reason.
+    `shadow`: what the policies on trial would hold it for beyond the verdict (they hold nothing)."""
+    shadow = ShadowJudge()
+    as_configured, config = config, live_config(config, snapshot, now)
     report: dict[str, Any] = {}
     for name, resource in config.resources.items():
         verdict = judge([name], snapshot, config, now)
+        would = shadow.would_defer([name], snapshot, as_configured, now, verdict.reasons)
         hosts = {}
         for host in resource.hosts:
             role = resource.role(host)
@@ -48,6 +52,7 @@ def resources_report(
                     "low": limits.low,
                     "critical": limits.critical,
                     "state": _state(reading, signal.name),
+                    "mode": signal.mode,
                 }
             if role in REPLICATING_ROLES:
                 value = reading.values.get("replication") if reading else None
@@ -66,11 +71,19 @@ def resources_report(
             "verdict": verdict.label,
             "reasons": verdict.texts,
             "critical": texts(verdict.critical),
+            "shadow": texts(would),
             "hosts": hosts,
         }
     for missing in unknown:
         reason = missing.reason(now, config.backoff.unknown_resource_grace)
-        report[missing.name] = {"verdict": "defer", "reasons": [reason], "critical": [], "hosts": {}, "unknown": True}
+        report[missing.name] = {
+            "verdict": "defer",
+            "reasons": [reason],
+            "critical": [],
+            "shadow": [],
+            "hosts": {},
+            "unknown": True,
+        }
     return report
 
 
@@ -94,6 +107,7 @@ def traffic_report(config: Config, snapshot: Snapshot, now: float) -> dict[str, 
             "high": signal.high,
             "low": signal.low,
             "state": _state(reading, signal.name),
+            "mode": signal.mode,
             "error": reading.error if reading else "no reading yet",
         }
     return report

@@ -30,7 +30,7 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
 from easeoff.feedback.lua import LuaScript
-from easeoff.feedback.signals.hysteresis import next_states
+from easeoff.feedback.signals.hysteresis import ShadowThresholds, next_states, shadow_states
 from easeoff.feedback.signals.probing import ProbeLoop
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
@@ -75,7 +75,7 @@ class ReadingsCache:
         self.loop = ProbeLoop(self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer)
         self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
         self._trends = Trends()  # recent values of signals with `predict`, of the targets probed here
-        self._live = config  # with ops' live threshold overrides, as of the last snapshot
+        self._live: Judging = (config, None)  # with ops' live (and shadow) threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
         self._duties = (0, -math.inf, 0)  # probes ended, when, and verdict changes stored, at the last on_refresh
@@ -152,14 +152,14 @@ class ReadingsCache:
         Writers go first, so replicas probed in the same round compare against the
         heartbeat just written. Live threshold overrides decide the hysteresis state.
         """
-        config = (switches or Switches()).apply(self.config, self.clock())
+        live = judging(switches or Switches(), self.config, self.clock())
         context = {t: r for t, r in previous.items() if r is not None}
         writers = [t for t in targets if self._is_writer(t)]
         others = [t for t in targets if not self._is_writer(t)]
         fresh: dict[str, Reading] = {}
         with ThreadPoolExecutor(max_workers=self.config.probe_concurrency) as pool:
             for batch in (writers, others):
-                taken = pool.map(lambda t: self._probe(t, context.get(t), context, config), batch)
+                taken = pool.map(lambda t: self._probe(t, context.get(t), context, live), batch)
                 fresh.update(zip(batch, taken, strict=True))
                 context.update(fresh)
         for target, reading in fresh.items():
@@ -179,7 +179,7 @@ class ReadingsCache:
             known = self._latest.get(target)
             if reading is not None and (known is None or reading.taken_at > known.taken_at):
                 self._latest[target] = reading
-        self._live = snapshot.switches.apply(self.config, self.clock())
+        self._live = judging(snapshot.switches, self.config, self.clock())
 
     def _take_on(self, due: list[str]) -> None:
         now = time.monotonic()
@@ -252,8 +252,9 @@ class ReadingsCache:
         return reading is None or now - reading.taken_at >= self.config.probe_interval + self.slack
 
     def _probe(
-        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], config: Config
+        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], live: Judging
     ) -> Reading:
+        config, shadow = live
         taken_at = self.clock()
         started = time.perf_counter()
         was = previous.strained if previous is not None else {}
@@ -264,6 +265,7 @@ class ReadingsCache:
             return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
         values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
         strained = next_states(target, values, was, config, predicted=predicted(previous.values if previous else None))
+        strained.update(shadow_states(target, values, was, shadow))
         self._predict(target, taken_at, values, strained, config)
         return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
 
@@ -280,6 +282,19 @@ class ReadingsCache:
             if eta is not None and eta <= signal.predict:
                 strained[signal.name] = True
                 values[ETA_PREFIX + signal.name] = eta
+
+
+Judging = tuple[Config, ShadowThresholds | None]
+
+
+def judging(switches: Switches, config: Config, now: float) -> Judging:
+    """The thresholds probes judge by: the config with ops' live overrides, and their shadow ones apart."""
+    shadows = switches.shadow_thresholds(now)
+    shadow = None
+    if shadows:
+        names = frozenset(s.scope.partition("@")[0] for s in shadows)
+        shadow = ShadowThresholds(switches.apply_shadow(config, now), names)
+    return switches.apply(config, now), shadow
 
 
 def _changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:

@@ -8,6 +8,7 @@ at probe time; a stopped replication thread is strain with no band at all.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from easeoff.feedback.config import Config
 
@@ -38,3 +39,30 @@ def next_states(
             held_before = was.get(name, False) and name not in predicted
             strained[name] = assess(value, limits.high, limits.low, held_before)
     return strained
+
+
+SHADOW_PREFIX = "shadow:"  # the strained state under ops' shadow thresholds, kept beside the real one
+
+
+@dataclass(frozen=True)
+class ShadowThresholds:
+    """Ops' shadow threshold overrides in force: the config as they would have it, and their signals."""
+
+    config: Config
+    names: frozenset[str]
+
+
+def shadow_states(
+    target: str, values: Mapping[str, float], was: Mapping[str, bool], shadow: ShadowThresholds | None
+) -> dict[str, bool]:
+    """The state of each shadow-overridden signal under its shadow thresholds (`shadow:NAME`),
+    so a shadow threshold has its own band and never moves the real one."""
+    states: dict[str, bool] = {}
+    if shadow is None:
+        return states
+    for name in sorted(shadow.names):
+        if name in values and name in shadow.config.signals:
+            limits = shadow.config.thresholds(name, target)
+            held = was.get(SHADOW_PREFIX + name, was.get(name, False))
+            states[SHADOW_PREFIX + name] = assess(values[name], limits.high, limits.low, held)
+    return states

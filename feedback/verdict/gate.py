@@ -6,7 +6,8 @@ unit-tested without servers, and a worker, `status` and `probe` all judge alike.
 A resource is judged through its topology: its writers (a primary, or both halves
 of a master-master pair, which must both be reachable, replicating and in
 production) and its replicas (aggregated worst-first, with the N worst optionally
-ignored). Global traffic signals hold every resource.
+ignored). Global traffic signals hold every resource. Signals in shadow mode are left out
+here: feedback/verdict/shadow.py judges them, and ops' shadow thresholds, apart.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[lis
     reasons: list[Reason] = [paused] if paused else []
     critical: list[Reason] = []
     for signal in config.signals.values():
-        if signal.is_global_traffic:
+        if signal.is_global_traffic and not signal.shadow:
             found = traffic_findings(signal, snapshot, config, now)
             reasons += found.reasons
             critical += found.critical
@@ -156,7 +157,7 @@ def resource_findings(resource: ResourceConfig, snapshot: Snapshot, config: Conf
     for found in replica_findings:
         critical += found.critical
     for signal in config.signals.values():
-        if signal.is_traffic and signal.resources and resource.name in signal.resources:
+        if signal.is_traffic and signal.resources and resource.name in signal.resources and not signal.shadow:
             found = traffic_findings(signal, snapshot, config, now)
             reasons += found.reasons
             critical += found.critical
@@ -181,7 +182,7 @@ def applicable_signals(role: str, resource: ResourceConfig, config: Config) -> l
 def host_findings(host: str, resource: ResourceConfig, snapshot: Snapshot, config: Config, now: float) -> HostFindings:
     role = resource.role(host)
     reading = snapshot.get(host)
-    signals = applicable_signals(role, resource, config)
+    signals = [s for s in applicable_signals(role, resource, config) if not s.shadow]  # shadow ones hold nothing
     reasons: list[Reason] = []
     if host in snapshot.hosts_out and role != "replica":
         reasons.append(Reason(Kind.HOST_OUT, host, detail=snapshot.hosts_out[host]))

@@ -14,7 +14,7 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_in, mark_out
-from easeoff.feedback.observe import unknown_resources
+from easeoff.feedback.observe import shadow_tally, unknown_resources
 from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
 from easeoff.feedback.observe.report import (
     global_report,
@@ -44,6 +44,7 @@ def status(ctx: Context, as_json: bool) -> None:
         },
         **_feedback_report(config, snapshot, unknown_resources.read(connection, config.resources)),
         "switches": switches_report(snapshot, clock.now(), config.switch_stale_after),
+        "shadow": [c.as_dict() for c in shadow_tally.read(connection, clock.now())],
         "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
     }
     if as_json:
@@ -58,6 +59,7 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo("")
     _print_feedback(report)
     click.echo("")
+    _print_shadow(report)
     click.echo("SWITCHES")
     for s in report["switches"]:
         stale = "  STALE" if s["stale"] else ""
@@ -119,7 +121,22 @@ def _print_feedback(report: dict[str, Any]) -> None:
             for signal, v in h["signals"].items():
                 value = "?" if v["value"] is None else f"{v['value']:.4g}"
                 limits = f"high {v['high']:g} low {v['low']:g}" if "high" in v else v.get("note", "")
-                click.echo(f"    {signal:<16}{value:>10}  {limits:<24}{v['state']}")
+                mode = " (shadow)" if v.get("mode") == "shadow" else ""
+                click.echo(f"    {signal:<16}{value:>10}  {limits:<24}{v['state']}{mode}")
+
+
+def _print_shadow(report: dict[str, Any]) -> None:
+    """Shadow verdicts apart from the real ones: what the policies on trial would hold now, and
+    how many jobs they would have deferred in the last hour. Silent when nothing is on trial."""
+    now_held = {name: info["shadow"] for name, info in report["resources"].items() if info["shadow"]}
+    if not now_held and not report["shadow"]:
+        return
+    click.echo("SHADOW (policies on trial: judged and counted, holding nothing)")
+    for name, reasons in now_held.items():
+        click.echo(f"  {name:<14}would defer now: {'; '.join(reasons)}")
+    for c in report["shadow"]:
+        click.echo(f"  {c['resource']:<14}would have deferred {c['last_hour']} jobs in the last hour ({c['signal']})")
+    click.echo("")
 
 
 @click.group("host")

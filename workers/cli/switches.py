@@ -116,6 +116,7 @@ def unthrottle(ctx: Context, task: str, reason: str, by: str | None) -> None:
 @click.option("--critical", type=float, default=None, help="Running resumable jobs stop above this.")
 @click.option("--resource", default=None, help="Only on this resource's hosts (default: everywhere).")
 @click.option("--clear", is_flag=True, help="Drop the override: back to the config's thresholds.")
+@click.option("--shadow", is_flag=True, help="Try the thresholds on live traffic: judged and counted, holding nothing.")
 @click.option("--reason", default="", help="Why (required unless --clear).")
 @ttl_option
 @by_option
@@ -129,11 +130,15 @@ def threshold(
     critical: float | None,
     resource: str | None,
     clear: bool,
+    shadow: bool,
     reason: str,
     ttl: str | None,
     by: str | None,
 ) -> None:
-    """Override SIGNAL's thresholds live (gh-ost's live threshold changes); lapses after --ttl (default 1h)."""
+    """Override SIGNAL's thresholds live (gh-ost's live threshold changes); lapses after --ttl (default 1h).
+
+    With --shadow the override sits beside the real thresholds: its would-be deferrals are
+    counted and logged (`status`, the page, easeoff_shadow_deferrals_total) and nothing is held."""
     config = ctx.config
     if signal not in config.signals:
         fail(f"unknown signal {signal!r} (known: {', '.join(config.signals) or 'none'})")
@@ -141,7 +146,7 @@ def threshold(
         fail(f"unknown resource {resource!r} (known: {', '.join(config.resources) or 'none'})")
     scope = f"{signal}@{resource}" if resource else signal
     if clear:
-        _report_cleared(ctx, f"threshold {scope}", reason, by)
+        _report_cleared(ctx, f"{'shadow-' if shadow else ''}threshold {scope}", reason, by)
         return
     if high is None or low is None:
         fail("--high and --low are both required (or --clear)")
@@ -150,9 +155,9 @@ def threshold(
     if not reason:
         fail("--reason is required: say why the thresholds move")
     who, expires_at = by or events.operator(), _ttl(ttl, "1h")
-    _report_set(
-        ctx, Switch("threshold", scope, who, reason, clock.now(), expires_at, high=high, low=low, critical=critical)
-    )
+    limits = {"high": high, "low": low, "critical": critical}
+    override = Switch("threshold", scope, who, reason, clock.now(), expires_at, **limits, shadow=shadow)
+    _report_set(ctx, override)
 
 
 def _report_set(ctx: Context, switch: Switch) -> None:
