@@ -1,13 +1,17 @@
 """Chaos: thousands of ledger jobs while workers are SIGKILLed, Redis and MariaDB restart and
-strain comes and goes. At the end every job is finished (with its ledger row) or failed with a
-reason, and none is lost. Last line: `chaos_lost N`.
+strain comes and goes. At the end every job is finished (with its ledger rows) or failed with a
+reason, none is lost and no resumable job applied a chunk twice. Last lines:
+`chaos_duplicate_chunks N`, then `chaos_lost N`.
 
 Everything runs on servers of its own, so the machine's Redis and MariaDB are left alone: a
 redis-server with AOF (appendfsync always) in a temporary directory, and a sandboxed MariaDB
-primary (scripts/sandbox.py) holding both shards' ledgers. Half the jobs are `record_run` (one
-`job_runs` row per execution: a rerun would show as a duplicate), half `record_once`
-(idempotent: one `job_ledger` row per job, `runs` counts executions). Kills take a worker and
-its work horse together, as a lost machine would, so jobs really are abandoned mid-run.
+primary (scripts/sandbox.py) holding both shards' ledgers. A fifth of the jobs are resumable
+`ledger_in_chunks` (a few chunks with a short pause, each one `job_runs` row committed with the
+job's transactional checkpoint: a chunk applied twice would show as its tag twice); of the rest,
+half are `record_run` (one `job_runs` row per execution: a rerun would show as a duplicate),
+half `record_once` (idempotent: one `job_ledger` row per job, `runs` counts executions). Kills
+take a worker and its work horse together, as a lost machine would, so jobs really are
+abandoned mid-run (and resumable ones mid-chunk-sequence).
 
     .venv/bin/python scripts/chaos.py                     # 5,000 jobs
     .venv/bin/python scripts/chaos.py --jobs 300 --quick  # the tests' short run
@@ -47,12 +51,14 @@ from rq.serializers import JSONSerializer  # noqa: E402
 
 from easeoff.feedback.observe.counters import read_counts  # noqa: E402
 from easeoff.feedback.signals.traffic import count_request  # noqa: E402
-from easeoff.tasks.catalog import record_once, record_run  # noqa: E402
+from easeoff.tasks.catalog import ledger_in_chunks, record_once, record_run  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema  # noqa: E402
 from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
 
 QUEUE = "heavy"
 SHARDS = (1, 2)
+LEDGER_EVERY = 5  # every fifth job is a resumable ledger_in_chunks
+LEDGER_PAUSE = 0.05  # seconds after each chunk: long enough for kills to land mid-job
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
@@ -215,10 +221,22 @@ low = 20
         self.workers = Workers(self.config, self.args.workers, self.workdir, dict(os.environ))
 
     def enqueue(self) -> list[str]:
+        """The jobs, in order; `self.kinds` says which task each runs, `self.chunks` how many
+        chunks each ledger_in_chunks job has."""
         ids = []
+        self.kinds: dict[str, str] = {}
+        self.chunks: dict[str, int] = {}
         for i in range(self.args.jobs):
-            task = record_once if i % 2 else record_run
-            ids.append(task.enqueue(shard=SHARDS[i % 2], tag="chaos", connection=self.redis).id)
+            shard = SHARDS[i % 2]
+            if i % LEDGER_EVERY == LEDGER_EVERY - 1:
+                chunks = 3 + (i // LEDGER_EVERY) % 4
+                job = ledger_in_chunks.enqueue(shard=shard, chunks=chunks, pause=LEDGER_PAUSE, connection=self.redis)
+                self.chunks[job.id] = chunks
+            else:
+                task = record_once if i % 2 else record_run
+                job = task.enqueue(shard=shard, tag="chaos", connection=self.redis)
+            self.kinds[job.id] = job.meta["easeoff"]["task"]
+            ids.append(job.id)
         return ids
 
     # -- the disturbances ------------------------------------------------------------------
@@ -303,7 +321,11 @@ low = 20
     def run(self) -> int:
         self.set_up()
         job_ids = self.enqueue()
-        say(f"enqueued {len(job_ids)} jobs (half record_run, half idempotent record_once); {self.args.workers} workers")
+        ledger = len(self.chunks)
+        say(
+            f"enqueued {len(job_ids)} jobs ({ledger} resumable ledger_in_chunks, the rest half record_run, "
+            f"half idempotent record_once); {self.args.workers} workers"
+        )
         self.workers.keep_up()
         chaos = threading.Thread(target=self.disturb, name="chaos", daemon=True)
         chaos.start()
@@ -345,7 +367,15 @@ low = 20
         waiting |= set(ScheduledJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
         waiting |= set(StartedJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
         runs = ledger_runs()  # job id → executions written to a ledger
-        once = set(job_ids[1::2])
+        once = {j for j in job_ids if self.kinds[j] == "record_once"}
+        plain = [j for j in job_ids if self.kinds[j] == "record_run"]
+        applied = chunk_applications()  # (job id, chunk tag) → times applied
+        duplicate_chunks = sum(1 for n in applied.values() if n > 1)
+        chunks_missing = [
+            j
+            for j, n in self.chunks.items()
+            if j in finished and any(applied.get((j, f"chunk:{k}"), 0) == 0 for k in range(1, n + 1))
+        ]
         lost, no_row, both, reasonless = [], [], [], []
         for job_id in job_ids:
             places = (job_id in finished) + (job_id in failed) + (job_id in waiting)
@@ -361,7 +391,6 @@ low = 20
             if not text:
                 reasonless.append(job_id)
             failed_reasons[reason_kind(text)] += 1
-        plain = [j for j in job_ids if j not in once]
         duplicates = sum(1 for j in plain if runs.get(j, 0) > 1)
         failed_after_work = sum(1 for j in failed & set(plain) if runs.get(j, 0) > 0)
         deferrals = Counter()
@@ -393,10 +422,22 @@ low = 20
             f"finished without a ledger row: {len(no_row)}; failed without a reason: {len(reasonless)}; "
             f"failed as abandoned after their row was written: {failed_after_work}"
         )
+        resumed = sum(c.value for c in read_counts(self.redis)["abandoned"] if c.task == "ledger_in_chunks")
+        print(
+            f"resumable ledger_in_chunks jobs {len(self.chunks)} ({sum(applied.values())} chunk rows; "
+            f"{resumed} abandoned mid-job, requeued and resumed from what MySQL committed): "
+            f"{duplicate_chunks} chunks applied twice, {len(chunks_missing)} finished with a chunk missing"
+        )
         problems = len(lost) + len(both) + len(no_row) + len(reasonless) + len(waiting & set(job_ids))
+        problems += duplicate_chunks + len(chunks_missing)
         if problems:
-            print(f"PROBLEMS: lost {lost[:5]}, two places {both[:5]}, no row {no_row[:5]}, no reason {reasonless[:5]}")
+            twice = [key for key, n in applied.items() if n > 1]
+            print(
+                f"PROBLEMS: lost {lost[:5]}, two places {both[:5]}, no row {no_row[:5]}, no reason {reasonless[:5]}, "
+                f"chunks twice {twice[:5]}, chunks missing {chunks_missing[:5]}"
+            )
         print(f"chaos took {time.monotonic() - T0:.0f}s")
+        print(f"chaos_duplicate_chunks {duplicate_chunks}")
         print(f"chaos_lost {len(lost) + len(waiting & set(job_ids))}")
         return 1 if problems else 0
 
@@ -443,6 +484,20 @@ def ledger_runs() -> dict[str, int]:
         finally:
             conn.close()
     return dict(runs)
+
+
+def chunk_applications() -> Counter[tuple[str, str]]:
+    """Per (job id, chunk tag) of the resumable ledger jobs, how many times its row was committed."""
+    applied: Counter[tuple[str, str]] = Counter()
+    for shard in SHARDS:
+        conn = connect(shard)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT job_id, tag, COUNT(*) FROM job_runs WHERE task = 'ledger_in_chunks' GROUP BY 1, 2")
+                applied.update({(job_id, tag): int(n) for job_id, tag, n in cur.fetchall()})
+        finally:
+            conn.close()
+    return applied
 
 
 def _close(conn: pymysql.connections.Connection) -> None:

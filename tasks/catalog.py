@@ -16,6 +16,7 @@ from rq import get_current_job
 from easeoff.tasks.pool import borrow
 from easeoff.tasks.registry import heavy_task
 from easeoff.tasks.shards import connect
+from easeoff.tasks.transactional import commit_chunk, finish_chunks, resume_from
 
 # One user's denormalised stats: a self-join, quadratic in the user's events.
 REBUILD_SQL = (
@@ -101,17 +102,20 @@ def rebuild_user_stats(shard: int, first_user: int, last_user: int, cursor: int 
     """Denormalise, for each user, how many of their events have a later event: a self-join,
     quadratic in events per user, so genuinely heavy on the database's CPU.
 
-    One user per chunk, each committed with its ledger row (tag `user:N`); the cursor is the
-    last user done. One connection serves the whole job: connecting per chunk would cost the
-    database host more than the chunk's own query does."""
+    One user per chunk, each committed with its ledger row (tag `user:N`) and its cursor, the
+    last user done (a transactional checkpoint: tasks/transactional.py). One connection serves
+    the whole job: connecting per chunk would cost the database host more than the chunk's own
+    query does."""
     conn = connect(shard)
     try:
+        cursor = resume_from(conn, cursor)
         with conn.cursor() as cur:
             for user in range((cursor or first_user - 1) + 1, last_user + 1):
                 cur.execute(REBUILD_SQL, (user,))
                 _record(cur, "rebuild_user_stats", f"user:{user}")
-                conn.commit()
+                commit_chunk(conn, user)
                 yield user
+        finish_chunks(conn)
     finally:
         conn.close()
 
@@ -196,11 +200,12 @@ def archive_in_chunks(
     """Archive old events in primary-key order, one committed chunk per checkpoint.
 
     The cursor is the last archived id. Each chunk is logged in job_runs (tag
-    `chunk:FIRST-LAST`) in the same transaction, so tests can prove no row moved twice.
+    `chunk:FIRST-LAST`) and its cursor checkpointed in the same transaction, so tests can
+    prove no row moved twice, even after a kill.
     """
-    last_id = cursor or 0
     conn = connect(shard)
     try:
+        last_id = resume_from(conn, cursor) or 0
         with conn.cursor() as cur:
             while True:
                 cur.execute(
@@ -210,13 +215,44 @@ def archive_in_chunks(
                 )
                 ids = [row[0] for row in cur.fetchall()]
                 if not ids:
-                    return
+                    break
                 _move_to_archive(cur, ids, ignore_archived=False)  # a row archived twice would fail here
                 _record(cur, "archive_in_chunks", f"chunk:{ids[0]}-{ids[-1]}")
-                conn.commit()
                 last_id = ids[-1]
+                commit_chunk(conn, last_id)
                 if pause > 0:
                     time.sleep(pause)
                 yield last_id
+        finish_chunks(conn)
+    finally:
+        conn.close()
+
+
+STALL_SECONDS = 3000.0  # how long a chunk asked to stall sleeps: far past any test's kill
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=3600, resumable=True)
+def ledger_in_chunks(
+    shard: int, chunks: int, pause: float = 0.0, stall_after_chunk: int = 0, cursor: int | None = None
+) -> Iterator[int]:
+    """`chunks` chunks, each one ledger row (tag `chunk:K`) committed with its cursor K (the
+    chunks done): proof, row by row, that no chunk is applied twice or skipped (scripts/chaos.py).
+
+    `stall_after_chunk=K` makes chunk K sleep after its commit, before yielding: its cursor is
+    in MySQL and not yet in Redis, the window a kill must not turn into a repeated chunk
+    (tests/test_exactly_once_chunks.py)."""
+    conn = connect(shard)
+    try:
+        done = resume_from(conn, cursor) or 0
+        with conn.cursor() as cur:
+            for chunk in range(done + 1, chunks + 1):
+                _record(cur, "ledger_in_chunks", f"chunk:{chunk}")
+                commit_chunk(conn, chunk)
+                if chunk == stall_after_chunk:
+                    time.sleep(STALL_SECONDS)
+                if pause > 0:
+                    time.sleep(pause)
+                yield chunk
+        finish_chunks(conn)
     finally:
         conn.close()

@@ -1,8 +1,10 @@
-"""The demo schema the example tasks work on: events to archive, counts to recount, a run ledger."""
+"""The demo schema the example tasks work on: events to archive, counts to recount, a run ledger,
+and the resumable tasks' transactional checkpoints (tasks/transactional.py)."""
 
 from __future__ import annotations
 
 from easeoff.tasks.shards import connect, database_name
+from easeoff.tasks.transactional import checkpoint_table_ddl
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -46,6 +48,7 @@ TABLES = (
         first_at DATETIME(6) NOT NULL,
         last_at DATETIME(6) NOT NULL
     ) ENGINE=InnoDB""",
+    checkpoint_table_ddl(),  # the tasks would create it on first use; the demo has it from the start
 )
 
 

@@ -9,9 +9,16 @@ cursor. A chunk is never cut in half, so after a clean interrupt no chunk runs t
 
 The runner asks, and stores the cursor, at most every `CHECKPOINT_EVERY` seconds
 rather than after every chunk: with short chunks, a Redis round trip per chunk costs
-the database host CPU that live traffic needs. A worker killed outright (no clean
-interrupt) loses at most that long of progress: those chunks run again on resume,
-so a chunk should be safe to repeat.
+the database host CPU that live traffic needs. So a job's cursor is kept in one of two ways:
+
+- *in Redis only* (the job's meta): a worker killed outright (no clean interrupt) loses
+  at most `CHECKPOINT_EVERY` of progress, and those chunks run again on resume, so each
+  chunk must be safe to repeat;
+- *transactional* (tasks/transactional.py): the task also writes its cursor into each
+  chunk's own MySQL transaction (`resume_from`, `commit_chunk`, `finish_chunks`). After a
+  kill it resumes after the last chunk MySQL committed, however far behind Redis is, and
+  no chunk's writes are applied twice. A run that finds its job already finished raises
+  `AlreadyFinished`, and the runner ends the job with the final cursor, redoing nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,15 @@ from easeoff.tasks.checkpoint import checkpoint, clear_stop
 from easeoff.tasks.meta import JobMeta
 
 CHECKPOINT_EVERY = 0.5  # seconds between checkpoints; a stop waits at most this long plus one chunk
+
+
+class AlreadyFinished(Exception):
+    """An earlier run of this job finished all its chunks (a re-run after a kill at the very end)."""
+
+    def __init__(self, cursor: Any, chunks: int) -> None:
+        super().__init__(f"already finished at cursor {cursor!r} after {chunks} chunks")
+        self.cursor = cursor
+        self.chunks = chunks
 
 
 class Checkpointed(Exception):
@@ -47,17 +63,21 @@ def run_resumable(func: Callable[..., Iterator[Any]], args: tuple[Any, ...], kwa
         clear_stop(job)  # a stop asked of an earlier run does not apply to this one
     cursor = meta.cursor
     last_checkpoint = time.monotonic()
-    for cursor in func(*args, cursor=cursor, **kwargs):  # noqa: B020 - the cursor advances by design
-        if job is None:
-            continue
-        meta.cursor, meta.chunks = cursor, meta.chunks + 1
-        if time.monotonic() - last_checkpoint < CHECKPOINT_EVERY:
-            continue
-        last_checkpoint = time.monotonic()
-        meta.store(job)
-        reason = checkpoint(job)
-        if reason:
-            raise Checkpointed(cursor, reason)
+    try:
+        for cursor in func(*args, cursor=cursor, **kwargs):  # noqa: B020 - the cursor advances by design
+            if job is None:
+                continue
+            meta.cursor, meta.chunks = cursor, meta.chunks + 1
+            if time.monotonic() - last_checkpoint < CHECKPOINT_EVERY:
+                continue
+            last_checkpoint = time.monotonic()
+            meta.store(job)
+            reason = checkpoint(job)
+            if reason:
+                raise Checkpointed(cursor, reason)
+    except AlreadyFinished as finished:
+        cursor = meta.cursor = finished.cursor
+        meta.chunks = finished.chunks
     if job is not None:
         meta.store(job)
         job.save_meta()  # the final cursor and chunk count, for the record
