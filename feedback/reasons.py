@@ -30,6 +30,7 @@ class Kind(StrEnum):
     YIELD = "yield"
     CHECKPOINT = "checkpoint"
     RATE = "rate"
+    DB_UNREACHABLE = "db_unreachable"  # the job's database failed it mid-run (workers/db_outages.py)
 
 
 # What a job deferred for this reason waits for: its resources to clear, ops to resume its
@@ -67,7 +68,7 @@ class Reason:
             return f"{head} ratio {self.value:g} ({self.detail})"
         if self.kind == Kind.STALE_READING:
             return f"{head} ({self.value:.1f}s old)"
-        if self.kind in (Kind.HOST_OUT, Kind.REPLICATION, Kind.PROBE_ERROR, Kind.PAUSED):
+        if self.kind in (Kind.HOST_OUT, Kind.REPLICATION, Kind.PROBE_ERROR, Kind.PAUSED, Kind.DB_UNREACHABLE):
             return f"{head} ({self.detail})"
         return f"{head} {self.detail}" if self.detail else head
 

@@ -47,6 +47,7 @@ from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
 from easeoff.workers import prober_duties
 from easeoff.workers.checks import Candidate, admission_checks, admit
+from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
 from easeoff.workers.job_endings import CountsJobEndings
 from easeoff.workers.moves import Claim, JobMoves
@@ -133,7 +134,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             # looked at again without a word after idle_poll, for jobs pushed by clients that
             # do not announce them (plain rq), at most IDLE_POLL_MAX late.
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
-            pause = self.readings.held_pause(until_due)
+            pause = self.readings.held_pause(snapshot, until_due)
             if open_queues:
                 pause = min(pause, max(look_at_queues_at - time.monotonic(), 0.0))
             idle_poll = min(idle_poll * 2, IDLE_POLL_MAX)
@@ -286,13 +287,26 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             request_stop(job, SHUTTING_DOWN)
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
-        """A job that stopped at a checkpoint is deferred to resume later: not a failure, no retry spent."""
+        """A job that stopped at a checkpoint, or that its database's outage stopped (strain the
+        probe had not seen yet: workers/db_outages.py), is deferred to run later: not a failure,
+        no retry spent."""
         stopped = exc_info[1]
-        if not isinstance(stopped, Checkpointed):
+        outage = None if isinstance(stopped, Checkpointed) else outage_reason(stopped, _meta(job))
+        if not isinstance(stopped, Checkpointed) and outage is None:
             super()._finalize_failure(job, queue, execution, exc_info)
             return
         job.get_meta(refresh=True)  # the cursor the task stored at its checkpoint
         meta = _meta(job)
+        if outage is not None:
+            self.log.warning("Worker %s: job %s deferred, not failed: %s", self.name, job.id, outage)
+            subject = ",".join(meta.resources) or job.id
+            reason = Reason(Kind.DB_UNREACHABLE, subject, detail=outage)
+            delay = deferral_delay(
+                meta.deferrals, self.config.backoff.base, self.config.backoff.cap, self.config.probe_interval, self.rng
+            )
+            self._defer_and_release(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
+            return
+        assert isinstance(stopped, Checkpointed)
         shutting_down = stopped.reason == SHUTTING_DOWN
         backoff = self.config.backoff
         delay = (
@@ -303,7 +317,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         # Stopped for strain, the job waits for its resources; stopped for a shutdown, it just comes back.
         waits_for: WaitsFor = "delay" if shutting_down else "resources"
         reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
-        verdict = Verdict(admit=False, reasons=(reason,), delay=delay)
+        self._defer_and_release(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
+
+    def _defer_and_release(self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict) -> None:
+        """A running job goes back to wait: deferred, and its concurrency slots given back."""
         self._defer(job, meta, queue, execution, verdict)
         with self.connection.pipeline() as pipe:
             self._release_lease(pipe)

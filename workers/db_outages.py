@@ -1,0 +1,50 @@
+"""A job that died because its database was unreachable is deferred, not failed.
+
+The gate admits a job on the last probe's word; a database that restarts or drops connections
+in the seconds since then makes the task raise pymysql's OperationalError. That is strain the
+probe had not seen yet, not a bug in the job: easeoff defers it (no retry spent), parked on its
+resources, as if the gate had held it. A job that never reached the database (it could not
+connect, or the server refused it for too many connections) is safe to run again whatever its
+task; one whose connection was lost mid-run is deferred only when its task is idempotent or
+resumable — anything else may have half-applied its writes, and fails with the reason as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pymysql
+
+from easeoff.tasks.meta import JobMeta
+
+NEVER_REACHED = {
+    1040: "too many connections",
+    2002: "cannot connect (socket)",
+    2003: "cannot connect",
+}
+LOST_MIDWAY = {
+    2006: "server has gone away",
+    2013: "lost connection during a query",
+}
+
+
+def outage_reason(exc: BaseException | None, meta: JobMeta) -> str | None:
+    """Why the job should be deferred for a database outage, or None (a real failure)."""
+    for err in _chain(exc):
+        if not isinstance(err, pymysql.err.OperationalError) or not err.args:
+            continue
+        code = err.args[0]
+        if code in NEVER_REACHED:
+            return f"database unreachable: {NEVER_REACHED[code]} ({code})"
+        if code in LOST_MIDWAY and (meta.idempotent or meta.resumable):
+            return f"database unreachable: {LOST_MIDWAY[code]} ({code}); the task is safe to run again"
+    return None
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during (a task may wrap the driver's)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
