@@ -24,6 +24,9 @@ TASK_SCOPE_PREFIX = "task:"  # a paused task's jobs park on `task:NAME`
 SLOT_PARK_PREFIX = "slot:"  # a job refused a concurrency slot parks on `slot:SCOPE`
 SLOT_LOW_PARK_PREFIX = "slot-low:"  # ... or, from a low-priority queue, on `slot-low:SCOPE`
 
+# Deferred jobs (workers/lua/defer.lua, promote.lua)
+NEXT_DUE = NAMESPACE + "next-due"  # the earliest due time in the scheduled registries: promotion skips rounds before it
+
 # Concurrency limits (feedback/levers/limits.py; feedback/lua/acquire.lua, workers/lua/release_slots.lua)
 LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)

@@ -170,6 +170,7 @@ class JobMoves:
                     ExecutionRegistry(job_id=job.id, connection=self.connection).key,
                     execution.worker_executions_key,
                     counter_key("deferred"),
+                    redis_keys.NEXT_DUE,
                     *parked,
                 ],
                 args=DEFER.args(
@@ -188,7 +189,7 @@ class JobMoves:
         """Scheduled jobs that are due → the end of their queue. Returns how many moved."""
         if not queues:
             return 0
-        keys: list[str] = []
+        keys: list[str] = [redis_keys.NEXT_DUE]
         for queue in queues:
             keys += [ScheduledJobRegistry(queue.name, connection=self.connection).key, queue.key]
         now = clock.now() if now is None else now

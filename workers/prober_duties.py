@@ -33,6 +33,7 @@ from easeoff.feedback.verdict.gate import global_findings
 from easeoff.feedback.wake import announce_jobs
 from easeoff.workers.moves import JobMoves
 
+PROMOTE_RECHECK = 2.0  # seconds: promotion scans this often at least, whatever the hint says
 RECHECK = 1.0  # seconds: the longest a step skipped because nothing changed waits to run anyway
 
 
@@ -125,10 +126,15 @@ def recover_abandoned(r: Round) -> None:
 
 
 def promote_due(r: Round) -> None:
-    """Every round: a deferred job is promoted within an interval of its due time. Slots freed
-    by a job's end are handed out in that job's own transaction; what remains (lapsed leases,
-    raised limits) once a second, or at once after a limit was raised."""
-    promoted = r.moves.promote(r.queues)
+    """A deferred job is promoted within an interval of its due time: the deferrals keep the
+    earliest due time (keys.NEXT_DUE, read with the readings), so a round before it skips the
+    scan, which still runs every PROMOTE_RECHECK seconds for jobs scheduled by others (plain
+    rq's enqueue_in). Slots freed by a job's end are handed out in that job's own transaction;
+    what remains (lapsed leases, raised limits) once a second, or at once after a limit was raised."""
+    promoted = 0
+    hinted = r.snapshot.next_due is not None and r.snapshot.next_due <= r.now
+    if r.memory.due("promote", 0.0 if hinted else PROMOTE_RECHECK):
+        promoted = r.moves.promote(r.queues)
     if r.memory.due("release_slots"):
         promoted += r.moves.release_slots() or 0
     if promoted:

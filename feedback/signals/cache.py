@@ -38,6 +38,7 @@ from easeoff.feedback.signals.sources import ProbeError, Prober, Values
 from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, predicted, seconds_to
 
 READING_KEY = keys.READING
+NEXT_DUE_KEY = keys.NEXT_DUE
 PROBE_LOCK_KEY = keys.PROBE_LOCK
 OWN_PROBES = LuaScript.load("easeoff.feedback", "own_probes", argv=("token", "lease_ms"))
 DISOWN_PROBES = LuaScript.load("easeoff.feedback", "disown_probes", argv=("token",))
@@ -80,14 +81,20 @@ class ReadingsCache:
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
         self._duties = (0, -math.inf, 0)  # probes ended, when, and verdict changes stored, at the last on_refresh
         self._verdict_changes = 0  # readings stored here that changed a verdict
+        self._renewed: dict[str, float] = {}  # target -> monotonic time this process last renewed its lease
 
     def stored(self, targets: Iterable[str] | None = None) -> Snapshot:
         """What Redis holds now, without probing: one MGET of the readings, hosts out and switches."""
         targets = list(self.config.probe_targets if targets is None else targets)
-        keys = [*(READING_KEY.format(host=t) for t in targets), HOSTS_OUT_KEY, SWITCHES_KEY]
-        *raw, out, switches = self.redis.mget(keys)
+        keys = [*(READING_KEY.format(host=t) for t in targets), HOSTS_OUT_KEY, SWITCHES_KEY, NEXT_DUE_KEY]
+        *raw, out, switches, next_due = self.redis.mget(keys)
         readings = {t: (Reading.from_json(r) if r else None) for t, r in zip(targets, raw, strict=True)}
-        return Snapshot(readings=readings, hosts_out=parse_hosts_out(out), switches=parse_switches(switches))
+        return Snapshot(
+            readings=readings,
+            hosts_out=parse_hosts_out(out),
+            switches=parse_switches(switches),
+            next_due=_number(next_due),
+        )
 
     def next_due_in(self, snapshot: Snapshot) -> float:
         """Seconds until the oldest reading is due; if one is overdue, its prober is at work on it,
@@ -109,13 +116,20 @@ class ReadingsCache:
         """A prober somewhere published that a reading changed a verdict (keys.WAKE)."""
         self._changed.set()
 
-    def held_pause(self, until_due: float) -> float:
+    def held_pause(self, snapshot: Snapshot, until_due: float) -> float:
         """How long an idle worker (its queues held, or empty) may sleep. A verdict change or
         announced jobs wake it at once (`wake`), so it need only look in to take over probing
-        from a prober that died, well within `stale_after`; a prober still wakes when its
-        readings come due, for the fleet's duties."""
+        from a prober that died: the moment that prober's lease on the oldest reading would
+        lapse, before the reading goes stale (a lease is shorter than `stale_after`). A prober
+        still wakes when its readings come due, for the fleet's duties."""
         if self.loop.owned():
             return until_due
+        taken = [r.taken_at for r in snapshot.readings.values() if r is not None]
+        if taken and len(taken) == len(snapshot.readings):
+            jitter = random.uniform(0.02, 0.1) * self.config.probe_interval
+            lapse_in = min(taken) + self.lease_ms / 1000 - self.clock() + jitter
+            if lapse_in > 0:
+                return max(until_due, min(lapse_in, self.config.stale_after))
         return max(until_due, min(1.0, self.config.stale_after / 2))
 
     def current(self, targets: Iterable[str] | None = None) -> Snapshot:
@@ -215,7 +229,7 @@ class ReadingsCache:
             token=self.token,
             reading=reading.to_json(),
             ttl=self.ttl,
-            lease_ms=self.lease_ms,
+            lease_ms=self.lease_ms if self._renew_due(target) else 0,
             changed="1" if changed else "0",
             channel=keys.WAKE,
             host=target,
@@ -223,6 +237,15 @@ class ReadingsCache:
         return bool(
             self._store_reading(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args)
         )
+
+    def _renew_due(self, target: str) -> bool:
+        """Renew a lease once a third of it has passed, not at every store: at a short interval a
+        lease spans several readings, and each renewal is two commands more on Redis."""
+        now = time.monotonic()
+        if now - self._renewed.get(target, -math.inf) < self.lease_ms / 3000:
+            return False
+        self._renewed[target] = now
+        return True
 
     def _fleet_duties(self, fresh: Snapshot) -> None:
         """This process probed since its last follow-up, an interval or more ago, or stored a
@@ -302,3 +325,10 @@ def _changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:
     return (
         previous is None or previous.strained != reading.strained or (previous.error is None) != (reading.error is None)
     )
+
+
+def _number(raw: bytes | str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None

@@ -11,12 +11,14 @@ from easeoff.feedback.signals.readings import Reading
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cached readings by probe target (host or traffic source), the hosts ops marked out
-    and the contingency switches in force."""
+    """Cached readings by probe target (host or traffic source), the hosts ops marked out,
+    the contingency switches in force, and when the earliest deferred job comes due (read in
+    the same MGET, so the prober skips promotion rounds with nothing due at no extra cost)."""
 
     readings: Mapping[str, Reading | None]
     hosts_out: Mapping[str, str] = field(default_factory=dict)
     switches: Switches = field(default_factory=Switches)
+    next_due: float | None = None
 
     def get(self, target: str) -> Reading | None:
         return self.readings.get(target)

@@ -1,10 +1,10 @@
 -- Started -> scheduled with the job's new meta, indexed under each scope it is parked on, and
 -- the deferral counted by reason. Refused (0) when the execution is no longer this worker's.
 -- KEYS: started registry, scheduled registry, job, execution, executions registry,
---       worker executions, deferral counter, then the parked index of each scope
+--       worker executions, deferral counter, the next-due hint, then the parked index of each scope
 -- ARGV: the named arguments, then the counter fields to increment
 local composite, exec_id, job_id, due, meta, parked_member = unpack(ARGV, 1, 6)
-local FIRST_FIELD, FIRST_PARKED = 7, 8
+local FIRST_FIELD, FIRST_PARKED = 7, 9
 if not redis.call('ZSCORE', KEYS[1], composite) then
   return 0  -- no longer ours: cleanup already moved the job on
 end
@@ -15,6 +15,10 @@ redis.call('SREM', KEYS[6], composite)
 redis.call('HSET', KEYS[3], 'status', 'scheduled', 'meta', meta)
 redis.call('HDEL', KEYS[3], 'worker_name', 'started_at')
 redis.call('ZADD', KEYS[2], due, job_id)
+local next_due = tonumber(redis.call('GET', KEYS[8]))
+if not next_due or tonumber(due) < next_due then
+  redis.call('SET', KEYS[8], due)  -- promotion looks again by then
+end
 for i = FIRST_PARKED, #KEYS do
   redis.call('ZADD', KEYS[i], due, parked_member)
 end
