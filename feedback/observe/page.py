@@ -1,39 +1,52 @@
-"""The exporter's page at `/`: queue depth, deferrals and signals over the last hours, with events.
+"""The exporter's page at `/`: queue depth, deferrals and signals over the last hours, with events,
+what holds work now and why, and the newest failed jobs.
 
-Rendered on the server as plain HTML with inline SVG — no JavaScript, no external assets —
-so it works on a jump host, behind a strict proxy and in a headless browser alike, and a
-refresh is one Redis read of the history list. Water marks and thresholds come from the
-config the exporter runs with, so the lines drawn are the ones the alarms and the gate use.
-Every piece of text is escaped; nothing secret (Redis password, MySQL URLs) is shown.
+Rendered on the server as plain HTML with inline SVG, complete without JavaScript — it works
+on a jump host, behind a strict proxy, with curl and in a headless browser alike. A few
+kilobytes of inline script (feedback/observe/console.py) then keep it live: every few seconds
+it fetches `/api/state`, the same sections as JSON trees built by the same code
+(feedback/observe/markup.py), and swaps in those that changed. Water marks and thresholds
+come from the config the exporter runs with, with ops' live overrides, so the lines drawn are
+the ones the alarms and the gate use. Every piece of text is escaped (`markup.to_html`; in the
+browser, `textContent`); nothing secret (Redis password, MySQL URLs) is shown; nothing on the
+page changes state (links only, no forms).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from html import escape
+from typing import Any
 
 from redis import Redis
 
-from easeoff.feedback import clock
 from easeoff.feedback.config import Config, Thresholds
-from easeoff.feedback.levers import events as event_log
+from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers.events import Event
-from easeoff.feedback.levers.switches import read_switches
-from easeoff.feedback.observe import unknown_resources
-from easeoff.feedback.observe.history import Sample, read_history
+from easeoff.feedback.observe.console import MARK_COLOURS, SCRIPT, SERIES_COLOURS, STYLE
+from easeoff.feedback.observe.history import Sample
+from easeoff.feedback.observe.markup import El, el, redact_passwords, to_html
+from easeoff.feedback.observe.page_state import MAX_MARKERS, PageState, ShadowVerdict, read_state
 from easeoff.feedback.observe.unknown_resources import UnknownResource
 
 DEFAULT_HOURS = 3.0
 MAX_HOURS = 24.0
-RECENT_EVENTS = 30
+DEFAULT_REFRESH = 5.0  # seconds between the page's polls of /api/state
+MIN_REFRESH, MAX_REFRESH = 1.0, 300.0
+MAX_TITLE = 200  # characters of an event in a marker's tooltip
 WIDTH, HEIGHT = 760, 170
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 10, 22
-SERIES_COLOURS = ("#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-MARK_COLOURS = {"high": "#d62728", "low": "#e6a700", "critical": "#7b2cbf"}
+KIND_NAMES = {
+    "annotation": "annotation (a deploy, a note: easeoff annotate)",
+    "switch": "switch (pause, throttle, threshold: on, off, expired)",
+    "host": "host taken out / put back",
+    "verdict": "verdict flip (held / admitted again)",
+    "watermark": "water-mark alarm (firing / resolved)",
+}
 
 
 @dataclass(frozen=True)
@@ -51,25 +64,76 @@ class Mark:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """An event drawn on the charts: its number in the legend, and what the tooltip says."""
+
+    n: int
+    event: Event
+
+    @property
+    def kind(self) -> str:
+        return self.event.kind if self.event.kind in KIND_NAMES else "other"
+
+    @property
+    def title(self) -> str:
+        e = self.event
+        text = f"{self.n}. {_clock(e.at)} {e.kind}: {e.text}"
+        text += (f" (by {e.who})" if e.who else "") + (f" — {e.why}" if e.why else "")
+        return text if len(text) <= MAX_TITLE else text[: MAX_TITLE - 1] + "…"
+
+
+@dataclass(frozen=True)
 class Window:
-    """The time span drawn, and the gap beyond which a series is broken rather than joined."""
+    """The time span drawn, the markers on it, and the gap beyond which a series is broken rather than joined."""
 
     start: float
     end: float
-    events: Sequence[Event] = ()
+    markers: Sequence[Marker] = ()
     max_gap: float = float("inf")
+    unmarked: bool = False  # older events in view than the newest MAX_MARKERS, which alone are drawn
 
 
-def render_page(redis: Redis, config: Config, hours: float, now: float | None = None) -> str:
-    """Read the history and the events of the last `hours` and render the page."""
-    now = clock.now() if now is None else now
-    start = now - hours * 3600
-    samples = read_history(redis, start)
-    window_events = event_log.between(redis, start, now)
-    recent = event_log.recent(redis, RECENT_EVENTS)
-    config = read_switches(redis).apply(config, now)  # ops' live threshold overrides are what holds
-    unknown = unknown_resources.read(redis, config.resources)
-    return render(config, samples, window_events, recent, now, hours, unknown)
+@dataclass(frozen=True)
+class View:
+    """How the page was asked for: the window's length and the poll interval (kept in the links)."""
+
+    hours: float = DEFAULT_HOURS
+    refresh: float = DEFAULT_REFRESH
+
+    def query(self, hours: float) -> str:
+        refresh = "" if self.refresh == DEFAULT_REFRESH else f"&refresh={self.refresh:g}"
+        return f"?hours={hours:g}{refresh}"
+
+
+def render_page(
+    redis: Redis,
+    config: Config,
+    hours: float,
+    now: float | None = None,
+    refresh: float = DEFAULT_REFRESH,
+) -> str:
+    """Read the state of the last `hours` and render the page."""
+    return render_state(read_state(redis, config, hours, now), refresh)
+
+
+def state_document(
+    redis: Redis,
+    config: Config,
+    hours: float,
+    now: float | None = None,
+    refresh: float = DEFAULT_REFRESH,
+) -> dict[str, Any]:
+    """What `/api/state` answers: the facts, and the page's sections as trees for the script."""
+    state = read_state(redis, config, hours, now)
+    return {
+        "now": state.now,
+        "clock": _clock(state.now),
+        "hours": state.hours,
+        "refresh": refresh,
+        # The sections' text is redacted as it is built (markup.el); the facts, as one JSON text.
+        "state": json.loads(redact_passwords(json.dumps(state.facts()))),
+        "sections": [[s.id, s.as_json()] for s in sections(state, View(hours, refresh))],
+    }
 
 
 def render(
@@ -82,106 +146,265 @@ def render(
     unknown: Sequence[UnknownResource] = (),
 ) -> str:
     """The page from plain data: pure, so it is tested without a server."""
-    times = [s.t for s in samples]
+    state = PageState(config, now, hours, samples=samples, events=events, recent=recent, unknown=unknown)
+    return render_state(state)
+
+
+def render_state(state: PageState, refresh: float = DEFAULT_REFRESH) -> str:
+    """The whole document: the sections, the live-status line and the script that keeps them current."""
+    view = View(state.hours, refresh)
+    noscript = f"{max(10.0, refresh):g}"
+    live = el("p", {"id": "live", "class": "meta"}, f"rendered {_clock(state.now)}; reloads every {noscript} s")
+    body = "\n".join(to_html(s) for s in sections(state, view))
+    return PAGE.format(
+        style=STYLE,
+        script=SCRIPT,
+        noscript_refresh=noscript,
+        refresh=f"{refresh:g}",
+        clock=_clock(state.now),
+        live=to_html(live),
+        body=body,
+    )
+
+
+def sections(state: PageState, view: View) -> list[El]:
+    """The body's sections in order; each has an id and `data-section`, by which the script swaps it."""
+    times = [s.t for s in state.samples]
+    now, hours, events = state.now, state.hours, state.events
     # A history younger than the window is drawn across the whole width, not squeezed to its right edge.
     earliest = min([*times[:1], *(e.at for e in events[:1])], default=now - hours * 3600)
     start = max(now - hours * 3600, earliest - max(1.0, 0.02 * (now - earliest)))
-    window = Window(min(start, now - 10), now, events, _max_gap(times))
-    body = [
-        _header(config, samples, now, hours),
-        _unknown_section(unknown, now, config.backoff.unknown_resource_grace),
-        _queues_section(config, samples, window),
-        _deferrals_section(samples, window),
-        _signals_section(config, samples, window),
-        _events_section(recent),
+    start = min(start, now - 10)
+    in_view = [e for e in events if start <= e.at <= now]
+    markers = [Marker(i + 1, e) for i, e in enumerate(in_view[-MAX_MARKERS:])]
+    window = Window(start, now, markers, _max_gap(times), len(in_view) > MAX_MARKERS)
+    found = [
+        _header(state, view),
+        _held_section(state),
+        _unknown_section(state.unknown, now, state.config.backoff.unknown_resource_grace),
+        _shadow_section(state.shadow_verdicts),
+        _queues_section(state, window),
+        _markers_section(window),
+        _deferrals_section(state.samples, window),
+        _signals_section(state.config, state.samples, window),
+        _failed_section(state),
+        _events_section(state.recent),
     ]
-    return PAGE.format(style=STYLE, body="\n".join(body))
+    return [s for s in found if s is not None]
 
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="refresh" content="10">
+<noscript><meta http-equiv="refresh" content="{noscript_refresh}"></noscript>
 <title>easeoff</title>
+<link rel="icon" href="data:,">
 <style>{style}</style>
 </head>
-<body>
+<body data-refresh="{refresh}" data-polls="0" data-clock="{clock}">
+{live}
 {body}
+<script>{script}</script>
 </body>
 </html>
 """
 
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.2em 2em; color: #222; background: #fff; }
-h1 { margin: 0 0 .2em; } h2 { margin-top: 1.4em; border-bottom: 1px solid #ddd; } h3 { margin: .8em 0 .2em; }
-.meta, .empty, .legend { color: #666; } .legend span { margin-right: 1.2em; white-space: nowrap; }
-.swatch { display: inline-block; width: 1.4em; height: 3px; vertical-align: middle; margin-right: .3em; }
-.swatch.dashed { background: none !important; border-top: 2px dashed; height: 0; }
-svg { background: #fafafa; border: 1px solid #e4e4e4; display: block; }
-svg text { font-size: 11px; fill: #666; }
-path.series { fill: none; stroke-width: 1.8; }
-line.watermark-high, line.watermark-low, line.threshold-high, line.threshold-low, line.threshold-critical {
-  stroke-width: 1.4; stroke-dasharray: 6 4; }
-line.event { stroke: #ff7f0e; stroke-width: 1.2; stroke-opacity: .8; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; } .grid figure { margin: 0; }
-.grid figcaption { font-weight: 600; }
-table { border-collapse: collapse; } td, th { padding: 2px 10px; text-align: right; } th { color: #555; }
-td:first-child, th:first-child { text-align: left; }
-#events { list-style: none; padding: 0; } #events li { padding: 2px 0; border-bottom: 1px solid #f0f0f0; }
-#events time { color: #666; margin-right: .6em; } .kind { font-weight: 600; margin-right: .6em; }
-.who, .why { color: #666; margin-left: .6em; }
-"""
+
+def _section(section_id: str, title: str, *children: Any) -> El:
+    return el("section", {"id": section_id, "data-section": ""}, el("h2", None, title), *children)
 
 
-def _header(config: Config, samples: Sequence[Sample], now: float, hours: float) -> str:
-    links = " ".join(f'<a href="?hours={h:g}">{h:g} h</a>' for h in (1, 3, 6))
+def _empty(text: str) -> El:
+    return el("p", {"class": "empty"}, text)
+
+
+def _header(state: PageState, view: View) -> El:
+    samples = state.samples
+    links: list[El | str] = []
+    for h in (1, 3, 6):
+        links += [el("a", {"href": view.query(h)}, f"{h:g} h"), " "]
     latest = f"latest sample {_clock(samples[-1].t)}, {len(samples)} in view" if samples else "no samples yet"
-    return (
-        "<header><h1>easeoff</h1>"
-        f'<p class="meta">last {hours:g} h to {escape(_clock(now))} · {escape(latest)} · '
-        f"Redis {escape(config.redis_url_redacted)} · window: {links}</p></header>"
+    meta = f"last {state.hours:g} h to {_clock(state.now)} · {latest} · Redis {state.config.redis_url_redacted} · "
+    return el(
+        "header",
+        {"id": "top", "data-section": ""},
+        el("h1", None, "easeoff"),
+        el("p", {"class": "meta"}, meta, "window: ", links),
     )
 
 
-def _unknown_section(unknown: Sequence[UnknownResource], now: float, grace: float) -> str:
+# -- what holds work now ----------------------------------------------------------------------------
+
+
+def _held_section(state: PageState) -> El:
+    """Queues and resources the gate holds, with its reasons, and the switches in force with their age."""
+    parts: list[El] = []
+    if state.held_everything:
+        parts.append(el("p", {"class": "held-all"}, "all heavy work held: " + "; ".join(state.held_everything)))
+    parts.append(el("h3", None, "Queues"))
+    if state.held_queues:
+        rows = [_row(q, "; ".join(r)) for q, r in state.held_queues.items()]
+        parts.append(el("table", {"id": "held-queues"}, _head("queue", "held because"), rows))
+    else:
+        parts.append(_empty("no queue held" + (" but by the above" if state.held_everything else "")))
+    parts.append(el("h3", None, "Resources"))
+    if state.held_resources or state.critical:
+        rows = []
+        for name in dict.fromkeys([*state.held_resources, *state.critical]):
+            critical = [el("div", {"class": "critical"}, f"CRITICAL {c}") for c in state.critical.get(name, ())]
+            reasons = el("td", {"class": "text"}, "; ".join(state.held_resources.get(name, ())), critical)
+            rows.append(el("tr", None, el("td", None, name), reasons))
+        parts.append(el("table", {"id": "held-resources"}, _head("resource", "deferred because"), rows))
+    else:
+        parts.append(_empty("no resource held" + (" but by the above" if state.held_everything else "")))
+    parts.append(el("h3", None, "Tasks"))
+    if state.held_tasks:
+        rows = [_row(t, "; ".join(r)) for t, r in state.held_tasks.items()]
+        parts.append(el("table", {"id": "held-tasks"}, _head("task", "its jobs wait because"), rows))
+    else:
+        parts.append(_empty("no task paused or throttled"))
+    parts.append(el("h3", None, "Switches in force"))
+    if state.switches:
+        rows = [
+            el(
+                "tr",
+                None,
+                el("td", None, s.describe),
+                el("td", {"class": "text"}, s.by),
+                el("td", {"class": "text"}, s.why),
+                el("td", {"class": "age", "data-age-s": f"{s.age_s:.0f}"}, s.age),
+                el("td", None, "" if s.expires_in_s is None else age_text(s.expires_in_s)),
+            )
+            for s in state.switches
+        ]
+        head = _head("switch", "by", "why", "on for", "lapses in")
+        parts.append(el("table", {"id": "switches"}, head, rows))
+    else:
+        parts.append(_empty("no switches on"))
+    return _section("held", "Held now", parts)
+
+
+def _unknown_section(unknown: Sequence[UnknownResource], now: float, grace: float) -> El | None:
     """Jobs name resources this config lacks (configs out of step): they are held, then fail."""
     if not unknown:
-        return ""
-    items = "".join(f"<li>{escape(u.reason(now, grace))}</li>" for u in unknown)
-    return f'<section id="unknown-resources"><h2>Held: unknown resources</h2><ul>{items}</ul></section>'
+        return None
+    items = [el("li", None, u.reason(now, grace)) for u in unknown]
+    return _section("unknown-resources", "Held: unknown resources", el("ul", None, items))
 
 
-def _empty_note() -> str:
-    return '<p class="empty">no samples yet: the exporter records one every <code>--sample-every</code> seconds</p>'
+def _shadow_section(verdicts: Sequence[ShadowVerdict]) -> El:
+    """Policies judged on live readings that hold nothing: what they would have done (shadow mode's hook)."""
+    if not verdicts:
+        return _section("shadow-verdicts", "Shadow verdicts", _empty("Shadow verdicts: none"))
+    rows = [
+        el(
+            "tr",
+            {"class": f"would-{v.verdict}"},
+            el("td", None, v.policy),
+            el("td", {"class": "text"}, v.scope),
+            el("td", {"class": "text"}, v.verdict),
+            el("td", {"class": "text"}, "; ".join(v.reasons)),
+            el("td", {"class": "text"}, v.tally),
+        )
+        for v in verdicts
+    ]
+    head = _head("policy", "scope", "would now", "because", "so far")
+    table = el("table", {"id": "shadow-table"}, head, rows)
+    return _section("shadow-verdicts", "Shadow verdicts", table)
+
+
+def _failed_section(state: PageState) -> El:
+    failed = state.failed
+    if not failed.jobs:
+        return _section("failed-jobs", "Failed jobs", _empty("no failed jobs"))
+    per_queue = ", ".join(f"{q} {n}" for q, n in failed.counts if n)
+    meta = el(
+        "p",
+        {"class": "meta"},
+        f"{failed.total} failed ({per_queue}); the newest {len(failed.jobs)} below. ",
+        el("code", None, "easeoff failed"),
+        " lists them, ",
+        el("code", None, "easeoff requeue"),
+        " puts them back.",
+    )
+    rows = [
+        el(
+            "tr",
+            {"data-job": j.id},
+            el("td", None, "" if j.failed_at is None else _clock(j.failed_at, date=True)),
+            el("td", {"class": "text"}, j.queue),
+            el("td", {"class": "text"}, j.task),
+            el("td", {"class": "text"}, el("code", None, j.id)),
+            el("td", {"class": "text reason"}, j.reason),
+        )
+        for j in failed.jobs
+    ]
+    table = el("table", {"id": "failed-table"}, _head("failed at", "queue", "task", "job", "reason"), rows)
+    return _section("failed-jobs", "Failed jobs", meta, table)
+
+
+def _head(*names: str) -> El:
+    return el("tr", None, [el("th", None if i == 0 else {"class": "text"}, n) for i, n in enumerate(names)])
+
+
+def _row(*cells: str) -> El:
+    return el("tr", None, [el("td", None if i == 0 else {"class": "text"}, c) for i, c in enumerate(cells)])
 
 
 # -- queues ------------------------------------------------------------------------------------------
 
 
-def _queues_section(config: Config, samples: Sequence[Sample], window: Window) -> str:
-    parts = ['<section id="queues"><h2>Queues</h2>']
+def _queues_section(state: PageState, window: Window) -> El:
+    config, samples = state.config, state.samples
+    parts: list[El] = []
     if not samples:
         parts.append(_empty_note())
-    names = list(config.queues) + sorted({q for s in samples for q in s.queues} - set(config.queues))
-    for name in names if samples else []:
+    live = {q.name: q for q in state.queues}
+    seen = {q for s in samples for q in s.queues} | set(live)
+    names = list(config.queues) + sorted(seen - set(config.queues))
+    for name in names if samples or live else []:
         marks = config.queues[name].watermarks if name in config.queues else ()
-        latest = samples[-1].queues.get(name, {})
-        counts = ", ".join(f"{k} {latest.get(k, 0):g}" for k in ("ready", "deferred", "running", "failed"))
-        parts.append(f'<div class="queue"><h3>{escape(name)}</h3>')
-        parts.append(f'<p class="meta">now: {escape(counts)}, oldest ready {latest.get("age", 0):.0f} s</p>')
-        depth = [
-            Series(state, state, _queue_points(samples, name, state)) for state in ("ready", "deferred", "running")
+        now_line = _queue_now(name, live.get(name), samples[-1].queues.get(name, {}) if samples else {})
+        held = state.held_queues.get(name)
+        block: list[El | None] = [
+            el("h3", None, name),
+            now_line,
+            el("p", {"class": "held-line"}, "held: " + "; ".join(held)) if held else None,
         ]
-        depth_marks = _marks(m for m in marks if m.measure == "depth")
-        parts.append(_chart(f"depth-{name}", f"{name}: jobs (depth = ready)", depth, depth_marks, window))
-        age_marks = _marks(m for m in marks if m.measure == "age")
-        if age_marks:
-            age = [Series("oldest ready (s)", "age", _queue_points(samples, name, "age"))]
-            parts.append(_chart(f"age-{name}", f"{name}: age of the oldest ready job (s)", age, age_marks, window))
-        parts.append("</div>")
-    parts.append("</section>")
-    return "\n".join(parts)
+        if samples:
+            depth = [Series(s, s, _queue_points(samples, name, s)) for s in ("ready", "deferred", "running")]
+            depth_marks = _marks(m for m in marks if m.measure == "depth")
+            block += _chart(f"depth-{name}", f"{name}: jobs (depth = ready)", depth, depth_marks, window)
+            age_marks = _marks(m for m in marks if m.measure == "age")
+            if age_marks:
+                age = [Series("oldest ready (s)", "age", _queue_points(samples, name, "age"))]
+                block += _chart(f"age-{name}", f"{name}: age of the oldest ready job (s)", age, age_marks, window)
+        parts.append(el("div", {"class": "queue", "data-queue": name}, block))
+    return _section("queues", "Queues", parts)
+
+
+def _queue_now(name: str, live: Any, latest: dict[str, float]) -> El:
+    """The queue's counts now: read live when the state has them, else the latest sample's."""
+    if live is not None:
+        values = {"ready": live.ready, "deferred": live.deferred, "running": live.running, "failed": live.failed}
+        age = live.oldest_ready_age_s
+    else:
+        values = {k: latest.get(k, 0) for k in ("ready", "deferred", "running", "failed")}
+        age = latest.get("age", 0)
+    counts = ", ".join(f"{k} {v:g}" for k, v in values.items())
+    attrs = {"class": "meta now", **{f"data-{k}": f"{v:g}" for k, v in values.items()}}
+    return el("p", attrs, f"now: {counts}, oldest ready {age:.0f} s")
+
+
+def _empty_note() -> El:
+    return el(
+        "p",
+        {"class": "empty"},
+        "no samples yet: the exporter records one every ",
+        el("code", None, "--sample-every"),
+        " seconds",
+    )
 
 
 def _marks(watermarks: Iterable[object]) -> list[Mark]:
@@ -194,27 +417,83 @@ def _marks(watermarks: Iterable[object]) -> list[Mark]:
     return found
 
 
+# -- event markers -----------------------------------------------------------------------------------
+
+
+def _markers_section(window: Window) -> El:
+    """The legend of the charts' markers: each kind's style, and each marker's number and event."""
+    kinds = [el("span", None, _key(kind), KIND_NAMES[kind]) for kind in KIND_NAMES]
+    parts: list[El] = [el("p", {"class": "legend", "id": "marker-key"}, kinds)]
+    if not window.markers:
+        parts.append(_empty("no events in view"))
+    else:
+        items = [
+            el(
+                "li",
+                {"value": m.n, "class": f"event-{m.kind}", "data-kind": m.event.kind},
+                el("time", {"datetime": _iso(m.event.at)}, _clock(m.event.at)),
+                el("span", {"class": "kind"}, m.event.kind),
+                el("span", {"class": "text"}, m.event.text),
+                el("span", {"class": "who"}, f"by {m.event.who}" if m.event.who else None),
+                el("span", {"class": "why"}, f"why: {m.event.why}" if m.event.why else None),
+            )
+            for m in window.markers
+        ]
+        parts.append(el("ol", {"id": "marker-list"}, items))
+        if window.unmarked:
+            parts.append(_empty(f"only the newest {MAX_MARKERS} events in view are marked: easeoff log lists all"))
+    return _section("markers", "Event markers", parts)
+
+
+def _key(kind: str) -> El:
+    """A marker in miniature, for the legend: the kind's line, dash and glyph."""
+    return el(
+        "svg",
+        {"class": f"key event-{kind}", "width": 26, "height": 14, "viewBox": "0 0 26 14", "aria-hidden": "true"},
+        el("line", {"x1": 7, "y1": 1, "x2": 7, "y2": 14, "class": f"event event-{kind}"}),
+        el("path", {"class": "glyph", "d": _glyph(kind, 7.0, 5.0)}),
+    )
+
+
+def _glyph(kind: str, x: float, y: float) -> str:
+    """A shape per kind, so markers read apart without colour: ● ■ ◆ ▼ ▲ ✕."""
+    shapes = {
+        "annotation": f"M{x - 4:.1f},{y:.1f}a4,4 0 1,0 8,0a4,4 0 1,0 -8,0z",
+        "switch": f"M{x - 3.5:.1f},{y - 3.5:.1f}h7v7h-7z",
+        "host": f"M{x:.1f},{y - 4.5:.1f}l4.5,4.5l-4.5,4.5l-4.5,-4.5z",
+        "verdict": f"M{x - 4.5:.1f},{y - 3.5:.1f}h9l-4.5,8z",
+        "watermark": f"M{x:.1f},{y - 4.5:.1f}l4.5,8h-9z",
+    }
+    return shapes.get(kind, f"M{x - 3:.1f},{y - 3:.1f}l6,6m0,-6l-6,6")
+
+
 # -- deferrals ---------------------------------------------------------------------------------------
 
 
-def _deferrals_section(samples: Sequence[Sample], window: Window) -> str:
-    parts = ['<section id="deferrals"><h2>Deferrals by reason</h2>']
+def _deferrals_section(samples: Sequence[Sample], window: Window) -> El:
+    parts: list[El] = []
     reasons = sorted({r for s in samples for r in s.deferrals})
     if not samples:
         parts.append(_empty_note())
     elif not reasons:
-        parts.append('<p class="empty">no deferrals counted</p>')
+        parts.append(_empty("no deferrals counted"))
     else:
         series = [Series(reason, "deferral", _rates(samples, reason)) for reason in reasons]
-        parts.append(_chart("deferral-rates", "deferrals per second, by reason", series, [], window))
+        parts += _chart("deferral-rates", "deferrals per second, by reason", series, [], window)
         first, last = samples[0].deferrals, samples[-1].deferrals
-        rows = "".join(
-            f"<tr><td>{escape(r)}</td><td>{last.get(r, 0)}</td><td>{max(0, last.get(r, 0) - first.get(r, 0))}</td></tr>"
+        rows = [
+            el(
+                "tr",
+                None,
+                el("td", None, r),
+                el("td", None, str(last.get(r, 0))),
+                el("td", None, str(max(0, last.get(r, 0) - first.get(r, 0)))),
+            )
             for r in reasons
-        )
-        parts.append(f"<table><tr><th>reason</th><th>total</th><th>in view</th></tr>{rows}</table>")
-    parts.append("</section>")
-    return "\n".join(parts)
+        ]
+        head = el("tr", None, el("th", None, "reason"), el("th", None, "total"), el("th", None, "in view"))
+        parts.append(el("table", None, head, rows))
+    return _section("deferrals", "Deferrals by reason", parts)
 
 
 def _rates(samples: Sequence[Sample], reason: str) -> list[tuple[float, float]]:
@@ -229,25 +508,24 @@ def _rates(samples: Sequence[Sample], reason: str) -> list[tuple[float, float]]:
 # -- signals -----------------------------------------------------------------------------------------
 
 
-def _signals_section(config: Config, samples: Sequence[Sample], window: Window) -> str:
-    parts = ['<section id="signals"><h2>Signals by host</h2>']
+def _signals_section(config: Config, samples: Sequence[Sample], window: Window) -> El:
+    parts: list[El] = []
     if not samples:
         parts.append(_empty_note())
     seen = {sig for s in samples for sig in s.signals}
     names = [n for n in config.signals if n in seen] + sorted(seen - set(config.signals))
     if samples and not names:
-        parts.append('<p class="empty">no readings in the history: no worker has probed yet</p>')
+        parts.append(_empty("no readings in the history: no worker has probed yet"))
     for signal in names:
         hosts = sorted({h for s in samples for h in s.signals.get(signal, {})})
-        parts.append(f'<h3>{escape(signal)}</h3><div class="grid">')
+        figures = []
         for host in hosts:
             series = [Series(host, "signal", _signal_points(samples, signal, host))]
             marks = _threshold_marks(_thresholds(config, signal, host))
             chart = _chart(f"signal-{signal}-{host}", f"{signal} on {host}", series, marks, window, width=420)
-            parts.append(f"<figure><figcaption>{escape(host)}</figcaption>{chart}</figure>")
-        parts.append("</div>")
-    parts.append("</section>")
-    return "\n".join(parts)
+            figures.append(el("figure", None, el("figcaption", None, host), chart))
+        parts += [el("h3", None, signal), el("div", {"class": "grid"}, figures)]
+    return _section("signals", "Signals by host", parts)
 
 
 def _thresholds(config: Config, signal: str, host: str) -> Thresholds | None:
@@ -267,20 +545,21 @@ def _threshold_marks(limits: Thresholds | None) -> list[Mark]:
 # -- events ------------------------------------------------------------------------------------------
 
 
-def _events_section(recent: Sequence[Event]) -> str:
-    parts = ['<section id="recent-events"><h2>Recent events</h2>']
-    if not recent:
-        parts.append('<p class="empty">no events recorded</p>')
-    parts.append('<ul id="events">')
-    for e in recent:
-        parts.append(
-            f'<li><time datetime="{_iso(e.at)}">{escape(_clock(e.at, date=True))}</time>'
-            f'<span class="kind">{escape(e.kind)}</span><span class="text">{escape(e.text)}</span>'
-            f'<span class="who">{escape(f"by {e.who}" if e.who else "")}</span>'
-            f'<span class="why">{escape(f"why: {e.why}" if e.why else "")}</span></li>'
+def _events_section(recent: Sequence[Event]) -> El:
+    items = [
+        el(
+            "li",
+            {"data-kind": e.kind},
+            el("time", {"datetime": _iso(e.at)}, _clock(e.at, date=True)),
+            el("span", {"class": "kind"}, e.kind),
+            el("span", {"class": "text"}, e.text),
+            el("span", {"class": "who"}, f"by {e.who}" if e.who else None),
+            el("span", {"class": "why"}, f"why: {e.why}" if e.why else None),
         )
-    parts.append("</ul></section>")
-    return "\n".join(parts)
+        for e in recent
+    ]
+    empty = _empty("no events recorded") if not recent else None
+    return _section("recent-events", "Recent events", empty, el("ul", {"id": "events"}, items))
 
 
 # -- drawing -----------------------------------------------------------------------------------------
@@ -288,8 +567,9 @@ def _events_section(recent: Sequence[Event]) -> str:
 
 def _chart(
     chart_id: str, label: str, series: Sequence[Series], marks: Sequence[Mark], window: Window, width: int = WIDTH
-) -> str:
-    """One time-series chart: the series, the marks as dashed horizontal lines, events as vertical ones."""
+) -> list[El]:
+    """One time-series chart and its legend: the series, the marks as dashed horizontal lines,
+    events as numbered vertical markers styled by kind."""
     values = [v for s in series for _, v in s.points] + [m.value for m in marks]
     top = max(values, default=0.0)
     top = top * 1.1 if top > 0 else 1.0
@@ -302,53 +582,111 @@ def _chart(
     def y(v: float) -> float:
         return TOP + plot_h - v / top * plot_h
 
-    out = [
-        f'<svg id="{_id(chart_id)}" class="chart" width="{width}" height="{HEIGHT}" viewBox="0 0 {width} {HEIGHT}" '
-        f'role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(label)}</title>',
-        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="#bbb"/>',
-        f'<text x="{LEFT - 4}" y="{TOP + 9}" text-anchor="end">{_num(top)}</text>',
-        f'<text x="{LEFT - 4}" y="{TOP + plot_h}" text-anchor="end">0</text>',
-        f'<text x="{LEFT}" y="{HEIGHT - 6}">{escape(_clock(window.start))}</text>',
-        f'<text x="{LEFT + plot_w}" y="{HEIGHT - 6}" text-anchor="end">{escape(_clock(window.end))}</text>',
+    out: list[El] = [
+        el("title", None, label),
+        el("line", {"x1": LEFT, "y1": TOP + plot_h, "x2": LEFT + plot_w, "y2": TOP + plot_h, "stroke": "#bbb"}),
+        el("text", {"x": LEFT - 4, "y": TOP + 9, "text-anchor": "end"}, _num(top)),
+        el("text", {"x": LEFT - 4, "y": TOP + plot_h, "text-anchor": "end"}, "0"),
+        el("text", {"x": LEFT, "y": HEIGHT - 6}, _clock(window.start)),
+        el("text", {"x": LEFT + plot_w, "y": HEIGHT - 6, "text-anchor": "end"}, _clock(window.end)),
     ]
     for mark in marks:
-        colour = MARK_COLOURS[mark.level]
+        at = f"{y(mark.value):.1f}"
         out.append(
-            f'<line class="{mark.kind}-{mark.level}" x1="{LEFT}" y1="{y(mark.value):.1f}" x2="{LEFT + plot_w}" '
-            f'y2="{y(mark.value):.1f}" stroke="{colour}" stroke-dasharray="6 4">'
-            f"<title>{escape(f'{mark.level} {_num(mark.value)}')}</title></line>"
-        )
-    for event in window.events:
-        if window.start <= event.at <= window.end:
-            text = f"{_clock(event.at)} {event.kind}: {event.text}"
-            text += (f" (by {event.who})" if event.who else "") + (f" — {event.why}" if event.why else "")
-            out.append(
-                f'<line class="event" x1="{x(event.at):.1f}" y1="{TOP}" x2="{x(event.at):.1f}" y2="{TOP + plot_h}">'
-                f"<title>{escape(text)}</title></line>"
+            el(
+                "line",
+                {
+                    "class": f"{mark.kind}-{mark.level}",
+                    "x1": LEFT,
+                    "y1": at,
+                    "x2": LEFT + plot_w,
+                    "y2": at,
+                    "stroke": MARK_COLOURS[mark.level],
+                    "stroke-dasharray": "6 4",
+                },
+                el("title", None, f"{mark.level} {_num(mark.value)}"),
             )
-    for i, s in enumerate(series):
-        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
-        d = _path([(x(t), y(v)) for t, v in s.points], [t for t, _ in s.points], window.max_gap)
-        out.append(
-            f'<path class="series {escape(s.cls)}" data-label="{escape(s.label)}" d="{d}" stroke="{colour}">'
-            f"<title>{escape(s.label)}</title></path>"
         )
-    out.append("</svg>")
-    return "\n".join(out) + _legend(series, marks)
+    rows: list[float] = []  # the x of the last number in each row, so close markers' numbers do not overlap
+    for marker in window.markers:
+        mx = x(marker.event.at)
+        row = next((i for i, last in enumerate(rows) if mx - last >= 14), len(rows))
+        if row == len(rows):
+            rows.append(mx)
+        rows[row] = mx
+        out.append(_marker(marker, mx, TOP + 5 + 10 * min(row, 3), TOP, TOP + plot_h))
+    for i, s in enumerate(series):
+        d = _path([(x(t), y(v)) for t, v in s.points], [t for t, _ in s.points], window.max_gap)
+        last = _num(s.points[-1][1]) if s.points else None
+        out.append(
+            el(
+                "path",
+                {
+                    "class": f"series {s.cls}",
+                    "data-label": s.label,
+                    "data-last": last,
+                    "d": d,
+                    "stroke": SERIES_COLOURS[i % len(SERIES_COLOURS)],
+                },
+                el("title", None, s.label),
+            )
+        )
+    svg = el(
+        "svg",
+        {
+            "id": _id(chart_id),
+            "class": "chart",
+            "width": width,
+            "height": HEIGHT,
+            "viewBox": f"0 0 {width} {HEIGHT}",
+            "role": "img",
+            "aria-label": label,
+            "xmlns": "http://www.w3.org/2000/svg",
+        },
+        out,
+    )
+    return [svg, _legend(series, marks)]
 
 
-def _legend(series: Sequence[Series], marks: Sequence[Mark]) -> str:
+def _marker(marker: Marker, x: float, glyph_y: float, y1: float, y2: float) -> El:
+    """One event on a chart: a vertical line in its kind's style, a glyph and its number; hovering
+    either shows what happened, who did it and why."""
+    at = f"{x:.1f}"
+    kind = marker.kind
+    return el(
+        "g",
+        {"class": f"marker event-{kind}", "data-kind": marker.event.kind, "data-n": marker.n},
+        el(
+            "line",
+            {"class": f"event event-{kind}", "x1": at, "y1": y1, "x2": at, "y2": y2},
+            el("title", None, marker.title),
+        ),
+        el(
+            "g",
+            {"class": "label"},
+            el("title", None, marker.title),
+            el("line", {"class": "hit", "x1": at, "y1": y1, "x2": at, "y2": y2}),
+            el("path", {"class": "glyph", "d": _glyph(kind, x, glyph_y)}),
+            el("text", {"class": "event-n", "x": f"{x + 5.5:.1f}", "y": f"{glyph_y + 3.5:.1f}"}, str(marker.n)),
+        ),
+    )
+
+
+def _legend(series: Sequence[Series], marks: Sequence[Mark]) -> El:
     items = [
-        f'<span><i class="swatch" style="background:{SERIES_COLOURS[i % len(SERIES_COLOURS)]}"></i>'
-        f"{escape(s.label)}</span>"
+        el("span", None, el("i", {"class": f"swatch c{i % len(SERIES_COLOURS)}"}), s.label)
         for i, s in enumerate(series)
     ]
     items += [
-        f'<span><i class="swatch dashed" style="border-color:{MARK_COLOURS[m.level]}"></i>'
-        f"{escape(m.kind.replace('watermark', 'water mark'))} {m.level} {_num(m.value)}</span>"
+        el(
+            "span",
+            None,
+            el("i", {"class": f"swatch dashed m-{m.level}"}),
+            f"{m.kind.replace('watermark', 'water mark')} {m.level} {_num(m.value)}",
+        )
         for m in marks
     ]
-    return f'<p class="legend">{"".join(items)}</p>'
+    return el("p", {"class": "legend"}, items)
 
 
 def _path(xy: Sequence[tuple[float, float]], times: Sequence[float], max_gap: float) -> str:
@@ -376,8 +714,8 @@ def _max_gap(times: Sequence[float]) -> float:
 
 
 def _id(text: str) -> str:
-    """An element id from a name: whitespace (not allowed in ids) becomes `_`, the rest is escaped."""
-    return escape("_".join(text.split()), quote=True)
+    """An element id from a name: whitespace (not allowed in ids) becomes `_` (escaped when serialised)."""
+    return "_".join(text.split())
 
 
 def _num(value: float) -> str:

@@ -1,12 +1,16 @@
-"""The exporter's HTTP server: /metrics for Prometheus, / (the page) and two JSON endpoints.
+"""The exporter's HTTP server: /metrics for Prometheus, / (the page) and three JSON endpoints.
 
 prometheus-client's `start_http_server` serves metrics only, so this is a small threading
 `http.server` that serves the registry itself and the page beside it, on the same port.
-Read-only: every route reads Redis and answers; nothing can be changed over HTTP.
+Read-only: every route is a GET that reads Redis and answers; nothing can be changed over
+HTTP (http.server answers any other method with 501). The page's own script polls
+`/api/state`; its Content-Security-Policy lets only that script and style run, and fetch
+only from here.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
@@ -26,14 +30,24 @@ from redis import Redis
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events as event_log
+from easeoff.feedback.observe.console import CONTENT_SECURITY_POLICY
 from easeoff.feedback.observe.history import read_history
-from easeoff.feedback.observe.page import DEFAULT_HOURS, MAX_HOURS, render_page
+from easeoff.feedback.observe.page import (
+    DEFAULT_HOURS,
+    DEFAULT_REFRESH,
+    MAX_HOURS,
+    MAX_REFRESH,
+    MIN_REFRESH,
+    render_page,
+    state_document,
+)
 
 log = logging.getLogger("easeoff.exporter")
 
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 MAX_MS = 1e16  # a bound for `from`/`to`, far past any real timestamp
+GZIP_ABOVE = 2048  # bytes: smaller answers go as they are
 
 
 class BadRequest(ValueError):
@@ -84,6 +98,7 @@ class Handler(BaseHTTPRequestHandler):
             "/": page,
             "/api/history": history_json,
             "/api/events": events_json,
+            "/api/state": state_json,
         }
         route = routes.get(url.path)
         if route is None:
@@ -98,13 +113,25 @@ class Handler(BaseHTTPRequestHandler):
             message = f"cannot read Redis at {self.server.site.config.redis_url_redacted}\n"
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", message.encode())
         else:
-            self._answer(HTTPStatus.OK, content_type, body)
+            self._answer(HTTPStatus.OK, content_type, body, compress=True)
 
-    def _answer(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+    def _answer(self, status: HTTPStatus, content_type: str, body: bytes, compress: bool = False) -> None:
+        """`compress`: gzip the page and the JSON when the client takes it (a poll's charts shrink ~6x)."""
+        gzipped = compress and len(body) > GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=5)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if compress:
+            self.send_header("Vary", "Accept-Encoding")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if content_type == HTML:
+            self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.end_headers()
         self.wfile.write(body)
 
@@ -122,7 +149,19 @@ def metrics(site: Site, accept: str) -> tuple[str, bytes]:
 
 def page(site: Site, params: dict[str, list[str]]) -> tuple[str, bytes]:
     hours = number(params, "hours", DEFAULT_HOURS, 0.01, MAX_HOURS)
-    return HTML, render_page(site.redis, site.config, hours, site.clock()).encode()
+    refresh = number(params, "refresh", DEFAULT_REFRESH, MIN_REFRESH, MAX_REFRESH)
+    now = site.clock()
+    return HTML, render_page(site.redis, site.config, hours, now, refresh).encode()
+
+
+def state_json(site: Site, params: dict[str, list[str]]) -> tuple[str, bytes]:
+    """What the page shows, as data (`state`) and as the page's sections (`sections`), which its
+    script polls; the same query as the page (`hours`, `refresh`)."""
+    hours = number(params, "hours", DEFAULT_HOURS, 0.01, MAX_HOURS)
+    refresh = number(params, "refresh", DEFAULT_REFRESH, MIN_REFRESH, MAX_REFRESH)
+    now = site.clock()
+    document = state_document(site.redis, site.config, hours, now, refresh)
+    return JSON, json.dumps(document, separators=(",", ":")).encode()
 
 
 def history_json(site: Site, params: dict[str, list[str]]) -> tuple[str, bytes]:

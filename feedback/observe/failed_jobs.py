@@ -1,0 +1,120 @@
+"""The newest failed jobs across queues, each with the one line that says why: for the page.
+
+`easeoff failed` (workers/cli/jobs.py) lists the same thing for a terminal; feedback may not
+import workers, so the reading lives here, read-only (no registry clean-up, which writes) and
+bounded: a few pipelined round trips for the newest `limit` jobs however many have failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from easeoff.feedback.observe.markup import redact_passwords
+
+MAX_REASON = 300  # characters of a reason shown: one line, not a traceback
+EASEOFF_META = "easeoff"  # tasks/meta.py's META_KEY: the job's easeoff meta, where its task is named
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    id: str
+    queue: str
+    task: str
+    failed_at: float | None  # unix seconds; None if rq did not record the end
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FailedJobs:
+    """The newest failed jobs (newest first) and how many each queue holds in all."""
+
+    jobs: tuple[FailedJob, ...] = ()
+    counts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.counts)
+
+
+def read_failed(redis: Redis, queues: Sequence[str], limit: int = 20) -> FailedJobs:
+    """The newest `limit` failed jobs over `queues`: one pipeline for ids and counts, one for the
+    jobs, one for their latest results."""
+    if not queues or limit <= 0:
+        return FailedJobs()
+    keys = [FailedJobRegistry(q, connection=redis, serializer=JSONSerializer).key for q in queues]
+    with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, limit - 1, desc=True, withscores=True)
+        replies = pipe.execute()
+    counts = tuple((q, int(replies[2 * i])) for i, q in enumerate(queues))
+    # The score is rq's expiry (failure time + its TTL), so the highest scores are about the newest.
+    newest = sorted(
+        ((float(score), _text(job_id), q) for i, q in enumerate(queues) for job_id, score in replies[2 * i + 1]),
+        reverse=True,
+    )[:limit]
+    ids = [job_id for _, job_id, _ in newest]
+    jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+        results = pipe.execute()
+    found = [
+        _failed_job(job_id, queue, job, result)
+        for (_, job_id, queue), job, result in zip(newest, jobs, results, strict=True)
+    ]
+    found.sort(key=lambda j: j.failed_at or 0.0, reverse=True)
+    return FailedJobs(tuple(found), counts)
+
+
+def _failed_job(job_id: str, queue: str, job: Job | None, result: Any) -> FailedJob:
+    if job is None:
+        return FailedJob(job_id, queue, "?", None, "job data expired")
+    ended = job.ended_at.timestamp() if job.ended_at else None
+    return FailedJob(job_id, queue, _task(job), ended, redact_passwords(failure_reason(job, result)))
+
+
+def failure_reason(job: Job, latest: Any = None) -> str:
+    """The last line of the failure, as `easeoff failed` shows it: the exception and its message,
+    or easeoff's own reason (`deferred for 600s, the cap is 600s`, `refused to run ungated`)."""
+    text: object = job._exc_info or ""
+    if latest:
+        try:
+            result_id, payload = latest[0]
+            result = Result.restore(job.id, _text(result_id), payload, connection=job.connection)
+        except Exception:  # an unreadable result: fall back to what the job hash holds
+            result = None
+        if result is not None and result.exc_string:
+            text = result.exc_string
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    reason = lines[-1] if lines else "no reason recorded"
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+
+
+def _task(job: Job) -> str:
+    """The task a job ran: as tasks.meta.task_name says it (feedback may not import tasks): the
+    easeoff meta's `task`, else the function's name."""
+    meta = job.meta.get(EASEOFF_META) if isinstance(job.meta, dict) else None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    if isinstance(task, str) and task:
+        return task
+    try:
+        name = job.func_name
+    except Exception:  # a payload this serializer cannot read
+        return "?"
+    return name.rsplit(".", 1)[-1] if name else "?"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
