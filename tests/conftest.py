@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -176,12 +177,27 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of `pid`, read from /proc (the work horse runs in a process group of its own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115 - read at once
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 class WorkerProcesses:
     """`easeoff worker` subprocesses, each in its own session so a test can kill it whole."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.orphans: list[int] = []  # work horses of workers killed here, reaped at teardown
 
     def start(
         self,
@@ -205,11 +221,16 @@ class WorkerProcesses:
         return proc
 
     def kill9(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the worker alone: its work horse, in a process group of its own, runs on."""
+        """SIGKILL the worker alone: its work horse, in a process group of its own, runs on —
+        until the test ends (`stop_all`), so it cannot finish its job into the next test's Redis."""
+        self.orphans += children(proc.pid)
         proc.kill()
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
+        for pid in self.orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

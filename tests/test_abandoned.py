@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.observe.counters import read_counts
 from easeoff.tasks.catalog import record_once, record_run
-from tests.conftest import MYSQL, WorkerProcesses, wait_until
+from tests.conftest import MYSQL, WorkerProcesses, children, wait_until
 from tests.placement import misplaced
 
 RECOVERY_BOUND = 30.0  # seconds: heartbeat grace (10 s) + a probe interval, with room for a busy machine
@@ -30,20 +30,6 @@ def ledger_runs(shard: int, job_id: str) -> int:
             return int(row[0]) if row else 0
     finally:
         conn.close()
-
-
-def children(pid: int) -> list[int]:
-    """Child processes of `pid`, read from /proc (the work horse runs in a process group of its own)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115 - read at once
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def kill_whole(workers: WorkerProcesses, redis: Redis, job: Job) -> None:

@@ -31,8 +31,8 @@ from easeoff.tasks.transactional import (
     finish_chunks,
     resume_from,
 )
-from tests.conftest import MYSQL, WorkerProcesses, wait_until
-from tests.test_abandoned import RECOVERY_BOUND, children
+from tests.conftest import MYSQL, WorkerProcesses, children, wait_until
+from tests.test_abandoned import RECOVERY_BOUND
 
 
 def query(sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
