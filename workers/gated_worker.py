@@ -102,12 +102,16 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
         look_at_queues_at = 0.0  # monotonic: an idle worker wakes for its readings more often than for its queues
+        snapshot: Snapshot | None = None
+        reuse = False  # woken only to look at the queues, with readings read a moment ago
         while True:
             try:
                 self._heartbeat_if_due()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
-                snapshot = self.readings.current()
+                if snapshot is None or not (reuse and self._still_fresh(snapshot)):
+                    snapshot = self.readings.current()
+                reuse = False
                 if not self.config.probe_targets:
                     self._promote()  # nobody probes, so nobody would promote on refresh
                 now = clock.now()
@@ -134,12 +138,23 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             # looked at again without a word after idle_poll, for jobs pushed by clients that
             # do not announce them (plain rq), at most IDLE_POLL_MAX late.
             until_due = self.readings.next_due_in(snapshot) + self.rng.uniform(0.0, 0.05)
-            pause = self.readings.held_pause(snapshot, until_due)
+            readings_pause = self.readings.held_pause(snapshot, until_due)
+            pause = readings_pause
             if open_queues:
                 pause = min(pause, max(look_at_queues_at - time.monotonic(), 0.0))
             idle_poll = min(idle_poll * 2, IDLE_POLL_MAX)
-            if self.readings.pause(max(pause, 0.01)):
+            woken = self.readings.pause(max(pause, 0.01))
+            if woken:
                 look_at_queues_at = 0.0
+            reuse = not woken and pause < readings_pause
+
+    def _still_fresh(self, snapshot: Snapshot) -> bool:
+        """A wake for the queues alone may judge them on the readings read a moment ago, unless
+        any is within an interval of going stale (one more read then costs less than a false
+        `stale_reading`)."""
+        fresh_for = self.config.stale_after - self.config.probe_interval
+        now = clock.now()
+        return all(r is not None and now - r.taken_at < fresh_for for r in snapshot.readings.values())
 
     def _open_queues(self, snapshot: Snapshot, now: float) -> list[Queue]:
         """Queues whose own resources are healthy; the rest wait without being dequeued."""
@@ -420,7 +435,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def _known_queues(self) -> list[Queue]:
         """Every queue rq knows of, not just this worker's: the prober promotes for the fleet."""
         seen_at, names = self._queues_seen
-        if time.monotonic() - seen_at >= prober_duties.RECHECK:  # a new queue is seen within a second
+        if time.monotonic() - seen_at >= prober_duties.RECHECK:  # a new queue is seen within RECHECK
             names = known_queue_names(self.connection, [*self.queue_names(), *self.config.queues])
             self._queues_seen = (time.monotonic(), names)
         return [Queue(n, connection=self.connection, serializer=self.serializer) for n in names]

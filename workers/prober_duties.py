@@ -8,7 +8,7 @@ and promote due deferred jobs and free slots. A new duty is one step in `STEPS`.
 
 At a quarter-second interval a round comes four times a second, so a round sends Redis only
 what changed since this process's last one (DutyMemory); what only needs seconds (abandoned
-jobs, lapsed slot leases) runs once a second.
+jobs, lapsed slot leases) runs every RECHECK seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from easeoff.feedback.wake import announce_jobs
 from easeoff.workers.moves import JobMoves
 
 PROMOTE_RECHECK = 2.0  # seconds: promotion scans this often at least, whatever the hint says
-RECHECK = 1.0  # seconds: the longest a step skipped because nothing changed waits to run anyway
+RECHECK = 2.0  # seconds: the longest a step skipped because nothing changed waits to run anyway (safety nets)
 
 
 @dataclass
@@ -120,7 +120,7 @@ def prune_lapsed_switches(r: Round) -> None:
 
 
 def recover_abandoned(r: Round) -> None:
-    """A job is abandoned after seconds of silence (ABANDON_GRACE): once a second is soon enough."""
+    """A job is abandoned after seconds of silence (ABANDON_GRACE): every RECHECK seconds is soon enough."""
     if r.memory.due("recover_abandoned"):
         recover_abandoned_jobs(r.moves, r.queues, r.log, r.worker)
 
@@ -130,7 +130,7 @@ def promote_due(r: Round) -> None:
     earliest due time (keys.NEXT_DUE, read with the readings), so a round before it skips the
     scan, which still runs every PROMOTE_RECHECK seconds for jobs scheduled by others (plain
     rq's enqueue_in). Slots freed by a job's end are handed out in that job's own transaction;
-    what remains (lapsed leases, raised limits) once a second, or at once after a limit was raised."""
+    what remains (lapsed leases, raised limits) every RECHECK seconds, or at once after a limit was raised."""
     promoted = 0
     hinted = r.snapshot.next_due is not None and r.snapshot.next_due <= r.now
     if r.memory.due("promote", 0.0 if hinted else PROMOTE_RECHECK):

@@ -39,6 +39,7 @@ from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, predicted, second
 
 READING_KEY = keys.READING
 NEXT_DUE_KEY = keys.NEXT_DUE
+DUTY_GRAIN = 0.5  # seconds: the shortest sleep of an idle prober between its rounds of fleet duties
 PROBE_LOCK_KEY = keys.PROBE_LOCK
 OWN_PROBES = LuaScript.load("easeoff.feedback", "own_probes", argv=("token", "lease_ms"))
 DISOWN_PROBES = LuaScript.load("easeoff.feedback", "disown_probes", argv=("token",))
@@ -121,9 +122,11 @@ class ReadingsCache:
         announced jobs wake it at once (`wake`), so it need only look in to take over probing
         from a prober that died: the moment that prober's lease on the oldest reading would
         lapse, before the reading goes stale (a lease is shorter than `stale_after`). A prober
-        still wakes when its readings come due, for the fleet's duties."""
+        still wakes when its readings come due, for the fleet's duties — but not more often than
+        DUTY_GRAIN: a verdict change wakes it at once anyway, and the rest (promotions, cool-down
+        renewals) need no finer grain."""
         if self.loop.owned():
-            return until_due
+            return max(until_due, min(DUTY_GRAIN, self.config.stale_after / 4))
         taken = [r.taken_at for r in snapshot.readings.values() if r is not None]
         if taken and len(taken) == len(snapshot.readings):
             jitter = random.uniform(0.02, 0.1) * self.config.probe_interval
