@@ -25,7 +25,7 @@ from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.observe.watermark_monitor import WatermarkMonitor
 from easeoff.feedback.observe.watermarks import phase_value
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.verdict.gate import global_findings, queue_reasons, resource_findings, strain_reasons
+from easeoff.feedback.verdict.gate import global_findings, queue_reasons, resource_findings
 from easeoff.feedback.verdict.shadow import ShadowJudge
 
 COUNTER_HELP = {
@@ -311,8 +311,7 @@ def shadow_families(config: Config, snapshot: Snapshot, now: float, counts: Sequ
     )
     judge = ShadowJudge()
     for name in config.resources:
-        real = strain_reasons([name], snapshot, config, now)
-        holding.add_metric([name], 1 if judge.would_defer([name], snapshot, config, now, real) else 0)
+        holding.add_metric([name], 1 if judge.holds(name, snapshot, config, now) else 0)
     total = CounterMetricFamily(
         names.SHADOW_DEFERRALS,
         "Jobs the policies on trial would have deferred (the real gate admitted them), by resource and signal.",

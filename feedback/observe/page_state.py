@@ -32,7 +32,7 @@ from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.verdict.gate import judge, live_config, strain_reasons
+from easeoff.feedback.verdict.gate import judge, live_config
 from easeoff.feedback.verdict.shadow import ShadowJudge
 
 RECENT_EVENTS = 30
@@ -202,7 +202,7 @@ def shadow_verdicts(
         tallies.setdefault(count.resource, []).append(count)
     found = []
     for name in config.resources:
-        would = judge_shadow.would_defer([name], snapshot, config, now, strain_reasons([name], snapshot, config, now))
+        would = judge_shadow.holds(name, snapshot, config, now)
         counted = tallies.get(name, [])
         if not would and not counted:
             continue

@@ -41,6 +41,12 @@ class ShadowJudge:
         shadow_config, shadow_snapshot = world
         return tuple(r for r in strain_reasons(resources, shadow_snapshot, shadow_config, now) if r not in real)
 
+    def holds(self, resource: str, snapshot: Snapshot, config: Config, now: float) -> tuple[Reason, ...]:
+        """What the shadow policies would hold one resource for now, beyond the gate's own reasons."""
+        if self.world(snapshot, config, now) is None:
+            return ()
+        return self.would_defer([resource], snapshot, config, now, strain_reasons([resource], snapshot, config, now))
+
     def world(self, snapshot: Snapshot, config: Config, now: float) -> World | None:
         built = self._built
         # The same snapshot and config object: reuse it; switches lapse with `now`, so a second later rebuild.
