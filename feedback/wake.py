@@ -2,7 +2,8 @@
 rather than poll every interval.
 
 Probers publish it from the store script when a reading changes a verdict; whoever puts jobs
-back into a queue, or the first job into an empty one, publishes it here.
+back into a queue, or the first job into an empty one, publishes it here; every switch and
+host change publishes it in its own transaction (feedback/levers/).
 """
 
 from __future__ import annotations

@@ -146,7 +146,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             woken = self.readings.pause(max(pause, 0.01))
             if woken:
                 look_at_queues_at = 0.0
-            reuse = not woken and pause < readings_pause
+            # A prober reads at every wake: its duties and its probes' thresholds go by what it reads.
+            reuse = not woken and pause < readings_pause and not self.readings.probes()
 
     def _still_fresh(self, snapshot: Snapshot) -> bool:
         """A wake for the queues alone may judge them on the readings read a moment ago, unless

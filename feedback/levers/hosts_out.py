@@ -59,6 +59,7 @@ def _update(
                 pipe.multi()
                 pipe.set(HOSTS_OUT_KEY, json.dumps(hosts, sort_keys=True))
                 events.record(pipe, "host", text, who=by or events.operator(), why=why)
+                pipe.publish(keys.WAKE, "hosts")  # idle workers look again now, not at their next look-in
                 pipe.execute()
                 return
             except WatchError:

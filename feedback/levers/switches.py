@@ -296,6 +296,7 @@ def _update(
                 pipe.set(SWITCHES_KEY, json.dumps(value, sort_keys=True))
                 text, why = logged
                 events.record(pipe, "switch", text, who=by, why=why)
+                pipe.publish(keys.WAKE, "switches")  # idle workers look again now, not at their next look-in
                 pipe.execute()
                 return
             except WatchError:

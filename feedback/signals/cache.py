@@ -106,6 +106,10 @@ class ReadingsCache:
             return self.config.probe_interval
         return max(0.1 * self.config.probe_interval, self.config.probe_interval + self.slack - max(ages))
 
+    def probes(self) -> bool:
+        """Whether this process probes any target (and so runs the fleet's duties)."""
+        return bool(self.loop.owned())
+
     def pause(self, seconds: float) -> bool:
         """Sleep, but wake the moment a probe (here, or anywhere with `wake`) changes a verdict
         or jobs are announced; True if woken so."""
@@ -126,7 +130,11 @@ class ReadingsCache:
         DUTY_GRAIN: a verdict change wakes it at once anyway, and the rest (promotions, cool-down
         renewals) need no finer grain."""
         if self.loop.owned():
-            return max(until_due, min(DUTY_GRAIN, self.config.stale_after / 4))
+            pause = max(until_due, min(DUTY_GRAIN, self.config.stale_after / 4))
+            due_in = None if snapshot.next_due is None else snapshot.next_due - self.clock()
+            if due_in is not None and due_in > 0:  # a deferred job comes due: promote it on time
+                pause = min(pause, due_in + 0.01)
+            return pause
         taken = [r.taken_at for r in snapshot.readings.values() if r is not None]
         if taken and len(taken) == len(snapshot.readings):
             jitter = random.uniform(0.02, 0.1) * self.config.probe_interval
