@@ -56,7 +56,7 @@ from easeoff.workers.redis_outages import RidesOutRedisOutages
 ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to IDLE_POLL_MAX
-IDLE_POLL_MAX = 2.0  # how late a job pushed by plain rq (which announces nothing) may be seen
+IDLE_POLL_MAX = 3.0  # how late a job pushed by plain rq (which announces nothing) may be seen
 
 
 class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
@@ -90,7 +90,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self.checks = admission_checks(config, connection, self.leases, self.rng, RateLimiter(connection), self.log)
         self._claimed: Claim | None = None
         self._claimed_any = False
-        self._last_heartbeat_at = 0.0
+        # Workers started together would heartbeat together every HEARTBEAT_EVERY: spread them.
+        self._last_heartbeat_at = time.monotonic() - self.rng.uniform(0.5, 1.0) * HEARTBEAT_EVERY
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
 
     # -- the dequeue loop -------------------------------------------------------
