@@ -314,31 +314,20 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return
         job.get_meta(refresh=True)  # the cursor the task stored at its checkpoint
         meta = _meta(job)
+        backoff = self.config.backoff
+        delay = deferral_delay(meta.deferrals, backoff.base, backoff.cap, self.config.probe_interval, self.rng)
         if outage is not None:
             self.log.warning("Worker %s: job %s deferred, not failed: %s", self.name, job.id, outage)
-            subject = ",".join(meta.resources) or job.id
-            reason = Reason(Kind.DB_UNREACHABLE, subject, detail=outage)
-            delay = deferral_delay(
-                meta.deferrals, self.config.backoff.base, self.config.backoff.cap, self.config.probe_interval, self.rng
-            )
-            self._defer_and_release(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
-            return
-        assert isinstance(stopped, Checkpointed)
-        shutting_down = stopped.reason == SHUTTING_DOWN
-        backoff = self.config.backoff
-        delay = (
-            self.config.probe_interval * 0.1
-            if shutting_down
-            else deferral_delay(meta.deferrals, backoff.base, backoff.cap, self.config.probe_interval, self.rng)
-        )
-        # Stopped for strain, the job waits for its resources; stopped for a shutdown, it just comes back.
-        waits_for: WaitsFor = "delay" if shutting_down else "resources"
-        reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
-        self._defer_and_release(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
-
-    def _defer_and_release(self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict) -> None:
-        """A running job goes back to wait: deferred, and its concurrency slots given back."""
-        self._defer(job, meta, queue, execution, verdict)
+            reason = Reason(Kind.DB_UNREACHABLE, ",".join(meta.resources) or job.id, detail=outage)
+        else:
+            assert isinstance(stopped, Checkpointed)
+            # Stopped for strain, the job waits for its resources; stopped for a shutdown, it just comes back.
+            shutting_down = stopped.reason == SHUTTING_DOWN
+            waits_for: WaitsFor = "delay" if shutting_down else "resources"
+            reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
+            if shutting_down:
+                delay = self.config.probe_interval * 0.1
+        self._defer(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
         with self.connection.pipeline() as pipe:
             self._release_lease(pipe)
             pipe.execute()

@@ -74,8 +74,8 @@ def shadow_world(snapshot: Snapshot, config: Config, now: float) -> World | None
 
 def _shadow_bands(reading: Reading | None, names: set[str]) -> Reading | None:
     """The reading with each shadow-overridden signal's state taken from its shadow band."""
-    if reading is None:
-        return None
+    if reading is None or not any(SHADOW_PREFIX + name in reading.strained for name in names):
+        return reading
     strained = dict(reading.strained)
     for name in names:
         if SHADOW_PREFIX + name in strained:
