@@ -46,7 +46,7 @@ from easeoff.feedback.observe.web import ExporterServer, Site
 from easeoff.feedback.reasons import Reason
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.tasks.catalog import noop, recount_users
-from tests.conftest import REPO, TEST_REDIS_URL, wait_until
+from tests.conftest import REPO, TEST_REDIS_URL, ConnectionHolder, wait_until
 from tests.exporter_support import exporter_process
 
 MARKS = """
@@ -548,10 +548,13 @@ def test_markers_are_bounded_and_styled_by_kind(write_config) -> None:
     assert "only the newest 30 events in view are marked" in dom.find("section", id="markers")[0].all_text()
 
 
-def test_shadow_verdicts_show_on_the_page_and_in_the_state(redis_conn: Redis, write_config) -> None:
+def test_shadow_verdicts_show_on_the_page_and_in_the_state(
+    redis_conn: Redis, write_config, connections: ConnectionHolder
+) -> None:
     """A shadow threshold far below what db1 reads, probed for real, would hold shard:1: the page
     and /api/state show it apart, with what it counted. (And a password pasted into a switch's
     reason shows in neither.)"""
+    connections.hold(3)  # the probe does not count itself: on a quiet server the ratio would be 0
     config = load_config(write_config())
     trial = Switch("threshold", "connections", "erin", "trial", time.time(), time.time() + 600, high=1e-4, low=5e-5)
     set_switch(redis_conn, dataclasses.replace(trial, shadow=True))
