@@ -94,13 +94,13 @@ class FollowsPromotions(Sentinel):
     primary (or, mid-failover, none); the moment they name any server, theirs is used."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **kwargs)
         self.promoted: tuple[str, int] | None = None
         self._dead: tuple[str, int] | None = None  # what the sentinels named when it was found
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         try:
-            named = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            named = super().discover_master(service_name)
         except MasterNotFoundError:  # mid-failover the sentinels name no primary
             if self.promoted is not None:
                 return self.promoted
@@ -115,22 +115,23 @@ class FollowsPromotions(Sentinel):
         if self.promoted is not None:
             return self.promoted
         try:
-            named = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            named = super().discover_master(service_name)
             dead: tuple[str, int] | None = (str(named[0]), int(named[1]))
         except MasterNotFoundError:  # mid-failover: the sentinels name none
             dead = None
         except RedisError:
             return None
         try:
-            replicas = self.discover_slaves(service_name)  # type: ignore[no-untyped-call]
+            replicas = self.discover_slaves(service_name)
         except RedisError:
             return None
         once = Retry(NoBackoff(), 0)  # redis-py retries a refused connection for seconds by default
-        for host, port in replicas:
+        for replica in replicas:
+            host, port = str(replica[0]), int(replica[1])
             try:
                 with Redis(host, port, socket_connect_timeout=0.2, socket_timeout=0.2, retry=once, **connection) as r:
                     if r.info("replication").get("role") == "master":
-                        self.promoted, self._dead = (str(host), int(port)), dead
+                        self.promoted, self._dead = (host, port), dead
                         return self.promoted
             except RedisError:
                 continue
@@ -152,11 +153,11 @@ def sentinel_client(url: str, redis_class: type[Redis] = Redis, **connection: An
     """A client (of `redis_class`) of the service's current primary; `connection`: socket
     timeouts and the like."""
     parsed = parse_sentinel_url(url)
-    tls = {"ssl": True} if parsed.tls else {}
+    tls: dict[str, Any] = {"ssl": True} if parsed.tls else {}
     timeouts = {k: v for k, v in connection.items() if k.startswith("socket_")}
     sentinel_kwargs = {**timeouts, **tls, "password": parsed.sentinel_password}
     manager = FollowsPromotions(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
-    client: Redis = manager.master_for(  # type: ignore[no-untyped-call]
+    client: Redis = manager.master_for(
         parsed.service,
         redis_class=redis_class,
         db=parsed.db,

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import rq, redis, pymysql, prometheus_client, click, pytest, hypothesis' \
   || { echo "setup: the virtual environment is incomplete" >&2; exit 1; }
 # Byte-compile the checkout, as pip does for an installed package: an editable install leaves
