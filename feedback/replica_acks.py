@@ -9,12 +9,17 @@ connection by `WAIT N timeout`, and the caller goes on only once N replicas hold
 replica that does not answer within `replica_ack_timeout` raises ReplicaAckTimeout, an
 unreachable-Redis error: workers ride it out as they ride an outage, an app's enqueue sees
 it fail and can retry (the job may then exist twice; an unacknowledged move is never silently
-taken for done). The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
+taken for done). Workers' clients wait on instead (`keep_waiting`): a worker's move is already
+made on the primary and cannot be taken back, so failing it would only strand the job (a horse
+that raised at its finishing transaction would have its finished job reported failed); the
+worker holds until a replica has the move, or the primary dies and the move is ridden out as
+an outage. The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
 measures it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +39,8 @@ WRITES = frozenset(
     }
 )  # fmt: skip
 
+log = logging.getLogger(__name__)
+
 
 class ReplicaAckTimeout(redis.exceptions.ConnectionError):
     """Fewer replicas than asked acknowledged a write in time: the primary holds it, no replica
@@ -43,15 +50,23 @@ class ReplicaAckTimeout(redis.exceptions.ConnectionError):
 class _AwaitsReplicas:
     replica_acks: int = 0
     replica_ack_timeout_ms: int = 1000
+    keeps_waiting: bool = False
 
     def _await_replicas(self, conn: Any, command: str) -> None:
-        conn.send_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms)
-        acked = int(conn.read_response())
-        if acked < self.replica_acks:
-            raise ReplicaAckTimeout(
+        waited = 0
+        while True:
+            conn.send_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms)
+            acked = int(conn.read_response())
+            if acked >= self.replica_acks:
+                return
+            waited += self.replica_ack_timeout_ms
+            message = (
                 f"{acked} of {self.replica_acks} replicas acknowledged a {command} within "
-                f"{self.replica_ack_timeout_ms} ms ([redis] replica_acks, replica_ack_timeout)"
+                f"{waited} ms ([redis] replica_acks, replica_ack_timeout)"
             )
+            if not self.keeps_waiting:
+                raise ReplicaAckTimeout(message)
+            log.warning("%s; waiting on: the primary holds it", message)
 
     def _send_command_parse_response(self, conn: Any, command_name: str, *args: Any, **options: Any) -> Any:
         response = super()._send_command_parse_response(conn, command_name, *args, **options)  # type: ignore[misc]
@@ -78,12 +93,20 @@ class AckedRedis(_AwaitsReplicas, Redis):
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         pipe = AckedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.replica_acks, pipe.replica_ack_timeout_ms = self.replica_acks, self.replica_ack_timeout_ms
+        pipe.keeps_waiting = self.keeps_waiting
         return pipe
 
 
 def awaiting_replicas(client: AckedRedis, acks: int, timeout: float) -> AckedRedis:
     client.replica_acks, client.replica_ack_timeout_ms = acks, max(1, round(timeout * 1000))
     return client
+
+
+def keep_waiting(client: Redis, keep: bool = True) -> None:
+    """A worker's client: a write no replica acknowledged in time waits on rather than failing
+    (nothing to do for a client that does not wait for replicas)."""
+    if isinstance(client, AckedRedis):
+        client.keeps_waiting = keep
 
 
 def _name(command: Any) -> str:

@@ -4,6 +4,7 @@ through the Sentinel URL, and every job is reckoned."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,10 @@ from rq.serializers import JSONSerializer
 from easeoff.feedback import clock
 from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
+from easeoff.feedback.replica_acks import keep_waiting
 from easeoff.tasks.catalog import noop, record_run
 from easeoff.workers.cli.jobs import failure_reason
-from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli, wait_until
+from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli, stays_true, wait_until
 from tests.sandbox_support import load_script
 
 
@@ -177,4 +179,38 @@ def test_a_move_acknowledged_by_a_replica_survives_the_failover(
             assert counts["lost"] == 0 and counts["stranded"] == 0, counts
     finally:
         stop.set()
+        workers.stop_all()
+
+
+def test_workers_ride_out_a_spell_in_which_no_replica_acknowledges(
+    tmp_path: Path, write_config, sentinels, shards
+) -> None:
+    """With `replica_acks = 1` a write no replica acknowledges fails (as after a failover, before
+    the old primary rejoins as a replica): reads still answer, so a worker that took that for
+    Redis being back would quit at its next write. Workers wait for acknowledged writes and
+    carry on; every job ends once the replica answers again."""
+    config_path = write_config(redis_url=sentinels.url(db=0), redis_extra="replica_acks = 1\nreplica_ack_timeout = 0.3")
+    redis = connect(load_config(config_path))
+    keep_waiting(redis)  # this app's enqueues wait out a slow acknowledgement: the workers are on trial
+    workers = WorkerProcesses(tmp_path)
+    replica = sentinels.procs["replica"]
+    try:
+        for _ in range(2):
+            workers.start(config_path, "heavy")
+        ids = [record_run.enqueue(shard=1, tag="no-acks", seconds=0.05, connection=redis).id for _ in range(120)]
+        wait_until(lambda: reckon(redis, ids)["finished"] >= 10, 30, what=f"jobs to run; logs: {workers.logs()}")
+        replica.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: workers.logs().count("replicas acknowledged") >= 2, 30, what="writes refused")
+            stays_true(lambda: all(p.poll() is None for p in workers.procs), 3, what="workers running")
+        finally:
+            replica.send_signal(signal.SIGCONT)
+        try:
+            wait_until(lambda: reckon(redis, ids)["finished"] == len(ids), 60, interval=0.2, what="every job to end")
+        except BaseException:
+            print(f"jobs: {reckon(redis, ids)}; logs: {workers.logs()}")
+            raise
+        assert all(p.poll() is None for p in workers.procs), workers.logs()
+    finally:
+        replica.send_signal(signal.SIGCONT)
         workers.stop_all()

@@ -35,6 +35,7 @@ from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.observe.queue_stats import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
+from easeoff.feedback.replica_acks import keep_waiting
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
@@ -77,6 +78,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         kwargs.setdefault("job_monitoring_interval", max(1, math.ceil(config.probe_interval)))
         super().__init__(queues, name, *args, **kwargs)
         connection = self.connection
+        keep_waiting(connection)  # a move made on the primary waits for its replica; it never fails
         self.config = config
         self.readings = ReadingsCache(connection, config, on_refresh=self._after_refresh)
         self.leases = Leases(connection, config)
@@ -98,15 +100,18 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """Claim the next job the gate admits; None when a burst is drained or idle too long."""
-        self.set_state(WorkerStatus.IDLE)
         self.procline("Listening on " + ",".join(self.queue_names()))  # type: ignore[no-untyped-call]  # rq's, untyped
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
         look_at_queues_at = 0.0  # monotonic: an idle worker wakes for its readings more often than for its queues
         snapshot: Snapshot | None = None
         reuse = False  # woken only to look at the queues, with readings read a moment ago
+        idle_state_set = False
         while True:
             try:
+                if not idle_state_set:  # in the try: Redis may be away the moment a job ends
+                    self.set_state(WorkerStatus.IDLE)
+                    idle_state_set = True
                 self._heartbeat_if_due()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
@@ -353,12 +358,18 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         )
 
     def teardown(self) -> None:
-        """Stop probing first: the probe leases lapse and the workers still running take them over."""
+        """Stop probing first: the probe leases lapse and the workers still running take them over.
+        A worker stopping while Redis is away (or no replica acknowledges) still stops: its key
+        lapses on its own (rq's worker TTL) and its probe leases after two intervals."""
         self.readings.close()
         closed = pool.close_all()  # the tasks' kept connections (tasks/pool.py)
         if closed:
             self.log.info("Worker %s: closed %d kept database connections", self.name, closed)
-        super().teardown()  # type: ignore[no-untyped-call]  # rq's, untyped
+        keep_waiting(self.connection, False)
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]  # rq's, untyped
+        except REDIS_UNREACHABLE as exc:
+            self.log.warning("Worker %s: could not record its stop: Redis unreachable (%s)", self.name, exc)
 
     def run_maintenance_tasks(self) -> None:
         """Recover abandoned jobs our way before rq's cleanup, which would fail them all."""
