@@ -145,6 +145,7 @@ class ReadingsCache:
 
     def current(self, targets: Iterable[str] | None = None) -> Snapshot:
         """Stored readings; those overdue that no live process probes, this one takes on."""
+        targets = None if targets is None else list(targets)
         snapshot = self.stored(targets)
         self._note(snapshot)
         readings = dict(snapshot.readings)
@@ -155,7 +156,10 @@ class ReadingsCache:
             self._take_on(due)
             cold = [t for t in due if readings[t] is None]
             if cold:
-                readings.update(self._await_first(cold))
+                # Switches are read again with the first readings: one set while they were
+                # awaited would otherwise be missed by the claim that follows.
+                snapshot = self._await_first(targets, cold)
+                readings = dict(snapshot.readings)
         fresh = dataclasses.replace(snapshot, readings=readings)
         self._fleet_duties(fresh)
         return fresh
@@ -273,14 +277,14 @@ class ReadingsCache:
     def _is_writer(self, target: str) -> bool:
         return target in self.config.hosts and bool(self.config.host_roles(target) & WRITER_ROLES)
 
-    def _await_first(self, targets: list[str]) -> dict[str, Reading | None]:
-        """On a cold start, wait for the first probe (ours or another's) rather than fail closed."""
+    def _await_first(self, targets: Iterable[str] | None, cold: list[str]) -> Snapshot:
+        """On a cold start, wait for the first probe of `cold` (ours or another's) rather than fail closed."""
         deadline = time.monotonic() + self.config.probe_timeout + 0.5
-        readings = dict(self.stored(targets).readings)
-        while any(r is None for r in readings.values()) and time.monotonic() < deadline:
+        snapshot = self.stored(targets)
+        while any(snapshot.readings.get(t) is None for t in cold) and time.monotonic() < deadline:
             time.sleep(0.02)
-            readings = dict(self.stored(targets).readings)
-        return readings
+            snapshot = self.stored(targets)
+        return snapshot
 
     def _is_due(self, reading: Reading | None, now: float) -> bool:
         return reading is None or now - reading.taken_at >= self.config.probe_interval + self.slack
