@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from redis import Redis
 from rq import Queue
 
-from tests.conftest import run_cli
+from easeoff.workers.cli import COMMANDS
+from tests.conftest import REPO, run_cli
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -97,3 +100,24 @@ def test_bad_options_exit_2(write_config) -> None:
     assert_one_line_error(result, "--count", "easeoff enqueue --help")
     assert_one_line_error(run_cli("frobnicate"), "No such command")
     assert_one_line_error(run_cli("worker"), "QUEUES")
+
+
+def test_every_command_loads_by_name_and_a_worker_loads_only_its_own() -> None:
+    """Commands are imported when wanted: `easeoff worker` starts without the exporter, the page
+    or `top`, and every name `--help` lists resolves to the command of that name."""
+    code = (
+        "import sys, click\n"
+        "from easeoff.workers.cli import COMMANDS, cli\n"
+        "ctx = click.Context(cli)\n"
+        "cli.get_command(ctx, 'worker')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('easeoff.workers.cli.')))\n"
+        "print(all(cli.get_command(ctx, n).name == n for n in COMMANDS))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    loaded, named = result.stdout.splitlines()
+    assert loaded == "['easeoff.workers.cli.helpers', 'easeoff.workers.cli.jobs']", result.stderr
+    assert named == "True"
+    listed = run_cli("--help")
+    assert listed.returncode == 0, listed.stderr
+    for name in COMMANDS:
+        assert f"\n  {name} " in listed.stdout, name

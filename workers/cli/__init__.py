@@ -6,16 +6,55 @@ The group and its options live here; each command lives in the module of its top
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
-from easeoff.workers.cli import config, jobs, observability, state, switches, top
 from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, one_line
 
+# Each command, by name: the module of its topic and the object there. A command's module is
+# imported when the command runs (or `--help` lists it), not at every start: `easeoff worker`
+# does not load the exporter, the page or `top` (click's lazily loaded subcommands).
+COMMANDS = {
+    "config": "config:config_group",
+    "enqueue": "jobs:enqueue",
+    "worker": "jobs:worker",
+    "failed": "jobs:failed",
+    "requeue": "jobs:requeue",
+    "status": "state:status",
+    "probe": "state:probe",
+    "host": "state:host_group",
+    "exporter": "observability:exporter",
+    "alerts": "observability:alerts_group",
+    "dashboard": "observability:dashboard_group",
+    "top": "top:top",
+    "pause": "switches:pause",
+    "resume": "switches:resume",
+    "throttle": "switches:throttle",
+    "unthrottle": "switches:unthrottle",
+    "threshold": "switches:threshold",
+    "switches": "switches:switches",
+    "log": "switches:log",
+    "annotate": "switches:annotate",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported by name, when wanted."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -42,24 +81,6 @@ from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, one_line
 def cli(ctx: click.Context, config_path: str | None, imports: tuple[str, ...], paths: tuple[str, ...]) -> None:
     """easeoff: heavy database jobs that ease off when MySQL is strained."""
     ctx.obj = Context(config_path, imports, paths)
-
-
-for command in (
-    config.config_group,
-    jobs.enqueue,
-    jobs.worker,
-    jobs.failed,
-    jobs.requeue,
-    state.status,
-    state.probe,
-    state.host_group,
-    observability.exporter,
-    observability.alerts_group,
-    observability.dashboard_group,
-    top.top,
-    *switches.COMMANDS,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -225,6 +225,3 @@ def annotate(ctx: Context, text: str, by: str | None) -> None:
 
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-COMMANDS = (pause, resume, throttle, unthrottle, threshold, switches, log, annotate)
