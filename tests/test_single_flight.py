@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from dataclasses import replace
 
 from redis import Redis
+from rq import Worker
 
+from easeoff.feedback import keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.sources import Prober
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, wait_until
 
 
 def test_many_askers_share_one_probe_per_interval(redis_conn: Redis, write_config) -> None:
@@ -64,3 +67,14 @@ def test_probe_error_keeps_hysteresis_state(redis_conn: Redis, write_config, con
     failed = ReadingsCache(redis_conn, unreachable).probe_now().get("db1")
     assert failed is not None
     assert failed.error is not None and failed.strained == first.strained
+
+
+def test_a_starting_worker_probes_while_the_apps_tasks_load(redis_conn: Redis, write_config, workers, tmp_path) -> None:
+    """`easeoff worker` starts its first probes before it imports the app's task modules, so an
+    app whose tasks take seconds to import (a framework's start-up) has its readings by then."""
+    (tmp_path / "slow_tasks.py").write_text("import time\n\ntime.sleep(3)\n", encoding="utf-8")
+    launcher = [sys.executable, "-m", "easeoff.workers.cli", "--import", "slow_tasks", "-P", str(tmp_path)]
+    workers.start(write_config(), "heavy", launcher=launcher)
+    wait_until(lambda: redis_conn.exists(keys.READING.format(host="db1")), 10, what=f"a reading; {workers.logs()}")
+    assert not redis_conn.smembers(Worker.redis_workers_keys), "the worker registered before its tasks loaded"
+    wait_until(lambda: redis_conn.smembers(Worker.redis_workers_keys), 30, what=f"the worker; {workers.logs()}")

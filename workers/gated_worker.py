@@ -67,10 +67,13 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         name: str | None = None,
         *args: Any,
         config: Config | None = None,
+        readings: ReadingsCache | None = None,
         **kwargs: Any,
     ) -> None:
-        """rq's signature, plus the config (default: found as the CLI finds it). rq's classmethods
-        that rebuild workers from Redis (`all`, `find_by_key`) call this with queues and name only."""
+        """rq's signature, plus the config (default: found as the CLI finds it) and, optionally, the
+        readings cache its first probes already run in (`easeoff worker` starts them before it
+        loads the app's task modules). rq's classmethods that rebuild workers from Redis (`all`,
+        `find_by_key`) call this with queues and name only."""
         config = load_config() if config is None else config
         if kwargs.get("serializer") is None:
             kwargs["serializer"] = JSONSerializer  # easeoff's jobs are JSON, never pickle
@@ -80,7 +83,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         connection = self.connection
         keep_waiting(connection)  # a move made on the primary waits for its replica; it never fails
         self.config = config
-        self.readings = ReadingsCache(connection, config, on_refresh=self._after_refresh)
+        self.readings = ReadingsCache(connection, config) if readings is None else readings
+        self.readings.on_refresh = self._after_refresh
         self.leases = Leases(connection, config)
         self._lease: tuple[list[LeaseScope], str] | None = None
         self._running_job: Job | None = None
@@ -251,6 +255,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             )
 
     # -- rq hooks -------------------------------------------------------------
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """Start the first probes, then rq's start-up (registering, subscribing): the probes run
+        beside its round trips rather than after them, and the first claim waits less for them."""
+        self.readings.warm_up()
+        super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py)."""

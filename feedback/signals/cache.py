@@ -80,6 +80,7 @@ class ReadingsCache:
         self._live: Judging = (config, None)  # with ops' live (and shadow) threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
+        self._stored = threading.Event()  # a reading was stored here: wake a cold start's wait
         self._duties = (0, -math.inf, 0)  # probes ended, when, and verdict changes stored, at the last on_refresh
         self._verdict_changes = 0  # readings stored here that changed a verdict
         self._renewed: dict[str, float] = {}  # target -> monotonic time this process last renewed its lease
@@ -146,23 +147,34 @@ class ReadingsCache:
     def current(self, targets: Iterable[str] | None = None) -> Snapshot:
         """Stored readings; those overdue that no live process probes, this one takes on."""
         targets = None if targets is None else list(targets)
-        snapshot = self.stored(targets)
-        self._note(snapshot)
+        snapshot = self._take_on_due(targets)
         readings = dict(snapshot.readings)
-        now = self.clock()
-        owned = self.loop.owned()
-        due = [t for t, r in readings.items() if t not in owned and self._is_due(r, now)]
-        if due:
-            self._take_on(due)
-            cold = [t for t in due if readings[t] is None]
-            if cold:
-                # Switches are read again with the first readings: one set while they were
-                # awaited would otherwise be missed by the claim that follows.
-                snapshot = self._await_first(targets, cold)
-                readings = dict(snapshot.readings)
+        cold = [t for t, r in readings.items() if r is None]
+        if cold:
+            # Switches are read again with the first readings: one set while they were
+            # awaited would otherwise be missed by the claim that follows.
+            snapshot = self._await_first(targets, cold)
+            readings = dict(snapshot.readings)
         fresh = dataclasses.replace(snapshot, readings=readings)
         self._fleet_duties(fresh)
         return fresh
+
+    def warm_up(self) -> None:
+        """Start probing what is missing or due, without waiting for it: a worker does this first
+        at start-up, so its first probes run beside rq's start-up round trips."""
+        self._take_on_due(None)
+
+    def _take_on_due(self, targets: list[str] | None) -> Snapshot:
+        """The stored snapshot, after taking on the targets whose readings are due and that no
+        live process probes."""
+        snapshot = self.stored(targets)
+        self._note(snapshot)
+        now = self.clock()
+        owned = self.loop.owned()
+        due = [t for t, r in snapshot.readings.items() if t not in owned and self._is_due(r, now)]
+        if due:
+            self._take_on(due)
+        return snapshot
 
     def close(self) -> None:
         """Stop probing and give the leases back: other processes take the targets over."""
@@ -234,6 +246,7 @@ class ReadingsCache:
         except REDIS_UNREACHABLE:
             return True  # keep probing; the job loop waits Redis out and says so
         finally:
+            self._stored.set()
             if changed:  # stored first, so the loop woken here reads the new reading
                 self._verdict_changes += 1
                 self._changed.set()
@@ -278,13 +291,16 @@ class ReadingsCache:
         return target in self.config.hosts and bool(self.config.host_roles(target) & WRITER_ROLES)
 
     def _await_first(self, targets: Iterable[str] | None, cold: list[str]) -> Snapshot:
-        """On a cold start, wait for the first probe of `cold` (ours or another's) rather than fail closed."""
+        """On a cold start, wait for the first probe of `cold` (ours or another's) rather than fail
+        closed: woken by each store here, polling for another process's."""
         deadline = time.monotonic() + self.config.probe_timeout + 0.5
-        snapshot = self.stored(targets)
-        while any(snapshot.readings.get(t) is None for t in cold) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while True:
+            self._stored.clear()
             snapshot = self.stored(targets)
-        return snapshot
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or all(snapshot.readings.get(t) is not None for t in cold):
+                return snapshot
+            self._stored.wait(min(0.02, remaining))
 
     def _is_due(self, reading: Reading | None, now: float) -> bool:
         return reading is None or now - reading.taken_at >= self.config.probe_interval + self.slack

@@ -92,16 +92,26 @@ def worker(
     in_process: bool,
 ) -> None:
     """Run a gated worker on QUEUES (highest priority first)."""
-    from easeoff.workers.gated_worker import GatedWorker
-    from easeoff.workers.in_process import InProcessWorker
+    from easeoff.feedback.signals.cache import ReadingsCache
 
     config = ctx.config
     ctx.add_paths(paths)
-    ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
-    if not any_queue:
-        ctx.check_queues(queues, insist_with="--any-queue")
-    kind = InProcessWorker if in_process else GatedWorker
-    w = kind(list(queues), connection=ctx.redis, config=config, name=name)
+    # The first probes run while the app's task modules and the worker's own load: its first
+    # claim need not wait for them.
+    readings = ReadingsCache(ctx.redis, config)
+    readings.warm_up()
+    try:
+        ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
+        if not any_queue:
+            ctx.check_queues(queues, insist_with="--any-queue")
+        from easeoff.workers.gated_worker import GatedWorker
+        from easeoff.workers.in_process import InProcessWorker
+
+        kind = InProcessWorker if in_process else GatedWorker
+        w = kind(list(queues), connection=ctx.redis, config=config, name=name, readings=readings)
+    except BaseException:
+        readings.close()  # its probe leases go back at once, not after they lapse
+        raise
     w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
 
 
