@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pymysql
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -174,3 +177,23 @@ def test_no_churn_while_strained_and_release_on_clear(
     wait_until(lambda: finished(redis_conn) == 20, 20, what="parked jobs released and run")
     assert ledger_count(1, "churn") == 20
     assert misplaced(redis_conn, ["heavy"], [j.id for j in jobs]) == {}
+
+
+def test_an_idle_worker_stops_at_once_on_sigterm(redis_conn: Redis, write_config, workers: WorkerProcesses) -> None:
+    """A warm shutdown of an idle worker takes moments, every time: its pub/sub listener waited
+    up to a minute for a message, and redis-py 8.2's PubSubWorkerThread.stop() waits for it."""
+    config = write_config()
+    for _ in range(5):
+        proc = workers.start(config, "heavy")
+
+        def idle() -> bool:  # in its loop, its signal handlers installed
+            names = redis_conn.smembers(Worker.redis_workers_keys)
+            return any(redis_conn.hget(key, "state") == b"idle" for key in names)
+
+        wait_until(idle, 30, what=f"the worker idle; {workers.logs()}")
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert time.monotonic() - began < 5, f"stopped after {time.monotonic() - began:.1f}s"
+        assert proc.returncode == 0, workers.logs()
+        redis_conn.delete(Worker.redis_workers_keys)

@@ -58,6 +58,9 @@ ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it co
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to IDLE_POLL_MAX
 IDLE_POLL_MAX = 3.0  # how late a job pushed by plain rq (which announces nothing) may be seen
+# How long the pub/sub listener waits on its socket between looks at whether to stop. It sends
+# nothing to Redis either way; a stopping worker waits for it (redis-py 8.2's stop() joins).
+PUBSUB_WAIT = 1.0
 
 
 class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
@@ -364,7 +367,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             **{self.pubsub_channel_name: self.handle_payload, keys.WAKE: lambda _: self.readings.wake()}
         )
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq types it None
-            sleep_time=60, daemon=True, exception_handler=self._pubsub_exception_handler
+            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
     def teardown(self) -> None:
