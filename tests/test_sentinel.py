@@ -187,9 +187,10 @@ def test_workers_ride_out_a_spell_in_which_no_replica_acknowledges(
 ) -> None:
     """With `replica_acks = 1` a write no replica acknowledges fails (as after a failover, before
     the old primary rejoins as a replica): reads still answer, so a worker that took that for
-    Redis being back would quit at its next write. Workers wait for acknowledged writes and
-    carry on; every job ends once the replica answers again."""
-    config_path = write_config(redis_url=sentinels.url(db=0), redis_extra="replica_acks = 1\nreplica_ack_timeout = 0.3")
+    Redis being back would quit at its next write. Workers, and one starting meanwhile, wait for
+    acknowledged writes and carry on; every job ends once the replica answers again."""
+    acks = "replica_acks = 1\nreplica_ack_timeout = 0.3"
+    config_path = write_config(redis_url=sentinels.url(db=0), redis_extra=acks)
     redis = connect(load_config(config_path))
     keep_waiting(redis)  # this app's enqueues wait out a slow acknowledgement: the workers are on trial
     workers = WorkerProcesses(tmp_path)
@@ -201,7 +202,11 @@ def test_workers_ride_out_a_spell_in_which_no_replica_acknowledges(
         wait_until(lambda: reckon(redis, ids)["finished"] >= 10, 30, what=f"jobs to run; logs: {workers.logs()}")
         replica.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: workers.logs().count("replicas acknowledged") >= 2, 30, what="writes refused")
+            # One starting in the spell, with a host of its own to probe: its first writes (the
+            # probe lease, before it loads its tasks) wait too.
+            own_host = write_config(redis_url=sentinels.url(db=0), redis_extra=acks, shard2_hosts='["dead"]')
+            workers.start(own_host, "heavy")
+            wait_until(lambda: workers.logs().count("replicas acknowledged") >= 3, 30, what="writes refused")
             stays_true(lambda: all(p.poll() is None for p in workers.procs), 3, what="workers running")
         finally:
             replica.send_signal(signal.SIGCONT)

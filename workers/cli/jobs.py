@@ -92,10 +92,12 @@ def worker(
     in_process: bool,
 ) -> None:
     """Run a gated worker on QUEUES (highest priority first)."""
+    from easeoff.feedback.replica_acks import keep_waiting
     from easeoff.feedback.signals.cache import ReadingsCache
 
     config = ctx.config
     ctx.add_paths(paths)
+    keep_waiting(ctx.redis)  # a worker's writes wait for their replica (replica_acks), never fail on it
     # The first probes run while the app's task modules and the worker's own load: its first
     # claim need not wait for them.
     readings = ReadingsCache(ctx.redis, config)
