@@ -7,13 +7,12 @@ was told succeeded, a finish the replica never saw). With `replica_acks = N`, ev
 client sends — each transaction, each script, each plain write — is followed on the same
 connection by `WAIT N timeout`, and the caller goes on only once N replicas hold it. A
 replica that does not answer within `replica_ack_timeout` raises ReplicaAckTimeout, an
-unreachable-Redis error: workers ride it out as they ride an outage, an app's enqueue sees
-it fail and can retry (the job may then exist twice; an unacknowledged move is never silently
-taken for done). Workers' clients wait on instead (`keep_waiting`): a worker's move is already
-made on the primary and cannot be taken back, so failing it would only strand the job (a horse
-that raised at its finishing transaction would have its finished job reported failed); the
-worker holds until a replica has the move, or the primary dies and the move is ridden out as
-an outage. The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
+unreachable-Redis error: an app's enqueue sees it fail and can retry (the job may then exist
+twice; an unacknowledged move is never silently taken for done). Workers' clients wait on
+instead (`keep_waiting`): a worker's move is already made on the primary and cannot be taken
+back, so failing it would only strand the job (a horse that raised at its finishing
+transaction would have its finished job reported failed); the worker holds until a replica
+has the move, or the primary dies and the move is ridden out as an outage. The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
 measures it.
 """
 
