@@ -12,8 +12,8 @@ twice; an unacknowledged move is never silently taken for done). Workers' client
 instead (`keep_waiting`): a worker's move is already made on the primary and cannot be taken
 back, so failing it would only strand the job (a horse that raised at its finishing
 transaction would have its finished job reported failed); the worker holds until a replica
-has the move, or the primary dies and the move is ridden out as an outage. The cost is one replica round trip per write; `scripts/bench/replica_acks.py`
-measures it.
+has the move, or the primary dies and the move is ridden out as an outage. The cost is one
+replica round trip per write; `scripts/bench/replica_acks.py` measures it.
 """
 
 from __future__ import annotations
