@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+import pymysql
 import pytest
 from redis import Redis
 
 from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import PROBE_LOCK_KEY, ReadingsCache
-from tests.conftest import ticks, wait_until
+from tests.conftest import MYSQL, ticks, wait_until
 
 
 @pytest.fixture
@@ -73,3 +74,42 @@ def test_a_stopped_prober_hands_its_hosts_over(redis_conn: Redis, write_config) 
     finally:
         first.close()
         second.close()
+
+
+def probe_connection_ids(cache: ReadingsCache) -> set[int]:
+    """The MariaDB connection ids of the probe connections `cache` keeps."""
+    source = cache.prober.sources["mysql"]
+    return {conn.thread_id() for conn, _ in list(source._kept.values())}  # type: ignore[attr-defined]
+
+
+def live_connection_ids() -> set[int]:
+    conn = pymysql.connect(**MYSQL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
+            return {int(row[0]) for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_a_prober_that_loses_a_host_closes_its_connection_at_once(redis_conn: Redis, write_config) -> None:
+    """A host sees one probe connection, not one per process that ever probed it: when another
+    process holds the host's lease, the one that lost it closes its connection at its next probe."""
+    config = load_config(write_config(interval=0.3))
+    first, second = ReadingsCache(redis_conn, config), ReadingsCache(redis_conn, config)
+    try:
+        first.current()
+        wait_until(lambda: probe_connection_ids(first), 5, what="first's probe connection")
+        (kept,) = probe_connection_ids(first)
+        assert kept in live_connection_ids()
+        # first stalls past its lease (as a starved prober does) and second takes db1 over
+        redis_conn.set(PROBE_LOCK_KEY.format(host="db1"), second.token, px=5000)
+        second.loop.take_on(["db1"])
+        wait_until(lambda: "db1" not in first.loop.owned(), 5, what="first to find db1 taken")
+        wait_until(lambda: kept not in live_connection_ids(), 5, what="first's connection closed")
+        assert not probe_connection_ids(first)
+        wait_until(lambda: probe_connection_ids(second), 5, what="second's probe connection")
+    finally:
+        first.close()
+        second.close()
+    assert not probe_connection_ids(first) and not probe_connection_ids(second)  # closed when they stop

@@ -180,6 +180,8 @@ class ReadingsCache:
         """Stop probing and give the leases back: other processes take the targets over."""
         owned = sorted(self.loop.owned())
         self.loop.stop()
+        for target in owned:
+            self.prober.release(target)
         if owned:
             lock_keys = [PROBE_LOCK_KEY.format(host=t) for t in owned]
             with contextlib.suppress(*REDIS_UNREACHABLE):  # then they lapse on their own
@@ -242,7 +244,10 @@ class ReadingsCache:
         self._latest[target] = reading
         changed = _changes_a_verdict(previous, reading)
         try:
-            return self._store(reading, changed)
+            ours = self._store(reading, changed)
+            if not ours:
+                self.prober.release(target)
+            return ours
         except REDIS_UNREACHABLE:
             return True  # keep probing; the job loop waits Redis out and says so
         finally:

@@ -32,6 +32,9 @@ class Source(Protocol):
         self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
     ) -> tuple[Values, Notes]: ...
 
+    def release(self, target: str) -> None:
+        """This process no longer probes `target`: let go of what it kept for it (a connection)."""
+
 
 SourceFactory = Callable[[Config, Redis], Source]
 _SOURCES: dict[str, SourceFactory] = {}
@@ -75,3 +78,7 @@ class Prober:
         if source is None:
             raise ProbeError(f"no source of kind {kind!r} for {target}")
         return source.read(target, previous, context)
+
+    def release(self, target: str) -> None:
+        for source in self.sources.values():
+            source.release(target)

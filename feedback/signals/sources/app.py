@@ -23,3 +23,6 @@ class AppSource:
     ) -> tuple[Values, Notes]:
         signal = signal_of(self.config, target)
         return {signal.name: app_rate(self.redis, signal.counter or signal.name)}, {}
+
+    def release(self, target: str) -> None:
+        """Nothing is kept per target."""

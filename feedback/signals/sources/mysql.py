@@ -97,6 +97,14 @@ class MySQLSource:
         self._kept[target] = (conn, time.monotonic())
         return result
 
+    def release(self, target: str) -> None:
+        """Another process took the target over (or this one stops): close its connection now,
+        not when it has idled for a while, so a host sees one probe connection, not one per
+        process that ever probed it."""
+        kept = self._kept.pop(target, None)
+        if kept is not None:
+            _close(kept[0])
+
     def _read(
         self,
         conn: pymysql.connections.Connection,

@@ -27,6 +27,9 @@ class PrometheusSource:
         signal = signal_of(self.config, target)
         return {signal.name: prometheus_value(signal, self.config.probe_timeout)}, {}
 
+    def release(self, target: str) -> None:
+        """Nothing is kept per target."""
+
 
 def prometheus_value(signal: SignalConfig, timeout: float) -> float:
     """An instant query over Prometheus' HTTP API; an empty result reads 0."""
