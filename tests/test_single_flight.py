@@ -11,8 +11,9 @@ from dataclasses import replace
 from redis import Redis
 from rq import Worker
 
-from easeoff.feedback import keys
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import load_config
+from easeoff.feedback.levers.switches import Switch, set_switch
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.sources import Prober
 from tests.conftest import TEST_REDIS_URL, wait_until
@@ -78,3 +79,31 @@ def test_a_starting_worker_probes_while_the_apps_tasks_load(redis_conn: Redis, w
     wait_until(lambda: redis_conn.exists(keys.READING.format(host="db1")), 10, what=f"a reading; {workers.logs()}")
     assert not redis_conn.smembers(Worker.redis_workers_keys), "the worker registered before its tasks loaded"
     wait_until(lambda: redis_conn.smembers(Worker.redis_workers_keys), 30, what=f"the worker; {workers.logs()}")
+
+
+def test_a_cold_start_reads_switches_set_while_it_awaited_its_first_readings(redis_conn: Redis, write_config) -> None:
+    """A pause set while a starting worker waits for its first probe is in the snapshot its
+    first claim is judged on (it once read the switches before the wait, and ran a paused job)."""
+    config = load_config(write_config())
+    probing = threading.Event()
+
+    class SlowProber(Prober):
+        def read(self, target, previous, context):
+            probing.set()
+            time.sleep(0.3)  # a first probe that takes a while (a connect, a TLS handshake)
+            return super().read(target, previous, context)
+
+    def pause_meanwhile() -> None:
+        probing.wait(5)
+        set_switch(redis_conn, Switch("pause", "resource:shard:1", "ops", "meanwhile", at=clock.now()))
+
+    cache = ReadingsCache(redis_conn, config, prober=SlowProber(config, redis_conn))
+    operator = threading.Thread(target=pause_meanwhile)
+    operator.start()
+    try:
+        snapshot = cache.current(["db1"])
+    finally:
+        operator.join(timeout=10)
+        cache.close()
+    assert probing.is_set() and snapshot.get("db1") is not None
+    assert snapshot.switches.paused("resource:shard:1", clock.now()) is not None
