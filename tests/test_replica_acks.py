@@ -11,6 +11,7 @@ from redis import Redis
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
 from easeoff.feedback.replica_acks import ReplicaAckTimeout
+from easeoff.workers.gated_worker import GatedWorker
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -49,3 +50,13 @@ def test_transactions_and_scripts_wait_reads_do_not(acked) -> None:  # type: ign
         assert pipe.execute()[0] == b"2"
     assert acked.llen("rq:queue:none") == 0
     assert time.monotonic() - began < 0.04
+
+
+@pytest.mark.timeout(20)  # a client left waiting would wait for a replica that never comes
+def test_a_worker_built_on_an_apps_client_leaves_it_failing_fast(acked) -> None:  # type: ignore[no-untyped-def]
+    """rq's `Worker.all()` builds workers on whatever client it is given: only a worker that
+    starts working makes its client wait out unacknowledged writes, never one merely built."""
+    config = parse_config(f'[redis]\nurl = "{TEST_REDIS_URL}"\nreplica_acks = 1\n', "acks.toml", {})
+    GatedWorker(["heavy"], connection=acked, config=config)
+    with pytest.raises(ReplicaAckTimeout):
+        acked.set("easeoff:test:acks", "1")

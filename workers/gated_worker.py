@@ -84,7 +84,6 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         kwargs.setdefault("job_monitoring_interval", max(1, math.ceil(config.probe_interval)))
         super().__init__(queues, name, *args, **kwargs)
         connection = self.connection
-        keep_waiting(connection)  # a move made on the primary waits for its replica; it never fails
         self.config = config
         self.readings = ReadingsCache(connection, config) if readings is None else readings
         self.readings.on_refresh = self._after_refresh
@@ -260,8 +259,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     # -- rq hooks -------------------------------------------------------------
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
-        """Start the first probes, then rq's start-up (registering, subscribing): the probes run
-        beside its round trips rather than after them, and the first claim waits less for them."""
+        """From here this process works jobs: its writes wait for their replica (`replica_acks`)
+        rather than fail, since a move made on the primary cannot be taken back. (Not in __init__:
+        rq's `Worker.all()` builds workers on an app's or the CLI's client, which must fail fast.)
+        Then the first probes start, and rq's start-up (registering, subscribing) runs beside them
+        rather than before them, so the first claim waits less."""
+        keep_waiting(self.connection)
         self.readings.warm_up()
         super().bootstrap(*args, **kwargs)
 
