@@ -17,27 +17,27 @@ from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, one_line
 # Each command, by name: the module of its topic and the object there. A command's module is
 # imported when the command runs (or `--help` lists it), not at every start: `easeoff worker`
 # does not load the exporter, the page or `top` (click's lazily loaded subcommands).
-COMMANDS = {
-    "config": "config:config_group",
-    "enqueue": "jobs:enqueue",
-    "worker": "jobs:worker",
-    "failed": "jobs:failed",
-    "requeue": "jobs:requeue",
-    "status": "state:status",
-    "probe": "state:probe",
-    "host": "state:host_group",
-    "exporter": "observability:exporter",
-    "alerts": "observability:alerts_group",
-    "dashboard": "observability:dashboard_group",
-    "top": "top:top",
-    "pause": "switches:pause",
-    "resume": "switches:resume",
-    "throttle": "switches:throttle",
-    "unthrottle": "switches:unthrottle",
-    "threshold": "switches:threshold",
-    "switches": "switches:switches",
-    "log": "switches:log",
-    "annotate": "switches:annotate",
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("config", "config_group"),
+    "enqueue": ("jobs", "enqueue"),
+    "worker": ("jobs", "worker"),
+    "failed": ("jobs", "failed"),
+    "requeue": ("jobs", "requeue"),
+    "status": ("state", "status"),
+    "probe": ("state", "probe"),
+    "host": ("state", "host_group"),
+    "exporter": ("observability", "exporter"),
+    "alerts": ("observability", "alerts_group"),
+    "dashboard": ("observability", "dashboard_group"),
+    "top": ("top", "top"),
+    "pause": ("switches", "pause"),
+    "resume": ("switches", "resume"),
+    "throttle": ("switches", "throttle"),
+    "unthrottle": ("switches", "unthrottle"),
+    "threshold": ("switches", "threshold"),
+    "switches": ("switches", "switches"),
+    "log": ("switches", "log"),
+    "annotate": ("switches", "annotate"),
 }
 
 
@@ -49,7 +49,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            module, name = COMMANDS[cmd_name].split(":")
+            module, name = COMMANDS[cmd_name]
             self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), name), cmd_name)
         return super().get_command(ctx, cmd_name)
 
