@@ -295,7 +295,7 @@ class ReadingsCache:
     def _is_writer(self, target: str) -> bool:
         return target in self.config.hosts and bool(self.config.host_roles(target) & WRITER_ROLES)
 
-    def _await_first(self, targets: Iterable[str] | None, cold: list[str]) -> Snapshot:
+    def _await_first(self, targets: list[str] | None, cold: list[str]) -> Snapshot:
         """On a cold start, wait for the first probe of `cold` (ours or another's) rather than fail
         closed: woken by each store here, polling for another process's."""
         deadline = time.monotonic() + self.config.probe_timeout + 0.5
