@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -149,23 +150,36 @@ class MySQLSource:
 
 class _ProbeConnection(pymysql.connections.Connection):
     """pymysql's default (PREFERRED) TLS mode builds a new SSL context for every connection,
-    loading the CA store: ~35 ms of CPU in the worker's main process, once per probe. One
-    context, shared, does the same job (an SSLContext is made to be shared)."""
-
-    _preferred_ctx: Any = None
+    loading the CA store (about 50 ms of CPU in the worker's main process), before it knows
+    whether the server offers TLS at all. A probe connection builds no context of its own: it
+    holds a `_SharedPreferredContext`, which loads the CA store once per process, the first time
+    a server offers TLS. A cold worker probing servers without TLS never pays for it, and its
+    first reading (which its first job waits for) is not 50 ms late."""
 
     def _create_ssl_ctx(self, sslp: Any) -> Any:
         # pymysql's private hooks, absent from its type stubs
+        if sslp == {}:
+            return _SharedPreferredContext
         with _FORK_GUARD:
-            if sslp != {}:
-                return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
-            if _ProbeConnection._preferred_ctx is None:
-                _ProbeConnection._preferred_ctx = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
-            return _ProbeConnection._preferred_ctx
+            return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
 
     def _request_authentication(self) -> None:
         with _FORK_GUARD:  # the TLS handshake, if the server offers TLS, and the login
             super()._request_authentication()  # type: ignore[misc]
+
+
+class _SharedPreferredContext:
+    """PREFERRED mode's context, one per process (an SSLContext is made to be shared), built when
+    pymysql first wraps a socket with it: only after a server's greeting offered TLS, inside
+    `_request_authentication` and so under `_FORK_GUARD`."""
+
+    _context: ssl.SSLContext | None = None
+
+    @classmethod
+    def wrap_socket(cls, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
+        if cls._context is None:
+            cls._context = pymysql.connections.Connection._create_ssl_ctx(None, {})  # type: ignore[attr-defined]
+        return cls._context.wrap_socket(sock, server_hostname=server_hostname)
 
 
 def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
