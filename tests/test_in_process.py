@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from easeoff.tasks.catalog import overrun, record_pooled
-from tests.conftest import MYSQL, WorkerProcesses, wait_until
+from tests.conftest import MYSQL, WorkerProcesses, stays_true, ticks, wait_until
 
 
 def pooled_runs(tag: str) -> list[tuple[int, int]]:
@@ -71,6 +71,36 @@ def test_a_job_past_its_timeout_is_stopped_and_fails(tmp_path: Path, write_confi
         wait_until(lambda: status(redis_conn, job_id) == JobStatus.FAILED, 30, what="the overrun job to be stopped")
         job = Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer)
         assert "JobTimeoutException" in (job.latest_result().exc_string or "")
+    finally:
+        workers.stop_all()
+
+
+def test_each_of_successive_jobs_heartbeats_while_it_runs(
+    tmp_path: Path, write_config, redis_conn: Redis, shards
+) -> None:
+    """One heartbeat thread serves job after job (a job's lease and heartbeat are renewed every
+    second here, job_monitoring_interval), and stops beating for a job once it has ended."""
+    workers = WorkerProcesses(tmp_path)
+    workers.start(write_config(), "heavy", in_process=True)
+    ids = [record_pooled.enqueue(shard=1, tag="beats", seconds=3.5, connection=redis_conn).id for _ in range(2)]
+    try:
+        for job_id in ids:
+            key = f"rq:job:{job_id}"
+            wait_until(lambda key=key: redis_conn.hget(key, "status") == b"started", 30, what=f"{key} to start")
+            beats = set()
+            for _ in ticks(15, every=0.05):
+                if redis_conn.hget(key, "status") != b"started":
+                    break
+                beats.add(redis_conn.hget(key, "last_heartbeat"))
+            assert status(redis_conn, job_id) == JobStatus.FINISHED
+            # rq stamps a heartbeat as the job starts; three more, a second apart, came while it ran
+            assert len(beats - {None}) >= 3, beats
+            ended = redis_conn.hget(key, "last_heartbeat")
+            stays_true(
+                lambda key=key, ended=ended: redis_conn.hget(key, "last_heartbeat") == ended,
+                1.5,
+                what="no heartbeat for a job that has ended",
+            )
     finally:
         workers.stop_all()
 
