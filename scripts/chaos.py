@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
+from sentinels import free_port  # noqa: E402
 
 from easeoff.feedback.observe.counters import read_counts  # noqa: E402
 from easeoff.feedback.signals.traffic import count_request  # noqa: E402
@@ -67,12 +67,6 @@ def say(message: str) -> None:
 
 
 T0 = time.monotonic()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

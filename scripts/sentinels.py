@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,9 +33,23 @@ FAILOVER_TIMEOUT_MS = 5000
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range. A port from bind(0) is an
+    ephemeral one: until the server binds it, any outgoing connection may take it as its local
+    port, and the server then dies on "Address already in use" (seen in CI)."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(first_ephemeral, 20001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 20000 and {first_ephemeral}")
 
 
 def sentinel_binary() -> list[str]:

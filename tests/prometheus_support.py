@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -13,12 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
+from tests.sandbox_support import load_script
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = load_script("sentinels").free_port  # a port below the ephemeral range
 
 
 @contextmanager
