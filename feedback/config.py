@@ -12,11 +12,12 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from easeoff.feedback.durations import parse_duration
 from easeoff.feedback.rate import Rate, parse_rate
@@ -60,29 +61,35 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
-@dataclass(frozen=True)
-class MySQLHost:
+def _repr_without(record: msgspec.Struct, *secrets: str) -> str:
+    """A record's repr with its secrets left out: a config printed or logged leaks no password."""
+    shown = ", ".join(f"{name}={getattr(record, name)!r}" for name in record.__struct_fields__ if name not in secrets)
+    return f"{type(record).__name__}({shown})"
+
+
+class MySQLHost(msgspec.Struct, frozen=True):
     name: str
     host: str
     port: int
     user: str
-    password: str = field(repr=False)
+    password: str
     connect_timeout: float = 0.5
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "password")
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Thresholds:
+class Thresholds(msgspec.Struct, frozen=True):
     high: float
     low: float
     critical: float | None = None
 
 
-@dataclass(frozen=True)
-class SignalConfig:
+class SignalConfig(msgspec.Struct, frozen=True):
     """One strain signal. `resources` limits where it applies; None means everywhere
     (for app and Prometheus traffic: globally, holding every queue)."""
 
@@ -93,13 +100,16 @@ class SignalConfig:
     fail_closed: bool = True
     source: Source = "mysql"
     query: str | None = None
-    url: str | None = field(default=None, repr=False)
+    url: str | None = None
     counter: str | None = None
     resources: tuple[str, ...] | None = None
     canary: str | None = None  # latency: the statement timed on each probe (feedback/signals/latency.py)
     window: int = 20  # latency: the p99 is over this many probes
     predict: float | None = None  # strained when its trend reaches high within this many seconds
     mode: Mode = "enforce"
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "url")  # a Prometheus URL may carry credentials
 
     @property
     def shadow(self) -> bool:
@@ -123,8 +133,7 @@ class SignalConfig:
         return f"{self.source}:{self.name}"
 
 
-@dataclass(frozen=True)
-class ConcurrencyConfig:
+class ConcurrencyConfig(msgspec.Struct, frozen=True):
     """A fleet-wide cap on heavy jobs running against one resource, adapted AIMD-style
     between `min` and `max`: +1 per healthy, saturated probe interval; times `decrease` on strain."""
 
@@ -133,8 +142,7 @@ class ConcurrencyConfig:
     decrease: float = 0.5
 
 
-@dataclass(frozen=True)
-class ResourceConfig:
+class ResourceConfig(msgspec.Struct, frozen=True):
     """What a job touches: a primary, a master-master pair or plain hosts, plus replicas."""
 
     name: str
@@ -142,7 +150,7 @@ class ResourceConfig:
     replicas: tuple[str, ...] = ()
     shape: Shape = "hosts"  # plain hosts, a primary, or a master-master pair
     ignore_worst: int = 0
-    overrides: Mapping[str, Thresholds] = field(default_factory=dict)
+    overrides: Mapping[str, Thresholds] = msgspec.field(default_factory=dict)
     concurrency: ConcurrencyConfig | None = None
     rate: Rate | None = None  # at most so many job starts in any window, fleet-wide
 
@@ -161,8 +169,7 @@ class ResourceConfig:
         return self.shape if self.shape != "hosts" else "host"
 
 
-@dataclass(frozen=True)
-class WaterMark:
+class WaterMark(msgspec.Struct, frozen=True):
     """One queue measure (`depth` in jobs, `age` of the oldest ready job in seconds) with
     high- and low-water marks. High fires above `high` and resolves only below `low`;
     low fires below `low` (a drained queue) and resolves only above `high`. Both must
@@ -175,16 +182,14 @@ class WaterMark:
     keep_firing_for_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class QueueConfig:
+class QueueConfig(msgspec.Struct, frozen=True):
     name: str
     resources: tuple[str, ...] = ()
     watermarks: tuple[WaterMark, ...] = ()
     priority: Priority = "normal"  # "low" queues leave a resource's last concurrency slot to others
 
 
-@dataclass(frozen=True)
-class BackoffConfig:
+class BackoffConfig(msgspec.Struct, frozen=True):
     base: float = 1.0
     cap: float = 60.0
     max_deferrals: int | None = None  # past either cap a job fails, with the reason
@@ -194,10 +199,9 @@ class BackoffConfig:
     unknown_resource_grace: float = 300.0
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     source: str
-    redis_url: str = field(repr=False)
+    redis_url: str
     probe_interval: float
     probe_timeout: float
     stale_after: float
@@ -213,6 +217,9 @@ class Config:
     replica_acks: int = 0
     replica_ack_timeout: float = 1.0
     switch_stale_after: float = 86400.0  # a switch on longer is stale: alerted on, listed by `switches --stale`
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "redis_url")
 
     def hosts_for(self, resources: Iterable[str]) -> tuple[str, ...]:
         """The hosts whose readings gate work on these resources, in config order."""

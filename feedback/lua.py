@@ -10,16 +10,15 @@ list the helper files as `preludes`. Each script is one atomic step on the Redis
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import msgspec
 from redis import Redis
 from redis.commands.core import Script
 
 
-@dataclass(frozen=True)
-class LuaScript:
+class LuaScript(msgspec.Struct, frozen=True):
     name: str
     argv: tuple[str, ...]
     text: str

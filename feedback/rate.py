@@ -13,7 +13,7 @@ UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # not a msgspec Struct: tasks/ imports this, and an app's import of its tasks needs no msgspec
 class Rate:
     count: int  # job starts allowed...
     per: float  # ...in any window of this many seconds

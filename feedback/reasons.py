@@ -10,9 +10,10 @@ threshold and message apart). Nothing parses that text back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
+
+import msgspec
 
 
 class Kind(StrEnum):
@@ -39,8 +40,7 @@ WaitsFor = Literal["resources", "task", "slot", "slot_low", "delay"]
 Level = Literal["high", "low", "critical", "predicted"]
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(msgspec.Struct, frozen=True):
     kind: str  # a Kind, or a signal's name (`connections`, `lag`, a custom signal)
     subject: str  # where: a host, a traffic source, a resource, a scope (`task:x`, `all`)
     value: float | None = None  # the reading, slots in use, the throttle ratio, a reading's age

@@ -15,10 +15,10 @@ transactions would cross slots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import msgspec
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -29,8 +29,7 @@ SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379
 
 
-@dataclass(frozen=True)
-class SentinelURL:
+class SentinelURL(msgspec.Struct, frozen=True):
     sentinels: tuple[tuple[str, int], ...]
     service: str
     db: int = 0

@@ -8,7 +8,6 @@ library — no websocket client, no port — and lets a test wait on the live DO
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gzip
 import json
 import os
@@ -28,6 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import msgspec.structs
 import pytest
 from prometheus_client import CollectorRegistry
 from redis import Redis
@@ -557,7 +557,7 @@ def test_shadow_verdicts_show_on_the_page_and_in_the_state(
     connections.hold(3)  # the probe does not count itself: on a quiet server the ratio would be 0
     config = load_config(write_config())
     trial = Switch("threshold", "connections", "erin", "trial", time.time(), time.time() + 600, high=1e-4, low=5e-5)
-    set_switch(redis_conn, dataclasses.replace(trial, shadow=True))
+    set_switch(redis_conn, msgspec.structs.replace(trial, shadow=True))
     ReadingsCache(redis_conn, config).probe_now()  # stores db1's reading with its shadow band
     reason = Reason("connections", "db1", 0.01, 1e-4, "high")
     for _ in range(3):

@@ -7,10 +7,10 @@ import itertools
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pymysql
 import pytest
+from msgspec.structs import replace
 from redis import Redis
 
 from easeoff.feedback.config import load_config

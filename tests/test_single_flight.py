@@ -6,8 +6,8 @@ import itertools
 import sys
 import threading
 import time
-from dataclasses import replace
 
+from msgspec.structs import replace
 from redis import Redis
 from rq import Worker
 

@@ -14,9 +14,9 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -37,8 +37,7 @@ SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, 
 SHADOW_LOG_EVERY = 10.0  # seconds between a resource's shadow lines in the worker's log
 
 
-@dataclass
-class Candidate:
+class Candidate(msgspec.Struct):
     """One claimed job, as the checks see it; the lease check records the slots it took."""
 
     job: Job
@@ -54,8 +53,7 @@ class Check(Protocol):
     def __call__(self, candidate: Candidate) -> Verdict | None: ...
 
 
-@dataclass(frozen=True)
-class ResourceHealth:
+class ResourceHealth(msgspec.Struct, frozen=True):
     """The databases the job and its queue touch: strained, failing or unknown resources defer it."""
 
     config: Config
@@ -67,8 +65,7 @@ class ResourceHealth:
         return None if verdict.admit else verdict
 
 
-@dataclass
-class ShadowPolicies:
+class ShadowPolicies(msgspec.Struct):
     """Policies under trial (`mode = "shadow"`, `threshold --shadow`): once the real gate admits a
     job, what would they have held it for? Counted and logged, never deferring: a shadow verdict
     holds nothing, and a lost count costs the job nothing."""
@@ -76,8 +73,8 @@ class ShadowPolicies:
     config: Config
     redis: Redis
     log: logging.Logger
-    judge: ShadowJudge = field(default_factory=ShadowJudge)
-    quiet_until: dict[str, tuple[float, int]] = field(default_factory=dict)  # resource -> next log, jobs unsaid
+    judge: ShadowJudge = msgspec.field(default_factory=ShadowJudge)
+    quiet_until: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)  # resource -> next log, jobs unsaid
 
     def __call__(self, candidate: Candidate) -> Verdict | None:
         resources = dict.fromkeys([*candidate.meta.resources, *self.config.queue_resources(candidate.queue.name)])
@@ -111,8 +108,7 @@ class ShadowPolicies:
             )
 
 
-@dataclass(frozen=True)
-class TaskSwitches:
+class TaskSwitches(msgspec.Struct, frozen=True):
     """Ops' pause or throttle of the job's task: a paused task's jobs park until it resumes; a
     throttled one's refused share comes back in about an interval."""
 
@@ -127,8 +123,7 @@ class TaskSwitches:
         return Verdict(admit=False, reasons=tuple(reasons), delay=delay)
 
 
-@dataclass(frozen=True)
-class ConcurrencySlots:
+class ConcurrencySlots(msgspec.Struct, frozen=True):
     """A slot under every concurrency limit the job falls under (its resources', its task's)."""
 
     config: Config
@@ -148,8 +143,7 @@ class ConcurrencySlots:
         return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
 
 
-@dataclass(frozen=True)
-class RateLimits:
+class RateLimits(msgspec.Struct, frozen=True):
     """A start under every rate the job falls under (its resources', its task's): over the rate,
     the job waits for its reserved start, deferred once to that very time, not spun on. It
     comes before the slots, which take a lease, and after the checks that read only: a job

@@ -6,7 +6,9 @@ clocks are tested without servers; the worker carries the plan out in one atomic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace  # JobMeta (tasks/) is a dataclass
+
+import msgspec
 
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.limits import slot_park_scope
@@ -16,16 +18,14 @@ from easeoff.feedback.verdict.gate import Verdict
 from easeoff.tasks.meta import JobMeta
 
 
-@dataclass(frozen=True)
-class Deferral:
+class Deferral(msgspec.Struct, frozen=True):
     meta: JobMeta  # with this deferral counted and its clocks set
     due: float  # back to its queue at this time, unless it is parked past it
     park_on: tuple[str, ...]  # scopes whose release brings it back sooner
     unknown: tuple[str, ...]  # its resources the config lacks (recorded for operators)
 
 
-@dataclass(frozen=True)
-class Expiry:
+class Expiry(msgspec.Struct, frozen=True):
     meta: JobMeta
     reason: str  # the failure's text
     kind: str  # the counter label: the kind of the first reason

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 from rq import Queue, Retry, Worker
 from rq.executions import Execution
 from rq.job import Job
@@ -23,8 +23,7 @@ from easeoff.tasks.meta import task_name
 Outcome = Literal["finished", "failed"]
 
 
-@dataclass(frozen=True)
-class _EndingJob:
+class _EndingJob(msgspec.Struct, frozen=True):
     job: Job
     outcome: Literal["finished", "failed"]  # the counter it goes under
     reason: str  # the failure's label: the exception's class, or `Retry`

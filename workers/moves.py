@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace  # JobMeta (tasks/) is a dataclass
 from datetime import UTC, datetime
 
+import msgspec
 from redis import Redis
 from redis.exceptions import WatchError
 from rq.defaults import RQ_KEY_PREFIX
@@ -90,8 +91,7 @@ ABANDONED_REASON = (
 )
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True):
     job_id: str
     queue_name: str
     execution: Execution

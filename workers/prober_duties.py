@@ -17,8 +17,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 
+import msgspec
 from redis import Redis
 from rq import Queue
 
@@ -37,14 +37,13 @@ PROMOTE_RECHECK = 2.0  # seconds: promotion scans this often at least, whatever 
 RECHECK = 2.0  # seconds: the longest a step skipped because nothing changed waits to run anyway (safety nets)
 
 
-@dataclass
-class DutyMemory:
+class DutyMemory(msgspec.Struct):
     """What this process's last rounds did. Another prober may have changed the same state
     since (probers of other hosts do the same duties), so a step skipped because nothing
     changed here still runs at least every RECHECK seconds."""
 
-    ran_at: dict[str, float] = field(default_factory=dict)  # step → monotonic time it last ran
-    sent: dict[str, Hashable] = field(default_factory=dict)  # step → what it last sent
+    ran_at: dict[str, float] = msgspec.field(default_factory=dict)  # step → monotonic time it last ran
+    sent: dict[str, Hashable] = msgspec.field(default_factory=dict)  # step → what it last sent
 
     def due(self, step: str, every: float = RECHECK) -> bool:
         """Whether `step` last ran `every` seconds ago or more; if so, it runs now."""
@@ -72,8 +71,7 @@ class DutyMemory:
         return True
 
 
-@dataclass(frozen=True)
-class Round:
+class Round(msgspec.Struct, frozen=True):
     """One probe round's housekeeping: the fresh snapshot and what the steps work on."""
 
     redis: Redis

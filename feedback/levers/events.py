@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 from redis import Redis
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
@@ -27,8 +27,7 @@ OPERATOR_KINDS = ("switch", "host", "annotation")  # what an operator did: the a
 KINDS = (*OPERATOR_KINDS, "verdict", "watermark")
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     id: str
     at: float  # unix seconds
     kind: str  # one of KINDS

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock, keys
@@ -27,8 +27,7 @@ from easeoff.feedback.reasons import Kind, Reason
 ACQUIRE = LuaScript.load("easeoff.feedback", "acquire", argv=("now", "expiry", "member", "reserve"))
 
 
-@dataclass(frozen=True)
-class LeaseScope:
+class LeaseScope(msgspec.Struct, frozen=True):
     """One limited thing a job takes a slot of: `shard:3`, or `task:backfill`."""
 
     scope: str
@@ -43,8 +42,7 @@ class LeaseScope:
         return keys.limit_key(self.scope)
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(msgspec.Struct, frozen=True):
     scope: str
     in_use: int
     limit: int

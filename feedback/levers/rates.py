@@ -12,8 +12,8 @@ no retry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock
@@ -27,8 +27,7 @@ RATES_PREFIX = NAMESPACE + "rate:"  # + scope: zset job id -> when it started, w
 RESERVED_PREFIX = NAMESPACE + "rate-reserved:"  # + scope: zset job id -> from when it may start
 
 
-@dataclass(frozen=True)
-class RateScope:
+class RateScope(msgspec.Struct, frozen=True):
     name: str  # a resource, or `task:NAME`
     rate: Rate
 

@@ -14,14 +14,15 @@ Scopes: `all`, `queue:NAME`, `task:NAME`, `resource:NAME`. Kinds: `pause` (any s
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+import msgspec.structs
 from redis import Redis
 from redis.exceptions import WatchError
 
@@ -39,8 +40,7 @@ TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, who
 SwitchKind = Literal["pause", "throttle", "threshold"]
 
 
-@dataclass(frozen=True)
-class Switch:
+class Switch(msgspec.Struct, frozen=True):
     kind: SwitchKind
     scope: str  # all | queue:NAME | task:NAME | resource:NAME | signal NAME[@resource]
     by: str
@@ -85,18 +85,20 @@ class Switch:
         return f"{self.label_kind} {self.scope}{detail}{until}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None and v is not False}
 
 
-@dataclass(frozen=True)
-class Switches:
-    entries: Mapping[str, Switch] = dataclasses.field(default_factory=dict)
+class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the memo of `apply`
+    entries: Mapping[str, Switch] = msgspec.field(default_factory=dict)
     # Every task scope ever paused: once its pause ends (resume or TTL) the prober releases its
     # parked jobs. Kept in the same value as the switches, so reading it costs no extra command.
     task_scopes: tuple[str, ...] = ()
-    _applied: dict[tuple[int, tuple[str, ...]], tuple[Config, Config]] = dataclasses.field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+
+    @functools.cached_property
+    def _applied(self) -> dict[tuple[int, tuple[str, ...]], tuple[Config, Config]]:
+        """Configs with live overrides applied, by config and overrides: not a field, so it
+        takes no part in equality or repr."""
+        return {}
 
     def live(self, now: float) -> list[Switch]:
         return [s for s in self.entries.values() if s.live(now)]
@@ -149,7 +151,7 @@ class Switches:
         of any real one on its scope."""
         entries = {k: s for k, s in self.entries.items() if not s.shadow}
         for s in self.shadow_thresholds(now):
-            enforced = dataclasses.replace(s, shadow=False)
+            enforced = msgspec.structs.replace(s, shadow=False)
             entries[enforced.key] = enforced
         return Switches(entries, self.task_scopes)
 
@@ -171,17 +173,17 @@ class Switches:
             if not resource:
                 signal = signals[name]
                 critical = signal.critical if s.critical is None else s.critical
-                signals[name] = dataclasses.replace(signal, high=s.high or 0.0, low=s.low or 0.0, critical=critical)
+                signals[name] = msgspec.structs.replace(signal, high=s.high or 0.0, low=s.low or 0.0, critical=critical)
                 for rname, r in resources.items():
                     if name in r.overrides:
                         limits = _limits(s, r.overrides[name].critical)
-                        resources[rname] = dataclasses.replace(r, overrides={**r.overrides, name: limits})
+                        resources[rname] = msgspec.structs.replace(r, overrides={**r.overrides, name: limits})
             else:
                 r = resources[resource]
                 inherited = r.overrides[name].critical if name in r.overrides else signals[name].critical
                 r_overrides = {**r.overrides, name: _limits(s, inherited)}
-                resources[resource] = dataclasses.replace(r, overrides=r_overrides)
-        return dataclasses.replace(config, signals=signals, resources=resources)
+                resources[resource] = msgspec.structs.replace(r, overrides=r_overrides)
+        return msgspec.structs.replace(config, signals=signals, resources=resources)
 
 
 def _limits(switch: Switch, critical: float | None) -> Thresholds:

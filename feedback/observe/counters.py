@@ -6,8 +6,7 @@ Each kind (started, finished, failed, deferred) is one hash; a field holds the l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
@@ -15,8 +14,7 @@ from easeoff.feedback import keys
 KINDS = ("started", "finished", "failed", "deferred", "expired", "abandoned")
 
 
-@dataclass(frozen=True)
-class Count:
+class Count(msgspec.Struct, frozen=True):
     queue: str
     task: str
     reason: str

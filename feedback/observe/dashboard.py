@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from easeoff.feedback.config import Config, QueueConfig, WaterMark
 from easeoff.feedback.observe import metric_names as names
@@ -27,11 +28,10 @@ RED = {"mode": "shades", "fixedColor": "red"}
 MARK_COLOURS = {"low": "yellow", "high": "red", "critical": "purple"}
 
 
-@dataclass
-class Layout:
+class Layout(msgspec.Struct):
     """Places panels left to right on Grafana's 24-column grid, wrapping to a new line."""
 
-    panels: list[dict[str, Any]] = field(default_factory=list)
+    panels: list[dict[str, Any]] = msgspec.field(default_factory=list)
     x: int = 0
     y: int = 0
     line_height: int = 0

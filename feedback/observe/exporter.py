@@ -24,8 +24,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
+import msgspec
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -56,8 +56,7 @@ from easeoff.feedback.verdict.gate import live_config
 log = logging.getLogger("easeoff.exporter")
 
 
-@dataclass(frozen=True)
-class ScrapeInputs:
+class ScrapeInputs(msgspec.Struct, frozen=True):
     """Everything one scrape reads from Redis, taken at `now`."""
 
     now: float

@@ -8,9 +8,10 @@ bounded: a few pipelined round trips for the newest `limit` jobs however many ha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
+import msgspec
+import msgspec.structs
 from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
@@ -23,8 +24,7 @@ MAX_REASON = 300  # characters of a reason shown: one line, not a traceback
 EASEOFF_META = "easeoff"  # tasks/meta.py's META_KEY: the job's easeoff meta, where its task is named
 
 
-@dataclass(frozen=True)
-class FailedJob:
+class FailedJob(msgspec.Struct, frozen=True):
     id: str
     queue: str
     task: str
@@ -32,11 +32,10 @@ class FailedJob:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
 
-@dataclass(frozen=True)
-class FailedJobs:
+class FailedJobs(msgspec.Struct, frozen=True):
     """The newest failed jobs (newest first) and how many each queue holds in all."""
 
     jobs: tuple[FailedJob, ...] = ()

@@ -13,9 +13,9 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
@@ -32,14 +32,15 @@ MAX_SAMPLES = 10_000  # a short period must not grow the list without end
 PAGE = 256  # samples per LRANGE when reading back
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(msgspec.Struct, frozen=True):
     """What the fleet looked like at `t` (unix seconds)."""
 
     t: float
-    queues: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → ready/deferred/running/failed/age
-    deferrals: dict[str, int] = field(default_factory=dict)  # reason kind → deferrals ever counted
-    signals: dict[str, dict[str, float]] = field(default_factory=dict)  # signal → host → latest value
+    queues: dict[str, dict[str, float]] = msgspec.field(
+        default_factory=dict
+    )  # queue → ready/deferred/running/failed/age
+    deferrals: dict[str, int] = msgspec.field(default_factory=dict)  # reason kind → deferrals ever counted
+    signals: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)  # signal → host → latest value
 
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.t, "queues": self.queues, "deferrals": self.deferrals, "signals": self.signals}

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from html import escape
 from typing import Any, TypeAlias, Union
+
+import msgspec
 
 VOID = frozenset({"br", "hr", "img", "input", "link", "meta", "wbr"})
 # `scheme://user:password@`: quotes and brackets end a match, so it never spans two JSON strings.
@@ -25,8 +26,7 @@ Child: TypeAlias = Union["El", str]
 Children: TypeAlias = Child | Iterable[Child | None] | None
 
 
-@dataclass(frozen=True)
-class El:
+class El(msgspec.Struct, frozen=True):
     """One element: its tag, its attributes (already strings) and its children (elements or text)."""
 
     tag: str

@@ -19,9 +19,9 @@ import json
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback.config import Config, Thresholds
@@ -49,22 +49,19 @@ KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Series:
+class Series(msgspec.Struct, frozen=True):
     label: str
     cls: str  # extra class beside `series`
     points: list[tuple[float, float]]
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(msgspec.Struct, frozen=True):
     level: str  # high, low or critical: the line's colour and its class (`watermark-high`, `threshold-low`)
     kind: str  # "watermark" or "threshold"
     value: float
 
 
-@dataclass(frozen=True)
-class Marker:
+class Marker(msgspec.Struct, frozen=True):
     """An event drawn on the charts: its number in the legend, and what the tooltip says."""
 
     n: int
@@ -82,8 +79,7 @@ class Marker:
         return text if len(text) <= MAX_TITLE else text[: MAX_TITLE - 1] + "…"
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(msgspec.Struct, frozen=True):
     """The time span drawn, the markers on it, and the gap beyond which a series is broken rather than joined."""
 
     start: float
@@ -93,8 +89,7 @@ class Window:
     unmarked: bool = False  # older events in view than the newest MAX_MARKERS, which alone are drawn
 
 
-@dataclass(frozen=True)
-class View:
+class View(msgspec.Struct, frozen=True):
     """How the page was asked for: the window's length and the poll interval (kept in the links)."""
 
     hours: float = DEFAULT_HOURS

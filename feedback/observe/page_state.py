@@ -11,9 +11,9 @@ costs a handful of round trips whatever the depth of the queues or the length of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock
@@ -40,8 +40,7 @@ MAX_MARKERS = 30  # the newest events in view get markers on the charts
 FAILED_SHOWN = 20  # the newest failed jobs listed: enough to see a pattern, cheap to read
 
 
-@dataclass(frozen=True)
-class SwitchView:
+class SwitchView(msgspec.Struct, frozen=True):
     """A switch in force as the page lists it: what, who, why, since when."""
 
     kind: str
@@ -85,8 +84,7 @@ class SwitchView:
         }
 
 
-@dataclass(frozen=True)
-class ShadowVerdict:
+class ShadowVerdict(msgspec.Struct, frozen=True):
     """What the policies on trial (feedback/verdict/shadow.py) — judged on live readings, holding
     nothing — would decide for one resource now, and what they would have deferred."""
 
@@ -106,8 +104,7 @@ class ShadowVerdict:
         }
 
 
-@dataclass(frozen=True)
-class PageState:
+class PageState(msgspec.Struct, frozen=True):
     """Everything one rendering of the page needs, as plain data (pure rendering, tests without servers)."""
 
     config: Config  # with ops' live threshold overrides applied: the lines drawn are the ones that hold
@@ -117,14 +114,14 @@ class PageState:
     events: Sequence[Event] = ()  # the newest in the window, oldest first: the charts' markers (one extra, if more)
     recent: Sequence[Event] = ()  # newest first, whatever the window
     queues: Sequence[QueueStats] = ()  # live counts, not the last sample's
-    held_queues: Mapping[str, Sequence[str]] = field(default_factory=dict)  # queue → reasons (held ones only)
+    held_queues: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)  # queue → reasons (held ones only)
     held_everything: Sequence[str] = ()  # global holds: `pause all`, global traffic
-    held_resources: Mapping[str, Sequence[str]] = field(default_factory=dict)  # resource → its own reasons
-    held_tasks: Mapping[str, Sequence[str]] = field(default_factory=dict)  # task → paused / throttled
-    critical: Mapping[str, Sequence[str]] = field(default_factory=dict)  # resource → critical findings
+    held_resources: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)  # resource → its own reasons
+    held_tasks: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)  # task → paused / throttled
+    critical: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)  # resource → critical findings
     switches: Sequence[SwitchView] = ()  # oldest first
     unknown: Sequence[UnknownResource] = ()
-    failed: FailedJobs = field(default_factory=FailedJobs)
+    failed: FailedJobs = msgspec.field(default_factory=FailedJobs)
     shadow_verdicts: Sequence[ShadowVerdict] = ()
 
     def facts(self) -> dict[str, Any]:

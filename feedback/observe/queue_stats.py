@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 
+import msgspec
+import msgspec.structs
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -14,8 +15,7 @@ from rq.utils import utcparse
 from easeoff.feedback import clock
 
 
-@dataclass(frozen=True)
-class QueueStats:
+class QueueStats(msgspec.Struct, frozen=True):
     name: str
     ready: int
     deferred: int
@@ -24,7 +24,7 @@ class QueueStats:
     oldest_ready_age_s: float
 
     def as_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
 
 def known_queue_names(redis: Redis, configured: Iterable[str]) -> list[str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
@@ -22,8 +22,7 @@ KEEP_S = 7200
 WINDOW_S = 3600.0
 
 
-@dataclass(frozen=True)
-class ShadowCount:
+class ShadowCount(msgspec.Struct, frozen=True):
     resource: str
     signal: str
     last_hour: int

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
@@ -21,8 +21,7 @@ KEY = keys.UNKNOWN_RESOURCES
 KEEP_FOR = 86400  # the record lapses a day after the last sighting
 
 
-@dataclass(frozen=True)
-class UnknownResource:
+class UnknownResource(msgspec.Struct, frozen=True):
     name: str
     task: str
     last_seen: float

@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from easeoff.feedback.observe.watermarks import INACTIVE, PHASES, Alarm, AlarmState, Phase, step
 
 log = logging.getLogger("easeoff.watermarks")
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(msgspec.Struct, frozen=True):
     alarm: Alarm
     before: Phase
     after: Phase

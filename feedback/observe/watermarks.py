@@ -20,8 +20,10 @@ Prometheus running `easeoff alerts rules` agree, and both are unit-tested agains
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Literal
+
+import msgspec
+import msgspec.structs
 
 from easeoff.feedback.config import Config, QueueConfig
 
@@ -30,8 +32,7 @@ PHASES: tuple[Phase, ...] = ("inactive", "pending", "firing")
 MARKS = ("high", "low")
 
 
-@dataclass(frozen=True)
-class Alarm:
+class Alarm(msgspec.Struct, frozen=True):
     """One alerting condition: a queue's measure beyond one of its marks.
 
     `trigger` is where it fires; `release` is where a firing alarm resolves (the other mark
@@ -95,8 +96,7 @@ def config_alarms(config: Config) -> list[Alarm]:
     return [alarm for queue in config.queues.values() for alarm in queue_alarms(queue)]
 
 
-@dataclass(frozen=True)
-class AlarmState:
+class AlarmState(msgspec.Struct, frozen=True):
     """Where one alarm stands: its phase, since when its condition has held (`active_since`),
     and since when a firing alarm's condition has been false (`cleared_since`, for keep_firing_for)."""
 
@@ -118,15 +118,15 @@ def step(alarm: Alarm, state: AlarmState, value: float, now: float) -> AlarmStat
         if state.phase == "inactive":
             state = AlarmState("pending", active_since=now)
         elif state.cleared_since is not None:
-            state = replace(state, cleared_since=None)
+            state = msgspec.structs.replace(state, cleared_since=None)
         assert state.active_since is not None
         if state.phase == "pending" and now - state.active_since >= alarm.for_s:
-            state = replace(state, phase="firing")
+            state = msgspec.structs.replace(state, phase="firing")
         return state
     if state.firing and alarm.keep_firing_for_s > 0:
         cleared_since = state.cleared_since if state.cleared_since is not None else now
         if now - cleared_since < alarm.keep_firing_for_s:
-            return replace(state, cleared_since=cleared_since)
+            return msgspec.structs.replace(state, cleared_since=cleared_since)
     return INACTIVE
 
 

@@ -17,12 +17,12 @@ import socket
 import socketserver
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from redis import Redis
@@ -54,8 +54,7 @@ class BadRequest(ValueError):
     """A query parameter that cannot be used: answered with 400 and the message."""
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(msgspec.Struct, frozen=True):
     """What the routes read: the metrics registry, Redis and the config."""
 
     registry: CollectorRegistry

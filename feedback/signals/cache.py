@@ -12,7 +12,6 @@ pure `hysteresis.next_states` decides it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 import threading
@@ -21,6 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import msgspec
+import msgspec.structs
 from redis import Redis
 
 from easeoff.feedback import clock as fleet_clock
@@ -155,7 +156,7 @@ class ReadingsCache:
             # awaited would otherwise be missed by the claim that follows.
             snapshot = self._await_first(targets, cold)
             readings = dict(snapshot.readings)
-        fresh = dataclasses.replace(snapshot, readings=readings)
+        fresh = msgspec.structs.replace(snapshot, readings=readings)
         self._fleet_duties(fresh)
         return fresh
 
@@ -214,7 +215,7 @@ class ReadingsCache:
         snapshot = self.stored()
         readings = dict(snapshot.readings)
         readings.update(self.refresh(list(readings), readings, snapshot.switches))
-        return dataclasses.replace(snapshot, readings=readings)
+        return msgspec.structs.replace(snapshot, readings=readings)
 
     def _note(self, snapshot: Snapshot) -> None:
         """What probes taken here start from: the newest readings, ops' live overrides."""

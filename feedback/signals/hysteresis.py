@@ -8,7 +8,8 @@ at probe time; a stopped replication thread is strain with no band at all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from easeoff.feedback.config import Config
 
@@ -44,8 +45,7 @@ def next_states(
 SHADOW_PREFIX = "shadow:"  # the strained state under ops' shadow thresholds, kept beside the real one
 
 
-@dataclass(frozen=True)
-class ShadowThresholds:
+class ShadowThresholds(msgspec.Struct, frozen=True):
     """Ops' shadow threshold overrides in force: the config as they would have it, and their signals."""
 
     config: Config

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True)
-class Reading:
+
+class Reading(msgspec.Struct, frozen=True):
     """What one probe of one host saw, and which signals it left strained.
 
     `strained` carries the hysteresis state, so the next probe (by any worker) can
@@ -17,10 +17,10 @@ class Reading:
 
     host: str
     taken_at: float
-    values: dict[str, float] = field(default_factory=dict)
-    strained: dict[str, bool] = field(default_factory=dict)
+    values: dict[str, float] = msgspec.field(default_factory=dict)
+    strained: dict[str, bool] = msgspec.field(default_factory=dict)
     error: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = msgspec.field(default_factory=dict)
 
     def signal_values(self) -> dict[str, float]:
         """The readings that are signals; `_`-prefixed values are probe bookkeeping (raw counters)."""

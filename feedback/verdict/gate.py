@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from easeoff.feedback.config import (
     HOST_SIGNALS,
@@ -33,8 +34,7 @@ from easeoff.feedback.signals.trend import ETA_PREFIX
 from easeoff.feedback.verdict.backoff import deferral_delay
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     admit: bool
     reasons: tuple[Reason, ...] = ()
     delay: float = 0.0
@@ -52,8 +52,7 @@ class Verdict:
 ADMIT = Verdict(admit=True)
 
 
-@dataclass(frozen=True)
-class HostFindings:
+class HostFindings(msgspec.Struct, frozen=True):
     reasons: tuple[Reason, ...]
     critical: tuple[Reason, ...]
     severity: float  # for ordering replicas worst-first: failures rank above any value

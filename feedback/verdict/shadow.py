@@ -11,8 +11,10 @@ the exporter show it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
+
+import msgspec
+import msgspec.structs
 
 from easeoff.feedback.config import Config
 from easeoff.feedback.reasons import Reason
@@ -63,13 +65,15 @@ def shadow_world(snapshot: Snapshot, config: Config, now: float) -> World | None
     overridden = {s.scope.partition("@")[0] for s in snapshot.switches.shadow_thresholds(now)}
     if not shadow_signals and not overridden:
         return None
-    signals = {name: dataclasses.replace(s, mode="enforce") if s.shadow else s for name, s in config.signals.items()}
-    enforced = dataclasses.replace(config, signals=signals)
+    signals = {
+        name: msgspec.structs.replace(s, mode="enforce") if s.shadow else s for name, s in config.signals.items()
+    }
+    enforced = msgspec.structs.replace(config, signals=signals)
     switches = snapshot.switches.with_shadow_enforced(now)
     readings = snapshot.readings
     if overridden:
         readings = {target: _shadow_bands(r, overridden) for target, r in readings.items()}
-    return enforced, dataclasses.replace(snapshot, readings=readings, switches=switches)
+    return enforced, msgspec.structs.replace(snapshot, readings=readings, switches=switches)
 
 
 def _shadow_bands(reading: Reading | None, names: set[str]) -> Reading | None:
@@ -80,4 +84,4 @@ def _shadow_bands(reading: Reading | None, names: set[str]) -> Reading | None:
     for name in names:
         if SHADOW_PREFIX + name in strained:
             strained[name] = strained[SHADOW_PREFIX + name]
-    return dataclasses.replace(reading, strained=strained)
+    return msgspec.structs.replace(reading, strained=strained)

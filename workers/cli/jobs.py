@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
+import msgspec.structs
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -117,8 +118,7 @@ def worker(
     w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
 
 
-@dataclass(frozen=True)
-class FailedJob:
+class FailedJob(msgspec.Struct, frozen=True):
     id: str
     queue: str
     task: str
@@ -163,7 +163,7 @@ def failed(ctx: Context, queues: tuple[str, ...], limit: int, as_json: bool) -> 
     names = list(queues) or ctx.known_queues()
     jobs = [job for name in names for job in failed_jobs(ctx.redis, name, limit)]
     if as_json:
-        click.echo(json.dumps([asdict(j) for j in jobs], indent=2))
+        click.echo(json.dumps([msgspec.structs.asdict(j) for j in jobs], indent=2))
         return
     if not jobs:
         click.echo("no failed jobs")

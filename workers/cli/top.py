@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 
 from easeoff.feedback import clock
 from easeoff.feedback.connect import REDIS_UNREACHABLE
@@ -34,8 +34,7 @@ SPARK_WIDTH = 30
 RECENT_EVENTS = 8
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(msgspec.Struct, frozen=True):
     """Everything one screen shows, read from Redis at `now`."""
 
     now: float
