@@ -35,7 +35,7 @@ FAILOVER_TIMEOUT_MS = 5000
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range. A port from bind(0) is an
     ephemeral one: until the server binds it, any outgoing connection may take it as its local
-    port, and the server then dies on "Address already in use" (seen in CI)."""
+    port, and the server then dies on "Address already in use" (seen in a full test run)."""
     try:
         first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
