@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pymysql
@@ -159,7 +159,7 @@ class _ProbeConnection(pymysql.connections.Connection):
     def _create_ssl_ctx(self, sslp: Any) -> Any:
         # pymysql's private hooks, absent from its type stubs
         if sslp == {}:
-            return _SharedPreferredContext
+            return _SharedPreferredContext(super()._create_ssl_ctx)  # type: ignore[misc]
         with _FORK_GUARD:
             return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
 
@@ -169,17 +169,20 @@ class _ProbeConnection(pymysql.connections.Connection):
 
 
 class _SharedPreferredContext:
-    """PREFERRED mode's context, one per process (an SSLContext is made to be shared), built when
-    pymysql first wraps a socket with it: only after a server's greeting offered TLS, inside
-    `_request_authentication` and so under `_FORK_GUARD`."""
+    """Stands in for PREFERRED mode's context: pymysql only wraps a socket with it, and only after
+    a server's greeting offered TLS, inside `_request_authentication` (so under `_FORK_GUARD`).
+    The first wrap builds the context with pymysql's own recipe, for the whole process (an
+    SSLContext is made to be shared)."""
 
     _context: ssl.SSLContext | None = None
 
-    @classmethod
-    def wrap_socket(cls, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
-        if cls._context is None:
-            cls._context = pymysql.connections.Connection._create_ssl_ctx(None, {})  # type: ignore[attr-defined]
-        return cls._context.wrap_socket(sock, server_hostname=server_hostname)
+    def __init__(self, build: Callable[[dict[str, Any]], ssl.SSLContext]) -> None:
+        self._build = build
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
+        if _SharedPreferredContext._context is None:
+            _SharedPreferredContext._context = self._build({})
+        return _SharedPreferredContext._context.wrap_socket(sock, server_hostname=server_hostname)
 
 
 def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
