@@ -230,6 +230,16 @@ class WorkerProcesses:
         proc.kill()
         proc.wait(timeout=10)
 
+    def kill_machine(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker and its work horse as one, as a lost machine would. The worker is
+        frozen first: killed horse-first, a live worker would see its horse die and fail the job
+        itself (rq's "work-horse terminated unexpectedly") before its own SIGKILL landed."""
+        os.kill(proc.pid, signal.SIGSTOP)
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=10)
+
     def stop_all(self) -> None:
         for pid in self.orphans:
             with contextlib.suppress(ProcessLookupError):

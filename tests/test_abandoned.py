@@ -3,8 +3,6 @@ when its task is idempotent, failed with the reason when it is not, never left i
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pymysql
@@ -36,11 +34,8 @@ def kill_whole(workers: WorkerProcesses, redis: Redis, job: Job) -> None:
     """Wait until the job runs, then SIGKILL its work horse and its worker: a machine lost mid-job."""
     wait_until(lambda: job.id in StartedJobRegistry("heavy", connection=redis).get_job_ids(), 20, what="job starts")
     victim = workers.procs[0]
-    horses = wait_until(lambda: children(victim.pid), 10, what="the work horse")
-    for pid in horses:
-        os.kill(pid, signal.SIGKILL)
-    victim.kill()
-    victim.wait(timeout=10)
+    wait_until(lambda: children(victim.pid), 10, what="the work horse")
+    workers.kill_machine(victim)
 
 
 def test_an_idempotent_job_is_requeued_within_seconds_and_runs_once_more(

@@ -5,8 +5,6 @@ chunk, and every chunk's row is in MariaDB exactly once, in order (checked row b
 from __future__ import annotations
 
 import json
-import os
-import signal
 from typing import Any
 
 import pymysql
@@ -73,11 +71,8 @@ def test_a_kill_between_the_mysql_commit_and_the_redis_checkpoint_resumes_after_
     in_redis = redis_cursor(redis_conn, job.id)
     assert in_redis is None or in_redis < stall, f"Redis already had cursor {in_redis}: the kill proves nothing"
 
-    horses = children(victim.pid)
-    assert horses, "the work horse"
-    for pid in horses:  # a machine lost: the work horse and its worker at once
-        os.kill(pid, signal.SIGKILL)
-    workers.kill9(victim)
+    assert children(victim.pid), "the work horse"
+    workers.kill_machine(victim)
 
     workers.start(config, "heavy")  # recovers the abandoned job, requeued (resumable), and runs it
     finished = FinishedJobRegistry("heavy", connection=redis_conn)
