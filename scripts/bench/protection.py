@@ -17,7 +17,10 @@ Last line: `protection_p99_ratio X`, p99 in (c) over p99 in (a). Target <= 1.5.
 `--shape oneshot` runs the same SQL as one-shot jobs instead, the shape most apps write:
 `rebuild_users_once` jobs of 10 users each (about half a second), 160 of them, through plain
 rq, easeoff's forking worker and `easeoff worker --in-process` (which keeps one MySQL
-connection across jobs, tasks/pool.py), same window and live traffic.
+connection across jobs, tasks/pool.py), same window and live traffic. Beside them,
+`one-stream` runs the batch's jobs one after another on one connection in a plain loop, with
+no queue at all: the most heavy work a concurrency limit of one allows, so a shortfall against
+plain rq tells what the limit costs apart from what the queue does.
 Last line: `protection_oneshot_p99_ratio X`, the in-process easeoff's p99 over idle
 (`protection_p99_ratio`'s default-mode figure for the forking worker is printed beside it).
 """
@@ -45,6 +48,7 @@ from rq.serializers import JSONSerializer  # noqa: E402
 
 from easeoff.tasks.catalog import rebuild_user_stats, rebuild_users_once  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402
+from easeoff.tasks.pool import close_all  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "easeoff_shard3"}
@@ -134,21 +138,49 @@ def heavy_queries_running() -> int:
     )
 
 
+def oneshot_batch() -> list[tuple[int, int]]:
+    """The same users' chunks as the resumable batch, ten users a job: (first, last) user of each."""
+    return [
+        (first, min(first + ONESHOT_USERS - 1, USERS))
+        for _ in range(JOBS)
+        for first in range(1, USERS + 1, ONESHOT_USERS)
+    ]
+
+
 def enqueue_batch(redis: Redis, shape: str) -> None:
-    if shape == "oneshot":  # the same users' chunks as the resumable batch, ten users a job
-        for _ in range(JOBS):
-            for first in range(1, USERS + 1, ONESHOT_USERS):
-                last = min(first + ONESHOT_USERS - 1, USERS)
-                rebuild_users_once.enqueue(shard=SHARD, first_user=first, last_user=last, connection=redis)
+    if shape == "oneshot":
+        for first, last in oneshot_batch():
+            rebuild_users_once.enqueue(shard=SHARD, first_user=first, last_user=last, connection=redis)
         return
     for _ in range(JOBS):
         rebuild_user_stats.enqueue(shard=SHARD, first_user=1, last_user=USERS, connection=redis)
+
+
+class OneStream:
+    """The one-shot batch run inline, one job after another on one kept connection: no queue,
+    no gate, no process per job."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for first, last in oneshot_batch():
+            if self.stop.is_set():
+                return
+            rebuild_users_once(shard=SHARD, first_user=first, last_user=last)
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join()  # the job under way ends within half a second
+        close_all()
 
 
 def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path, shape: str) -> tuple[float, int]:
     """p99 of live queries and heavy chunks committed, over one window."""
     redis.flushdb()
     fleet = Fleet()
+    inline = OneStream()
     if mode != "idle":
         enqueue_batch(redis, shape)
     before = chunks_done()
@@ -161,12 +193,16 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path, shape: s
             [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "worker", "recount", "--in-process"],
             WORKERS,
         )
+    elif mode == "one-stream":
+        inline.thread.start()
     started = time.monotonic()
     try:
         time.sleep(WINDOW)
         done = chunks_done() - before
     finally:
         fleet.stop()
+        if inline.thread.is_alive():
+            inline.end()
         wait_for(lambda: heavy_queries_running() == 0, 60, "killed workers' heavy queries to end")
     return live.p99(started + 1.0, started + WINDOW), done
 
@@ -181,7 +217,9 @@ def main() -> None:
     create_schema(SHARD, reset=True)
     events = seed_events(SHARD, users=USERS, per_user=PER_USER)
     live = LiveTraffic(max_id=events)
-    modes = ("idle", "plain", "easeoff", "in-process") if opts.shape == "oneshot" else ("idle", "plain", "easeoff")
+    modes: tuple[str, ...] = ("idle", "plain", "easeoff")
+    if opts.shape == "oneshot":
+        modes += ("in-process", "one-stream")
     results: dict[str, list[tuple[float, int]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "protection.toml"
@@ -193,7 +231,7 @@ def main() -> None:
                 for mode in results:
                     p99, done = run_phase(mode, live, redis, config, opts.shape)
                     results[mode].append((p99, done))
-                    print(f"  {mode:<8} p99 {p99 * 1000:7.2f} ms   heavy chunks done {done}")
+                    print(f"  {mode:<10} p99 {p99 * 1000:7.2f} ms   heavy chunks done {done}")
         finally:
             live.stop.set()
             redis.flushdb()
