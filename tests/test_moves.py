@@ -17,7 +17,7 @@ from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.reasons import Reason
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
-from easeoff.workers.moves import DEFER, JobMoves
+from easeoff.workers.moves import DEFER, MOST_ABANDONED_REQUEUES, POISON_REASON, JobMoves
 from tests.placement import misplaced
 
 
@@ -139,6 +139,35 @@ def test_recover_requeues_the_idempotent_fails_the_rest_and_labels_like_counter_
     counted = {k.decode(): int(v) for k, v in redis_conn.hgetall(counter_key("abandoned")).items()}
     assert counted == {counter_field("heavy", "a|b", "requeued"): 1, counter_field("heavy", "plain", "failed"): 1}
     assert misplaced(redis_conn, ["heavy"], [again.id, once.id]) == {}
+
+
+def test_a_job_abandoned_again_and_again_fails_as_a_poison_job_until_ops_requeue_it(redis_conn: Redis) -> None:
+    moves = JobMoves(redis_conn)
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    job = queue.enqueue_call("easeoff.tasks.catalog.noop", meta={META_KEY: {"task": "crashy", "resumable": True}})
+
+    def abandon() -> None:
+        claim = moves.claim([queue], "w1", ttl=1)
+        assert claim is not None and claim.job_id == job.id
+        assert moves.recover_abandoned([queue], now=time.time() + 120) == 1
+
+    for _ in range(MOST_ABANDONED_REQUEUES):
+        abandon()
+        assert redis_conn.lrange(queue.key, 0, -1) == [job.id.encode()]
+    abandon()  # once more than it may be requeued
+    assert redis_conn.llen(queue.key) == 0
+    assert FailedJobRegistry("heavy", connection=redis_conn).get_job_ids() == [job.id]
+    assert Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer).exc_info == POISON_REASON
+    counted = {k.decode(): int(v) for k, v in redis_conn.hgetall(counter_key("abandoned")).items()}
+    assert counted == {
+        counter_field("heavy", "crashy", "requeued"): MOST_ABANDONED_REQUEUES,
+        counter_field("heavy", "crashy", "failed"): 1,
+    }
+    assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
+
+    assert moves.requeue_failed(job.id, "heavy")  # ops' requeue: a fresh count
+    abandon()
+    assert redis_conn.lrange(queue.key, 0, -1) == [job.id.encode()]
 
 
 def test_script_arguments_are_named() -> None:

@@ -80,7 +80,18 @@ RELEASE_SLOTS = LuaScript.load(
 RECOVER = LuaScript.load(
     PACKAGE,
     "recover",
-    argv=("now", "job_prefix", "execution_prefix", "executions_prefix", "failed_expiry", "reason", "most"),
+    argv=(
+        "now",
+        "job_prefix",
+        "execution_prefix",
+        "executions_prefix",
+        "failed_expiry",
+        "reason",
+        "most",
+        "poison_reason",
+        "most_requeues",
+        "abandoned_field",
+    ),
 )
 FAIL_CLAIMED = LuaScript.load(PACKAGE, "fail_claimed", argv=("composite", "job_id", "expires_at", "reason"))
 
@@ -88,6 +99,15 @@ EXECUTION_PREFIX = f"{RQ_KEY_PREFIX}:execution:"  # rq's Execution.key, without 
 ABANDONED_REASON = (
     "easeoff: abandoned: its worker stopped heartbeating mid-job (killed?); not requeued because the task "
     "is neither idempotent nor resumable"
+)
+# A job whose runs keep dying with their worker (a segfault, an OOM kill of the whole worker) is
+# a poison pill: requeued each time, it would take down worker after worker. After this many
+# requeues the next abandonment fails it; `easeoff requeue` gives it a fresh count.
+MOST_ABANDONED_REQUEUES = 3
+ABANDONED_COUNT_FIELD = "easeoff_abandoned"  # in the job's hash, beside rq's own fields
+POISON_REASON = (
+    f"easeoff: abandoned: its worker stopped heartbeating mid-job, for the {MOST_ABANDONED_REQUEUES + 1}th time; "
+    "not requeued again: its runs keep dying with their worker (a poison job?). `easeoff requeue` tries it again"
 )
 
 
@@ -272,6 +292,9 @@ class JobMoves:
             failed_expiry=repr(now + failed_ttl),
             reason=ABANDONED_REASON,
             most=most,
+            poison_reason=POISON_REASON,
+            most_requeues=MOST_ABANDONED_REQUEUES,
+            abandoned_field=ABANDONED_COUNT_FIELD,
         )
         return int(self._recover(keys=keys, args=args))
 
@@ -280,7 +303,8 @@ class JobMoves:
 
         rq's own `FailedJobRegistry.requeue` removes the job and enqueues it in two steps, so a
         kill between them loses it. The easeoff meta is kept (resources, task, cursor); its
-        deferral clocks restart, or the caps that failed it would fail it again at once.
+        deferral clocks restart, or the caps that failed it would fail it again at once, and so
+        does its count of abandonments (a poison job ops requeue gets its full count again).
         """
         failed = FailedJobRegistry(queue_name, connection=self.connection)
         queue = Queue(queue_name, connection=self.connection)
@@ -300,7 +324,15 @@ class JobMoves:
                     pipe.hset(
                         job_key, mapping={"status": JobStatus.QUEUED.value, "enqueued_at": utcformat(_utc(clock.now()))}
                     )
-                    pipe.hdel(job_key, "started_at", "ended_at", "exc_info", "last_heartbeat", "worker_name")
+                    pipe.hdel(
+                        job_key,
+                        "started_at",
+                        "ended_at",
+                        "exc_info",
+                        "last_heartbeat",
+                        "worker_name",
+                        ABANDONED_COUNT_FIELD,
+                    )
                     pipe.rpush(queue.key, job_id)
                     pipe.sadd(Queue.redis_queues_keys, queue.key)
                     pipe.execute()
