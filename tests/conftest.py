@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pymysql
 import pytest
@@ -52,6 +53,15 @@ def stays_true(predicate: Callable[[], object], seconds: float, interval: float 
         assert predicate(), f"no longer true: {what or predicate}"
         time.sleep(interval)
     assert predicate(), f"no longer true: {what or predicate}"
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test() -> Iterator[None]:
+    """A worker a failed test left running would take the next tests' jobs from DB 15 and fail
+    them too: stop every fleet a test made, whatever became of the test."""
+    yield
+    while WorkerProcesses.started:
+        WorkerProcesses.started.pop().stop_all()
 
 
 @pytest.fixture
@@ -197,10 +207,13 @@ def children(pid: int) -> list[int]:
 class WorkerProcesses:
     """`easeoff worker` subprocesses, each in its own session so a test can kill it whole."""
 
+    started: ClassVar[list[WorkerProcesses]] = []  # every fleet a test made: none outlives its test
+
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
         self.orphans: list[int] = []  # work horses of workers killed here, reaped at teardown
+        WorkerProcesses.started.append(self)
 
     def start(
         self,

@@ -111,12 +111,13 @@ def test_a_killed_worker_s_job_is_recovered_and_its_connection_gone(
     config = write_config()
     workers = WorkerProcesses(tmp_path)
     first = workers.start(config, "heavy", in_process=True)
-    warm = record_pooled.enqueue(shard=1, tag="warm", connection=redis_conn).id  # opens the kept connection
-    wait_until(lambda: pooled_runs("warm"), 30, what="the first job")
-    ((pid, kept),) = pooled_runs("warm")
-    assert pid == first.pid and status(redis_conn, warm) == JobStatus.FINISHED
-    slow = record_pooled.enqueue(shard=1, tag="killed", seconds=30, connection=redis_conn).id
-    try:
+    try:  # from here: a worker left running would take the next tests' jobs
+        warm = record_pooled.enqueue(shard=1, tag="warm", connection=redis_conn).id  # opens the kept connection
+        # Its ledger row is committed inside the job, a moment before the job's end is recorded.
+        wait_until(lambda: status(redis_conn, warm) == JobStatus.FINISHED, 30, what="the first job")
+        ((pid, kept),) = pooled_runs("warm")
+        assert pid == first.pid
+        slow = record_pooled.enqueue(shard=1, tag="killed", seconds=30, connection=redis_conn).id
         wait_until(lambda: status(redis_conn, slow) == JobStatus.STARTED, 30, what="the slow job to start")
         workers.kill9(first)
         # The kernel closes a dead process's sockets: MariaDB lets the connection go at once.
