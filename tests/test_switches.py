@@ -219,3 +219,21 @@ def test_switch_age_shows_everywhere_and_stale_ones_are_listed(redis_conn: Redis
 
     cli(config_path, "resume", "queue:archive", "--reason", "cleaned up")
     assert "no switch on longer than 1d" in cli(config_path, "switches", "--stale")
+
+
+def test_a_switch_pulled_while_a_worker_runs_jobs_back_to_back_holds_its_very_next_claims(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    """Between back-to-back jobs a worker judges the next claim on the snapshot it read for the
+    last one (for up to a quarter interval, here 5 s): the pause's wake-up word must make it
+    read again, so no job starts once the pause has had a moment to arrive."""
+    config = write_config(interval=20.0, stale_after=120.0)
+    jobs = enqueue(redis_conn, record_run, 300, shard=1, tag="back-to-back", seconds=0.02)
+    workers.start(config, "heavy")
+    wait_until(lambda: done(redis_conn, jobs) >= 10, timeout=30, what="the worker busy with jobs")
+    set_switch(redis_conn, Switch("pause", "queue:heavy", by="ops-alice", why="now", at=time.time()))
+    arrived = time.monotonic() + 0.5  # the wake-up word on its way, the job under way ending
+    wait_until(lambda: time.monotonic() >= arrived, timeout=5, what="the pause to arrive")
+    claimed = started_or_done(redis_conn, jobs)
+    assert claimed < len(jobs), "the worker ran every job before the pause: the test proves nothing"
+    stays_true(lambda: started_or_done(redis_conn, jobs) == claimed, 3.0, what="no job claimed after the pause")

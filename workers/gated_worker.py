@@ -61,6 +61,10 @@ IDLE_POLL_MAX = 3.0  # how late a job pushed by plain rq (which announces nothin
 # How long the pub/sub listener waits on its socket between looks at whether to stop. It sends
 # nothing to Redis either way; a stopping worker waits for it (redis-py 8.2's stop() joins).
 PUBSUB_WAIT = 1.0
+# Working jobs back to back, a worker judges the next claim on the snapshot it read for the last
+# one, if nothing woke it since (every verdict flip, switch and hosts-out change publishes the
+# wake-up word) and it is younger than this share of a probe interval: one Redis read a job less.
+BUSY_REUSE = 0.25
 
 
 class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
@@ -101,6 +105,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         # Workers started together would heartbeat together every HEARTBEAT_EVERY: spread them.
         self._last_heartbeat_at = time.monotonic() - self.rng.uniform(0.5, 1.0) * HEARTBEAT_EVERY
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
+        self._kept: tuple[Snapshot, float, int] | None = None  # the last snapshot read, when, after how many wakes
 
     # -- the dequeue loop -------------------------------------------------------
 
@@ -110,8 +115,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         idle_since = time.monotonic()
         idle_poll = IDLE_POLL_MIN
         look_at_queues_at = 0.0  # monotonic: an idle worker wakes for its readings more often than for its queues
-        snapshot: Snapshot | None = None
-        reuse = False  # woken only to look at the queues, with readings read a moment ago
+        snapshot = self._kept_snapshot()  # read for the job that just ended, if still good
+        reuse = snapshot is not None  # or: woken only to look at the queues, with readings read a moment ago
         idle_state_set = False
         while True:
             try:
@@ -122,7 +127,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 if snapshot is None or not (reuse and self._still_fresh(snapshot)):
-                    snapshot = self.readings.current()
+                    snapshot = self._read_snapshot()
                 reuse = False
                 if not self.config.probe_targets:
                     self._promote()  # nobody probes, so nobody would promote on refresh
@@ -160,6 +165,21 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 look_at_queues_at = 0.0
             # A prober reads at every wake: its duties and its probes' thresholds go by what it reads.
             reuse = not woken and pause < readings_pause and not self.readings.probes()
+
+    def _read_snapshot(self) -> Snapshot:
+        wakes, read_at = self.readings.wakes, time.monotonic()  # before the read: a wake during it counts
+        snapshot = self.readings.current()
+        self._kept = (snapshot, read_at, wakes)
+        return snapshot
+
+    def _kept_snapshot(self) -> Snapshot | None:
+        """The snapshot last read, unless a wake came since or it is older than BUSY_REUSE intervals."""
+        if self._kept is None:
+            return None
+        snapshot, read_at, wakes = self._kept
+        if wakes != self.readings.wakes or time.monotonic() - read_at >= BUSY_REUSE * self.config.probe_interval:
+            return None
+        return snapshot
 
     def _still_fresh(self, snapshot: Snapshot) -> bool:
         """A wake for the queues alone may judge them on the readings read a moment ago, unless

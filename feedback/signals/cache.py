@@ -81,6 +81,7 @@ class ReadingsCache:
         self._live: Judging = (config, None)  # with ops' live (and shadow) threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
+        self.wakes = 0  # times woken so far (a verdict changed, switches moved, jobs came): see `wake`
         self._stored = threading.Event()  # a reading was stored here: wake a cold start's wait
         self._duties = (0, -math.inf, 0)  # probes ended, when, and verdict changes stored, at the last on_refresh
         self._verdict_changes = 0  # readings stored here that changed a verdict
@@ -120,7 +121,10 @@ class ReadingsCache:
         return woken
 
     def wake(self) -> None:
-        """A prober somewhere published that a reading changed a verdict (keys.WAKE)."""
+        """A prober somewhere published that a reading changed a verdict, ops moved a switch or
+        jobs were announced (keys.WAKE). A snapshot read before the latest wake may be out of
+        date; one read since is as good as a new one until its readings age (`wakes`)."""
+        self.wakes += 1
         self._changed.set()
 
     def held_pause(self, snapshot: Snapshot, until_due: float) -> float:
@@ -255,7 +259,7 @@ class ReadingsCache:
             self._stored.set()
             if changed:  # stored first, so the loop woken here reads the new reading
                 self._verdict_changes += 1
-                self._changed.set()
+                self.wake()
 
     def _store(self, reading: Reading, changed: bool) -> bool:
         target = reading.host
