@@ -122,8 +122,8 @@ class ReadingsCache:
 
     def wake(self) -> None:
         """A prober somewhere published that a reading changed a verdict, ops moved a switch or
-        jobs were announced (keys.WAKE). A snapshot read before the latest wake may be out of
-        date; one read since is as good as a new one until its readings age (`wakes`)."""
+        jobs were announced (keys.WAKE). `wakes` counts them: a snapshot read before the latest
+        may be out of date, one read since is not (its readings aside, which age)."""
         self.wakes += 1
         self._changed.set()
 
