@@ -106,7 +106,7 @@ ABANDONED_REASON = (
 MOST_ABANDONED_REQUEUES = 3
 ABANDONED_COUNT_FIELD = "easeoff_abandoned"  # in the job's hash, beside rq's own fields
 POISON_REASON = (
-    f"easeoff: abandoned: its worker stopped heartbeating mid-job, for the {MOST_ABANDONED_REQUEUES + 1}th time; "
+    f"easeoff: abandoned: its worker stopped heartbeating mid-job, {MOST_ABANDONED_REQUEUES + 1} times in all; "
     "not requeued again: its runs keep dying with their worker (a poison job?). `easeoff requeue` tries it again"
 )
 

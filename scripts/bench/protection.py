@@ -172,7 +172,7 @@ class OneStream:
 
     def end(self) -> None:
         self.stop.set()
-        self.thread.join()  # the job under way ends within half a second
+        self.thread.join()  # the job under way (if the batch is not done) ends within half a second
         close_all()
 
 
@@ -180,7 +180,7 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path, shape: s
     """p99 of live queries and heavy chunks committed, over one window."""
     redis.flushdb()
     fleet = Fleet()
-    inline = OneStream()
+    inline = OneStream() if mode == "one-stream" else None
     if mode != "idle":
         enqueue_batch(redis, shape)
     before = chunks_done()
@@ -193,7 +193,7 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path, shape: s
             [sys.executable, "-m", "easeoff.workers.cli", "--config", str(config), "worker", "recount", "--in-process"],
             WORKERS,
         )
-    elif mode == "one-stream":
+    elif inline is not None:
         inline.thread.start()
     started = time.monotonic()
     try:
@@ -201,7 +201,7 @@ def run_phase(mode: str, live: LiveTraffic, redis: Redis, config: Path, shape: s
         done = chunks_done() - before
     finally:
         fleet.stop()
-        if inline.thread.is_alive():
+        if inline is not None:
             inline.end()
         wait_for(lambda: heavy_queries_running() == 0, 60, "killed workers' heavy queries to end")
     return live.p99(started + 1.0, started + WINDOW), done
