@@ -20,6 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"  # the one place it is written: pyproject reads it from here
+
 if TYPE_CHECKING:
     from easeoff.feedback.config import Config, ConfigError, load_config
     from easeoff.feedback.connect import connect

@@ -9,12 +9,12 @@ resources that config does not declare.
 from __future__ import annotations
 
 import threading
-from importlib import metadata
 from typing import Any
 
 import redis
 from redis import Redis
 
+from easeoff import __version__
 from easeoff.feedback import clock
 from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
 from easeoff.feedback.replica_acks import AckedRedis, awaiting_replicas
@@ -27,18 +27,15 @@ REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 
 
 def _driver_info() -> dict[str, Any]:
-    """Who we are in CLIENT LIST on Redis 7.2+ (`redis-py(easeoff_v0.1.0)`), resolved once. Without it
-    redis-py 8 reads its own package metadata for every new connection, and every work horse
-    opens one: about 300 page faults and a third of a millisecond per job."""
+    """Who we are in CLIENT LIST on Redis 7.2+ (`redis-py(easeoff_v0.1.0)`), from the versions the
+    packages carry rather than their installed metadata: redis-py 8 would otherwise read its own
+    metadata for every new connection (a work horse opens one per job: about 300 page faults and a
+    third of a millisecond), and reading it even once costs every process a millisecond at start."""
     try:
         from redis.driver_info import DriverInfo
     except ImportError:  # redis-py before 8 resolves its version once, at import
         return {}
-    try:
-        version = metadata.version("easeoff")
-    except metadata.PackageNotFoundError:
-        version = "0"
-    return {"driver_info": DriverInfo().add_upstream_driver("easeoff", version)}
+    return {"driver_info": DriverInfo(lib_version=redis.__version__).add_upstream_driver("easeoff", __version__)}
 
 
 _DRIVER_INFO = _driver_info()
