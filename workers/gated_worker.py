@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from redis.connection import AbstractConnection
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
@@ -46,7 +47,7 @@ from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
-from easeoff.workers import prober_duties
+from easeoff.workers import horse_connection, prober_duties
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
@@ -106,6 +107,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._last_heartbeat_at = time.monotonic() - self.rng.uniform(0.5, 1.0) * HEARTBEAT_EVERY
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
         self._kept: tuple[Snapshot, float, int] | None = None  # the last snapshot read, when, after how many wakes
+        self._horse_connection: AbstractConnection | None = None  # opened for the horse about to be forked
 
     # -- the dequeue loop -------------------------------------------------------
 
@@ -435,6 +437,26 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def run_job(self, job: Job, queue: Queue) -> None:
         """rq's way: in a work horse forked for the job (workers/in_process.py runs it here instead)."""
         super().execute_job(job, queue)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        """rq's, with the horse's Redis connection opened here, before the fork (workers/horse_connection.py)."""
+        handed = self._horse_connection = horse_connection.open_for_horse(self.connection)
+        try:
+            super().fork_work_horse(job, queue)
+        except BaseException:
+            if handed is not None:
+                horse_connection.let_go(handed, None)  # no horse has it
+            raise
+        finally:
+            self._horse_connection = None
+        if handed is not None:
+            horse_connection.let_go(handed, self._horse_pid)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """In the horse: first take over the connection its worker opened for it."""
+        if self._horse_connection is not None:
+            horse_connection.adopt(self.connection, self._horse_connection)
+        super().main_work_horse(job, queue)
 
     # -- housekeeping -----------------------------------------------------------
 
