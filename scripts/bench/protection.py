@@ -23,6 +23,10 @@ no queue at all: the most heavy work a concurrency limit of one allows, so a sho
 plain rq tells what the limit costs apart from what the queue does.
 Last line: `protection_oneshot_p99_ratio X`, the in-process easeoff's p99 over idle
 (`protection_p99_ratio`'s default-mode figure for the forking worker is printed beside it).
+
+`--limit N` gives easeoff's shard a concurrency limit of N rather than 1, and lifts the
+threads_running signal (which would hold every job past the first): the other end of the
+trade-off, more heavy work at a higher live p99.
 """
 
 from __future__ import annotations
@@ -73,10 +77,10 @@ url = "mysql://root@127.0.0.1:3306"
 hosts = ["db1"]
 [resources."shard:3".concurrency]
 min = 1
-max = 1
+max = {limit}
 [signals.threads_running]
-high = 2
-low = 1
+high = {running_high}
+low = {running_low}
 [queues.recount]
 """
 
@@ -211,6 +215,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=("resumable", "oneshot"), default="resumable")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=1,
+        help="the shard's concurrency limit for easeoff (default 1); above 1 the threads_running signal "
+        "is lifted, or it would hold every second job: the other end of the trade-off",
+    )
     opts = parser.parse_args()
     unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
@@ -223,7 +234,9 @@ def main() -> None:
     results: dict[str, list[tuple[float, int]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "protection.toml"
-        config.write_text(CONFIG.format(redis=REDIS_URL), encoding="utf-8")
+        running = (2, 1) if opts.limit == 1 else (1000, 900)
+        text = CONFIG.format(redis=REDIS_URL, limit=opts.limit, running_high=running[0], running_low=running[1])
+        config.write_text(text, encoding="utf-8")
         for thread in live.threads:
             thread.start()
         try:
@@ -244,7 +257,10 @@ def main() -> None:
         if opts.shape == "oneshot"
         else (f"{JOBS} jobs of {USERS} chunks")
     )
-    print(f"idle p99 {p99['idle'] * 1000:.2f} ms (baseline); batch: {shape}, {WORKERS} workers")
+    print(
+        f"idle p99 {p99['idle'] * 1000:.2f} ms (baseline); batch: {shape}, {WORKERS} workers; "
+        f"easeoff's shard limit {opts.limit}"
+    )
     for mode in modes[1:]:
         share = done[mode] / done["plain"] if done["plain"] else float("nan")
         print(
