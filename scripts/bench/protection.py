@@ -223,6 +223,8 @@ def main() -> None:
         "is lifted, or it would hold every second job: the other end of the trade-off",
     )
     opts = parser.parse_args()
+    if opts.limit < 1:
+        parser.error(f"--limit must be 1 or more, not {opts.limit}")
     unwind_on_signals()
     redis = Redis.from_url(REDIS_URL)
     create_schema(SHARD, reset=True)
