@@ -3,10 +3,16 @@
 Strained above `high`, healthy again only below `low`: a flip needs a real change, not noise.
 The state travels with the reading (the next probe starts from it), so the prober asks here
 at probe time; a stopped replication thread is strain with no band at all.
+
+A value that is not a finite number (NaN, +Inf, -Inf: a source that divided by zero, a query
+that returned nonsense) says nothing about the database, and every comparison with NaN is
+false, so it would read as healthy: it is strain instead, whatever the previous state (fail
+closed), and `not_a_number` names it for the reason.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import msgspec
@@ -14,8 +20,20 @@ import msgspec
 from easeoff.feedback.config import Config
 
 
+def not_a_number(value: float) -> str | None:
+    """Why `value` cannot be judged (`nan (not a number)`, `inf (not a finite number)`), or None."""
+    if math.isnan(value):
+        return "nan (not a number)"
+    if math.isinf(value):
+        return f"{value} (not a finite number)"
+    return None
+
+
 def assess(value: float, high: float, low: float, was_strained: bool) -> bool:
-    """Return the new strained state for `value`, given the previous one."""
+    """Return the new strained state for `value`, given the previous one (a value that is not a
+    finite number is strain: nothing is known)."""
+    if not math.isfinite(value):
+        return True
     if was_strained:
         return value >= low
     return value > high
@@ -33,7 +51,7 @@ def next_states(
     strained = {}
     for name, value in values.items():
         if name == "replication":
-            strained[name] = value >= 0.5  # structural: a stopped thread is strain, no band
+            strained[name] = not math.isfinite(value) or value >= 0.5  # structural: a stopped thread is strain, no band
         elif name in config.signals:
             limits = config.thresholds(name, target)
             # A hold that was only predicted has no band: it stands again only if predicted again.

@@ -8,6 +8,11 @@ of a master-master pair, which must both be reachable, replicating and in
 production) and its replicas (aggregated worst-first, with the N worst optionally
 ignored). Global traffic signals hold every resource. Signals in shadow mode are left out
 here: feedback/verdict/shadow.py judges them, and ops' shadow thresholds, apart.
+
+Fail closed: a host with no usable reading (unreachable, stale, never read) holds what it
+gates whichever signals apply to it; a signal's `fail_closed = false` lets only that signal's
+own failed read (its query failed, its traffic source errored) pass; a value that is not a
+finite number is strain, with a reason that says so.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from easeoff.feedback.config import (
     Thresholds,
 )
 from easeoff.feedback.reasons import Kind, Reason, texts
+from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.signals.trend import ETA_PREFIX
@@ -185,12 +191,14 @@ def host_findings(host: str, resource: ResourceConfig, snapshot: Snapshot, confi
     reasons: list[Reason] = []
     if host in snapshot.hosts_out and role != "replica":
         reasons.append(Reason(Kind.HOST_OUT, host, detail=snapshot.hosts_out[host]))
-    must_answer = role in REPLICATING_ROLES or any(s.fail_closed for s in signals)
     failure = reading_failure(host, reading, config, now)
     if failure:
-        if must_answer:
-            reasons.append(failure)
-        return HostFindings(tuple(reasons), (), math.inf if reasons else 0.0)
+        # No reading at all (unreachable, timed out, stale, never read): nothing is known about
+        # the host, so it holds whatever signals apply to it, shadow and `fail_closed = false`
+        # ones included. Those flags speak for one signal's own failed read on a host that
+        # answered (signal_findings), not for a host that did not answer.
+        reasons.append(failure)
+        return HostFindings(tuple(reasons), (), math.inf)
     assert reading is not None
     if role in REPLICATING_ROLES and reading.strained.get("replication"):
         detail = reading.notes.get("replication", "replication threads not running")
@@ -235,6 +243,9 @@ def signal_findings(signal: SignalConfig, where: str, reading: Reading, limits: 
         if note and signal.fail_closed:
             return HostFindings((Reason(signal.name, where, detail=note),), (), math.inf)
         return NOTHING
+    unjudgeable = not_a_number(value)
+    if unjudgeable is not None:  # NaN compares false with everything: it would read as healthy
+        return HostFindings((Reason(signal.name, where, detail=unjudgeable),), (), math.inf)
     critical: tuple[Reason, ...] = ()
     if limits.critical is not None and value > limits.critical:
         critical = (Reason(signal.name, where, value, limits.critical, "critical"),)
