@@ -120,6 +120,10 @@ class Leases:
             pipeline.zrem(scope.leases_key, member)
 
 
+ADAPT_LIMIT = LuaScript.load("easeoff.feedback", "adapt_limit", argv=("interval_ms",))
+LIMIT_STEP_PREFIX = keys.NAMESPACE + "limit-step:"  # + scope: the probe interval its limit last stepped in
+
+
 def aimd_step(limit: int, strained: bool, saturated: bool, cfg: ConcurrencyConfig) -> int:
     """Additive increase while healthy and fully used, multiplicative decrease on strain."""
     limit = max(cfg.min, min(cfg.max, limit))  # a config change may have moved the bounds
@@ -130,29 +134,31 @@ def aimd_step(limit: int, strained: bool, saturated: bool, cfg: ConcurrencyConfi
     return limit
 
 
-def adapt_limits(
-    redis: Redis, config: Config, strained: Mapping[str, object], now: float | None = None
-) -> dict[str, int]:
-    """One AIMD step for every limited resource; run by the worker that probed for the fleet.
+def adapt_limits(redis: Redis, config: Config, strained: Mapping[str, object]) -> dict[str, int]:
+    """One AIMD step for every limited resource, once per probe interval fleet-wide: every
+    worker that probes some host runs this, and the first in an interval (on Redis's clock)
+    takes the step, in one script with the reads it is based on; the others get the limit in
+    force. resource → its limit after this call.
 
     Saturated: every slot in use now, or jobs parked waiting for one: the prober may look just
     as its own job has handed its slot back."""
-    new_limits = {}
-    limits = current_limits(redis, config, now)
-    with redis.pipeline(transaction=False) as pipe:
-        for name in limits:
-            pipe.zcard(keys.PARKED_PREFIX + keys.SLOT_PARK_PREFIX + name)
-        waiting = dict(zip(limits, pipe.execute(), strict=True))
-    for name, (limit, in_use) in limits.items():
-        cfg = config.resources[name].concurrency
-        assert cfg is not None
-        new_limits[name] = aimd_step(limit, name in strained, in_use >= limit or waiting[name] > 0, cfg)
-    if new_limits:
-        with redis.pipeline(transaction=False) as pipe:
-            for name, limit in new_limits.items():
-                pipe.set(keys.limit_key(name), limit)
-            pipe.execute()
-    return new_limits
+    limited = {name: r.concurrency for name, r in config.resources.items() if r.concurrency is not None}
+    if not limited:
+        return {}
+    script_keys: list[str] = []
+    tail: list[object] = []
+    for name, cfg in limited.items():
+        script_keys += [
+            keys.limit_key(name),
+            keys.leases_key(name),
+            keys.PARKED_PREFIX + keys.SLOT_PARK_PREFIX + name,
+            LIMIT_STEP_PREFIX + name,
+        ]
+        tail += [cfg.min, cfg.max, repr(float(cfg.decrease)), "1" if name in strained else "0"]
+    interval_ms = max(int(config.probe_interval * 1000), 1)
+    args = ADAPT_LIMIT.args(tail, interval_ms=interval_ms)
+    limits = ADAPT_LIMIT.register(redis)(keys=script_keys, args=args)
+    return {name: int(limit) for name, limit in zip(limited, limits, strict=True)}
 
 
 def current_limits(redis: Redis, config: Config, now: float | None = None) -> dict[str, tuple[int, int]]:
