@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pymysql
 from redis import Redis
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
+from easeoff.feedback.config import load_config
+from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.verdict.gate import judge
 from easeoff.tasks.catalog import record_run
 from tests.conftest import MYSQL, WorkerProcesses, wait_until
 
@@ -51,3 +56,26 @@ def test_custom_query_signal_defers_its_resource_and_releases_it(
 
     set_backlog(0)
     wait_until(lambda: FinishedJobRegistry("heavy", connection=redis_conn).count == 5, 20, what="shard 2 released")
+
+
+def test_a_custom_query_that_returns_no_number_holds_and_says_so(redis_conn: Redis, write_config) -> None:
+    """NULL, no row, text or NaN from the operator's SQL is not a healthy 0: the signal's failed
+    read, held (the signal fails closed by default) with a reason that says what came back."""
+    cases = [
+        ("SELECT NULL", "no row or NULL (not a number)"),
+        ("SELECT 1 FROM DUAL WHERE 1 = 0", "no row or NULL (not a number)"),
+        ("SELECT 'lots'", "str (not a number)"),
+        ("SELECT 'nan'", "nan (not a number)"),
+        ("SELECT '-inf'", "-inf (not a finite number)"),
+    ]
+    for query, says in cases:
+        redis_conn.flushdb()
+        signal = BACKLOG_SIGNAL.replace("SELECT COUNT(*) FROM easeoff_shard2.user_counts WHERE events < 0", query)
+        config = load_config(write_config(extra=signal))
+        cache = ReadingsCache(redis_conn, config)
+        snapshot = cache.probe_now()
+        cache.close()
+        reading = snapshot.get("db1")
+        assert reading is not None and reading.error is None, query
+        assert "backlog" not in reading.values and reading.notes["backlog"] == f"query returned {says}", query
+        assert judge(["shard:2"], snapshot, config, time.time()).texts == [f"backlog:db1 query returned {says}"]

@@ -44,3 +44,29 @@ def test_unreachable_prometheus_fails_closed(redis_conn: Redis, write_config) ->
     _, verdict = verdict_for(redis_conn, write_config, f"http://127.0.0.1:{free_port()}", "vector(1)")
     assert len(verdict.reasons) == 1
     assert verdict.texts[0].startswith("probe_error:prometheus:site_rps (prometheus: URLError)")
+
+
+def test_an_empty_result_is_no_reading_not_a_healthy_zero(redis_conn: Redis, write_config, tmp_path: Path) -> None:
+    """A series that is gone (exporter down, a misspelled metric) reads as nothing known: hold."""
+    query = 'sum(rate(http_requests_total{job=\\"gone\\"}[1m]))'
+    with prometheus_server(tmp_path) as url:
+        reading, verdict = verdict_for(redis_conn, write_config, url, query)
+    assert reading is not None and "site_rps" not in reading.values
+    assert verdict.texts == [
+        'probe_error:prometheus:site_rps (prometheus: no samples for sum(rate(http_requests_total{job="gone"}[1m])))'
+    ]
+
+
+def test_nan_and_infinity_hold_and_say_so(redis_conn: Redis, write_config, tmp_path: Path) -> None:
+    """A rate over nothing or a division by zero would compare as healthy: it holds, named."""
+    with prometheus_server(tmp_path) as url:
+        for query, says in [
+            ("vector(0/0)", "nan (not a number)"),
+            ("0/0", "nan (not a number)"),
+            ("vector(1/0)", "inf (not a finite number)"),
+            ("-1/0", "-inf (not a finite number)"),
+        ]:
+            redis_conn.flushdb()
+            reading, verdict = verdict_for(redis_conn, write_config, url, query)
+            assert reading is not None and reading.notes == {"site_rps": says}, query
+            assert verdict.texts == [f"site_rps:prometheus {says}"], query

@@ -27,6 +27,7 @@ import pymysql.cursors
 from redis import Redis
 
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
+from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
@@ -347,9 +348,20 @@ def read_custom(cur: Any, signal: SignalConfig, values: Values, notes: Notes) ->
     try:
         cur.execute(signal.query)
         row = cur.fetchone()
-        values[signal.name] = float(row[0]) if row and row[0] is not None else 0.0
-    except (pymysql.MySQLError, TypeError, ValueError) as exc:
+    except pymysql.MySQLError as exc:
         notes[signal.name] = f"query failed: {describe_error(exc)}"
+        return
+    # Fail closed: no row, NULL, text or NaN is this signal's failed read (noted), never a 0.
+    try:
+        number = float(row[0]) if row and row[0] is not None else None
+    except (TypeError, ValueError):
+        notes[signal.name] = f"query returned {type(row[0]).__name__} (not a number)"
+        return
+    unjudgeable = "no row or NULL (not a number)" if number is None else not_a_number(number)
+    if number is None or unjudgeable is not None:
+        notes[signal.name] = f"query returned {unjudgeable}"
+    else:
+        values[signal.name] = number
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,4 +1,10 @@
-"""The Prometheus source: a traffic signal read with an instant query over Prometheus' HTTP API."""
+"""The Prometheus source: a traffic signal read with an instant query over Prometheus' HTTP API.
+
+Fail closed: an empty result is no reading at all (the series is gone, the exporter down, the
+query misspelled), never a quiet 0, so it is a probe error naming the query; a NaN or an
+infinity (a rate over nothing, a division by zero) is this signal's failed read, noted with
+what it was, so the gate holds on it and says so (`site_rps:prometheus nan (not a number)`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 from redis import Redis
 
 from easeoff.feedback.config import Config, SignalConfig
+from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register, signal_of
 
@@ -25,14 +32,19 @@ class PrometheusSource:
         self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
     ) -> tuple[Values, Notes]:
         signal = signal_of(self.config, target)
-        return {signal.name: prometheus_value(signal, self.config.probe_timeout)}, {}
+        value = prometheus_value(signal, self.config.probe_timeout)
+        unjudgeable = not_a_number(value)
+        if unjudgeable is not None:
+            return {}, {signal.name: unjudgeable}
+        return {signal.name: value}, {}
 
     def release(self, target: str) -> None:
         """Nothing is kept per target."""
 
 
 def prometheus_value(signal: SignalConfig, timeout: float) -> float:
-    """An instant query over Prometheus' HTTP API; an empty result reads 0."""
+    """An instant query over Prometheus' HTTP API: a scalar, or a vector's samples summed. An
+    empty vector raises ProbeError (no reading); NaN and infinities are returned as they are."""
     assert signal.url and signal.query
     url = signal.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": signal.query})
     try:
@@ -44,6 +56,8 @@ def prometheus_value(signal: SignalConfig, timeout: float) -> float:
     if body.get("status") != "success":
         raise ProbeError(f"prometheus: {body.get('error', 'query failed')}"[:100])
     result: Any = data.get("result")
+    if data.get("resultType") == "vector" and result == []:
+        raise ProbeError(f"prometheus: no samples for {_short(signal.query)}")
     try:
         if data.get("resultType") == "scalar":
             return float(result[1])
@@ -52,3 +66,9 @@ def prometheus_value(signal: SignalConfig, timeout: float) -> float:
     except (TypeError, ValueError, KeyError, IndexError):
         pass
     raise ProbeError("prometheus: result is not a number or vector")
+
+
+def _short(query: str, limit: int = 80) -> str:
+    """The query as a reason shows it: one line, cut to `limit` characters."""
+    line = " ".join(query.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
