@@ -37,6 +37,17 @@ def follow(redis: Redis) -> None:
             _source, _next_sync = redis, -math.inf
 
 
+def follow_unless_following(redis: Redis) -> None:
+    """Follow `redis` if this process follows no Redis yet (an app that made its own client
+    rather than calling easeoff's `connect`); else keep the one it follows. Costs nothing after
+    the first call: the offset is measured once, then every RESYNC_EVERY seconds."""
+    global _source, _next_sync
+    if _source is None:
+        with _lock:
+            if _source is None:
+                _source, _next_sync = redis, -math.inf
+
+
 def now() -> float:
     """The fleet's time, in Unix seconds."""
     if time.monotonic() >= _next_sync:
