@@ -3,10 +3,17 @@
 `easeoff failed` (workers/cli/jobs.py) lists the same thing for a terminal; feedback may not
 import workers, so the reading lives here, read-only (no registry clean-up, which writes) and
 bounded: a few pipelined round trips for the newest `limit` jobs however many have failed.
+
+Nothing here unpickles: jobs are fetched with JSONSerializer, and of a job's latest rq result
+only `exc_string` is read (rq's `Result.restore` would load `return_value` with rq's default
+serializer, pickle, so a planted `rq:results:<id>` would run code in the exporter). A reason
+is shown with every password in it masked (secrets.redact_text).
 """
 
 from __future__ import annotations
 
+import zlib
+from base64 import b64decode
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +25,7 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.observe.markup import redact_passwords
+from easeoff.feedback.secrets import redact_text
 
 MAX_REASON = 300  # characters of a reason shown: one line, not a traceback
 EASEOFF_META = "easeoff"  # tasks/meta.py's META_KEY: the job's easeoff meta, where its task is named
@@ -65,10 +72,7 @@ def read_failed(redis: Redis, queues: Sequence[str], limit: int = 20) -> FailedJ
     )[:limit]
     ids = [job_id for _, job_id, _ in newest]
     jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
-    with redis.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
-        results = pipe.execute()
+    results = latest_results(redis, ids)
     found = [
         _failed_job(job_id, queue, job, result)
         for (_, job_id, queue), job, result in zip(newest, jobs, results, strict=True)
@@ -77,28 +81,41 @@ def read_failed(redis: Redis, queues: Sequence[str], limit: int = 20) -> FailedJ
     return FailedJobs(tuple(found), counts)
 
 
+def latest_results(redis: Redis, ids: Sequence[str]) -> list[Any]:
+    """Each job's latest rq result entry, raw (`XREVRANGE ... COUNT 1`), in one pipeline."""
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+        return list(pipe.execute())
+
+
 def _failed_job(job_id: str, queue: str, job: Job | None, result: Any) -> FailedJob:
     if job is None:
         return FailedJob(job_id, queue, "?", None, "job data expired")
     ended = job.ended_at.timestamp() if job.ended_at else None
-    return FailedJob(job_id, queue, _task(job), ended, redact_passwords(failure_reason(job, result)))
+    return FailedJob(job_id, queue, _task(job), ended, failure_reason(job, result))
 
 
 def failure_reason(job: Job, latest: Any = None) -> str:
-    """The last line of the failure, as `easeoff failed` shows it: the exception and its message,
-    or easeoff's own reason (`deferred for 600s, the cap is 600s`, `refused to run ungated`)."""
-    text: object = job._exc_info or ""
-    if latest:
-        try:
-            result_id, payload = latest[0]
-            result = Result.restore(job.id, _text(result_id), payload, connection=job.connection)
-        except Exception:  # an unreadable result: fall back to what the job hash holds
-            result = None
-        if result is not None and result.exc_string:
-            text = result.exc_string
+    """The last line of the failure, as `easeoff failed` shows it, passwords masked: the exception
+    and its message, or easeoff's own reason (`deferred for 600s, the cap is 600s`, `refused to
+    run ungated`). `latest` is the job's raw latest result entry (`latest_results`)."""
+    text = (latest_exc_string(latest[0][1]) if latest else None) or job._exc_info or ""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    reason = lines[-1] if lines else "no reason recorded"
+    reason = redact_text(lines[-1]) if lines else "no reason recorded"
     return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+
+
+def latest_exc_string(payload: Any) -> str | None:
+    """A result entry's `exc_string` (base64 of zlib, as rq's `Result.serialize` writes it), and
+    nothing else of it: its `return_value` is never deserialized. None if absent or unreadable."""
+    raw = payload.get(b"exc_string", payload.get("exc_string")) if isinstance(payload, dict) else None
+    if not raw:
+        return None
+    try:
+        return zlib.decompress(b64decode(raw)).decode("utf-8", errors="replace")
+    except (ValueError, zlib.error):  # binascii.Error is a ValueError
+        return None
 
 
 def _task(job: Job) -> str:

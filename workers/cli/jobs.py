@@ -12,6 +12,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback.observe.failed_jobs import failure_reason as reason_of
+from easeoff.feedback.observe.failed_jobs import latest_results
 from easeoff.tasks.meta import task_name
 from easeoff.tasks.registry import get_task
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
@@ -127,27 +129,27 @@ class FailedJob(msgspec.Struct, frozen=True):
 
 
 def failed_jobs(redis: Redis, queue: str, limit: int) -> list[FailedJob]:
-    """The newest `limit` failed jobs of `queue`, each with the one line that says why."""
+    """The newest `limit` failed jobs of `queue`, each with the one line that says why (passwords
+    masked). Nothing is unpickled: jobs are read as JSON, of their results only `exc_string`."""
     registry = FailedJobRegistry(queue, connection=redis, serializer=JSONSerializer)
     ids = registry.get_job_ids(-limit, -1) if limit else registry.get_job_ids()
     found = []
     jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)  # one round trip, not one a job
-    for job_id, job in reversed(list(zip(ids, jobs, strict=True))):
+    results = latest_results(redis, ids)
+    for job_id, job, latest in reversed(list(zip(ids, jobs, results, strict=True))):
         if job is None:
             found.append(FailedJob(job_id, queue, "?", "", "job data expired"))
             continue
         task = task_name(job)
         ended = job.ended_at.strftime("%Y-%m-%d %H:%M:%S") if job.ended_at else ""
-        found.append(FailedJob(job.id, queue, task, ended, failure_reason(job)))
+        found.append(FailedJob(job.id, queue, task, ended, reason_of(job, latest)))
     return found
 
 
 def failure_reason(job: Job) -> str:
-    """The last line of the failure: the exception and its message, or easeoff's own reason."""
-    result = job.latest_result()
-    text = result.exc_string if result is not None and result.exc_string else (job._exc_info or "")
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[-1] if lines else "no reason recorded"
+    """The last line of the failure, passwords masked: the exception and its message, or
+    easeoff's own reason (read as `failed_jobs` reads it: `return_value` is never loaded)."""
+    return reason_of(job, latest_results(job.connection, [job.id])[0])
 
 
 @click.command("failed")
