@@ -115,7 +115,7 @@ class Context:
         """Queues the config or a loaded task names, then any other queue rq has seen."""
         self.load_tasks()
         task_queues = [t.queue for t in all_tasks().values()]
-        return known_queue_names(self.redis, [*self.config.queues, *dict.fromkeys(task_queues)])
+        return known_queue_names(self.redis, dict.fromkeys([*self.config.queues, *task_queues]))
 
     def check_queues(self, queues: Sequence[str], insist_with: str = "") -> None:
         """A misspelled queue would be listened on, or paused, in silence: refuse it (`insist_with`
