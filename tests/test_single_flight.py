@@ -15,6 +15,7 @@ from easeoff.feedback import clock, keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.levers.switches import Switch, set_switch
 from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Prober
 from tests.conftest import TEST_REDIS_URL, wait_until
 
@@ -107,3 +108,53 @@ def test_a_cold_start_reads_switches_set_while_it_awaited_its_first_readings(red
         cache.close()
     assert probing.is_set() and snapshot.get("db1") is not None
     assert snapshot.switches.paused("resource:shard:1", clock.now()) is not None
+
+
+class MarkedProber(Prober):
+    """A real probe of the host, its values marked with who took it; held at `gate` while it is unset."""
+
+    def __init__(self, config, redis, mark: float, gate: threading.Event | None = None) -> None:
+        super().__init__(config, redis)
+        self.mark, self.gate, self.probing = mark, gate, threading.Event()
+
+    def read(self, target, previous, context):
+        if target == "db1":
+            self.probing.set()
+            if self.gate is not None:
+                self.gate.wait(10)
+        values, notes = super().read(target, previous, context)
+        values["_mark"] = self.mark
+        return values, notes
+
+
+def test_a_prober_that_lost_its_lease_cannot_overwrite_the_new_probers_reading(redis_conn: Redis, write_config) -> None:
+    """A takes db1's lease and stalls mid-probe past it; B takes db1 over and stores a reading. A's
+    late store is refused (B's reading stays) and A stops probing db1. `easeoff probe`'s forced
+    probe, while B holds the lease, stores nothing either."""
+    config = load_config(write_config(interval=5.0))
+    lock, stored_key = keys.PROBE_LOCK.format(host="db1"), keys.READING.format(host="db1")
+    held = threading.Event()
+    a = ReadingsCache(redis_conn, config, prober=MarkedProber(config, redis_conn, 1.0, gate=held))
+    b = ReadingsCache(redis_conn, config, prober=MarkedProber(config, redis_conn, 2.0))
+    a.lease_ms = 300  # A's lease lapses while its probe stalls
+    try:
+        a.warm_up()
+        assert a.prober.probing.wait(5), "A never probed db1"  # type: ignore[attr-defined]
+        wait_until(lambda: not redis_conn.exists(lock), 5, what="A's lease to lapse")
+        reading = b.current(["db1"]).get("db1")
+        assert reading is not None and reading.values["_mark"] == 2.0, reading
+        assert redis_conn.get(lock) == b.token.encode()
+
+        held.set()  # A's probe ends now, long after its lease
+        wait_until(lambda: "db1" not in a.loop.owned(), 5, what="A to give db1 up")
+        stored = Reading.from_json(redis_conn.get(stored_key))
+        assert stored.values["_mark"] == 2.0, "A's late reading overwrote B's"
+        assert stored.taken_at == reading.taken_at
+
+        forced = ReadingsCache(redis_conn, config, prober=MarkedProber(config, redis_conn, 3.0)).probe_now()
+        assert forced.get("db1") is not None and forced.get("db1").values["_mark"] == 3.0  # type: ignore[union-attr]
+        assert Reading.from_json(redis_conn.get(stored_key)).values["_mark"] == 2.0
+    finally:
+        held.set()
+        a.close()
+        b.close()

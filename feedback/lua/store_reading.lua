@@ -1,19 +1,23 @@
--- Store one reading the moment it is taken; renew its prober's lease if that is still us (when
--- asked: a lease outlasts several readings, so not every store renews it); if the reading
--- changed a verdict, say so to the workers sleeping on it.
+-- Store one reading the moment it is taken, if its prober still holds the target's lease: a
+-- prober that lost it (stalled past the lease, its target taken over) must not overwrite the
+-- new prober's newer reading, so the lease is checked first and nothing is written without it.
+-- Renew the lease when asked (a lease outlasts several readings, so not every store renews it);
+-- if the reading changed a verdict, say so to the workers sleeping on it.
+-- A forced store (`easeoff probe`: no lease, probed on demand) is written only while no
+-- prober holds the lease; it never takes one.
 -- KEYS: the reading, its probe lock
--- ARGV: the named arguments. Returns 1 while the target is still ours to probe (as far as this
--- store knows: one that does not renew does not look).
-local token, reading, ttl, lease_ms, changed, channel, host = unpack(ARGV, 1, 7)
+-- ARGV: the named arguments. Returns 1 if the reading was stored (for a prober: the target is
+-- still ours to probe), 0 if it was refused (stop probing the target).
+local token, reading, ttl, lease_ms, changed, channel, host, forced = unpack(ARGV, 1, 8)
+local holder = redis.call('GET', KEYS[2])
+if holder ~= token and not (forced == '1' and not holder) then
+  return 0
+end
 redis.call('SET', KEYS[1], reading, 'EX', ttl)
 if changed == '1' then
   redis.call('PUBLISH', channel, host)
 end
-if lease_ms == '0' then
-  return 1
-end
-if redis.call('GET', KEYS[2]) == token then
+if holder == token and lease_ms ~= '0' then
   redis.call('PEXPIRE', KEYS[2], lease_ms)
-  return 1
 end
-return 0
+return 1

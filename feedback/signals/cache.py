@@ -45,7 +45,9 @@ PROBE_LOCK_KEY = keys.PROBE_LOCK
 OWN_PROBES = LuaScript.load("easeoff.feedback", "own_probes", argv=("token", "lease_ms"))
 DISOWN_PROBES = LuaScript.load("easeoff.feedback", "disown_probes", argv=("token",))
 STORE_READING = LuaScript.load(
-    "easeoff.feedback", "store_reading", argv=("token", "reading", "ttl", "lease_ms", "changed", "channel", "host")
+    "easeoff.feedback",
+    "store_reading",
+    argv=("token", "reading", "ttl", "lease_ms", "changed", "channel", "host", "forced"),
 )
 
 
@@ -195,7 +197,8 @@ class ReadingsCache:
     def refresh(
         self, targets: Iterable[str], previous: Mapping[str, Reading | None], switches: Switches | None = None
     ) -> dict[str, Reading]:
-        """Probe `targets` now, concurrently, and store the results; the caller decides who may.
+        """Probe `targets` now, concurrently, and store the results where no prober holds the
+        target (a live prober's readings are the fleet's: these are returned, not stored).
 
         Writers go first, so replicas probed in the same round compare against the
         heartbeat just written. Live threshold overrides decide the hysteresis state.
@@ -211,7 +214,7 @@ class ReadingsCache:
                 fresh.update(zip(batch, taken, strict=True))
                 context.update(fresh)
         for target, reading in fresh.items():
-            self._store(reading, _changes_a_verdict(previous.get(target), reading))
+            self._store(reading, _changes_a_verdict(previous.get(target), reading), forced=True)
         return fresh
 
     def probe_now(self) -> Snapshot:
@@ -248,20 +251,23 @@ class ReadingsCache:
         reading = self._probe(target, previous, self._latest.copy(), self._live)
         self._latest[target] = reading
         changed = _changes_a_verdict(previous, reading)
+        ours = True
         try:
             ours = self._store(reading, changed)
-            if not ours:
+            if not ours:  # our lease lapsed and another prober has the target: its readings stand
                 self.prober.release(target)
             return ours
         except REDIS_UNREACHABLE:
             return True  # keep probing; the job loop waits Redis out and says so
         finally:
             self._stored.set()
-            if changed:  # stored first, so the loop woken here reads the new reading
+            if changed and ours:  # stored first, so the loop woken here reads the new reading
                 self._verdict_changes += 1
                 self.wake()
 
-    def _store(self, reading: Reading, changed: bool) -> bool:
+    def _store(self, reading: Reading, changed: bool, forced: bool = False) -> bool:
+        """Store a reading if this process holds the target's lease (or, `forced`, if no process
+        does); False if refused: the reading was not written."""
         target = reading.host
         args = STORE_READING.args(
             token=self.token,
@@ -271,6 +277,7 @@ class ReadingsCache:
             changed="1" if changed else "0",
             channel=keys.WAKE,
             host=target,
+            forced="1" if forced else "0",
         )
         return bool(
             self._store_reading(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args)
