@@ -13,6 +13,7 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback.levers.switches import SWITCHES_KEY
 from easeoff.feedback.signals.cache import PROBE_LOCK_KEY, READING_KEY
 from easeoff.tasks.catalog import record_run
 from tests.conftest import WorkerProcesses, run_cli, ticks, wait_until
@@ -117,3 +118,20 @@ def test_workers_whose_clocks_disagree_share_the_fleets_clock(
             what=f"{log.name} to hold heavy for the stale reading; logs: {workers.logs()}",
         )
     assert finished.count == done_before  # nobody ran a job on the stale reading
+
+
+def test_an_operators_clock_an_hour_off_stamps_switches_on_the_fleets_clock(redis_conn: Redis, write_config) -> None:
+    """A pause for 60 s lasts 60 s by the workers' (Redis's) clock, whatever the operator's machine says."""
+    config = write_config()
+    env = {"LD_PRELOAD": str(LIBFAKETIME[0]), "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    for skew in ("+1h", "-1h"):
+        redis_conn.delete(SWITCHES_KEY)
+        args = ("--config", str(config), "pause", "task:record_run", "--ttl", "60s", "--reason", f"clock {skew}")
+        result = run_cli(*args, env={**env, "FAKETIME": skew})
+        assert result.returncode == 0, result.stderr
+        now = redis_now(redis_conn)
+        stored = json.loads(redis_conn.get(SWITCHES_KEY) or "{}")["pause task:record_run"]
+        assert abs(stored["at"] - now) < 5, f"{skew}: stamped at {stored['at'] - now:+.0f}s from Redis's clock"
+        assert abs(stored["expires_at"] - (now + 60)) < 5, (
+            f"{skew}: expires {stored['expires_at'] - now:+.0f}s from now"
+        )

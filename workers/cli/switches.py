@@ -29,14 +29,23 @@ by_option = click.option("--by", default=None, help="Who (default: $EASEOFF_OPER
 ttl_option = click.option("--ttl", default=None, help="Lapse by itself after this long (90s, 10m, 2h, 1d).")
 
 
-def _ttl(text: str | None, default: str | None = None) -> float | None:
-    text = text or default
-    if text is None:
-        return None
+def _fleet_now(ctx: Context) -> float:
+    """Redis's time, measured before anything is stamped with it: connecting makes the fleet's
+    clock this process's, and a switch's `at` and `expires_at` are read by every worker on that
+    clock (an operator's laptop an hour off would otherwise pause for an hour more, or not at all)."""
+    ctx.redis  # noqa: B018 - connecting is what follows the fleet's clock
+    return clock.now()
+
+
+def _stamps(ctx: Context, ttl: str | None, default: str | None = None) -> tuple[float, float | None]:
+    """A switch's `at` and `expires_at` on the fleet's clock; a bad --ttl fails before connecting."""
+    text = ttl or default
     try:
-        return clock.now() + parse_duration(text)
+        lasts = parse_duration(text) if text is not None else None
     except ValueError as exc:
         fail(f"--ttl: {exc}")
+    now = _fleet_now(ctx)
+    return now, None if lasts is None else now + lasts
 
 
 def _scope(ctx: Context, scope: str) -> str:
@@ -68,7 +77,8 @@ def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None
 
     A paused queue is not dequeued from; a paused task's or resource's jobs are deferred and
     parked until it resumes. Running jobs finish (resumable ones at their next checkpoint)."""
-    _report_set(ctx, Switch("pause", _scope(ctx, scope), by or events.operator(), reason, clock.now(), _ttl(ttl)))
+    scope = _scope(ctx, scope)
+    _report_set(ctx, Switch("pause", scope, by or events.operator(), reason, *_stamps(ctx, ttl)))
 
 
 @click.command("resume")
@@ -93,9 +103,7 @@ def resume(ctx: Context, scope: str, reason: str, by: str | None) -> None:
 def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None, by: str | None) -> None:
     """Refuse RATIO (0..1) of TASK's jobs, as freno's throttle-app does; lapses after --ttl (default 1h)."""
     scope = _scope(ctx, f"task:{task}")
-    _report_set(
-        ctx, Switch("throttle", scope, by or events.operator(), reason, clock.now(), _ttl(ttl, "1h"), ratio=ratio)
-    )
+    _report_set(ctx, Switch("throttle", scope, by or events.operator(), reason, *_stamps(ctx, ttl, "1h"), ratio=ratio))
 
 
 @click.command("unthrottle")
@@ -154,9 +162,9 @@ def threshold(
         fail(f"thresholds must satisfy low <= high <= critical (got low {low:g}, high {high:g})")
     if not reason:
         fail("--reason is required: say why the thresholds move")
-    who, expires_at = by or events.operator(), _ttl(ttl, "1h")
+    who, (now, expires_at) = by or events.operator(), _stamps(ctx, ttl, "1h")
     limits = {"high": high, "low": low, "critical": critical}
-    override = Switch("threshold", scope, who, reason, clock.now(), expires_at, **limits, shadow=shadow)
+    override = Switch("threshold", scope, who, reason, now, expires_at, **limits, shadow=shadow)
     _report_set(ctx, override)
 
 
@@ -177,7 +185,7 @@ def _report_cleared(ctx: Context, key: str, reason: str, by: str | None) -> None
 @guarded
 def switches(ctx: Context, stale: bool, as_json: bool) -> None:
     """The switches in force: what, who, why, how long on and until when."""
-    now, limit = clock.now(), ctx.config.switch_stale_after
+    now, limit = _fleet_now(ctx), ctx.config.switch_stale_after
     found = read_switches(ctx.redis)
     listed = found.stale(now, limit) if stale else sorted(found.live(now), key=lambda s: s.at)
     if as_json:
