@@ -74,18 +74,19 @@ class Context:
         self._config: Config | None = None
         self._redis: Redis | None = None
         self._tasks_loaded = False
+        self._app_paths: list[str] = []
         self.add_paths(paths)
 
     def add_paths(self, paths: Sequence[str]) -> None:
-        """Where the app's task modules are imported from: these first, then the current directory
-        (as `rq worker -P`), so `easeoff` finds an app's `myapp.tasks` run from the app's folder."""
-        for path in reversed([*paths, os.getcwd()]):
-            absolute = os.path.abspath(path)
-            if not os.path.isdir(absolute):
+        """Where the app's task modules are imported from: these, then the current directory (as
+        `rq worker -P`), so `easeoff` finds an app's `myapp.tasks` run from the app's folder.
+        Checked now, put on `sys.path` when the task modules load (`load_tasks`)."""
+        for path in paths:
+            if not os.path.isdir(path):
                 fail(f"--path {path}: no such directory")
-            if absolute in sys.path:
-                sys.path.remove(absolute)
-            sys.path.insert(0, absolute)
+        added = [os.path.abspath(p) for p in [*paths, os.getcwd()]]
+        self._app_paths = list(dict.fromkeys([*added, *self._app_paths]))
+        use_app_paths(self._app_paths, add=self._tasks_loaded)
 
     @property
     def loaded(self) -> bool:
@@ -108,6 +109,7 @@ class Context:
     def load_tasks(self) -> None:
         """Import the task modules `--import` names, else the config's `[tasks] modules`."""
         if not self._tasks_loaded:
+            use_app_paths(self._app_paths)
             load_task_modules(self.imports or self.config.task_modules)
             self._tasks_loaded = True
 
@@ -125,6 +127,20 @@ class Context:
         for queue in queues:
             if queue not in known:
                 fail(f"unknown queue {queue!r} (known: {', '.join(known) or 'none'}{hint})")
+
+
+def use_app_paths(paths: Sequence[str], add: bool = True) -> None:
+    """Put the app's folders on `sys.path` AFTER the interpreter's own (the standard library,
+    site-packages), moving them there if `python -m` put the current directory first: a module
+    the environment provides (rich, pymysql, prometheus_client, redis, rq, click, msgspec) is
+    never taken from the app's folder, where a planted `rich.py` would run in every command. An
+    app module named like an installed one is shadowed by it: name the app's package uniquely.
+    `add=False` only moves back those already there (the start of every command)."""
+    present = [path for path in paths if path in sys.path]
+    for path in present:
+        while path in sys.path:
+            sys.path.remove(path)
+    sys.path.extend(paths if add else present)
 
 
 pass_context = click.make_pass_decorator(Context)
