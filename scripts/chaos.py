@@ -26,40 +26,32 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 
 import pymysql
+from bench.fleet import load_sandbox
+from faults.history import chunk_applications, failure_text, ledger_runs, reason_kind
+from faults.servers import REDIS_ERRORS, RedisServer, Workers
+from faults.servers import close_quietly as _close
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-REPO = Path(__file__).resolve().parents[1]
-
-from bench.fleet import children, load_sandbox  # noqa: E402
-from rq import Queue  # noqa: E402
-from rq.job import Job  # noqa: E402
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
-from sentinels import free_port  # noqa: E402
-
-from easeoff.feedback.observe.counters import read_counts  # noqa: E402
-from easeoff.feedback.signals.traffic import count_request  # noqa: E402
-from easeoff.tasks.catalog import ledger_in_chunks, record_once, record_run  # noqa: E402
-from easeoff.tasks.demo_schema import create_schema  # noqa: E402
-from easeoff.tasks.shards import SHARD_URLS_ENV, connect  # noqa: E402
+from easeoff.feedback.observe.counters import read_counts
+from easeoff.feedback.signals.traffic import count_request
+from easeoff.tasks.catalog import ledger_in_chunks, record_once, record_run
+from easeoff.tasks.demo_schema import create_schema
+from easeoff.tasks.shards import SHARD_URLS_ENV
 
 QUEUE = "heavy"
 SHARDS = (1, 2)
 LEDGER_EVERY = 5  # every fifth job is a resumable ledger_in_chunks
 LEDGER_PAUSE = 0.05  # seconds after each chunk: long enough for kills to land mid-job
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
 def say(message: str) -> None:
@@ -67,102 +59,6 @@ def say(message: str) -> None:
 
 
 T0 = time.monotonic()
-
-
-class RedisServer:
-    """A redis-server of the run's own, with AOF on: a restart keeps every acknowledged write."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "redis"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.ping():
-                    break
-            except REDIS_ERRORS:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"chaos: redis-server on {self.port} did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        """SHUTDOWN: AOF is flushed (appendfsync always), so nothing acknowledged is lost."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(REDIS_ERRORS):
-                Redis(port=self.port).shutdown(nosave=True)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Workers:
-    """Gated worker processes, kept at `count`; a kill takes the worker and its work horse at once."""
-
-    def __init__(self, config: Path, count: int, workdir: Path, env: dict[str, str]) -> None:
-        self.config, self.count, self.workdir, self.env = config, count, workdir, env
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.started = 0
-        self.kills = 0
-        self.killed: set[int] = set()
-        self.crashed = 0  # workers that exited by themselves (Redis or MariaDB away must not end one)
-
-    def start_one(self) -> None:
-        log = open(self.workdir / f"worker-{self.started}.log", "wb")  # noqa: SIM115 - the child's
-        args = [sys.executable, "-m", "easeoff.workers.cli", "--config", str(self.config), "worker", QUEUE]
-        self.procs.append(subprocess.Popen(args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
-        log.close()
-        self.started += 1
-
-    def keep_up(self) -> None:
-        self.crashed += sum(1 for p in self.procs if p.poll() is not None and p.pid not in self.killed)
-        self.procs = [p for p in self.procs if p.poll() is None]
-        while len(self.procs) < self.count:
-            self.start_one()
-
-    def kill_one(self, rng: random.Random) -> None:
-        live = [p for p in self.procs if p.poll() is None]
-        if not live:
-            return
-        victim = rng.choice(live)
-        for pid in children(victim.pid):  # the work horse, in a process group of its own
-            _kill(pid)
-        self.killed.add(victim.pid)
-        _kill(victim.pid)
-        victim.wait(timeout=10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                for pid in children(proc.pid):
-                    _kill(pid)
-                proc.kill()
-                proc.wait()
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 class Chaos:
@@ -212,7 +108,7 @@ low = 20
             encoding="utf-8",
         )
         self.redis = Redis.from_url(self.redis_server.url, socket_timeout=5, retry_on_timeout=True)
-        self.workers = Workers(self.config, self.args.workers, self.workdir, dict(os.environ))
+        self.workers = Workers(self.config, self.args.workers, self.workdir, dict(os.environ), QUEUE)
 
     def enqueue(self) -> list[str]:
         """The jobs, in order; `self.kinds` says which task each runs, `self.chunks` how many
@@ -360,10 +256,10 @@ low = 20
         waiting = set(Queue(QUEUE, connection=self.redis).get_job_ids())
         waiting |= set(ScheduledJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
         waiting |= set(StartedJobRegistry(QUEUE, connection=self.redis).get_job_ids(cleanup=False))
-        runs = ledger_runs()  # job id → executions written to a ledger
+        runs = ledger_runs(SHARDS)  # job id → executions written to a ledger
         once = {j for j in job_ids if self.kinds[j] == "record_once"}
         plain = [j for j in job_ids if self.kinds[j] == "record_run"]
-        applied = chunk_applications()  # (job id, chunk tag) → times applied
+        applied = chunk_applications(SHARDS)  # (job id, chunk tag) → times applied
         duplicate_chunks = sum(1 for n in applied.values() if n > 1)
         chunks_missing = [
             j
@@ -441,62 +337,6 @@ low = 20
             self.workers.stop()
         self.redis_server.stop()
         self.sandbox.down()
-
-
-def failure_text(redis: Redis, job_id: str) -> str:
-    """Why a job failed: rq's failure result, else the reason easeoff's scripts stored on the job."""
-    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-    result = job.latest_result()
-    if result is not None and result.exc_string:
-        return result.exc_string.strip()
-    raw = redis.hget(job.key, "exc_info") or b""
-    try:
-        return zlib.decompress(raw).decode(errors="replace").strip()
-    except zlib.error:
-        return raw.decode(errors="replace").strip()
-
-
-def reason_kind(text: str) -> str:
-    """`easeoff: abandoned: ...` → `easeoff: abandoned`; a traceback → its exception's name."""
-    last = text.splitlines()[-1] if text else "?"
-    if last.startswith("easeoff:"):
-        return ":".join(last.split(":", 2)[:2])
-    return last.split(":", 1)[0].rsplit(".", 1)[-1]
-
-
-def ledger_runs() -> dict[str, int]:
-    """Per job id, the executions its ledger saw: job_runs rows (record_run) or job_ledger.runs (record_once)."""
-    runs: Counter[str] = Counter()
-    for shard in SHARDS:
-        conn = connect(shard)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT job_id, COUNT(*) FROM job_runs GROUP BY job_id")
-                runs.update({job_id: int(n) for job_id, n in cur.fetchall()})
-                cur.execute("SELECT job_id, runs FROM job_ledger")
-                runs.update({job_id: int(n) for job_id, n in cur.fetchall()})
-        finally:
-            conn.close()
-    return dict(runs)
-
-
-def chunk_applications() -> Counter[tuple[str, str]]:
-    """Per (job id, chunk tag) of the resumable ledger jobs, how many times its row was committed."""
-    applied: Counter[tuple[str, str]] = Counter()
-    for shard in SHARDS:
-        conn = connect(shard)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT job_id, tag, COUNT(*) FROM job_runs WHERE task = 'ledger_in_chunks' GROUP BY 1, 2")
-                applied.update({(job_id, tag): int(n) for job_id, tag, n in cur.fetchall()})
-        finally:
-            conn.close()
-    return applied
-
-
-def _close(conn: pymysql.connections.Connection) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()
 
 
 def main() -> int:
