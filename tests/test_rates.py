@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq.job import Job
-from rq.registry import ScheduledJobRegistry
+from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback import clock
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import load_config
-from easeoff.feedback.levers.rates import RateLimiter, RateScope
+from easeoff.feedback.levers.rates import RATES_PREFIX, RESERVED_PREFIX, RateLimiter, RateScope
 from easeoff.feedback.observe.exporter import read_inputs
 from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.catalog import record_run
@@ -101,3 +101,67 @@ def test_a_bad_rate_is_refused_with_its_text(text: str) -> None:
 def test_a_damaged_rate_in_a_job_s_meta_falls_back_to_none_rather_than_failing_the_claim() -> None:
     assert JobMeta.from_dict({"task": "t", "rate": "lots"}).rate is None
     assert JobMeta.from_dict({"task": "t", "rate": "6/10s"}).rate == "6/10s"
+
+
+def test_a_start_given_back_is_that_claim_s_alone_and_only_once(redis_conn: Redis) -> None:
+    limiter, now = RateLimiter(redis_conn), clock.now()
+    scopes = [RateScope("shard:1", parse_rate("3/2s")), RateScope("task:t", parse_rate("5/2s"))]
+    assert limiter.reserve(scopes, "job1", now, start="job1:claim1") is None
+    assert limiter.reserve(scopes, "job2", now, start="job2:claim1") is None
+    assert limiter.give_back(scopes, "job1:claim1") == 2  # one start in each scope
+    assert limiter.give_back(scopes, "job1:claim1") == 0  # already given back
+    for scope in ("shard:1", "task:t"):
+        assert redis_conn.zrange(RATES_PREFIX + scope, 0, -1) == [b"job2:claim1"]
+    # The start given back is room again: two more start now (three in all), the next waits.
+    given = [limiter.reserve(scopes, f"job{i}", now, start=f"job{i}:claim2") for i in (1, 3)]
+    assert given == [None, None]
+    assert limiter.reserve(scopes, "job4", now, start="job4:claim1") is not None
+
+
+LIMITED_AND_RATED = """
+[resources."shard:9"]
+hosts = ["db1"]
+[resources."shard:9".concurrency]
+min = 1
+max = 1
+"""
+
+
+def rated_job(redis: Redis, tag: str, seconds: float = 0.0) -> Job:
+    """A record_run job (it writes to shard 1's database) on `shard:9`, a resource with one slot
+    on the same host, and a task rate of RATE a minute."""
+    job = record_run.enqueue(shard=1, tag=tag, seconds=seconds, connection=redis)
+    job.meta["easeoff"]["resources"] = ["shard:9"]
+    job.meta["easeoff"]["rate"] = f"{RATE}/min"
+    job.save_meta()
+    return job
+
+
+def test_jobs_refused_a_slot_spend_no_rate_starts(redis_conn: Redis, write_config, shards, workers) -> None:
+    """The only slot held by a long job without a rate: the rated jobs claimed meanwhile wait
+    for the slot having spent no start; once it frees, RATE of them start within the minute."""
+    config = write_config(interval=0.5, extra=LIMITED_AND_RATED)
+    holder = record_run.enqueue(shard=1, tag="holder", seconds=6.0, connection=redis_conn)
+    holder.meta["easeoff"]["resources"] = ["shard:9"]
+    holder.save_meta()
+    starts = RATES_PREFIX + "task:record_run"
+    workers.start(config, "heavy")
+    wait_until(lambda: redis_conn.zcard(keys.leases_key("shard:9")) == 1, 20, what=f"the holder; {workers.logs()}")
+    ids = [rated_job(redis_conn, f"rated{i}").id for i in range(RATE + 2)]
+    workers.start(config, "heavy")
+    parked = keys.parked_key(keys.SLOT_PARK_PREFIX + "shard:9")
+    reserved = RESERVED_PREFIX + "task:record_run"  # jobs deferred for the rate instead
+
+    def waiting() -> int:
+        return int(redis_conn.zcard(parked)) + int(redis_conn.zcard(reserved))
+
+    wait_until(lambda: waiting() == len(ids), 20, what=f"the rated jobs to wait; {workers.logs()}")
+    assert redis_conn.zcard(starts) == 0, "jobs refused a slot spent rate starts"
+    assert redis_conn.zcard(parked) == len(ids)
+
+    finished = FinishedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: holder.id in finished.get_job_ids(), 20, what="the holder to end")
+    freed = clock.now()
+    wait_until(lambda: len(started_at(redis_conn, ids)) >= RATE, 50, what=f"{RATE} rated starts; {workers.logs()}")
+    assert started_at(redis_conn, ids)[RATE - 1] - freed < WINDOW
+    assert redis_conn.zcard(starts) == RATE

@@ -24,7 +24,7 @@ from rq.job import Job
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
-from easeoff.feedback.levers.rates import RateLimiter, rate_scopes
+from easeoff.feedback.levers.rates import RateLimiter, RateScope, rate_scopes
 from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.rate import parse_rate
 from easeoff.feedback.reasons import Kind, Reason, joined
@@ -124,10 +124,12 @@ class TaskSwitches(msgspec.Struct, frozen=True):
 
 
 class ConcurrencySlots(msgspec.Struct, frozen=True):
-    """A slot under every concurrency limit the job falls under (its resources', its task's)."""
+    """A slot under every concurrency limit the job falls under (its resources', its task's). A job
+    refused one gives back the rate start `rates` counted it: it did not start."""
 
     config: Config
     leases: Leases
+    rates: RateLimits | None = None
 
     def __call__(self, candidate: Candidate) -> Verdict | None:
         meta = candidate.meta
@@ -138,6 +140,8 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
         if refusal is None:
             candidate.lease = (scopes, candidate.lease_member) if scopes else None
             return None
+        if self.rates is not None:
+            self.rates.give_back(candidate)
         # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
         # handed one when a slot frees; the long recheck is only a safety net.
         return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
@@ -146,19 +150,18 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
 class RateLimits(msgspec.Struct, frozen=True):
     """A start under every rate the job falls under (its resources', its task's): over the rate,
     the job waits for its reserved start, deferred once to that very time, not spun on. It
-    comes before the slots, which take a lease, and after the checks that read only: a job
-    held for strain spends no start."""
+    comes after the checks that read only (a job held for strain spends no start), and before
+    the slots, which take a lease: a job they refuse gives its start back (`give_back`). A
+    start is counted under the claim (`lease_member`), so that is the start given back."""
 
     config: Config
     limiter: RateLimiter
 
     def __call__(self, candidate: Candidate) -> Verdict | None:
-        meta = candidate.meta
-        task_rate = parse_rate(meta.rate) if meta.rate else None
-        scopes = rate_scopes(self.config, meta.resources, meta.task, task_rate)
+        scopes = self._scopes(candidate)
         if not scopes:
             return None
-        at = self.limiter.reserve(scopes, candidate.job.id, candidate.now)
+        at = self.limiter.reserve(scopes, candidate.job.id, candidate.now, start=candidate.lease_member)
         if at is None:
             return None
         wait = max(at - candidate.now, 0.0)
@@ -166,17 +169,27 @@ class RateLimits(msgspec.Struct, frozen=True):
         reason = Reason(Kind.RATE, binding.name, value=wait, detail=str(binding.rate), waits_for="delay")
         return Verdict(admit=False, reasons=(reason,), delay=wait)
 
+    def give_back(self, candidate: Candidate) -> None:
+        """A later check refused the job: uncount the start this claim was counted (if any)."""
+        self.limiter.give_back(self._scopes(candidate), candidate.lease_member)
+
+    def _scopes(self, candidate: Candidate) -> list[RateScope]:
+        meta = candidate.meta
+        task_rate = parse_rate(meta.rate) if meta.rate else None
+        return rate_scopes(self.config, meta.resources, meta.task, task_rate)
+
 
 def admission_checks(
     config: Config, redis: Redis, leases: Leases, rng: random.Random, limiter: RateLimiter, log: logging.Logger
 ) -> list[Check]:
     """The checks in the order they run."""
+    rates = RateLimits(config, limiter)
     return [
         ResourceHealth(config, rng),
         ShadowPolicies(config, redis, log),
         TaskSwitches(config, rng),
-        RateLimits(config, limiter),
-        ConcurrencySlots(config, leases),
+        rates,
+        ConcurrencySlots(config, leases, rates),
     ]
 
 

@@ -4,7 +4,9 @@ limiters): a resource (`[resources."shard:1"] rate = "600/min"`) or a task
 
 One Lua script per claim records the job's start under every rate it falls under, or reserves
 it a later one (feedback/lua/rate.lua: a sliding window of starts per scope, and the
-reservations queued behind it). A job over the rate is not spun on: it is deferred once, to
+reservations queued behind it). Only a job that starts spends a start: one then refused a slot
+gives back the start its claim was counted (`give_back`), so the rate is not under-admitted
+by jobs that only waited. A job over the rate is not spun on: it is deferred once, to
 the time its reservation comes due, and starts then. A deferral is not a failure and spends
 no retry.
 """
@@ -22,8 +24,8 @@ from easeoff.feedback.keys import NAMESPACE
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.rate import Rate
 
-RATE = LuaScript.load("easeoff.feedback", "rate", argv=("now", "member"))
-RATES_PREFIX = NAMESPACE + "rate:"  # + scope: zset job id -> when it started, within the window
+RATE = LuaScript.load("easeoff.feedback", "rate", argv=("now", "member", "start"))
+RATES_PREFIX = NAMESPACE + "rate:"  # + scope: zset claim -> when it started, within the window
 RESERVED_PREFIX = NAMESPACE + "rate-reserved:"  # + scope: zset job id -> from when it may start
 
 
@@ -51,16 +53,30 @@ class RateLimiter:
         self.redis = redis
         self._reserve = RATE.register(redis)
 
-    def reserve(self, scopes: Sequence[RateScope], job_id: str, now: float | None = None) -> float | None:
-        """None if the job starts now (its start is counted), else when it may: a reservation
-        kept for it, however often it is claimed before then."""
+    def reserve(
+        self, scopes: Sequence[RateScope], job_id: str, now: float | None = None, start: str | None = None
+    ) -> float | None:
+        """None if the job starts now (its start is counted, as `start`: the claim, by default
+        the job), else when it may: a reservation kept for it, however often it is claimed before then."""
         now = clock.now() if now is None else now
         if not scopes:
             return None
         tail = [v for s in scopes for v in (s.rate.count, repr(s.rate.per))]
         keys = [key for s in scopes for key in (RATES_PREFIX + s.name, RESERVED_PREFIX + s.name)]
-        started, at = self._reserve(keys=keys, args=RATE.args(tail, now=repr(now), member=job_id))
+        args = RATE.args(tail, now=repr(now), member=job_id, start=start or job_id)
+        started, at = self._reserve(keys=keys, args=args)
         return None if int(started) else float(at)
+
+    def give_back(self, scopes: Sequence[RateScope], start: str) -> int:
+        """Uncount a start a claim was counted but did not make (a later check refused the job):
+        that claim's start alone, in every scope at once; a second call changes nothing.
+        The starts given back (one per scope that had it)."""
+        if not scopes:
+            return 0
+        with self.redis.pipeline(transaction=True) as pipe:
+            for scope in scopes:
+                pipe.zrem(RATES_PREFIX + scope.name, start)
+            return sum(int(n) for n in pipe.execute())
 
     def waiting(self, scopes: Iterable[str]) -> dict[str, int]:
         """scope → jobs holding a reservation (waiting on the rate), for the exporter."""

@@ -4,12 +4,20 @@
 -- the rate is given the earliest time every scope has room for it, behind the reservations
 -- already made, and is deferred to it once; when it comes back it starts if the window of
 -- real starts has room (promotion's jitter can take it; then it is given the next time).
+-- A start is recorded under the claim (`start`: each claim of a job is a start of its own), so
+-- a job then refused a slot gives back exactly that start (feedback/levers/rates.py `give_back`).
 -- KEYS: for each scope, its starts then its reservations.
 -- ARGV: the named arguments, then `count`, `per` for each scope.
 -- Returns {1, now} if the job starts now (its start recorded), else {0, when it may start}.
-local now, member = unpack(ARGV, 1, 2)
+local now, member, start = unpack(ARGV, 1, 3)
 now = tonumber(now)
+local FIRST_RATE = 4
 local scopes = #KEYS / 2
+
+local function rate_of(i)  -- the i-th scope's count and per
+  local at = FIRST_RATE + 2 * (i - 1)
+  return tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+end
 
 local function nth_latest(key, n)
   local found = redis.call('ZREVRANGE', key, n - 1, n - 1, 'WITHSCORES')
@@ -19,7 +27,7 @@ end
 local own, free_now, at = nil, true, now
 for i = 1, scopes do
   local starts, reserved = KEYS[2 * i - 1], KEYS[2 * i]
-  local count, per = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local count, per = rate_of(i)
   redis.call('ZREMRANGEBYSCORE', starts, '-inf', '(' .. (now - per))
   redis.call('ZREMRANGEBYSCORE', reserved, '-inf', '(' .. (now - per))  -- jobs that never came back
   local mine = redis.call('ZSCORE', reserved, member)
@@ -34,7 +42,7 @@ end
 
 for i = 1, scopes do
   local starts, reserved = KEYS[2 * i - 1], KEYS[2 * i]
-  local count, per = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local count, per = rate_of(i)
   redis.call('ZREM', reserved, member)
   local made = redis.call('ZCARD', starts)
   if made >= count then  -- no room in the window of real starts
@@ -55,9 +63,9 @@ end
 
 for i = 1, scopes do
   local starts, reserved = KEYS[2 * i - 1], KEYS[2 * i]
-  local per = tonumber(ARGV[2 + 2 * i])
+  local _, per = rate_of(i)
   local into = free_now and starts or reserved
-  redis.call('ZADD', into, free_now and now or at, member)
+  redis.call('ZADD', into, free_now and now or at, free_now and start or member)
   redis.call('PEXPIREAT', into, math.ceil(((free_now and now or at) + per) * 1000))
 end
 if free_now then
