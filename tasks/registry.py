@@ -2,7 +2,8 @@
 
 Resources may depend on the arguments (`shard:{shard}`), so they are worked out
 once, at enqueue time, and travel in the job's meta: the worker gates on them
-without importing or calling task code.
+without calling task code. A job pushed through plain rq has no meta; the worker works
+it out the same way, with `HeavyTask.job_meta` (tasks/derived_meta.py).
 
 The registry holds the tasks of every module imported so far. Apps import their own
 modules; the worker and the CLI import the ones the config names (`[tasks] modules`)
@@ -25,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.keys import WAKE
 from easeoff.feedback.rate import parse_rate
-from easeoff.tasks.admission import admitted
+from easeoff.tasks.admission import refusal
 from easeoff.tasks.meta import META_KEY, JobMeta
 
 ResourceSpec = Sequence[str] | Callable[..., Iterable[str]]
@@ -40,7 +41,8 @@ class UnknownTaskError(TaskError):
 
 
 class UngatedRunError(TaskError):
-    """An easeoff job taken by a plain rq worker: it must not run without the gate's say."""
+    """An easeoff job taken by a plain rq worker, or admitted without the task's meta: it must
+    not run without the gate's say on the task's resources (tasks/admission.py)."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,9 @@ class HeavyTask:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job = get_current_job()
-        if job is not None and not admitted(job.id):
-            # rq resolves the job's function to this object: a worker that did not ask the gate
-            # (a plain `rq worker`) lands here. Refuse; the job goes to rq's failed registry,
-            # from which `easeoff requeue` puts it back.
-            raise UngatedRunError(
-                f"easeoff: task {self.name} refused to run ungated: job {job.id} was taken by a worker that "
-                "is not easeoff's (run `easeoff worker`, then `easeoff requeue` it)"
-            )
+        refused = None if job is None else refusal(job, self.name)  # tasks/admission.py
+        if refused is not None:
+            raise UngatedRunError(refused)
         if self.resumable:
             from easeoff.tasks.resumable import run_resumable
 
@@ -100,7 +97,7 @@ class HeavyTask:
             bound = inspect.signature(self.func).bind_partial(*args, **kwargs)
             bound.apply_defaults()
             returned = self.resources(**bound.arguments)
-        except (TypeError, KeyError, ValueError) as exc:
+        except Exception as exc:  # the app's function: whatever it raises is a bad job, not a crash
             raise TaskError(f"task {self.name}: cannot work out its resources: {exc}") from None
         return self._checked_resources(returned)
 
@@ -130,17 +127,12 @@ class HeavyTask:
         else `./easeoff.toml`), and its resources must be ones that config declares; with
         one, pass `known_resources` to have them checked likewise.
         """
-        self.check_arguments(args, kwargs)
-        resources = self.resources_for(args, kwargs)
+        meta = self.job_meta(args, kwargs)
         if connection is None:
             from easeoff.feedback.connect import default_target  # the config lives in feedback
 
             connection, known_resources = default_target()
-        if known_resources is not None:
-            unknown = [r for r in resources if r not in known_resources]
-            if unknown:
-                known = ", ".join(sorted(known_resources)) or "none"
-                raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
+        self.check_known(meta.resources, known_resources)
         queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
         with connection.pipeline() as pipe:  # one transaction: the job, its queue entry, the queue's length
             job = queue.enqueue_call(
@@ -150,7 +142,7 @@ class HeavyTask:
                 timeout=self.timeout,
                 job_id=job_id,
                 description=f"{self.name}({describe_arguments(args, kwargs)})",
-                meta={META_KEY: self.initial_meta(resources)},
+                meta={META_KEY: meta.to_dict()},
                 pipeline=pipe,
             )
             pipe.llen(queue.key)
@@ -165,17 +157,33 @@ class HeavyTask:
         """`enqueue` to the config's Redis, as rq's and Celery's `.delay` habits expect."""
         return self.enqueue(*args, **kwargs)
 
-    def initial_meta(self, resources: Sequence[str]) -> dict[str, Any]:
+    def job_meta(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobMeta:
+        """The easeoff meta of this task's job with these arguments: what the gate judges it on.
+
+        The one derivation for both ways a job comes in: `enqueue` here, and a job pushed
+        through plain rq, which the worker works out from its arguments (tasks/derived_meta.py).
+        Bad arguments or resources raise `TaskError`.
+        """
+        self.check_arguments(args, kwargs)
         return JobMeta(
             task=self.name,
-            resources=tuple(resources),
+            resources=self.resources_for(args, kwargs),
             idempotent=self.idempotent,
             resumable=self.resumable,
             concurrency=self.concurrency,
             rate=self.rate,
             max_deferrals=self.max_deferrals,
             max_deferral_age=self.max_deferral_age,
-        ).to_dict()
+        )
+
+    def check_known(self, resources: Sequence[str], known_resources: Collection[str] | None) -> None:
+        """Every resource one the config declares (None: not checked)."""
+        if known_resources is None:
+            return
+        unknown = [r for r in resources if r not in known_resources]
+        if unknown:
+            known = ", ".join(sorted(known_resources)) or "none"
+            raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
 
 
 def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
@@ -251,6 +259,14 @@ def load_task_modules(modules: Iterable[str]) -> None:
             raise TaskError(f"cannot import task module {module!r}{where}: {exc}") from None
         except Exception as exc:
             raise TaskError(f"task module {module!r} failed to import: {exc.__class__.__name__}: {exc}") from None
+
+
+def task_for_function(func_name: str) -> HeavyTask | None:
+    """The registered task a job's function path (`module.qualname`, as rq stores it) names, if any."""
+    for task in _TASKS.values():
+        if task.func_path == func_name:
+            return task
+    return None
 
 
 def get_task(name: str) -> HeavyTask:
