@@ -197,3 +197,17 @@ def test_a_plain_job_that_does_not_bind_fails_with_the_reason_and_can_be_requeue
     requeued = run_cli("--config", str(config), "requeue", job.id)
     assert requeued.returncode == 0 and requeued.stdout.strip() == "requeued 1 of 1 jobs", requeued
     assert redis_conn.lrange("rq:queue:heavy", 0, -1) == [job.id.encode()] and failed.count == 0
+
+
+def test_a_plain_resumable_job_keeps_its_worked_out_meta_through_its_checkpoints(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    """A resumable task reads its meta back from Redis at the start and stores it at each
+    checkpoint: the meta worked out at the claim must be there, not an empty one."""
+    job = plain_queue(redis_conn).enqueue(ledger_in_chunks.func_path, shard=1, chunks=3)
+    proc = workers.start(write_config(), "heavy", burst=True)
+    assert proc.wait(timeout=60) == 0, workers.logs()
+    assert FinishedJobRegistry("heavy", connection=redis_conn).get_job_ids() == [job.id], workers.logs()
+    meta = stored_meta(redis_conn, job.id)
+    assert (meta.task, meta.resources, meta.resumable) == ("ledger_in_chunks", ("shard:1",), True), meta
+    assert (meta.cursor, meta.chunks) == (3, 3), meta
