@@ -24,6 +24,7 @@ from easeoff.feedback.durations import parse_duration
 from easeoff.feedback.rate import Rate, parse_rate
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
+from easeoff.feedback.tls import HostTLS, client_context
 
 DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`, the fallback config
 APP_CONFIG_NAME = "easeoff.toml"  # an app's own config, found in the current directory
@@ -42,6 +43,7 @@ Measure = Literal["depth", "age"]
 Priority = Literal["normal", "low"]
 Mode = Literal["enforce", "shadow"]  # a shadow signal is probed and judged, counted and logged, and holds nothing
 
+TLS_KEYS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_identity")  # a [mysql.hosts.NAME] table's TLS
 # Signals read off every MySQL host by the built-in probe.
 HOST_SIGNALS = ("connections", "threads_running", "qps", "latency")
 # Signals read off hosts that replicate: replicas and both halves of a pair.
@@ -75,6 +77,7 @@ class MySQLHost(msgspec.Struct, frozen=True):
     user: str
     password: str
     connect_timeout: float = 0.5
+    tls: HostTLS | None = None  # None: pymysql's PREFERRED mode (TLS if offered, unverified)
 
     def __repr__(self) -> str:
         return _repr_without(self, "password")
@@ -481,7 +484,7 @@ class _Parser:
         for name in raw:
             key = f"mysql.hosts.{name}"
             entry = self.table(raw, key)
-            self.reject_unknown(entry, key, {"url"})
+            self.reject_unknown(entry, key, {"url", *TLS_KEYS})
             prefix = host_env_prefix(name)
             url = self.environ.get(f"{prefix}_URL") or self.string(entry, f"{key}.url")
             parts = urlsplit(url)
@@ -499,8 +502,44 @@ class _Parser:
                 user=unquote(parts.username or "root"),
                 password=password,
                 connect_timeout=timeout,
+                tls=self.host_tls(entry, key),
             )
         return hosts
+
+    def host_tls(self, entry: Mapping[str, Any], key: str) -> HostTLS | None:
+        """`ssl_ca`, `ssl_cert`, `ssl_key`, `ssl_verify_identity`: each file must exist and load
+        (checked now, so a typo is a one-line error at start, not a probe_error later)."""
+        ca, cert, keyfile = (self.tls_file(entry, f"{key}.{name}") for name in ("ssl_ca", "ssl_cert", "ssl_key"))
+        verify = entry.get("ssl_verify_identity", True)
+        if not isinstance(verify, bool):
+            raise self.fail(f"{key}.ssl_verify_identity", "must be true or false")
+        if ca is None and cert is None:
+            for name in ("ssl_key", "ssl_verify_identity"):
+                if name in entry:
+                    raise self.fail(f"{key}.{name}", "needs ssl_ca (or ssl_cert) in the same table")
+            return None
+        if keyfile is not None and cert is None:
+            raise self.fail(f"{key}.ssl_key", "needs ssl_cert (the client certificate it belongs to)")
+        tls = HostTLS(ca=ca, cert=cert, key=keyfile, verify_identity=verify)
+        checks = [("ssl_ca", HostTLS(ca=ca))] if ca is not None else []  # the CA alone, then the chain
+        checks += [("ssl_cert", tls)] if cert is not None else []
+        for name, loaded in checks:
+            try:
+                client_context(loaded)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise self.fail(f"{key}.{name}", f"cannot load: {getattr(exc, 'reason', None) or exc}") from None
+        return tls
+
+    def tls_file(self, entry: Mapping[str, Any], key: str) -> str | None:
+        """A TLS file's path, relative to the config file's folder; it must exist."""
+        if key.rsplit(".", 1)[-1] not in entry:
+            return None
+        path = Path(self.string(entry, key)).expanduser()
+        if not path.is_absolute():
+            path = Path(self.source).resolve().parent / path
+        if not path.is_file():
+            raise self.fail(key, f"no such file {str(path)!r}")
+        return str(path)
 
     def resources(
         self, raw: Mapping[str, Any], hosts: Mapping[str, MySQLHost], signals: Mapping[str, SignalConfig]

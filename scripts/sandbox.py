@@ -756,6 +756,16 @@ class Sandbox:
             assert topo is not None
             self._wait_reconnected([inst], topo, timeout)
 
+    def set_tls(self, name: str, cert: Path, key: Path, ca: Path | None = None) -> None:
+        """Restart `name` offering TLS with this certificate (and, with `ca`, able to verify client
+        certificates: `REQUIRE X509` users); `ssl-*` lines set before are replaced."""
+        self.kill(name, graceful=True)
+        cnf = self._cnf(name)
+        kept = [line for line in cnf.read_text().splitlines() if not line.startswith("ssl-")]
+        tls = [f"ssl-cert={cert}", f"ssl-key={key}", *([f"ssl-ca={ca}"] if ca is not None else [])]
+        cnf.write_text("\n".join([*kept, *tls]) + "\n")
+        self.start(name)
+
     def _wait_reconnected(self, restarted: list[Instance], topo: Topology, timeout: float) -> None:
         """Wait until the replication links of freshly started instances run again (in both directions).
 

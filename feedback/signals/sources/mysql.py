@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import ssl
 import threading
@@ -31,6 +32,7 @@ from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
+from easeoff.feedback.tls import HostTLS, client_context
 
 STATUS_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Threads_running', 'Questions')"
 SERVER_QUERY = "SELECT @@GLOBAL.max_connections, @@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6))"
@@ -44,6 +46,7 @@ HEARTBEAT_DDL = (
 REPLICA_STATUS = "SHOW SLAVE STATUS"
 NO_SUCH_TABLE, NO_SUCH_DATABASE, READ_ONLY = 1146, 1049, 1290
 PROBE_FAILURES = (TimeoutError, pymysql.MySQLError, OSError)
+TLS_FAILURE = re.compile(r"\[SSL[^\]]*\]\s*([^(]*)")  # `[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify...`
 
 # Probes run on threads of the worker's main process, which forks a work horse per job. A fork
 # taken while a probe thread is inside OpenSSL (building a context, a TLS handshake) leaves
@@ -187,6 +190,8 @@ class _SharedPreferredContext:
 
 
 def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
+    """A probe connection: over verified TLS only when the host's table asks for it
+    (feedback/tls.py), else pymysql's PREFERRED mode on the shared context."""
     return _ProbeConnection(
         host=host.host,
         port=host.port,
@@ -196,7 +201,21 @@ def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
         read_timeout=timeout,
         write_timeout=timeout,
         autocommit=True,
+        ssl=None if host.tls is None else _host_context(host.tls),
     )
+
+
+_HOST_CONTEXTS: dict[HostTLS, ssl.SSLContext] = {}
+
+
+def _host_context(tls: HostTLS) -> ssl.SSLContext:
+    """One context per TLS setting per process, built once (under the fork guard, as every
+    OpenSSL call here): pymysql takes an SSLContext as given, and requires TLS with it."""
+    context = _HOST_CONTEXTS.get(tls)
+    if context is None:
+        with _FORK_GUARD:
+            context = _HOST_CONTEXTS.setdefault(tls, client_context(tls))
+    return context
 
 
 def read_host(
@@ -372,6 +391,9 @@ def describe_error(exc: BaseException) -> str:
         message = str(exc.args[1])
         if "timed out" in message:
             return f"{exc.args[0]} timeout"
+        tls = TLS_FAILURE.search(message)
+        if tls:  # a certificate refused (wrong name, unknown CA) is not "unreachable": say which
+            return f"{exc.args[0]} tls: {tls[1].strip(' .')[:80]}"
         if "Connection refused" in message or "Can't connect" in message:
             return f"{exc.args[0]} unreachable"
         return f"{exc.args[0]} {message[:80]}"
