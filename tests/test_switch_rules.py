@@ -108,12 +108,50 @@ def test_an_override_without_critical_keeps_the_critical_tier() -> None:
     assert switches(sharper).apply(config, NOW).signals["connections"].critical == 0.6
 
 
-def test_stored_switches_round_trip_and_garbage_is_ignored() -> None:
+def test_stored_switches_round_trip_and_what_cannot_be_read_is_held() -> None:
     original = switches(pause("all"), Switch("throttle", "task:noop", "bob", "why", NOW, None, ratio=0.5))
     stored = {k: s.as_dict() for k, s in original.entries.items()}
     assert parse_switches(json.dumps(stored)) == original
-    assert parse_switches(b"not json") == Switches()
-    assert parse_switches(json.dumps({"x": {"nonsense": 1}})) == Switches()
+    assert parse_switches(b"not json") == Switches(unreadable={"all": "easeoff:switches"})
+    assert parse_switches(b"[1, 2]") == Switches(unreadable={"all": "easeoff:switches"})
+    assert parse_switches(json.dumps({"x": {"nonsense": 1}})) == Switches(unreadable={"all": "x"})
+
+
+def test_a_switch_with_fields_this_version_does_not_know_still_applies() -> None:
+    """A newer version in a rolling deploy adds a field: the pause it wrote still pauses."""
+    newer = {**pause("task:noop").as_dict(), "region": "eu", "ticket": {"id": 7}}
+    found = parse_switches(json.dumps({"pause task:noop": newer}))
+    assert texts(task_reasons("noop", Snapshot({}, switches=found), NOW, random.Random(1))) == [
+        "paused:task:noop (alice: deploy 412)"
+    ]
+
+
+UNREADABLE_HOLDS = [
+    ("pause task:noop", {"kind": "drain", "scope": "task:noop"}, "task"),  # a kind it does not know
+    ("throttle task:noop", {"kind": "throttle", "scope": "task:noop", "by": "x", "why": "y"}, "task"),  # no `at`
+    ("pause queue:light", "paused", "queue"),  # not an object
+    ("pause resource:shard:2", {"kind": "pause", "scope": "resource:shard:2", "at": "noon"}, "shard:2"),
+    ("threshold connections@shard:2", {"kind": "threshold", "high": "lots"}, "shard:2"),
+    ("something new", {"kind": "pause"}, "all"),  # a key naming no scope: everything waits
+]
+
+
+@pytest.mark.parametrize(("key", "entry", "holds"), UNREADABLE_HOLDS)
+def test_an_entry_this_version_cannot_read_holds_the_scope_its_key_names(key: str, entry: object, holds: str) -> None:
+    found = parse_switches(json.dumps({key: entry}))
+    snapshot = Snapshot(healthy().readings, switches=found)
+    reason = f"switch_unreadable:{key} not understood by this easeoff: held until fixed or cleared"
+    held = {
+        "task": texts(task_reasons("noop", snapshot, NOW, random.Random(1))),
+        "queue": texts(queue_reasons("light", snapshot, CONFIG, NOW)),
+        "shard:1": texts(judge(["shard:1"], snapshot, CONFIG, NOW).reasons),
+        "shard:2": texts(judge(["shard:2"], snapshot, CONFIG, NOW).reasons),
+    }
+    expected = {scope: [reason] if holds in (scope, "all") else [] for scope in held}
+    if holds == "all":
+        expected["task"] = []  # `all` holds every queue and resource, so no task's job starts anyway
+    assert held == expected
+    assert all(r.waits_for == "delay" for r in judge(["shard:2"], snapshot, CONFIG, NOW).reasons)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400)])

@@ -10,12 +10,26 @@ when, why) in the same transaction.
 Scopes: `all`, `queue:NAME`, `task:NAME`, `resource:NAME`. Kinds: `pause` (any scope),
 `throttle` (a task, refusing `ratio` of its jobs, as freno's throttle-app does) and
 `threshold` (a signal's high/low/critical, everywhere or on one resource).
+
+What this version cannot fully read is never dropped (fail closed, loudly; a rolling deploy
+runs two versions side by side):
+- an entry with fields this version does not know still applies, those fields ignored, and
+  they are kept as they are when any other switch changes;
+- an entry it cannot understand at all (not an object, a kind it does not know, a required
+  field missing or of the wrong type) holds the scope its key names — `pause task:x` holds
+  task:x, `threshold lag@shard:1` holds resource:shard:1, a key naming no scope holds
+  everything — with the reason `switch_unreadable:KEY`, jobs coming back after their delay;
+  `easeoff resume` (or `easeoff threshold --clear`, `unthrottle`) on the same key removes it;
+- a value that is not a JSON object at all holds everything (`switch_unreadable:easeoff:switches`)
+  until an operator's next change replaces it (its text kept in that change's audit event).
+Each is logged as a warning once per process.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +45,10 @@ from easeoff.feedback.config import Config, Thresholds
 from easeoff.feedback.levers import events
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor
 
+log = logging.getLogger(__name__)
+
 SWITCHES_KEY = keys.SWITCHES
+UNREADABLE = "switch_unreadable"  # the reason's kind for an entry (or value) this version cannot read
 SCOPE_KINDS = ("queue", "task", "resource")
 TASK_SCOPE_PREFIX = keys.TASK_SCOPE_PREFIX  # parked-job scopes of paused tasks share the cool-down namespace
 TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, whose parked jobs the prober releases
@@ -93,6 +110,8 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
     # Every task scope ever paused: once its pause ends (resume or TTL) the prober releases its
     # parked jobs. Kept in the same value as the switches, so reading it costs no extra command.
     task_scopes: tuple[str, ...] = ()
+    # Scope held → the stored key this version could not read (SWITCHES_KEY: the whole value).
+    unreadable: Mapping[str, str] = msgspec.field(default_factory=dict)
 
     @functools.cached_property
     def _applied(self) -> dict[tuple[int, tuple[str, ...]], tuple[Config, Config]]:
@@ -118,7 +137,11 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
         wait for the task to resume; anything else paused holds the jobs' resources."""
         found = self.entries.get(f"pause {scope}")
         if found is None or not found.live(now):
-            return None
+            key = self.unreadable.get(scope)
+            if key is None:
+                return None
+            detail = "not understood by this easeoff: held until fixed or cleared"
+            return Reason(UNREADABLE, key, detail=detail, waits_for="delay")
         waits_for: WaitsFor = "task" if found.scope.startswith(TASK_SCOPE_PREFIX) else "resources"
         return Reason(Kind.PAUSED, found.scope, detail=f"{found.by}: {found.why}", waits_for=waits_for)
 
@@ -153,7 +176,7 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
         for s in self.shadow_thresholds(now):
             enforced = msgspec.structs.replace(s, shadow=False)
             entries[enforced.key] = enforced
-        return Switches(entries, self.task_scopes)
+        return Switches(entries, self.task_scopes, self.unreadable)
 
     def apply_shadow(self, config: Config, now: float) -> Config:
         """The config as the shadow thresholds would have it: the real overrides, the shadow ones over them."""
@@ -191,25 +214,57 @@ def _limits(switch: Switch, critical: float | None) -> Thresholds:
 
 
 def parse_switches(raw: bytes | str | None) -> Switches:
-    """The stored JSON → Switches; anything unreadable is ignored rather than trusted."""
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        return Switches()
-    if not isinstance(data, dict):
-        return Switches()
-    entries = {}
+    """The stored JSON → Switches: unknown fields ignored, what cannot be read at all held."""
+    data = _stored_object(raw)
+    if data is None:
+        _warn_once(SWITCHES_KEY, "is not a JSON object: holding everything until it is replaced")
+        return Switches(unreadable={"all": SWITCHES_KEY})
+    entries: dict[str, Switch] = {}
+    unreadable: dict[str, str] = {}
     for name, value in data.items():
-        if name.startswith("_") or not isinstance(value, dict):
+        if name.startswith("_"):
             continue
         try:
-            switch = Switch(**value)
-        except TypeError:
+            switch = msgspec.convert(value, Switch)  # fields this version does not know are ignored
+        except msgspec.ValidationError as exc:
+            scope = _scope_named(name)
+            _warn_once(name, f"cannot be read ({exc}): holding {scope}")
+            unreadable.setdefault(scope, name)
             continue
         entries[switch.key] = switch
     scopes = data.get(TASK_SCOPES_FIELD)
     task_scopes = tuple(str(s) for s in scopes) if isinstance(scopes, list) else ()
-    return Switches(entries, task_scopes)
+    return Switches(entries, task_scopes, unreadable)
+
+
+def _stored_object(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The stored value as a JSON object (empty when there is none), or None when it is not one."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _scope_named(key: str) -> str:
+    """The scope an entry's key names (`pause queue:q` → `queue:q`, `threshold lag@shard:1` →
+    `resource:shard:1`), else `all`: what an entry this version cannot read holds."""
+    _, _, scope = key.partition(" ")
+    kind, _, name = scope.partition(":")
+    if name and kind in SCOPE_KINDS:
+        return scope
+    _, at, resource = scope.partition("@")
+    return f"resource:{resource}" if at and resource else "all"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(key: str, problem: str) -> None:
+    """Every worker parses the switches on every look at the gate: say each problem once per process."""
+    if (key, problem) not in _warned:
+        _warned.add((key, problem))
+        log.warning("switch %r %s", key, problem)
 
 
 def read_switches(redis: Redis) -> Switches:
@@ -219,8 +274,9 @@ def read_switches(redis: Redis) -> Switches:
 def set_switch(redis: Redis, switch: Switch) -> None:
     """Turn a switch on (or replace it), with its audit event, in one transaction."""
 
-    def change(entries: dict[str, Switch]) -> tuple[str, str] | None:
+    def change(entries: dict[str, Switch], unread: dict[str, Any]) -> tuple[str, str] | None:
         entries[switch.key] = switch
+        unread.pop(switch.key, None)  # replaced by one this version can read
         return f"on: {switch.describe()}", switch.why
 
     _update(redis, change, switch.by, task_scope=_task_scope(switch))
@@ -230,10 +286,12 @@ def clear_switch(redis: Redis, key: str, by: str, why: str = "") -> Switch | Non
     """Turn a switch off; returns what it was, or None if it was not on (nothing is logged then)."""
     removed: list[Switch] = []
 
-    def change(entries: dict[str, Switch]) -> tuple[str, str] | None:
+    def change(entries: dict[str, Switch], unread: dict[str, Any]) -> tuple[str, str] | None:
         gone = entries.pop(key, None)
         if gone is None:
-            return None
+            if unread.pop(key, None) is None:
+                return None
+            return f"off: unreadable switch {key}", why
         removed.append(gone)
         return f"off: {gone.describe()}", why
 
@@ -245,7 +303,7 @@ def prune_expired(redis: Redis, now: float) -> list[Switch]:
     """Drop switches whose TTL has run out, logging each once (whoever prunes first)."""
     pruned: list[Switch] = []
 
-    def change(entries: dict[str, Switch]) -> tuple[str, str] | None:
+    def change(entries: dict[str, Switch], unread: dict[str, Any]) -> tuple[str, str] | None:
         pruned.clear()
         pruned.extend(s for s in entries.values() if not s.live(now))
         for s in pruned:
@@ -274,35 +332,48 @@ def _task_scope(switch: Switch) -> str | None:
 
 def _update(
     redis: Redis,
-    change: Callable[[dict[str, Switch]], tuple[str, str] | None],
+    change: Callable[[dict[str, Switch], dict[str, Any]], tuple[str, str] | None],
     by: str,
     task_scope: str | None = None,
 ) -> None:
     """Read-modify-write under WATCH, the audit event in the same MULTI: two operators never
-    lose each other's change, and no change goes unlogged."""
+    lose each other's change, and no change goes unlogged. `change` gets the readable switches
+    and the raw entries this version cannot read; every entry it leaves alone is written back
+    as stored, fields this version does not know included."""
     with redis.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(SWITCHES_KEY)
-                stored = parse_switches(pipe.get(SWITCHES_KEY))
+                raw = pipe.get(SWITCHES_KEY)
+                data = _stored_object(raw)
+                stored = parse_switches(raw)
                 entries = dict(stored.entries)
-                logged = change(entries)
+                unread = {k: v for k, v in (data or {}).items() if not k.startswith("_") and k not in entries}
+                logged = change(entries, unread)
                 if logged is None:
                     pipe.unwatch()
                     return
+                value: dict[str, Any] = {k: v for k, v in (data or {}).items() if k in unread or k.startswith("_")}
+                for k, s in entries.items():
+                    value[k] = data[k] if data and stored.entries.get(k) is s and k in data else s.as_dict()
                 scopes = sorted({*stored.task_scopes, *([task_scope] if task_scope else [])})
-                value: dict[str, Any] = {k: s.as_dict() for k, s in entries.items()}
                 if scopes:
                     value[TASK_SCOPES_FIELD] = scopes
+                text, why = logged
+                if data is None:
+                    text += f"; replaced an unreadable value: {_text(raw)[:200]!r}"
                 pipe.multi()
                 pipe.set(SWITCHES_KEY, json.dumps(value, sort_keys=True))
-                text, why = logged
                 events.record(pipe, "switch", text, who=by, why=why)
                 pipe.publish(keys.WAKE, "switches")  # idle workers look again now, not at their next look-in
                 pipe.execute()
                 return
             except WatchError:
                 continue
+
+
+def _text(raw: bytes | str | None) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
 
 def _clock(ts: float) -> str:

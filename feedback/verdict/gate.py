@@ -32,6 +32,8 @@ from easeoff.feedback.config import (
     SignalConfig,
     Thresholds,
 )
+from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, HostsOut
+from easeoff.feedback.levers.hosts_out import UNREADABLE as HOSTS_OUT_UNREADABLE
 from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
@@ -127,6 +129,9 @@ def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[lis
     config = live_config(config, snapshot, now)
     paused = snapshot.switches.paused("all", now)
     reasons: list[Reason] = [paused] if paused else []
+    if isinstance(snapshot.hosts_out, HostsOut) and snapshot.hosts_out.unreadable:
+        detail = "not understood by this easeoff: held until fixed or replaced"
+        reasons.append(Reason(HOSTS_OUT_UNREADABLE, HOSTS_OUT_KEY, detail=detail, waits_for="delay"))
     critical: list[Reason] = []
     for signal in config.signals.values():
         if signal.is_global_traffic and not signal.shadow:
