@@ -138,8 +138,10 @@ def test_counters_record_started_finished_failed_and_deferred(
     for _ in range(2):
         record_run.enqueue(shard=1, tag="count", connection=redis_conn)
     record_run.enqueue(shard=2, tag="count", connection=redis_conn)
-    Queue("heavy", connection=redis_conn, serializer=JSONSerializer).enqueue(
-        "easeoff.tasks.catalog.record_run", "not-a-shard"
+    # A job that fails as it runs: its meta given by hand, since a plain job whose resources cannot
+    # be worked out is refused before it runs (tests/test_plain_rq_gated.py).
+    Queue("heavy", connection=redis_conn, serializer=JSONSerializer).enqueue_call(
+        "easeoff.tasks.catalog.record_run", ("not-a-shard",), meta={META_KEY: {"task": "record_run"}}
     )
     workers.start(config, "heavy")
     wait_until(lambda: finished(redis_conn) == 2 and deferred(redis_conn) == 1, 20, what="2 run, 1 deferred")
