@@ -66,6 +66,7 @@ SHARD3_LIMIT = 3
 PROBE_INTERVAL = 1.0
 STRAIN_CONNECTIONS = 60  # over `connections` high (0.5 of the sandbox's max-connections 100)
 CHUNK_PAUSE = 0.05
+LONG_SHARE = 0.2  # of one-shot and idempotent jobs, those that sleep 0.05-3 s rather than up to 0.1 s
 WINDOWS_DDL = """CREATE TABLE IF NOT EXISTS nemesis_windows (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     scope VARCHAR(128) NOT NULL,
@@ -93,6 +94,7 @@ class Nemesis:
         self.missed: Counter[str] = Counter()  # faults that found nothing to hit (no live horse...)
         self.windows: list[checker.Window] = []
         self.unwritten: list[checker.Window] = []
+        self.windows_lock = threading.Lock()  # two faults may record at once
         self.held: list[pymysql.connections.Connection] = []
         self.jobs: dict[str, checker.Job] = {}
 
@@ -165,7 +167,9 @@ low = 0.3
                 task = span_chunks
             else:
                 task = span_once if r < 0.63 else span_idempotent
-                kwargs = {"shard": rng.choice(SHARDS), "seconds": round(rng.uniform(0.0, 0.1), 3)}
+                long = rng.random() < LONG_SHARE  # running across a fault, not just between two
+                seconds = rng.uniform(0.05, 3.0) if long else rng.uniform(0.0, 0.1)
+                kwargs = {"shard": rng.choice(SHARDS), "seconds": round(seconds, 3)}
             job = task.enqueue(connection=self.redis, **kwargs)
             resources = tuple(job.meta["easeoff"]["resources"])
             self.jobs[job.id] = checker.Job(
@@ -250,7 +254,9 @@ low = 0.3
         return None if pid is None else f"worker {pid} and its horse SIGKILLed"
 
     def fault_horse_kill(self, fault: Fault, rng: random.Random) -> str | None:
-        pid = self.workers.kill_horse(rng)
+        deadline = time.monotonic() + 10  # short jobs: a horse is alive a fraction of the time
+        while (pid := self.workers.kill_horse(rng)) is None and time.monotonic() < deadline:
+            self.stop.wait(0.05)
         return None if pid is None else f"work horse {pid} SIGKILLed"
 
     def fault_skew(self, fault: Fault, rng: random.Random) -> str:
@@ -328,11 +334,16 @@ low = 0.3
 
     def record(self, window: checker.Window) -> None:
         """A strain or pause window, in the ledger DB now if it answers, else at the end."""
-        self.windows.append(window)
-        self.unwritten.append(window)
+        with self.windows_lock:
+            self.windows.append(window)
+            self.unwritten.append(window)
         self.flush_windows()
 
     def flush_windows(self) -> None:
+        with self.windows_lock:
+            self._flush_windows()
+
+    def _flush_windows(self) -> None:
         while self.unwritten:
             w = self.unwritten[0]
             try:
@@ -455,13 +466,18 @@ low = 0.3
             + ", ".join(f"{k} {self.done[k]}/{planned[k]}" for k in KINDS if planned[k])
             + f"; workers exited by themselves: {self.workers.crashed}"
         )
+        for log in self.workers.crash_logs:
+            lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            print(f"  {log.name} ended: {lines[-1][:300] if lines else '(empty)'}")
         for v in report.violations:
             print(f"VIOLATION {v.metric} {v.job_id}: {v.evidence}")
         print(f"replay: {' '.join(self.replay_args())}")
         print(f"nemesis took {time.monotonic() - T0:.0f}s")
+        if report.pending:
+            print(f"NOT SETTLED: {len(report.pending)} jobs still pending after a {self.args.drain:g}s drain")
         for line in report.lines():
             print(line)
-        return 1 if report.total else 0
+        return 1 if report.total or report.pending else 0
 
     def tear_down(self) -> None:
         self.stop.set()

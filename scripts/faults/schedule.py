@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 # kind → (family, faults per 100 s of schedule, (shortest, longest) seconds; quick run's, full run's)
 KINDS: dict[str, tuple[str, float, tuple[float, float], tuple[float, float]]] = {
-    "redis_stop": ("redis", 1.2, (5, 12), (5, 40)),  # SIGSTOP the primary
+    "redis_stop": ("redis", 1.2, (8, 20), (5, 40)),  # SIGSTOP the primary
     "redis_kill": ("redis", 1.2, (0.5, 2), (0.5, 3)),  # SIGKILL the primary; AOF restart after this long
     "failover": ("redis", 0.4, (0, 0), (0, 0)),  # SIGKILL the primary until Sentinel promotes the replica
-    "worker_stop": ("worker_stop", 4.0, (3, 8), (3, 20)),  # SIGSTOP a worker's parent only
+    "worker_stop": ("worker_stop", 4.0, (3, 15), (3, 20)),  # SIGSTOP a worker's parent only
     "worker_kill": ("worker_kill", 6.0, (0, 0), (0, 0)),  # SIGKILL a worker and its horse
     "horse_kill": ("horse_kill", 4.0, (0, 0), (0, 0)),  # SIGKILL a work horse alone
     "skew": ("skew", 1.5, (15, 30), (20, 90)),  # an extra worker under faketime, this long

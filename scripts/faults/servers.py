@@ -248,9 +248,12 @@ class Workers:
         self.killed: set[int] = set()
         self.crashed = 0  # workers that exited by themselves (Redis or MariaDB away must not end one)
         self.paused: set[int] = set()
+        self.logs: dict[int, Path] = {}  # pid → its log
+        self.crash_logs: list[Path] = []  # the logs of workers that exited by themselves
 
     def start_one(self, skew: float | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"worker-{self.started}.log", "wb")  # noqa: SIM115 - the child's
+        log_path = self.workdir / f"worker-{self.started}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - the child's
         cli = ["--config", str(self.config), "worker", self.queue]
         env = dict(self.env)
         if skew is None:
@@ -262,6 +265,7 @@ class Workers:
             args = [sys.executable, "-c", SKEWED_LAUNCH, *cli]
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        self.logs[proc.pid] = log_path
         self.started += 1
         (self.skewed if skew is not None else self.procs).append(proc)
         return proc
@@ -270,7 +274,9 @@ class Workers:
         return [p for p in self.procs + self.skewed if p.poll() is None]
 
     def keep_up(self) -> None:
-        self.crashed += sum(1 for p in self.procs if p.poll() is not None and p.pid not in self.killed)
+        gone = [p for p in self.procs if p.poll() is not None and p.pid not in self.killed]
+        self.crashed += len(gone)
+        self.crash_logs += [self.logs[p.pid] for p in gone]
         self.procs = [p for p in self.procs if p.poll() is None]
         while len(self.procs) < self.count:
             self.start_one()
