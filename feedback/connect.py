@@ -22,8 +22,15 @@ from easeoff.feedback.sentinel import is_sentinel_url, sentinel_client
 
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
-# What Redis being down or out of reach raises: the errors workers and the exporter ride out.
-REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# What Redis being down, out of reach or refusing writes for now raises (a primary turned replica
+# after a failover: READONLY; out of memory: OOM): the errors workers and the exporter ride out.
+# Let through, a worker's loop would end in rq's catch-all with its horse running on unwatched.
+REDIS_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+)
 
 
 def _driver_info() -> dict[str, Any]:
