@@ -53,6 +53,13 @@ SHADOW_LAST = NAMESPACE + "shadow:last"  # hash -> JSON {"at", "reason"}: the la
 # Traffic (feedback/signals/traffic.py)
 TRAFFIC = NAMESPACE + "traffic:{counter}:{second}"  # requests the app counted in one second
 
+# Fenced executions (workers/fencing.py; workers/lua/claim.lua, heartbeat.lua, recover.lua, defer.lua)
+FENCE = NAMESPACE + "fence"  # INCR: the fleet's fencing numbers, one per claim
+OWNER = NAMESPACE + "owner:{job_id}"  # `token:execution` of the one execution that owns the job now
+CLAIM_RECEIPT_PREFIX = NAMESPACE + "claim:"  # + execution: what that claim popped, for a claim sent twice
+FLEET_SEEN = NAMESPACE + "fleet-seen"  # Redis time of the fleet's last heartbeat, claim or sweep
+SWEEP_AFTER = NAMESPACE + "sweep-after"  # no sweep, no lapsed lease purged before this Redis time
+
 # Running jobs (tasks/checkpoint.py)
 STOP_AT_CHECKPOINT = NAMESPACE + "stop-at-checkpoint:{job_id}"  # why a running job should stop at its checkpoint
 
@@ -79,3 +86,7 @@ def limit_key(scope: str) -> str:
 
 def counter_key(kind: str) -> str:
     return COUNTERS.format(kind=kind)
+
+
+def owner_key(job_id: str) -> str:
+    return OWNER.format(job_id=job_id)

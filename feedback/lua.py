@@ -25,8 +25,8 @@ class LuaScript(msgspec.Struct, frozen=True):
 
     @classmethod
     def load(cls, package: str, name: str, argv: Sequence[str], preludes: Sequence[str] = ()) -> LuaScript:
-        folder = resources.files(package) / "lua"
-        parts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in (*preludes, name)]
+        """`preludes` are helper files in the same folder, or `package:name` in another's."""
+        parts = [_read(package, part) for part in (*preludes, name)]
         return cls(name, tuple(argv), "\n".join(parts))
 
     def args(self, tail: Sequence[Any] = (), **named: Any) -> list[Any]:
@@ -38,3 +38,9 @@ class LuaScript(msgspec.Struct, frozen=True):
 
     def register(self, redis: Redis) -> Script:
         return redis.register_script(self.text)
+
+
+def _read(package: str, part: str) -> str:
+    if ":" in part:
+        package, part = part.split(":", 1)
+    return (resources.files(package) / "lua" / f"{part}.lua").read_text(encoding="utf-8")

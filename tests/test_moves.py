@@ -12,7 +12,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.keys import cooldown_key, parked_key
+from easeoff.feedback.keys import SWEEP_AFTER, cooldown_key, parked_key
 from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.reasons import Reason
 from easeoff.tasks.catalog import noop
@@ -133,6 +133,7 @@ def test_recover_requeues_the_idempotent_fails_the_rest_and_labels_like_counter_
     once = queue.enqueue_call("easeoff.tasks.catalog.noop", meta={META_KEY: {"task": "plain"}})
     claims = [moves.claim([queue], "w1", ttl=1) for _ in range(2)]
     assert all(claims)
+    redis_conn.delete(SWEEP_AFTER)  # Redis has been up all along: absence may be judged
     assert moves.recover_abandoned([queue], now=time.time() + 120) == 2
     assert redis_conn.lrange(queue.key, 0, -1) == [again.id.encode()]
     assert FailedJobRegistry("heavy", connection=redis_conn).get_job_ids() == [once.id]
@@ -149,6 +150,7 @@ def test_a_job_abandoned_again_and_again_fails_as_a_poison_job_until_ops_requeue
     def abandon() -> None:
         claim = moves.claim([queue], "w1", ttl=1)
         assert claim is not None and claim.job_id == job.id
+        redis_conn.delete(SWEEP_AFTER)
         assert moves.recover_abandoned([queue], now=time.time() + 120) == 1
 
     for _ in range(MOST_ABANDONED_REQUEUES):
@@ -171,6 +173,7 @@ def test_a_job_abandoned_again_and_again_fails_as_a_poison_job_until_ops_requeue
 
 
 def test_script_arguments_are_named() -> None:
-    assert DEFER.args(["f"], composite="c", exec_id="e", job_id="j", due=1, meta="m", parked_member="p")[-1] == "f"
+    named = {"composite": "c", "exec_id": "e", "job_id": "j", "due": 1, "meta": "m", "owner": "1:e"}
+    assert DEFER.args(["f"], **named, parked_member="p")[-1] == "f"
     with pytest.raises(TypeError, match=r"defer.lua: missing \['parked_member'\], unexpected \['parked'\]"):
-        DEFER.args(composite="c", exec_id="e", job_id="j", due=1, meta="m", parked="p")
+        DEFER.args(**named, parked="p")

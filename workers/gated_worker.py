@@ -12,12 +12,17 @@ deferred jobs: every such move is one atomic script, so workers may race safely.
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
 
+from redis import Redis
 from redis.connection import AbstractConnection
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
@@ -27,9 +32,9 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from easeoff.feedback import clock, keys
+from easeoff.feedback import clock, keys, liveness
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
 from easeoff.feedback.levers.limits import Leases, LeaseScope
 from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe import unknown_resources
@@ -45,17 +50,20 @@ from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
 from easeoff.tasks import pool
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
+from easeoff.tasks.derived_meta import UngatableJob
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
-from easeoff.workers import horse_connection, prober_duties
+from easeoff.workers import horse_connection, prober_duties, rq_calls
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
+from easeoff.workers.fencing import Fence, FencedOut, arm
+from easeoff.workers.heartbeats import Heartbeats
 from easeoff.workers.job_endings import CountsJobEndings
-from easeoff.workers.moves import Claim, JobMoves
+from easeoff.workers.moves import Claim, JobMoves, new_execution_id
 from easeoff.workers.redis_outages import RidesOutRedisOutages
 
-ABANDON_GRACE = 10  # seconds a running job's heartbeat may be late before it counts as abandoned
+ABANDON_GRACE = int(liveness.GRACE)  # seconds a running job's heartbeat may be late before it counts as abandoned
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq keeps a worker 420 s)
 IDLE_POLL_MIN = 0.05  # first poll of an empty queue; doubles up to IDLE_POLL_MAX
 IDLE_POLL_MAX = 3.0  # how late a job pushed by plain rq (which announces nothing) may be seen
@@ -86,9 +94,15 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if kwargs.get("serializer") is None:
             kwargs["serializer"] = JSONSerializer  # easeoff's jobs are JSON, never pickle
         # Heartbeats double as the critical-tier check on running jobs: once per probe interval.
-        kwargs.setdefault("job_monitoring_interval", max(1, math.ceil(config.probe_interval)))
+        kwargs.setdefault("job_monitoring_interval", liveness.beat_every(config))
+        given = kwargs.get("connection")
+        socket_timeout = _socket_timeout(given) if isinstance(given, Redis) else None
         super().__init__(queues, name, *args, **kwargs)
         connection = self.connection
+        # rq sets the pool's socket timeout to its dequeue timeout + 10 s (415 s): a frozen Redis
+        # would then hold every command for seven minutes while leases and claims lapse. easeoff
+        # never blocks on Redis (its dequeue polls), so its own timeout stands.
+        rq_calls.set_socket_timeout(connection, socket_timeout or SOCKET_TIMEOUT)
         self.config = config
         self.readings = ReadingsCache(connection, config) if readings is None else readings
         self.readings.on_refresh = self._after_refresh
@@ -108,6 +122,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
         self._kept: tuple[Snapshot, float, int] | None = None  # the last snapshot read, when, after how many wakes
         self._horse_connection: AbstractConnection | None = None  # opened for the horse about to be forked
+        self._fence: Fence | None = None  # the running job's claim: every later move of it checks this
+        self._fenced_out: str | None = None  # the job whose fence fell: its end is not recorded
+        self._pending_claim: str | None = None  # a claim whose reply Redis did not deliver: sent again as is
 
     # -- the dequeue loop -------------------------------------------------------
 
@@ -221,11 +238,38 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return None  # idle polls ask LLEN (one read) rather than run the claim script on empty queues
         ttl = self.job_monitoring_interval + ABANDON_GRACE
         with self._uninterruptible():
-            claim = self.moves.claim(queues, self.name, ttl)
+            # A claim whose reply was lost goes again with the same execution id: it answers what it
+            # popped the first time (claim.lua's receipt), so no job is left ownerless in `started`.
+            self._pending_claim = self._pending_claim or new_execution_id()
+            claim = self.moves.claim(queues, self.name, ttl, execution_id=self._pending_claim)
+            self._pending_claim = None
             if claim is None:
                 return None
             self._claimed_any = True
-            queue = next(q for q in queues if q.name == claim.queue_name)
+            queue = next((q for q in queues if q.name == claim.queue_name), None) or Queue(
+                claim.queue_name, connection=self.connection, serializer=self.serializer
+            )
+            loaded = self._load_claimed(claim, queue)
+            if loaded is None:
+                return None
+            job, meta = loaded
+            candidate = Candidate(job, meta, queue, claim.execution.composite_key, snapshot, now)
+            verdict = admit(self.checks, candidate)
+            self.reorder_queues(reference_queue=queue)  # rq's dequeue strategies: after every dequeue
+            if verdict.admit:
+                self._lease = candidate.lease
+                self._claimed = claim
+                self._fence = claim.fence
+                self._log_dequeued(job, queue)
+                return job, queue
+            self._defer(job, candidate.meta, queue, claim.execution, verdict, claim.fence)
+            return None
+
+    def _load_claimed(self, claim: Claim, queue: Queue) -> tuple[Job, JobMeta] | None:
+        """The claimed job and its meta; a job that cannot be read or gated is failed with the reason.
+        Redis going away meanwhile is waited out and the read tried again: the claim is still ours
+        (its entry outlives any outage, fleet_clock.lua), and failing a good job for it would lose it."""
+        while True:
             try:
                 job = self.job_class.fetch(claim.job_id, connection=self.connection, serializer=self.serializer)
                 if getattr(job, "_unreadable_meta", None) is not None:
@@ -233,21 +277,24 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     # the job run ungated. Fail closed instead.
                     raise DeserializationError("unreadable meta")
                 job.func_name  # noqa: B018 - decodes the payload (a pickled one is refused here)
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
+                continue
             except Exception as exc:
                 reason = f"easeoff: cannot load job payload ({exc.__class__.__name__}); is it JSON-serialized?"
-                self.moves.fail_claimed(claim.job_id, queue, claim.execution, reason)
-                self.log.error("Worker %s: job %s failed: %s", self.name, claim.job_id, reason)
+                self._fail_claimed(claim, queue, reason)
                 return None
-            candidate = Candidate(job, _meta(job), queue, claim.execution.composite_key, snapshot, now)
-            verdict = admit(self.checks, candidate)
-            self.reorder_queues(reference_queue=queue)  # rq's dequeue strategies: after every dequeue
-            if verdict.admit:
-                self._lease = candidate.lease
-                self._claimed = claim
-                self._log_dequeued(job, queue)
-                return job, queue
-            self._defer(job, candidate.meta, queue, claim.execution, verdict)
-            return None
+            try:
+                return job, _meta(job, self.config)
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
+            except UngatableJob as exc:
+                self._fail_claimed(claim, queue, f"easeoff: cannot gate this job: {exc.reason}")
+                return None
+
+    def _fail_claimed(self, claim: Claim, queue: Queue, reason: str) -> None:
+        self.moves.fail_claimed(claim.job_id, queue, claim.execution, reason, fence=claim.fence)
+        self.log.error("Worker %s: job %s failed: %s", self.name, claim.job_id, reason)
 
     def _log_dequeued(self, job: Job, queue: Queue) -> None:
         """As rq logs a dequeued job, description and all unless `log_job_description` is off."""
@@ -256,19 +303,23 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         else:
             self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
 
-    def _defer(self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict) -> None:
+    def _defer(
+        self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict, fence: Fence | None
+    ) -> None:
         """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap."""
         plan = plan_deferral(meta, verdict, self.config, clock.now())
         plan.meta.store(job)
         if not isinstance(plan, Deferral):
-            if self.moves.fail_deferred_too_long(job, queue, execution, plan.reason, self.name, meta.task, plan.kind):
+            if self.moves.fail_deferred_too_long(
+                job, queue, execution, plan.reason, self.name, meta.task, plan.kind, fence
+            ):
                 self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, plan.reason)
             return
         if plan.unknown:
             with self.connection.pipeline(transaction=False) as pipe:
                 unknown_resources.note(pipe, plan.unknown, meta.task, clock.now())
                 pipe.execute()
-        if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on):
+        if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence):
             self.log.info(
                 "Worker %s: deferred %s for %.1fs (deferral %d): %s",
                 self.name,
@@ -291,10 +342,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
-        """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py)."""
+        """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py).
+        Every transaction rq makes for it from here (preparing, ending) is fenced by its claim."""
         mark_admitted(job.id)
         try:
-            return super().perform_job(job, queue, execution)
+            with self._fenced():
+                return super().perform_job(job, queue, execution)
         finally:
             mark_admitted(None)
 
@@ -304,32 +357,146 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if claim is None or claim.job_id != job.id:
             return super().prepare_execution(job)
         with self.connection.pipeline() as pipe:
+            arm(pipe, claim.fence)
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
             pipe.execute()
         self.executions[claim.execution.id] = claim.execution  # only once it will run: see execute_job
         return claim.execution
 
+    @contextmanager
+    def _fenced(self) -> Iterator[None]:
+        """While rq moves the running job, the pipelines it takes from `self.connection` are fenced."""
+        fence, client = self._fence, self.connection
+        if fence is None or isinstance(client, _FencedClient):
+            yield
+            return
+        self.connection = cast(Redis, _FencedClient(client, fence))
+        try:
+            yield
+        finally:
+            self.connection = client
+
+    def _still_owns(self, job: Job) -> bool:
+        """Whether this worker's execution still owns `job`; once it does not, nothing of its end is recorded."""
+        fence = self._fence
+        if self._fenced_out == job.id:
+            return False
+        if fence is None or fence.job_id != job.id:
+            return True
+        try:
+            owner = rq_calls.raw_client(self.connection).get(fence.key)
+        except REDIS_UNREACHABLE:
+            return True  # the transaction itself is fenced: it fails or is refused
+        if (owner.decode() if isinstance(owner, bytes) else owner) == fence.owner:
+            return True
+        self._fenced_out = job.id
+        return False
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
+        """rq's, fenced, and tried again while Redis is away: a job that finished during an outage
+        is recorded finished once Redis is back, not failed as abandoned (it still beats, from
+        its horse, so it is not swept meanwhile). A commit whose reply was lost is not made
+        twice: it took the owner key with it, so the retry finds the job fenced."""
+        with self._fenced():
+            while True:
+                try:
+                    super().handle_job_success(job, queue, started_job_registry, execution)
+                    return
+                except FencedOut as exc:
+                    self._note_fenced_out(exc.fence)
+                    return
+                except REDIS_UNREACHABLE as exc:
+                    self._wait_for_redis(exc)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """rq's last beat as the job returns: without Redis, the ending that follows waits for it."""
+        try:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+        except REDIS_UNREACHABLE as exc:
+            self.log.warning("Worker %s: job %s ended while Redis was away (%s)", self.name, job.id, exc)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """rq's, fenced; a job this execution lost (swept, claimed again) is not failed by it."""
+        if not self._still_owns(job):
+            if self._fence is not None:
+                self._note_fenced_out(self._fence)
+            return
+        with self._fenced():
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def handle_job_retry(
+        self, job: Job, queue: Queue, retry: Any, started_job_registry: Any, execution: Execution
+    ) -> None:
+        with self._fenced():
+            try:
+                super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+            except FencedOut as exc:
+                self._note_fenced_out(exc.fence)
+
+    def _note_fenced_out(self, fence: Fence) -> None:
+        self._fenced_out = fence.job_id
+        self.log.warning(
+            "Worker %s: job %s was taken from this execution (token %d; swept while it could not beat?): "
+            "its run is stopped and its end not recorded",
+            self.name,
+            fence.job_id,
+            fence.token,
+        )
+
     def _release_lease(self, pipeline: Any) -> None:
-        """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that ends it."""
+        """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that
+        ends it; the job's owner key goes in the same transaction (fenced: it is still ours)."""
+        if self._fence is not None:
+            pipeline.delete(self._fence.key)
         if self._lease is not None:
             scopes, member = self._lease
             Leases.release(scopes, member, pipeline=pipeline)
             self.moves.release_slots([s.scope for s in scopes], pipeline=pipeline)
 
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
-        """While a job runs: renew its leases, and ask it to stop at its next checkpoint when a
-        signal goes critical or, for a resumable job, when its resources are strained. Without
-        Redis the job runs on; heartbeats resume when it is back (within the abandon grace)."""
+        """While a job runs: beat for it (fenced: its started entry and its leases, on Redis's
+        clock), and ask it to stop at its next checkpoint when a signal goes critical or, for a
+        resumable job, when its resources are strained. A job this execution lost is stopped.
+        Without Redis (or with Redis refusing: OOM, READONLY) the job runs on; the beats resume
+        when it is back, and its entry outlives the outage (feedback/lua/fleet_clock.lua)."""
         try:
             self._maintain_heartbeats(job, execution)
-        except REDIS_UNREACHABLE as exc:
-            self.log.warning("Worker %s: heartbeat for job %s missed: Redis unreachable (%s)", self.name, job.id, exc)
+        except (RedisError, OSError) as exc:
+            self.log.warning("Worker %s: heartbeat for job %s missed: %s", self.name, job.id, exc)
+
+    def _beat(self, job: Job) -> bool:
+        """The running job's fenced beat; False once it is fenced out (stop it, record no end)."""
+        fence = self._fence
+        if fence is None or fence.job_id != job.id:
+            return True
+        scopes, member = self._lease if self._lease is not None else ([], "")
+        alive = self.moves.heartbeat(
+            fence, job.origin, self.job_monitoring_interval + ABANDON_GRACE, [s.leases_key for s in scopes], member
+        )
+        if not alive:
+            self._fenced_out = job.id
+        return alive
 
     def _maintain_heartbeats(self, job: Job, execution: Execution) -> None:
-        super().maintain_heartbeats(job, execution)
-        if self._lease is not None:
-            self.leases.renew(*self._lease)
+        if self._fence is None:  # a job rq itself handed over (no claim of ours): rq's beat
+            super().maintain_heartbeats(job, execution)
+        else:
+            with self.connection.pipeline() as pipe:
+                self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)  # this worker's key, as rq's
+                pipe.execute()
+        if not self._beat(job):
+            if self._fence is not None:
+                self._note_fenced_out(self._fence)
+            self.stop_fenced_job()
+            return
         meta = JobMeta.of(job)
         verdict = judge(meta.resources, self.readings.current(), self.config, clock.now())
         reasons = verdict.critical or (verdict.reasons if meta.resumable else ())
@@ -339,12 +506,21 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 "Worker %s: job %s asked to stop at its next checkpoint: %s", self.name, job.id, joined(reasons)
             )
 
+    def stop_fenced_job(self) -> None:
+        """The running job is someone else's now: stop its run at once (its horse is killed, and
+        what the parent then sees of its death records nothing: `handle_job_failure`)."""
+        self.kill_horse(signal.SIGKILL)
+
     def handle_warm_shutdown_request(self) -> None:
-        """A resumable job checkpoints and is deferred, rather than making the shutdown wait for all of it."""
+        """A resumable job checkpoints and is deferred, rather than making the shutdown wait for all
+        of it. In a signal handler: Redis away or refusing must not raise into whatever was running."""
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq's, untyped
         job = self._running_job
         if job is not None and JobMeta.of(job).resumable:
-            request_stop(job, SHUTTING_DOWN)
+            try:
+                request_stop(job, SHUTTING_DOWN)
+            except RedisError as exc:
+                self.log.warning("Worker %s: could not ask job %s to checkpoint: %s", self.name, job.id, exc)
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
         """A job that stopped at a checkpoint, or that its database's outage stopped (strain the
@@ -370,7 +546,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
             if shutting_down:
                 delay = self.config.probe_interval * 0.1
-        self._defer(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay))
+        self._defer(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay), self._fence)
         with self.connection.pipeline() as pipe:
             self._release_lease(pipe)
             pipe.execute()
@@ -417,6 +593,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         except REDIS_UNREACHABLE as exc:
             self._wait_for_redis(exc)
 
+    def clean_registries(self) -> None:
+        """rq's maintenance, less its sweep of the started registry: that one judges absence on
+        this host's clock (a worker 15 s ahead would fail the fleet's live jobs) and knows no
+        fencing. Abandoned jobs are ours to sweep (`recover_abandoned`), on Redis's clock."""
+        rq_calls.clean_registries_but_started(self)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
         try:
@@ -433,6 +615,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 self.executions.pop(execution_id, None)
             self._lease = None
             self._running_job = None
+            self._fence = None
+            self._fenced_out = None
 
     def run_job(self, job: Job, queue: Queue) -> None:
         """rq's way: in a work horse forked for the job (workers/in_process.py runs it here instead)."""
@@ -453,10 +637,24 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             horse_connection.let_go(handed, self._horse_pid)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        """In the horse: first take over the connection its worker opened for it."""
+        """In the horse: first take over the connection its worker opened for it, then beat for the
+        job from here too, so a stalled worker (SIGSTOP, a long pause) does not get its live job
+        swept and run twice; a horse that finds its job fenced out kills itself."""
         if self._horse_connection is not None:
             horse_connection.adopt(self.connection, self._horse_connection)
-        super().main_work_horse(job, queue)
+        beats = Heartbeats(self._beat_in_horse, self.job_monitoring_interval)
+        with beats.beating(job, self.execution or Execution(id="", job_id=job.id, connection=self.connection)):
+            super().main_work_horse(job, queue)
+
+    def _beat_in_horse(self, job: Job, execution: Execution) -> None:
+        try:
+            alive = self._beat(job)
+        except (RedisError, OSError) as exc:
+            self.log.warning("Worker %s: the horse's beat for job %s missed: %s", self.name, job.id, exc)
+            return
+        if not alive:
+            self.log.warning("Worker %s: job %s was taken from this execution: its horse stops", self.name, job.id)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- housekeeping -----------------------------------------------------------
 
@@ -533,14 +731,39 @@ class _BusyWhileClaiming:
         self.worker._state = WorkerStatus.BUSY
 
     def __exit__(self, *exc: object) -> None:
+        if self.worker._claimed is not None:
+            return  # admitted: busy until it has run, so a SIGTERM now waits for the job, not strands it
         self.worker._state = WorkerStatus.IDLE
-        if self.worker._stop_requested and self.worker._claimed is None:
+        if self.worker._stop_requested:
             raise StopRequested()
 
 
-def _meta(job: Job) -> JobMeta:
-    """The job's meta, its task named even for a plain rq job (by its function), as counters name it."""
-    meta = JobMeta.of(job)
-    if not meta.task:
-        meta.task = task_name(job)
-    return meta
+def _meta(job: Job, config: Config | None = None) -> JobMeta:
+    """The job's meta: its own; for an easeoff task's job pushed through plain rq (no easeoff meta),
+    the one its task works out from the job's arguments, kept on the job; a plain function's job is
+    named by its function, as counters name it. Raises `UngatableJob` (with its one-line `reason`)
+    for a task's job whose meta cannot be worked out: the claim fails it with that reason. With the
+    `config`, a derived resource the config lacks is such a case too (tasks/derived_meta.py)."""
+    from easeoff.tasks.derived_meta import adopt_meta  # here while the rest of this file is rewritten
+
+    return adopt_meta(job, None if config is None else config.resources)
+
+
+class _FencedClient:
+    """The worker's Redis client as rq's job moves see it while a fenced job runs: the same in
+    everything but `pipeline()`, whose transactions check the job's fence (workers/fencing.py)."""
+
+    def __init__(self, client: Redis, fence: Fence) -> None:
+        self._client = client
+        self._fence = fence
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return arm(self._client.pipeline(transaction=transaction, shard_hint=shard_hint), self._fence)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _socket_timeout(client: Redis) -> float | None:
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None

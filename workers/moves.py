@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace  # JobMeta (tasks/) is a dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from redis import Redis
@@ -26,10 +27,10 @@ from rq.defaults import RQ_KEY_PREFIX
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
-from easeoff.feedback import clock
+from easeoff.feedback import clock, liveness
 from easeoff.feedback import keys as redis_keys
 from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.lua import LuaScript
@@ -37,27 +38,40 @@ from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
 from easeoff.feedback.wake import announce_jobs
 from easeoff.tasks.meta import META_KEY, JobMeta
+from easeoff.workers.fencing import Fence
 
 PACKAGE = "easeoff.workers"  # the scripts live in workers/lua/
 PARKING = ("parking",)  # the helper promote, release and release_slots share
 PARKING_PREFIXES = ("job_prefix", "cooldown_prefix", "parked_prefix", "task_prefix")
 
+FLEET_CLOCK = ("easeoff.feedback:fleet_clock",)  # fleet_now, note_fleet, absence_judgeable
 CLAIM = LuaScript.load(
     PACKAGE,
     "claim",
     argv=(
         "worker_name",
         "exec_id",
-        "now",
         "ttl",
         "now_text",
         "job_prefix",
         "execution_prefix",
         "executions_prefix",
         "worker_executions_key",
+        "owner_prefix",
+        "gap",
+        "grace",
     ),
+    preludes=FLEET_CLOCK,
 )
-DEFER = LuaScript.load(PACKAGE, "defer", argv=("composite", "exec_id", "job_id", "due", "meta", "parked_member"))
+HEARTBEAT = LuaScript.load(
+    PACKAGE,
+    "heartbeat",
+    argv=("owner", "composite", "exec_id", "ttl", "now_text", "lease_member", "gap", "grace"),
+    preludes=FLEET_CLOCK,
+)
+DEFER = LuaScript.load(
+    PACKAGE, "defer", argv=("composite", "exec_id", "job_id", "due", "meta", "parked_member", "owner")
+)
 PROMOTE = LuaScript.load(PACKAGE, "promote", argv=("now", "most", *PARKING_PREFIXES), preludes=PARKING)
 RELEASE = LuaScript.load(
     PACKAGE, "release", argv=("now", *PARKING_PREFIXES, "scheduled_prefix", "queue_prefix"), preludes=PARKING
@@ -81,19 +95,24 @@ RECOVER = LuaScript.load(
     PACKAGE,
     "recover",
     argv=(
-        "now",
+        "cutoff",
         "job_prefix",
         "execution_prefix",
         "executions_prefix",
-        "failed_expiry",
+        "failed_ttl",
         "reason",
         "most",
         "poison_reason",
         "most_requeues",
         "abandoned_field",
+        "owner_prefix",
+        "gap",
+        "grace",
     ),
+    preludes=FLEET_CLOCK,
 )
-FAIL_CLAIMED = LuaScript.load(PACKAGE, "fail_claimed", argv=("composite", "job_id", "expires_at", "reason"))
+FAIL_CLAIMED = LuaScript.load(PACKAGE, "fail_claimed", argv=("composite", "job_id", "expires_at", "reason", "owner"))
+OWNER_PREFIX = redis_keys.owner_key("")
 
 EXECUTION_PREFIX = f"{RQ_KEY_PREFIX}:execution:"  # rq's Execution.key, without the composite id
 ABANDONED_REASON = (
@@ -115,6 +134,11 @@ class Claim(msgspec.Struct, frozen=True):
     job_id: str
     queue_name: str
     execution: Execution
+    token: int
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.job_id, self.token, self.execution.id)
 
 
 class JobMoves:
@@ -123,6 +147,7 @@ class JobMoves:
     def __init__(self, connection: Redis) -> None:
         self.connection = connection
         self._claim = CLAIM.register(connection)
+        self._heartbeat = HEARTBEAT.register(connection)
         self._defer = DEFER.register(connection)
         self._promote = PROMOTE.register(connection)
         self._release = RELEASE.register(connection)
@@ -130,35 +155,72 @@ class JobMoves:
         self._fail = FAIL_CLAIMED.register(connection)
         self._recover = RECOVER.register(connection)
 
-    def claim(self, queues: Sequence[Queue], worker_name: str, ttl: int) -> Claim | None:
-        """Pop the first job of the first non-empty queue straight into its started registry."""
+    def claim(
+        self, queues: Sequence[Queue], worker_name: str, ttl: float, execution_id: str | None = None
+    ) -> Claim | None:
+        """Pop the first job of the first non-empty queue straight into its started registry, fenced.
+
+        `execution_id`: a claim whose reply was lost (Redis went away) is sent again with the same
+        id, and answers what it popped the first time."""
         if not queues:
             return None
-        keys: list[str] = []
+        execution_id = execution_id or new_execution_id()
+        keys: list[str] = [
+            redis_keys.FENCE,
+            redis_keys.FLEET_SEEN,
+            redis_keys.SWEEP_AFTER,
+            redis_keys.CLAIM_RECEIPT_PREFIX + execution_id,
+        ]
         for queue in queues:
             keys += [queue.key, StartedJobRegistry(queue.name, connection=self.connection).key]
-        execution_id = uuid.uuid4().hex
-        now = clock.now()
         result = self._claim(
             keys=keys,
             args=CLAIM.args(
                 worker_name=worker_name,
                 exec_id=execution_id,
-                now=repr(now),
                 ttl=ttl,
-                now_text=utcformat(_utc(now)),
+                now_text=utcformat(_utc(clock.now())),
                 job_prefix=Job.redis_job_namespace_prefix,
                 execution_prefix=EXECUTION_PREFIX,
                 executions_prefix=ExecutionRegistry.key_template.format(""),
                 worker_executions_key=WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name),
+                owner_prefix=OWNER_PREFIX,
+                **_silence_args(),
             ),
         )
         if not result:
             return None
-        index, job_id = int(result[0]), _text(result[1])
-        queue = queues[(index - 1) // 2]
+        job_id, token, queue_key = _text(result[1]), int(result[2]), _text(result[3])
+        # A claim answered from its receipt was made with the queues of its first sending.
+        queue_name = queue_key.removeprefix(Queue.redis_queue_namespace_prefix)
         execution = Execution(id=execution_id, job_id=job_id, connection=self.connection, worker_name=worker_name)
-        return Claim(job_id=job_id, queue_name=queue.name, execution=execution)
+        return Claim(job_id=job_id, queue_name=queue_name, execution=execution, token=token)
+
+    def heartbeat(
+        self, fence: Fence, queue_name: str, ttl: float, lease_keys: Sequence[str] = (), lease_member: str = ""
+    ) -> bool:
+        """Push out the running job's started entry, execution and leases; False once it is fenced out."""
+        composite = f"{fence.job_id}:{fence.execution_id}"
+        keys = [
+            fence.key,
+            StartedJobRegistry(queue_name, connection=self.connection).key,
+            EXECUTION_PREFIX + composite,
+            ExecutionRegistry(job_id=fence.job_id, connection=self.connection).key,
+            Job.key_for(fence.job_id),
+            redis_keys.FLEET_SEEN,
+            redis_keys.SWEEP_AFTER,
+            *lease_keys,
+        ]
+        args = HEARTBEAT.args(
+            owner=fence.owner,
+            composite=composite,
+            exec_id=fence.execution_id,
+            ttl=ttl,
+            now_text=utcformat(_utc(clock.now())),
+            lease_member=lease_member,
+            **_silence_args(),
+        )
+        return bool(self._heartbeat(keys=keys, args=args))
 
     def defer(
         self,
@@ -169,6 +231,7 @@ class JobMoves:
         task: str,
         reasons: Iterable[Reason],
         park_on: Iterable[str] = (),
+        fence: Fence | None = None,
     ) -> bool:
         """Started → scheduled with the job's new meta, and count the deferral by reason.
 
@@ -191,6 +254,7 @@ class JobMoves:
                     execution.worker_executions_key,
                     counter_key("deferred"),
                     redis_keys.NEXT_DUE,
+                    redis_keys.owner_key(job.id),
                     *parked,
                 ],
                 args=DEFER.args(
@@ -201,6 +265,7 @@ class JobMoves:
                     due=repr(due),
                     meta=job.serializer.dumps(job.meta),
                     parked_member=f"{job.id}|{queue.name}",
+                    owner=fence.owner if fence is not None else "",
                 ),
             )
         )
@@ -243,7 +308,15 @@ class JobMoves:
         return int(self._release_slots(keys=[redis_keys.SLOT_WAITS], args=args))
 
     def fail_deferred_too_long(
-        self, job: Job, queue: Queue, execution: Execution, reason: str, worker_name: str, task: str, kind: str
+        self,
+        job: Job,
+        queue: Queue,
+        execution: Execution,
+        reason: str,
+        worker_name: str,
+        task: str,
+        kind: str,
+        fence: Fence | None = None,
     ) -> bool:
         """Started → failed for a job past its deferral cap, in one WATCHed transaction.
 
@@ -254,11 +327,14 @@ class JobMoves:
         with self.connection.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(started.key)
-                    if pipe.zscore(started.key, execution.composite_key) is None:
+                    pipe.watch(started.key, redis_keys.owner_key(job.id))
+                    owner = pipe.get(redis_keys.owner_key(job.id))
+                    fenced = fence is not None and _text(owner or b"") != fence.owner
+                    if fenced or pipe.zscore(started.key, execution.composite_key) is None:
                         pipe.unwatch()
                         return False
                     pipe.multi()
+                    pipe.delete(redis_keys.owner_key(job.id))
                     execution.delete(job=job, pipeline=pipe)
                     job.set_status(JobStatus.FAILED, pipeline=pipe)
                     pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
@@ -270,36 +346,47 @@ class JobMoves:
                     continue  # another job entered or left `started`: check ownership again
 
     def recover_abandoned(
-        self, queues: Sequence[Queue], now: float | None = None, most: int = 1000, failed_ttl: int = 31536000
+        self,
+        queues: Sequence[Queue],
+        now: float | None = None,
+        most: int = 1000,
+        failed_ttl: int = 31536000,
+        grace: float = liveness.GRACE,
     ) -> int:
-        """Started jobs whose heartbeat lapsed → their queue (idempotent or resumable tasks) or failed."""
+        """Started jobs whose heartbeat lapsed → their queue (idempotent or resumable tasks) or failed.
+
+        Judged on Redis's clock (`now` only moves the cutoff, for tests), and not within `grace`
+        of a silence of Redis itself (feedback/lua/fleet_clock.lua)."""
         if not queues:
             return 0
-        keys = [counter_key("abandoned")]
+        keys = [counter_key("abandoned"), redis_keys.FLEET_SEEN, redis_keys.SWEEP_AFTER]
         for queue in queues:
             keys += [
                 StartedJobRegistry(queue.name, connection=self.connection).key,
                 queue.key,
                 FailedJobRegistry(queue.name, connection=self.connection).key,
             ]
-        now = clock.now() if now is None else now
         args = RECOVER.args(
             [q.name for q in queues],
-            now=repr(now),
+            cutoff="" if now is None else repr(now),
             job_prefix=Job.redis_job_namespace_prefix,
             execution_prefix=EXECUTION_PREFIX,
             executions_prefix=ExecutionRegistry.key_template.format(""),
-            failed_expiry=repr(now + failed_ttl),
+            failed_ttl=failed_ttl,
             reason=ABANDONED_REASON,
             most=most,
             poison_reason=POISON_REASON,
             most_requeues=MOST_ABANDONED_REQUEUES,
             abandoned_field=ABANDONED_COUNT_FIELD,
+            owner_prefix=OWNER_PREFIX,
+            **_silence_args(grace),
         )
         return int(self._recover(keys=keys, args=args))
 
     def requeue_failed(self, job_id: str, queue_name: str) -> bool:
-        """Failed → its queue, in one WATCHed transaction; False if it is not in that failed registry.
+        """Failed → its queue, in one WATCHed transaction; False if it is not in that failed registry,
+        or if it finished too (a job both finished and failed, left by a fenced-out owner before
+        fencing, must not run again).
 
         rq's own `FailedJobRegistry.requeue` removes the job and enqueues it in two steps, so a
         kill between them loses it. The easeoff meta is kept (resources, task, cursor); its
@@ -307,13 +394,19 @@ class JobMoves:
         does its count of abandonments (a poison job ops requeue gets its full count again).
         """
         failed = FailedJobRegistry(queue_name, connection=self.connection)
+        finished = FinishedJobRegistry(queue_name, connection=self.connection)
         queue = Queue(queue_name, connection=self.connection)
         job_key = Job.key_for(job_id)
         with self.connection.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(failed.key, job_key)
-                    if pipe.zscore(failed.key, job_id) is None:
+                    pipe.watch(failed.key, finished.key, job_key)
+                    in_failed = pipe.zscore(failed.key, job_id) is not None
+                    finished_too = (
+                        pipe.zscore(finished.key, job_id) is not None
+                        or _text(pipe.hget(job_key, "status") or b"") == JobStatus.FINISHED.value
+                    )
+                    if not in_failed or finished_too:  # a job that finished is never run again
                         pipe.unwatch()
                         return False
                     meta = pipe.hget(job_key, "meta")
@@ -341,18 +434,39 @@ class JobMoves:
                 except WatchError:
                     continue
 
-    def fail_claimed(self, job_id: str, queue: Queue, execution: Execution, reason: str, ttl: int = 31536000) -> bool:
+    def fail_claimed(
+        self,
+        job_id: str,
+        queue: Queue,
+        execution: Execution,
+        reason: str,
+        ttl: int = 31536000,
+        fence: Fence | None = None,
+    ) -> bool:
         """A claimed job that cannot run (its payload is unreadable) goes to failed with the reason."""
         started = StartedJobRegistry(queue.name, connection=self.connection)
         failed = FailedJobRegistry(queue.name, connection=self.connection)
         return bool(
             self._fail(
-                keys=[started.key, failed.key, Job.key_for(job_id), execution.key],
+                keys=[started.key, failed.key, Job.key_for(job_id), execution.key, redis_keys.owner_key(job_id)],
                 args=FAIL_CLAIMED.args(
-                    composite=execution.composite_key, job_id=job_id, expires_at=repr(clock.now() + ttl), reason=reason
+                    composite=execution.composite_key,
+                    job_id=job_id,
+                    expires_at=repr(clock.now() + ttl),
+                    reason=reason,
+                    owner=fence.owner if fence is not None else "",
                 ),
             )
         )
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _silence_args(grace: float = liveness.GRACE) -> dict[str, Any]:
+    """How long a silence of Redis counts as an outage, and how long absence is not judged after one."""
+    return {"gap": liveness.SILENCE_GAP, "grace": grace}
 
 
 def _parking_prefixes() -> dict[str, str]:

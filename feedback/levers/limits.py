@@ -19,12 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 from redis import Redis
 
-from easeoff.feedback import clock, keys
+from easeoff.feedback import clock, keys, liveness
 from easeoff.feedback.config import ConcurrencyConfig, Config
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
 
-ACQUIRE = LuaScript.load("easeoff.feedback", "acquire", argv=("now", "expiry", "member", "reserve"))
+ACQUIRE = LuaScript.load(
+    "easeoff.feedback", "acquire", argv=("ttl", "member", "reserve", "gap", "grace"), preludes=("fleet_clock",)
+)
 
 
 class LeaseScope(msgspec.Struct, frozen=True):
@@ -81,7 +83,8 @@ def lease_scopes(
 
 
 def lease_ttl(config: Config) -> float:
-    return max(3 * config.probe_interval, 5.0)
+    """A lease lives as long as its job: renewed with the job's beat, on the same terms (feedback/liveness.py)."""
+    return liveness.owner_ttl(config)
 
 
 class Leases:
@@ -94,25 +97,23 @@ class Leases:
         """Take a slot in every scope, or none: returns the first full scope, else None."""
         if not scopes:
             return None
-        now = clock.now()
-        script_keys: list[str] = [keys.SLOT_WAITS]
+        script_keys: list[str] = [keys.SLOT_WAITS, keys.FLEET_SEEN, keys.SWEEP_AFTER]
         pairs: list[object] = []
         for scope in scopes:
             script_keys += [scope.leases_key, scope.limit_key]
             pairs += [scope.scope, scope.default_limit]
         args = ACQUIRE.args(
-            pairs, now=repr(now), expiry=repr(now + lease_ttl(self.config)), member=member, reserve=reserve
+            pairs,
+            ttl=lease_ttl(self.config),
+            member=member,
+            reserve=reserve,
+            gap=liveness.SILENCE_GAP,
+            grace=liveness.GRACE,
         )
         index, in_use, limit = (int(x) for x in self._acquire(keys=script_keys, args=args))
         if index == 0:
             return None
         return Refusal(scopes[index - 1].scope, in_use, limit, low_priority=reserve > 0)
-
-    def renew(self, scopes: Sequence[LeaseScope], member: str, pipeline: Redis | None = None) -> None:
-        target = pipeline if pipeline is not None else self.redis
-        expiry = clock.now() + lease_ttl(self.config)
-        for scope in scopes:
-            target.zadd(scope.leases_key, {member: expiry}, xx=True)
 
     @staticmethod
     def release(scopes: Sequence[LeaseScope], member: str, pipeline: Redis) -> None:

@@ -1,13 +1,19 @@
 -- Started -> scheduled with the job's new meta, indexed under each scope it is parked on, and
--- the deferral counted by reason. Refused (0) when the execution is no longer this worker's.
+-- the deferral counted by reason. Refused (0) when the execution is no longer this worker's:
+-- its started entry is gone, or the job's owner key names another execution (fenced).
 -- KEYS: started registry, scheduled registry, job, execution, executions registry,
---       worker executions, deferral counter, the next-due hint, then the parked index of each scope
+--       worker executions, deferral counter, the next-due hint, the job's owner key,
+--       then the parked index of each scope
 -- ARGV: the named arguments, then the counter fields to increment
-local composite, exec_id, job_id, due, meta, parked_member = unpack(ARGV, 1, 6)
-local FIRST_FIELD, FIRST_PARKED = 7, 9
+local composite, exec_id, job_id, due, meta, parked_member, owner = unpack(ARGV, 1, 7)
+local FIRST_FIELD, FIRST_PARKED = 8, 10
 if not redis.call('ZSCORE', KEYS[1], composite) then
   return 0  -- no longer ours: cleanup already moved the job on
 end
+if owner ~= '' and redis.call('GET', KEYS[9]) ~= owner then
+  return 0  -- fenced: another execution owns the job now
+end
+redis.call('DEL', KEYS[9])
 redis.call('ZREM', KEYS[1], composite)
 redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[5], exec_id)

@@ -1,0 +1,49 @@
+"""The calls into rq's and redis-py's internals that easeoff's worker makes, in one place.
+
+Read from rq 3.0.0 and redis-py 8.2.0 (scripts/constraints.txt pins both). Each has a test by
+name in tests/test_rq_calls.py, so an upgrade that moves one fails there, not in a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from rq import Worker, worker_registration
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+)
+from rq.utils import now
+
+
+def set_socket_timeout(client: Redis, seconds: float) -> None:
+    """The pool's socket timeout for every connection it makes from now on. rq's
+    `Worker._set_connection` raises it to the dequeue timeout + 10 s in the same dict."""
+    client.connection_pool.connection_kwargs["socket_timeout"] = seconds
+
+
+def raw_client(client: Any) -> Redis:
+    """The Redis client under a wrapper that changes only how pipelines are made (a fenced view)."""
+    inner = getattr(client, "_client", client)
+    assert isinstance(inner, Redis)
+    return inner
+
+
+def clean_registries_but_started(worker: Worker) -> None:
+    """rq's `Worker.clean_registries`, less `StartedJobRegistry.cleanup`: the registries rq
+    cleans per queue under its maintenance lock, the worker registry, the intermediate queue."""
+    for queue in worker.queues:
+        if not queue.acquire_maintenance_lock():
+            continue
+        worker.log.info("Worker %s: cleaning registries for queue: %s", worker.name, queue.name)
+        for registry_class in (FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
+            registry_class(
+                name=queue.name, connection=queue.connection, job_class=queue.job_class, serializer=queue.serializer
+            ).cleanup()
+        worker_registration.clean_worker_registry(queue)
+        queue.intermediate_queue.cleanup(worker, queue)
+        queue.release_maintenance_lock()
+    worker.last_cleaned_at = now()  # type: ignore[assignment]  # rq declares it None
