@@ -17,12 +17,20 @@ from rq.job import Job
 from easeoff.tasks.meta import JobMeta
 
 _admitted_job_id: str | None = None
+_token: int | None = None
 
 
-def admit(job_id: str | None) -> None:
-    """The gate admitted `job_id` in this process (None: it admits nothing now)."""
-    global _admitted_job_id
-    _admitted_job_id = job_id
+def admit(job_id: str | None, token: int | None = None) -> None:
+    """The gate admitted `job_id` in this process (None: it admits nothing now), under the
+    claim's fencing `token` (workers/fencing.py)."""
+    global _admitted_job_id, _token
+    _admitted_job_id, _token = job_id, (token if job_id is not None else None)
+
+
+def fencing_token() -> int | None:
+    """The fencing number of the execution running now: a task whose side effects must not be
+    applied by an execution that lost its job can write it beside them and refuse an older one."""
+    return _token
 
 
 def admitted(job_id: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rq import get_current_job
 
+from easeoff.tasks.admission import fencing_token
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.pool import borrow
 from easeoff.tasks.registry import heavy_task
@@ -278,8 +279,12 @@ SPANS_TABLE_DDL = """CREATE TABLE IF NOT EXISTS task_spans (
 
 
 def _execution_id() -> str:
-    """rq's id for this execution: the horse's environment when rq put it there, else the newest
-    live execution of the job in Redis ('' when Redis does not answer: the pid still tells runs apart)."""
+    """This execution's fencing token (`token:N`) when a gated worker admitted it; else rq's id
+    for it: the horse's environment when rq put it there, else the newest live execution of the
+    job in Redis ('' when Redis does not answer: the pid still tells runs apart)."""
+    token = fencing_token()
+    if token is not None:
+        return f"token:{token}"
     found = os.environ.get("RQ_EXECUTION_ID", "")
     if found:
         return found

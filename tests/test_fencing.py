@@ -204,6 +204,16 @@ def frozen(port: int) -> bool:
     return False
 
 
+def finished_all(workers: WorkerProcesses, redis: Redis, jobs: list[Job], timeout: float) -> None:
+    """Wait for every job to finish; on a timeout, the workers' logs go with the failure."""
+    finished = FinishedJobRegistry("heavy", connection=redis)
+    try:
+        wait_until(lambda: {j.id for j in jobs} <= set(finished.get_job_ids()), timeout, what="the jobs to finish")
+    except BaseException:
+        print(workers.logs())
+        raise
+
+
 def started(redis: Redis, *jobs: Job) -> bool:
     ids = set(StartedJobRegistry("heavy", connection=redis).get_job_ids())
     return all(j.id in ids for j in jobs)
@@ -225,8 +235,7 @@ def test_a_redis_stall_of_15_s_runs_no_job_twice_and_places_each_once(
         stays_true(lambda: frozen(private_redis.port), 15, interval=0.5, what="Redis stalled")
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
-    finished = FinishedJobRegistry("heavy", connection=redis)
-    wait_until(lambda: finished.count == 2, 60, what="both jobs to finish")
+    finished_all(workers, redis, [once, plain], 60)
     assert ledger_rows(1, once.id) == 1, workers.logs()
     assert ledger_rows(1, plain.id) == 1, workers.logs()
     assert FailedJobRegistry("heavy", connection=redis).count == 0, workers.logs()
@@ -300,7 +309,6 @@ def test_a_worker_rides_out_a_redis_that_refuses_writes(
     finally:
         redis.config_set("maxmemory", 0)
     after = record_run.enqueue(shard=1, tag="oom-after", connection=redis)
-    finished = FinishedJobRegistry("heavy", connection=redis)
-    wait_until(lambda: {job.id, after.id} <= set(finished.get_job_ids()), 40, what="both jobs to finish")
+    finished_all(workers, redis, [job, after], 40)
     assert worker.poll() is None
     assert ledger_rows(1, job.id) == 1

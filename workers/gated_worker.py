@@ -272,7 +272,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         while True:
             try:
                 job = self.job_class.fetch(claim.job_id, connection=self.connection, serializer=self.serializer)
-                if getattr(job, "_unreadable_meta", None) is not None:
+                if rq_calls.unreadable_meta(job):
                     # rq carries on with {"unserialized": ...}: the job's resources would be lost and
                     # the job run ungated. Fail closed instead.
                     raise DeserializationError("unreadable meta")
@@ -344,7 +344,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py).
         Every transaction rq makes for it from here (preparing, ending) is fenced by its claim."""
-        mark_admitted(job.id)
+        mark_admitted(job.id, self._fence.token if self._fence is not None else None)
         try:
             with self._fenced():
                 return super().perform_job(job, queue, execution)

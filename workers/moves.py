@@ -38,6 +38,7 @@ from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
 from easeoff.feedback.wake import announce_jobs
 from easeoff.tasks.meta import META_KEY, JobMeta
+from easeoff.workers import rq_calls
 from easeoff.workers.fencing import Fence
 
 PACKAGE = "easeoff.workers"  # the scripts live in workers/lua/
@@ -338,7 +339,7 @@ class JobMoves:
                     execution.delete(job=job, pipeline=pipe)
                     job.set_status(JobStatus.FAILED, pipeline=pipe)
                     pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
-                    job._handle_failure(reason, pipeline=pipe, worker_name=worker_name, execution_id=execution.id)
+                    rq_calls.record_failure(job, reason, pipe, worker_name, execution.id)
                     pipe.hincrby(counter_key("expired"), counter_field(queue.name, task, kind), 1)
                     pipe.execute()
                     return True

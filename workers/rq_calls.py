@@ -10,6 +10,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Worker, worker_registration
+from rq.job import Job
 from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
@@ -47,3 +48,15 @@ def clean_registries_but_started(worker: Worker) -> None:
         queue.intermediate_queue.cleanup(worker, queue)
         queue.release_maintenance_lock()
     worker.last_cleaned_at = now()  # type: ignore[assignment]  # rq declares it None
+
+
+def record_failure(job: Job, reason: str, pipeline: Any, worker_name: str, execution_id: str) -> None:
+    """rq's `Job._handle_failure`: the failed registry and the result stream (so `rq info` and
+    `job.latest_result()` show the reason), inside the caller's transaction."""
+    job._handle_failure(reason, pipeline=pipeline, worker_name=worker_name, execution_id=execution_id)
+
+
+def unreadable_meta(job: Job) -> bool:
+    """Whether rq could not decode the job's meta: rq 3 keeps going with `{"unserialized": ...}`
+    and notes the raw bytes in `Job._unreadable_meta`; the job's resources would be lost."""
+    return getattr(job, "_unreadable_meta", None) is not None
