@@ -16,7 +16,7 @@ from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.latency import LatencyWindow, p99
 from easeoff.feedback.verdict.gate import judge
-from tests.conftest import MYSQL, wait_until
+from tests.conftest import MYSQL, ticks, wait_until
 
 LATENCY = "[signals.latency]\nhigh = 0.0025\nlow = 0.0015\nwindow = 8\n"
 STORM = 8  # connections, each burning a core for as long as it is let
@@ -24,11 +24,15 @@ STORM = 8  # connections, each burning a core for as long as it is let
 
 @pytest.fixture
 def cpu_storm() -> Iterator[threading.Event]:
-    """Start it by setting the event; it ends (KILL QUERY) when the test does, or before."""
-    start, threads = threading.Event(), []
+    """Start it by setting the event; it ends (KILL QUERY) when the test does, or before. A test
+    that fails before starting it must not start it on the way out: a storm query left running
+    burns the server's cores for hours and slows every test after it."""
+    start, stopping, threads = threading.Event(), threading.Event(), []
 
     def burn() -> None:
         start.wait()
+        if stopping.is_set():
+            return
         conn = pymysql.connect(**MYSQL)
         try:
             with conn.cursor() as cur:
@@ -42,10 +46,13 @@ def cpu_storm() -> Iterator[threading.Event]:
         threads.append(threading.Thread(target=burn, daemon=True))
         threads[-1].start()
     yield start
+    stopping.set()
     start.set()
-    end_storm()
-    for thread in threads:
-        thread.join(timeout=10)
+    for _ in ticks(30, 0.2):  # a query may start just after a kill: kill until every burner is gone
+        end_storm()
+        if not any(thread.is_alive() for thread in threads):
+            break
+    assert not any(thread.is_alive() for thread in threads), "storm queries outlived the test"
 
 
 def end_storm() -> None:
