@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,3 +313,39 @@ def test_a_worker_rides_out_a_redis_that_refuses_writes(
     finished_all(workers, redis, [job, after], 40)
     assert worker.poll() is None
     assert ledger_rows(1, job.id) == 1
+
+
+def test_a_claimed_job_whose_read_meets_a_redis_restart_is_not_failed(
+    private_redis: PrivateRedis, write_config
+) -> None:
+    """The payload read right after the claim used to fail a good job ("cannot load job
+    payload (ConnectionError)") when Redis went away for a moment; now the worker waits."""
+    config = load_config(write_config(redis_url=private_redis.url))
+    client = connect(config)
+    worker = GatedWorker(["heavy"], connection=client, config=config)
+    queue = Queue("heavy", connection=client, serializer=JSONSerializer)
+    job = noop.enqueue(connection=client)
+    claim = worker.moves.claim([queue], worker.name, 60)
+    assert claim is not None and claim.job_id == job.id
+    private_redis.stop()  # AOF on: the claim survives the restart
+    restart = threading.Timer(1.0, private_redis.start)
+    restart.start()
+    try:
+        loaded = worker._load_claimed(claim, queue)
+    finally:
+        restart.join()
+    assert loaded is not None and loaded[0].id == job.id
+    assert FailedJobRegistry("heavy", connection=client).count == 0
+    assert job.id in StartedJobRegistry("heavy", connection=client).get_job_ids()
+
+
+def test_an_admitted_job_keeps_the_worker_busy_until_it_runs(redis_conn: Redis, write_config) -> None:
+    """A SIGTERM between the admission and the run used to find the worker idle (rq's handler
+    then raises StopRequested) and strand the claimed job in `started`."""
+    worker = GatedWorker(["heavy"], connection=redis_conn, config=load_config(write_config()))
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    noop.enqueue(connection=redis_conn)
+    worker._stop_requested = True  # the SIGTERM came while the claim was in flight
+    with worker._uninterruptible():
+        worker._claimed = worker.moves.claim([queue], worker.name, 60)
+    assert worker.get_state() == "busy"  # rq's handler now waits for the job instead of raising
