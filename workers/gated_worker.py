@@ -384,10 +384,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return False
         if fence is None or fence.job_id != job.id:
             return True
-        try:
-            owner = rq_calls.raw_client(self.connection).get(fence.key)
-        except REDIS_UNREACHABLE:
-            return True  # the transaction itself is fenced: it fails or is refused
+        while True:  # rq records a failure once and swallows its error: wait for Redis first
+            try:
+                owner = rq_calls.raw_client(self.connection).get(fence.key)
+                break
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
         if (owner.decode() if isinstance(owner, bytes) else owner) == fence.owner:
             return True
         self._fenced_out = job.id
@@ -408,6 +410,16 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     return
                 except REDIS_UNREACHABLE as exc:
                     self._wait_for_redis(exc)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """rq's, in the horse, tried again while Redis is away: a job whose start met an outage
+        runs once Redis is back, rather than ending unrun and being swept as abandoned."""
+        while True:
+            try:
+                super().prepare_job_execution(job, remove_from_intermediate_queue)
+                return
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """rq's last beat as the job returns: without Redis, the ending that follows waits for it."""
