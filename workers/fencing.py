@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError, TimeoutError
 
 from easeoff.feedback.keys import owner_key
 
@@ -50,30 +51,40 @@ def arm(pipe: Pipeline, fence: Fence) -> Pipeline:
     """Make `pipe`'s transaction commit only while `fence` owns the job (see the module's doc)."""
     if pipe.__dict__.get("transaction") is False:
         return pipe
-    watch: Callable[..., Any] = pipe.watch
     execute: Callable[..., list[Any]] = pipe.execute
 
-    def check() -> None:
-        owner = pipe.immediate_execute_command("GET", fence.key)
-        if _text(owner) != fence.owner:
+    def fenced_watch(*names: Any) -> bool:
+        if _text(_watch_and_read(pipe, fence.key, names)) != fence.owner:
             pipe.reset()
             raise FencedOut(fence)
-
-    def fenced_watch(*names: Any) -> Any:
-        result = watch(fence.key, *names)
-        check()
-        return result
+        return True
 
     def fenced_execute(raise_on_error: bool = True) -> list[Any]:
         if not pipe.watching:
-            watch(fence.key)
-            check()
-        result: list[Any] = execute(raise_on_error)
-        return result
+            fenced_watch()
+        return execute(raise_on_error)
 
     pipe.watch = fenced_watch  # type: ignore[method-assign]
     pipe.execute = fenced_execute  # type: ignore[method-assign]
     return pipe
+
+
+def _watch_and_read(pipe: Pipeline, key: str, names: tuple[Any, ...]) -> Any:
+    """WATCH the owner key (and `names`) and read it, in one round trip on the pipeline's
+    connection: a fenced job move costs one round trip more than rq's, not two."""
+    conn = pipe.connection
+    if conn is None:
+        conn = pipe.connection = pipe.connection_pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands([("WATCH", key, *names), ("GET", key)]))
+        conn.read_response()
+        owner = conn.read_response()
+    except (ConnectionError, TimeoutError):
+        conn.disconnect()
+        pipe.reset()
+        raise
+    pipe.watching = True
+    return owner
 
 
 def _text(value: bytes | str | None) -> str | None:

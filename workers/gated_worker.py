@@ -58,7 +58,7 @@ from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
 from easeoff.workers.fencing import Fence, FencedOut, arm
-from easeoff.workers.heartbeats import Heartbeats
+from easeoff.workers.heartbeats import beat_for_life
 from easeoff.workers.job_endings import CountsJobEndings
 from easeoff.workers.moves import Claim, JobMoves, new_execution_id
 from easeoff.workers.redis_outages import RidesOutRedisOutages
@@ -356,8 +356,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         claim, self._claimed = self._claimed, None
         if claim is None or claim.job_id != job.id:
             return super().prepare_execution(job)
-        with self.connection.pipeline() as pipe:
-            arm(pipe, claim.fence)
+        with self.connection.pipeline() as pipe:  # the worker's state and a count: no move of the job
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
             pipe.execute()
@@ -654,11 +653,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         swept and run twice; a horse that finds its job fenced out kills itself."""
         if self._horse_connection is not None:
             horse_connection.adopt(self.connection, self._horse_connection)
-        beats = Heartbeats(self._beat_in_horse, self.job_monitoring_interval)
-        with beats.beating(job, self.execution or Execution(id="", job_id=job.id, connection=self.connection)):
-            super().main_work_horse(job, queue)
+        beat_for_life(lambda: self._beat_in_horse(job), self.job_monitoring_interval)
+        super().main_work_horse(job, queue)
 
-    def _beat_in_horse(self, job: Job, execution: Execution) -> None:
+    def _beat_in_horse(self, job: Job) -> None:
         try:
             alive = self._beat(job)
         except (RedisError, OSError) as exc:

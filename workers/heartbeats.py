@@ -8,6 +8,7 @@ job swept and run a second time.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import threading
@@ -65,3 +66,19 @@ class Heartbeats:
                     except Exception:  # the next beat may fare better; the thread must live on
                         logger.exception("heartbeat of job %s failed", running[0].id)
                     due = time.monotonic() + self._interval
+
+
+def beat_for_life(beat: Callable[[], None], interval: float) -> None:
+    """Call `beat` every `interval` seconds, on a bare thread, for the rest of this process: a
+    work horse, which ends with its job. A bare thread because `threading.Thread.start` waits
+    for the new thread to run, about 0.85 ms in a just-forked horse here against 0.27 ms."""
+
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                beat()
+            except Exception:  # the next beat may fare better; the thread must live on
+                logger.exception("heartbeat failed")
+
+    _thread.start_new_thread(run, ())
