@@ -294,6 +294,24 @@ def test_a_worker_whose_job_was_taken_stops_it_and_records_no_end(
     assert ledger_rows(1, job.id) == 0
 
 
+def test_an_in_process_worker_whose_job_was_taken_interrupts_it_and_records_no_end(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    config = write_config(interval=0.5)
+    job = record_run.enqueue(shard=1, tag="taken", seconds=20, connection=redis_conn)
+    workers.start(config, "heavy", in_process=True)
+    wait_until(lambda: started(redis_conn, job), 30, what="the job to run")
+    redis_conn.delete(keys.owner_key(job.id))  # as the sweep does when it takes a job
+    wait_until(lambda: "its end not recorded" in workers.logs(), 10, what="the worker to stop the job")
+    # Interrupted, not left to sleep out its 20 s: the one worker runs the next job at once.
+    following = noop.enqueue(connection=redis_conn)
+    finished = FinishedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: following.id in finished.get_job_ids(), 10, what="the next job, the taken one stopped")
+    assert job.id not in finished.get_job_ids()
+    assert FailedJobRegistry("heavy", connection=redis_conn).count == 0
+    assert ledger_rows(1, job.id) == 0
+
+
 def test_a_worker_rides_out_a_redis_that_refuses_writes(
     private_redis: PrivateRedis, shards, write_config, workers: WorkerProcesses
 ) -> None:

@@ -500,8 +500,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if self._fence is None:  # a job rq itself handed over (no claim of ours): rq's beat
             super().maintain_heartbeats(job, execution)
         else:
-            with self.connection.pipeline() as pipe:
-                self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)  # this worker's key, as rq's
+            # This worker's key, as rq's: not a move of the job, so not fenced (in-process, the job's
+            # thread may have the fenced view of the client in `self.connection` meanwhile).
+            with rq_calls.raw_client(self.connection).pipeline() as pipe:
+                self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
                 pipe.execute()
         if not self._beat(job):
             if self._fence is not None:
