@@ -42,10 +42,17 @@ Role = Literal["host", "primary", "pair", "replica"]  # what a host is to one re
 Measure = Literal["depth", "age"]
 Priority = Literal["normal", "low"]
 Mode = Literal["enforce", "shadow"]  # a shadow signal is probed and judged, counted and logged, and holds nothing
+# Where a budget's live latency comes from: the server's own statements (query_response_time),
+# a canary the prober times, or the app's own Prometheus histogram (feedback/budget/).
+LatencySource = Literal["server", "canary", "prometheus"]
+LATENCY_SOURCES: tuple[LatencySource, ...] = get_args(LatencySource)
+BUDGET_KEYS = frozenset(
+    {"latency", "quantile", "latency_source", "window", "lag", "history_list_length", "prometheus_url", "metric"}
+)
 
 TLS_KEYS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_identity")  # a [mysql.hosts.NAME] table's TLS
 # Signals read off every MySQL host by the built-in probe.
-HOST_SIGNALS = ("connections", "threads_running", "qps", "latency")
+HOST_SIGNALS = ("connections", "threads_running", "qps", "latency", "history_list_length")
 # Signals read off hosts that replicate: replicas and both halves of a pair.
 REPLICA_SIGNALS = ("lag",)
 BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS
@@ -146,6 +153,25 @@ class ConcurrencyConfig(msgspec.Struct, frozen=True):
     decrease: float = 0.5
 
 
+class BudgetConfig(msgspec.Struct, frozen=True):
+    """What the live site may feel on a resource while heavy work runs; the budget controller
+    finds the most heavy work that keeps it. Latency is a ceiling in seconds (`latency`) or a
+    multiple of the idle baseline learned while no heavy work runs (`latency_multiple`)."""
+
+    latency: float | None = None
+    latency_multiple: float | None = None
+    quantile: float = 0.99
+    latency_source: LatencySource | None = None  # None: "server" where the host has it, else "canary"
+    window: float = 5.0  # seconds of live latency the quantile is taken over
+    lag: float | None = None  # seconds
+    history_list_length: float | None = None  # InnoDB's undo backlog, in transactions
+    prometheus_url: str | None = None
+    metric: str | None = None  # the app's histogram (without `_bucket`), for latency_source = "prometheus"
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "prometheus_url")  # a Prometheus URL may carry credentials
+
+
 class ResourceConfig(msgspec.Struct, frozen=True):
     """What a job touches: a primary, a master-master pair or plain hosts, plus replicas."""
 
@@ -157,6 +183,7 @@ class ResourceConfig(msgspec.Struct, frozen=True):
     overrides: Mapping[str, Thresholds] = msgspec.field(default_factory=dict)
     concurrency: ConcurrencyConfig | None = None
     rate: Rate | None = None  # at most so many job starts in any window, fleet-wide
+    budget: BudgetConfig | None = None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -551,7 +578,9 @@ class _Parser:
             if not isinstance(entry, dict):
                 raise self.fail(key, "must be a table")
             self.reject_unknown(
-                entry, key, {"hosts", "primary", "pair", "replicas", "ignore_worst", "signals", "concurrency", "rate"}
+                entry,
+                key,
+                {"hosts", "primary", "pair", "replicas", "ignore_worst", "signals", "concurrency", "rate", "budget"},
             )
             shapes = [k for k in ("hosts", "primary", "pair") if k in entry]
             if len(shapes) != 1:
@@ -590,6 +619,7 @@ class _Parser:
                 overrides=overrides,
                 concurrency=self.concurrency(entry, f"{key}.concurrency"),
                 rate=self.rate(entry, f"{key}.rate"),
+                budget=self.budget(entry, f"{key}.budget", name, replicating=bool(replicas) or shape == "pair"),
             )
         self.check_overrides_agree(resources)
         return resources
@@ -601,6 +631,68 @@ class _Parser:
             return parse_rate(entry["rate"])
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
+
+    def budget(self, entry: Mapping[str, Any], key: str, resource: str, replicating: bool) -> BudgetConfig | None:
+        if "budget" not in entry:
+            return None
+        raw = self.table(entry, key)
+        self.reject_unknown(raw, key, set(BUDGET_KEYS))
+        latency, multiple = None, None
+        if "latency" in raw:
+            latency, multiple = self.budget_latency(raw["latency"], f"{key}.latency")
+        quantile = self.number(raw, f"{key}.quantile", 0.99)
+        if not 0 < quantile < 1:
+            raise self.fail(f"{key}.quantile", "must be between 0 and 1 (0.99 for the p99)")
+        source = raw.get("latency_source")
+        if source is not None and source not in LATENCY_SOURCES:
+            raise self.fail(f"{key}.latency_source", f"must be one of: {', '.join(LATENCY_SOURCES)}")
+        url = self.environ.get(f"EASEOFF_BUDGET_{_ENV_NAME.sub('_', resource.upper()).strip('_')}_PROMETHEUS_URL")
+        url = url or raw.get("prometheus_url")
+        if source == "prometheus":
+            metric = self.string(raw, f"{key}.metric")
+            if url is None or urlsplit(str(url)).scheme not in ("http", "https"):
+                raise self.fail(f"{key}.prometheus_url", "must be an http:// or https:// URL")
+        else:
+            for only in ("prometheus_url", "metric"):
+                if only in raw:
+                    raise self.fail(f"{key}.{only}", 'applies only with latency_source = "prometheus"')
+            metric, url = None, None
+        lag = self.duration(raw, f"{key}.lag", 1.0) if "lag" in raw else None
+        if lag is not None and not replicating:
+            raise self.fail(f"{key}.lag", "needs replicas (or a pair): this resource has no replication to lag")
+        history = self.number(raw, f"{key}.history_list_length", minimum=1) if "history_list_length" in raw else None
+        if latency is None and multiple is None and lag is None and history is None:
+            raise self.fail(key, "needs latency, lag or history_list_length")
+        return BudgetConfig(
+            latency=latency,
+            latency_multiple=multiple,
+            quantile=quantile,
+            latency_source=cast(LatencySource | None, source),
+            window=self.duration(raw, f"{key}.window", 5.0),
+            lag=lag,
+            history_list_length=history,
+            prometheus_url=url,
+            metric=metric,
+        )
+
+    def budget_latency(self, value: object, key: str) -> tuple[float | None, float | None]:
+        """`"1.5x"` (times the learned idle baseline) or a time (`"4ms"`, `0.004`): (seconds, multiple)."""
+        if isinstance(value, str) and value.strip().lower().endswith("x"):
+            try:
+                multiple = float(value.strip()[:-1])
+            except ValueError:
+                multiple = math.nan
+            if not math.isfinite(multiple) or multiple <= 1:
+                raise self.fail(key, f"{value!r}: a multiple of the idle baseline must be a number above 1, like 1.5x")
+            return None, multiple
+        if isinstance(value, str):
+            try:
+                return parse_duration(value), None
+            except ValueError:
+                raise self.fail(key, f"{value!r} is neither a multiple (1.5x) nor a time (4ms, 0.004)") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise self.fail(key, f"{value!r} is neither a multiple (1.5x) nor a time (4ms, 0.004)")
+        return float(value), None
 
     def concurrency(self, entry: Mapping[str, Any], key: str) -> ConcurrencyConfig | None:
         if "concurrency" not in entry:

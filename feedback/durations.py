@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhd]?)\s*$")
+UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    """`90`, `90s`, `10m`, `2h`, `1d` → seconds; ValueError names what was wrong."""
+    """`90`, `90s`, `10m`, `2h`, `1d`, `4ms` → seconds; ValueError names what was wrong."""
     match = DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"bad duration {text!r} (use e.g. 90s, 10m, 2h, 1d)")

@@ -32,6 +32,10 @@ LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
 SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
 
+# Budgets (feedback/budget/measure.py; feedback/lua/budget_step.lua)
+WORK_PREFIX = NAMESPACE + "work:"  # + resource: INCR by the budget controller each time heavy work on it ends
+BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash, its learned idle baseline and its once-per-interval step
+
 # Ops' levers (feedback/levers/switches.py, feedback/levers/hosts_out.py)
 SWITCHES = NAMESPACE + "switches"  # JSON: every pause, throttle and threshold override
 HOSTS_OUT = NAMESPACE + "hosts-out"  # hash host -> why it is out of production
@@ -82,6 +86,14 @@ def leases_key(scope: str) -> str:
 
 def limit_key(scope: str) -> str:
     return LIMIT_PREFIX + scope
+
+
+def work_key(resource: str) -> str:
+    return WORK_PREFIX + resource
+
+
+def budget_key(resource: str) -> str:
+    return BUDGET_PREFIX + resource
 
 
 def counter_key(kind: str) -> str:
