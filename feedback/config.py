@@ -243,6 +243,11 @@ class Config(msgspec.Struct, frozen=True, dict=True):  # dict: room for the per-
     queues: Mapping[str, QueueConfig]
     task_modules: tuple[str, ...] = ()  # the app's modules that declare heavy tasks
     probe_concurrency: int = 16  # probes one process runs at once: a slow host holds up only its own
+    # Probing follows demand (feedback/signals/demand.py): a host no job has wanted for
+    # `probe_dormant_after` seconds is probed every `probe_dormant_interval` (Vitess: 250 ms,
+    # then 5 s after a minute idle); equal to probe_interval, it never slows.
+    probe_dormant_after: float = 60.0
+    probe_dormant_interval: float = 5.0
     # Replicas that must hold each write before a client goes on (Redis WAIT; 0: do not wait),
     # and how long a write waits for them (feedback/replica_acks.py).
     replica_acks: int = 0
@@ -440,13 +445,19 @@ class _Parser:
             raise self.fail("redis.url", "must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
 
         probe = self.table(raw, "probe")
-        self.reject_unknown(probe, "probe", {"interval", "timeout", "stale_after", "concurrency"})
+        self.reject_unknown(
+            probe, "probe", {"interval", "timeout", "stale_after", "concurrency", "dormant_after", "dormant_interval"}
+        )
         interval = self.number(probe, "probe.interval", 1.0, minimum=0.05)
         timeout = self.number(probe, "probe.timeout", min(0.5, interval), minimum=0.01)
         stale_after = self.number(probe, "probe.stale_after", 5 * interval, minimum=interval)
         concurrency = self.number(probe, "probe.concurrency", 16, minimum=1)
         if concurrency != int(concurrency) or concurrency > 256:
             raise self.fail("probe.concurrency", "must be a whole number from 1 to 256")
+        dormant_after = self.duration(probe, "probe.dormant_after", 60.0)
+        dormant_interval = self.duration(probe, "probe.dormant_interval", max(5.0, interval))
+        if dormant_interval < interval:
+            raise self.fail("probe.dormant_interval", "must be at least probe.interval (equal: probing never slows)")
 
         backoff_raw = self.table(raw, "backoff")
         self.reject_unknown(
@@ -480,6 +491,8 @@ class _Parser:
             probe_interval=interval,
             probe_timeout=timeout,
             probe_concurrency=int(concurrency),
+            probe_dormant_after=dormant_after,
+            probe_dormant_interval=dormant_interval,
             replica_acks=int(replica_acks),
             replica_ack_timeout=replica_ack_timeout,
             stale_after=stale_after,
