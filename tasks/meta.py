@@ -16,6 +16,7 @@ from typing import Any
 from rq.job import Job
 
 from easeoff.feedback.rate import parse_rate
+from easeoff.tasks.chunking import ChunkState
 
 META_KEY = "easeoff"
 
@@ -38,6 +39,7 @@ class JobMeta:
     unknown_since: float | None = None  # first deferral on a resource the config lacked
     cursor: Any = None
     chunks: int = 0
+    chunking: ChunkState | None = None  # a resumable job's learned chunk size (tasks/chunking.py)
     unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +71,8 @@ class JobMeta:
                 stored[name] = value  # a cap of 0 is a cap: only absent values are left out
         if self.cursor is not None or self.chunks:
             stored["cursor"] = self.cursor
+        if self.chunking is not None:
+            stored["chunking"] = self.chunking.to_dict()
         return {**self.unknown_keys, **stored}
 
     def store(self, job: Job) -> None:
@@ -120,6 +124,8 @@ def _coerce(name: str, value: Any) -> Any:
             return [str(r) for r in value] if isinstance(value, list) else _INVALID
         if name == "cursor":
             return value
+        if name == "chunking":
+            return ChunkState.from_dict(value)  # damaged: None, and the job sizes its chunks afresh
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return _INVALID

@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 from easeoff.feedback.keys import WAKE
 from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import refusal
+from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, parse_chunk_time
 from easeoff.tasks.meta import META_KEY, JobMeta
 
 ResourceSpec = Sequence[str] | Callable[..., Iterable[str]]
@@ -58,6 +59,7 @@ class HeavyTask:
     concurrency: int | None = None  # at most this many running fleet-wide
     resumable: bool = False  # a generator over a cursor; see tasks/resumable.py
     rate: str | None = None  # at most so many starts in any window, fleet-wide ("120/min")
+    chunk_time: float = DEFAULT_CHUNK_TIME  # seconds a resumable task's chunk aims at (tasks/chunking.py)
 
     @property
     def func_path(self) -> str:
@@ -71,7 +73,7 @@ class HeavyTask:
         if self.resumable:
             from easeoff.tasks.resumable import run_resumable
 
-            return run_resumable(self.func, args, kwargs)
+            return run_resumable(self.func, args, kwargs, chunk_time=self.chunk_time)
         return self.func(*args, **kwargs)
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -205,8 +207,12 @@ def heavy_task(
     concurrency: int | None = None,
     resumable: bool = False,
     rate: str | None = None,
+    chunk_time: float | str | None = None,
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
-    """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`."""
+    """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`.
+
+    `chunk_time` ("0.5s", "500ms", 0.5; default 0.5 s): what each chunk of a resumable task
+    that asks `chunk_size()` is sized to take."""
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
@@ -215,6 +221,12 @@ def heavy_task(
             rate = str(parse_rate(rate))
         except ValueError as exc:
             raise TaskError(f"heavy_task rate: {exc}") from None
+    if chunk_time is not None and not resumable:
+        raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
+    try:
+        chunk_seconds = DEFAULT_CHUNK_TIME if chunk_time is None else parse_chunk_time(chunk_time)
+    except ValueError as exc:
+        raise TaskError(f"heavy_task {exc}") from None
 
     def register(func: Callable[..., Any]) -> HeavyTask:
         if func.__module__ == "__main__":
@@ -236,6 +248,7 @@ def heavy_task(
             concurrency=concurrency,
             resumable=resumable,
             rate=rate,
+            chunk_time=chunk_seconds,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:

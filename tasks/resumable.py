@@ -19,6 +19,10 @@ the database host CPU that live traffic needs. So a job's cursor is kept in one 
   kill it resumes after the last chunk MySQL committed, however far behind Redis is, and
   no chunk's writes are applied twice. A run that finds its job already finished raises
   `AlreadyFinished`, and the runner ends the job with the final cursor, redoing nothing.
+
+A task may also let easeoff size its chunks to a time target (tasks/chunking.py): it asks
+`chunk_size()` before each chunk, and the runner times each chunk up to its yield and keeps
+what it learned with the cursor, so a resumed job starts at the size it had reached.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from rq import get_current_job
 
 from easeoff.tasks.checkpoint import checkpoint, clear_stop
+from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, Chunk, ChunkRun, sizing
 from easeoff.tasks.meta import JobMeta
 
 CHECKPOINT_EVERY = 0.5  # seconds between checkpoints; a stop waits at most this long plus one chunk
@@ -53,8 +58,15 @@ class Checkpointed(Exception):
         self.reason = reason
 
 
-def run_resumable(func: Callable[..., Iterator[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Drive a generator task from its stored cursor; returns the last cursor when done."""
+def run_resumable(
+    func: Callable[..., Iterator[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    chunk_time: float | Callable[[], float] = DEFAULT_CHUNK_TIME,
+) -> Any:
+    """Drive a generator task from its stored cursor; returns the last cursor when done.
+
+    `chunk_time`: the target each chunk is sized to, or a callable read for every chunk."""
     job = get_current_job()
     meta = JobMeta()
     if job is not None:
@@ -63,22 +75,27 @@ def run_resumable(func: Callable[..., Iterator[Any]], args: tuple[Any, ...], kwa
         clear_stop(job)  # a stop asked of an earlier run does not apply to this one
     cursor = meta.cursor
     last_checkpoint = time.monotonic()
+    chunks = ChunkRun(chunk_time, meta.chunking)
     try:
-        for cursor in func(*args, cursor=cursor, **kwargs):  # noqa: B020 - the cursor advances by design
-            if job is None:
-                continue
-            meta.cursor, meta.chunks = cursor, meta.chunks + 1
-            if time.monotonic() - last_checkpoint < CHECKPOINT_EVERY:
-                continue
-            last_checkpoint = time.monotonic()
-            meta.store(job)
-            reason = checkpoint(job)
-            if reason:
-                raise Checkpointed(cursor, reason)
+        with sizing(chunks):
+            for step in func(*args, cursor=cursor, **kwargs):
+                cursor, rows = (step.cursor, step.rows) if isinstance(step, Chunk) else (step, None)
+                chunks.chunk_done(rows)
+                if job is None:
+                    continue
+                meta.cursor, meta.chunks, meta.chunking = cursor, meta.chunks + 1, chunks.state
+                if time.monotonic() - last_checkpoint < CHECKPOINT_EVERY:
+                    continue
+                last_checkpoint = time.monotonic()
+                meta.store(job)
+                reason = checkpoint(job)
+                if reason:
+                    raise Checkpointed(cursor, reason)
     except AlreadyFinished as finished:
         cursor = meta.cursor = finished.cursor
         meta.chunks = finished.chunks
     if job is not None:
+        meta.chunking = chunks.state
         meta.store(job)
         job.save_meta()  # the final cursor and chunk count, for the record
     return cursor
