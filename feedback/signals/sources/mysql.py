@@ -27,6 +27,7 @@ import pymysql
 import pymysql.cursors
 from redis import Redis
 
+from easeoff.feedback.budget.live import LiveLatency
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
@@ -35,6 +36,14 @@ from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
 from easeoff.feedback.tls import HostTLS, client_context
 
 STATUS_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Threads_running', 'Questions')"
+# InnoDB's undo backlog, read only where a signal or a budget asks for it: MariaDB has it as a
+# status variable, so it rides on the status statement (no extra round trip); where the server
+# lacks that (MySQL), from INNODB_METRICS, whose counter MySQL enables by default.
+HISTORY = "history_list_length"
+STATUS_WITH_HISTORY = STATUS_QUERY[:-1] + ", 'Innodb_history_list_length')"
+HISTORY_METRIC = (
+    "SELECT COUNT FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len' AND ENABLED = 1"
+)
 SERVER_QUERY = "SELECT @@GLOBAL.max_connections, @@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6))"
 HEARTBEAT_WRITE = "REPLACE INTO easeoff.heartbeat (server_id, ts) VALUES (@@GLOBAL.server_id, UNIX_TIMESTAMP(NOW(6)))"
 HEARTBEAT_READ = "SELECT ts FROM easeoff.heartbeat WHERE server_id = %s"
@@ -68,6 +77,8 @@ class MySQLSource:
         self._idle_after = max(10.0, 5 * config.probe_interval)
         self._latency = config.signals.get("latency")
         self._windows: dict[str, LatencyWindow] = {}  # target -> its canary timings
+        self._live = LiveLatency(config)  # budgets' live latency, on the hosts they cover
+        self._history = frozenset(h for h in config.hosts if wants_history(config, h))
         self._swept_at = time.monotonic()
         self._sweep_lock = threading.Lock()
 
@@ -119,7 +130,8 @@ class MySQLSource:
         context: Mapping[str, Reading | None],
         custom: Iterable[SignalConfig],
     ) -> tuple[Values, Notes]:
-        values, notes = read_host(conn, roles, previous, context, custom)
+        values, notes = read_host(conn, roles, previous, context, custom, history=target in self._history)
+        self._live.read(conn, target, values, notes)
         if self._latency is not None:
             window = self._windows.setdefault(target, LatencyWindow(self._latency.window))
             timed = time_canary(conn, self._latency.canary, notes)
@@ -152,13 +164,35 @@ class MySQLSource:
         return chosen
 
 
+def wants_history(config: Config, host: str) -> bool:
+    """Whether a probe of `host` reads InnoDB's history list length: a signal or a budget asks."""
+    signal = config.signals.get(HISTORY)
+    if signal is not None and signal.source == "mysql":
+        scope = signal.resources
+        if scope is None or any(host in config.resources[r].hosts for r in scope if r in config.resources):
+            return True
+    return any(
+        r.budget is not None and r.budget.history_list_length is not None and host in r.hosts
+        for r in config.resources.values()
+    )
+
+
 class _ProbeConnection(pymysql.connections.Connection):
     """pymysql's default (PREFERRED) TLS mode builds a new SSL context for every connection,
     loading the CA store (about 50 ms of CPU in the worker's main process), before it knows
     whether the server offers TLS at all. A probe connection builds no context of its own: it
     holds a `_SharedPreferredContext`, which loads the CA store once per process, the first time
     a server offers TLS. A cold worker probing servers without TLS never pays for it, and its
-    first reading (which its first job waits for) is not 50 ms late."""
+    first reading (which its first job waits for) is not 50 ms late.
+
+    It counts the statements it sends, so a budget's server-side latency can take the probe's
+    own statements out of the server's counts (feedback/budget/live.py)."""
+
+    statements = 0
+
+    def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        self.statements += 1
+        return super().query(sql, unbuffered)
 
     def _create_ssl_ctx(self, sslp: Any) -> Any:
         # pymysql's private hooks, absent from its type stubs
@@ -224,11 +258,14 @@ def read_host(
     previous: Reading | None,
     context: Mapping[str, Reading | None],
     custom: Iterable[SignalConfig],
+    history: bool = False,
 ) -> tuple[Values, Notes]:
     """The statements of one probe, as the host's roles call for them."""
     with conn.cursor() as cur:
-        values = read_load(cur, previous)
+        values = read_load(cur, previous, history)
         notes: Notes = {}
+        if history and HISTORY not in values:
+            read_history_metric(cur, values, notes)
         if roles & WRITER_ROLES:
             write_heartbeat(cur, values, notes)
         if roles & REPLICATING_ROLES:
@@ -260,12 +297,13 @@ def _close(conn: pymysql.connections.Connection) -> None:
         conn.close()
 
 
-def read_load(cur: Any, previous: Reading | None) -> Values:
-    """Connections as a share of max_connections, running threads and queries per second.
+def read_load(cur: Any, previous: Reading | None, history: bool = False) -> Values:
+    """Connections as a share of max_connections, running threads and queries per second
+    (and, asked for `history`, InnoDB's history list length where the status has it).
 
     The probe's own connection and statement are subtracted, so an idle server reads 0.
     """
-    cur.execute(STATUS_QUERY)
+    cur.execute(STATUS_WITH_HISTORY if history else STATUS_QUERY)
     status = {str(name).lower(): float(value) for name, value in cur.fetchall()}
     cur.execute(SERVER_QUERY)
     max_connections, server_id, clock = cur.fetchone()
@@ -276,11 +314,28 @@ def read_load(cur: Any, previous: Reading | None) -> Values:
         "_clock": float(clock),
         "_server_id": float(server_id),
     }
+    if history and "innodb_history_list_length" in status:
+        values[HISTORY] = status["innodb_history_list_length"]
     if previous is not None and "_questions" in previous.values and "_clock" in previous.values:
         elapsed = values["_clock"] - previous.values["_clock"]
         if elapsed > 0:
             values["qps"] = max(values["_questions"] - previous.values["_questions"], 0.0) / elapsed
     return values
+
+
+def read_history_metric(cur: Any, values: Values, notes: Notes) -> None:
+    """InnoDB's history list length from INNODB_METRICS, for servers whose status lacks it; a
+    disabled or missing counter is this signal's failed read (noted: it fails closed)."""
+    try:
+        cur.execute(HISTORY_METRIC)
+        row = cur.fetchone()
+    except pymysql.MySQLError as exc:
+        notes[HISTORY] = f"not readable: {describe_error(exc)}"
+        return
+    if not row or row[0] is None:
+        notes[HISTORY] = "not readable: trx_rseg_history_len is not enabled (innodb_monitor_enable)"
+        return
+    values[HISTORY] = float(row[0])
 
 
 def write_heartbeat(cur: Any, values: Values, notes: Notes) -> None:
