@@ -1,0 +1,339 @@
+"""The controller that spends a resource's budget: one pure step per probe interval.
+
+Its output is a *level*: at 1 or more, the resource's fleet-wide concurrency (its floor); below
+1, a duty cycle at one job at a time (the share of time a heavy job may run: after a job of
+run time t, the next waits t * (1/level - 1), gh-ost's --nice-ratio found instead of guessed).
+
+The rules (issue 24): grow while the budget has slack and the heavy work's throughput still
+rises with the level (Protego: past saturation more work only adds contention); cut at once,
+multiplicatively, on a breach; remember the levels that breached (a memory that fades with a
+half-life) and approach them slowly; hold, never grow, while the reading is stale; hold inside
+a dead band just above the line (Spirit's autoscale). Growth is judged on a *window* of
+intervals at one level (throughput is counted in finished jobs, and one interval holds too few
+of them), after a settling time for the latency reading to catch up with the change.
+
+With no learned baseline the measuring side cannot judge a relative budget: the controller
+then leaves idle windows (level 0: no new job starts) at a cold start and now and then after.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+import msgspec
+
+from easeoff.feedback.budget.observation import BudgetObservation
+
+MIN_SPAN = 1.1  # levels closer than 10% are too near to draw a slope between, in noise
+
+
+class Why(StrEnum):
+    """Why the level is what it is after a step."""
+
+    LEARNING = "learning"  # idle on purpose: no heavy job starts, so the baseline can be learned
+    GROW = "grow"  # slack beyond the dead band, and the last step up bought throughput
+    APPROACH_BREACHED = "approach_breached"  # growing, in small steps, toward a level that breached
+    CUT_BREACH = "cut_breach"  # the budget is breached: cut at once
+    BACK_NO_GAIN = "back_no_gain"  # the last step up bought no throughput: back to where it was
+    HOLD_STALE = "hold_stale"  # the reading is stale or missing: never grow on it
+    HOLD_DEAD_BAND = "hold_dead_band"  # just inside the budget: too close to the line to grow
+    HOLD_MEASURING = "hold_measuring"  # still measuring throughput and slack at this level
+    HOLD_BREACHED = "hold_breached"  # one step more reaches a level that breached not long ago
+    HOLD_NO_GAIN = "hold_no_gain"  # a higher level recently bought no throughput
+    HOLD_PREDICTED = "hold_predicted"  # slack falls with the level: a step up would cross the dead band
+    HOLD_IDLE = "hold_idle"  # the slots are not in use: more would change nothing
+    HOLD_AT_MAX = "hold_at_max"  # at the highest level allowed
+
+
+class ControllerTuning(msgspec.Struct, frozen=True):
+    """The controller's constants (times in seconds of fleet time, so they do not depend on the
+    probe interval). Defaults and why: docs in the report of the change that added them."""
+
+    floor: float = 0.05  # lowest duty cycle: a job at least every 20 job-times, so work never stops
+    max_level: float = 32.0  # highest concurrency
+    start_level: float = 0.25  # first level after learning: below one job at a time, grow from there
+    grow_ratio: float = 1.5  # duty-cycle growth per window (concurrency grows by one job)
+    cut_ratio: float = 0.5  # the deepest cut a breach after a quiet spell makes ...
+    cut_gain: float = 2.5  # ... which is 1 + cut_gain * slack: a 20% breach halves the level ...
+    least_cut: float = 0.9  # ... and the slightest still takes a tenth off
+    recut_per_s: float = 0.7  # a breach that goes on within cut_cooldown_s: this much less per second
+    cut_cooldown_s: float = 3.0  # the latency reading lags the cut: the breach it still shows is the old level's
+    dead_band: float = 0.05  # slack in [0, dead_band): hold
+    settle_s: float = 1.0  # after a change, the reading catches up before a window counts
+    window_s: float = 2.0  # a window spans this long at least ...
+    window_work: float = 8.0  # ... and this much finished work (jobs), ...
+    window_max_s: float = 30.0  # ... or this long if the work is slow to come
+    gain_share: float = 0.5  # a step up must raise throughput by this share of its relative size
+    memory_half_life_s: float = 300.0  # a breached (or gainless) level's memory halves this often
+    memory_forget: float = 0.1  # below this weight a memory is dropped
+    approach_after: float = 0.5  # a breached level is not reached again while its memory weighs more ...
+    approach_fraction: float = 0.25  # ... then a step toward it is this share of a full one, times 1 - weight
+    learn_intervals: int = 8  # idle intervals at a cold start for a baseline
+    relearn_every: int = 2400  # with no baseline yet, idle again every so many intervals
+
+    def __post_init__(self) -> None:
+        if not 0 < self.floor <= 1 <= self.max_level:
+            raise ValueError(f"controller: need 0 < floor ({self.floor}) <= 1 <= max_level ({self.max_level})")
+        if not 0 < self.cut_ratio <= self.least_cut < 1 or not 0 < self.recut_per_s < 1:
+            raise ValueError("controller: need 0 < cut_ratio <= least_cut < 1 and 0 < recut_per_s < 1")
+        if self.grow_ratio <= 1:
+            raise ValueError(f"controller: grow_ratio must exceed 1, not {self.grow_ratio}")
+
+
+class Memory(msgspec.Struct, frozen=True):
+    """A level remembered from `at` (fleet time); its weight halves every half-life."""
+
+    level: float
+    at: float
+
+    def weight(self, now: float, cfg: ControllerTuning) -> float:
+        return float(0.5 ** (max(now - self.at, 0.0) / cfg.memory_half_life_s))
+
+
+class Window(msgspec.Struct, frozen=True):
+    """What was measured at the current level since it settled."""
+
+    since: float | None = None  # fleet time the level last changed (None: not yet known)
+    time: float = 0.0
+    work: float = 0.0
+    slack_sum: float = 0.0
+    running_sum: float = 0.0
+    intervals: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.work / self.time if self.time > 0 else 0.0
+
+    @property
+    def slack(self) -> float:
+        return self.slack_sum / self.intervals if self.intervals else 0.0
+
+    def complete(self, cfg: ControllerTuning) -> bool:
+        if self.time < cfg.window_s or self.intervals == 0:
+            return False
+        return self.work >= cfg.window_work or self.time >= cfg.window_max_s
+
+
+class Base(msgspec.Struct, frozen=True):
+    """The last window at the level before the current one: what a step up is judged against."""
+
+    level: float
+    rate: float
+    slack: float
+
+
+class ControllerState(msgspec.Struct, frozen=True):
+    level: float = 0.0  # 0: never ran (cold); else in [floor, max_level]
+    learning_left: int = -1  # idle intervals still to leave; -1: a cold start has not begun them
+    since_learning: int = 0  # intervals since the last idle window
+    last_at: float | None = None
+    window: Window = Window()
+    base: Base | None = None
+    breached: Memory | None = None
+    plateau: Memory | None = None  # a level whose step up bought no throughput
+    last_cut_at: float | None = None
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """One step's outcome, with the numbers behind it."""
+
+    why: Why
+    level: float  # the level in force: 0 while learning
+    slack: float | None
+    rate: float | None = None  # throughput at this level, when a window was judged (work/s)
+    base_rate: float | None = None  # ... and at the level it was compared against
+    breached_level: float | None = None  # the remembered level that breached, while remembered
+    detail: str = ""
+
+    @property
+    def concurrency(self) -> int:
+        """The fleet-wide limit: 0 while learning, else at least one job."""
+        return 0 if self.level <= 0 else max(1, math.floor(self.level))
+
+    @property
+    def duty(self) -> float | None:
+        """The share of time one job may run, below one job at a time; None at full pace."""
+        return self.level if 0 < self.level < 1 else None
+
+    @property
+    def text(self) -> str:
+        parts = [f"{self.why} level {self.level:.3g}"]
+        parts.append(f"duty {self.duty:.3g}" if self.duty is not None else f"limit {self.concurrency}")
+        parts.append("slack ?" if self.slack is None else f"slack {self.slack:.3f}")
+        if self.rate is not None:
+            parts.append(
+                f"rate {self.rate:.3g}/s" + (f" vs {self.base_rate:.3g}/s" if self.base_rate is not None else "")
+            )
+        if self.breached_level is not None:
+            parts.append(f"breached at {self.breached_level:.3g}")
+        if self.detail:
+            parts.append(self.detail)
+        return ", ".join(parts)
+
+
+def setting(level: float) -> float:
+    """What the level changes in practice: the concurrency at 1 or more, else the duty cycle."""
+    return float(math.floor(level)) if level >= 1 else level
+
+
+def step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) -> tuple[ControllerState, Decision]:
+    """One interval: the next state and the decision, from the last state and this observation."""
+    dt = obs.at - state.last_at if state.last_at is not None and obs.at > state.last_at else 0.0
+    st = msgspec.structs.replace(state, last_at=obs.at)
+    slack = obs.slack
+    learned = obs.baseline is not None
+
+    learning = _learning(st, learned, cfg)
+    if learning is not None:
+        return learning, Decision(Why.LEARNING, 0.0, slack, detail=f"{learning.learning_left} idle intervals left")
+    st = msgspec.structs.replace(st, learning_left=0, since_learning=st.since_learning + 1)
+    if st.level <= 0:  # the first step after learning
+        st = _moved(st, cfg.start_level, obs.at)
+    level = min(max(st.level, cfg.floor), cfg.max_level)  # a tuning change may have moved the bounds
+    st = msgspec.structs.replace(st, level=level, breached=_fade(st.breached, obs.at, cfg))
+    st = msgspec.structs.replace(st, plateau=_fade(st.plateau, obs.at, cfg))
+    breached = st.breached.level if st.breached is not None else None
+
+    if slack is None:
+        return st, Decision(Why.HOLD_STALE, level, None, breached_level=breached, detail="no usable reading")
+    if slack < 0:
+        return _cut(st, level, slack, obs.at, dt, cfg)
+
+    st = _measure(st, obs, slack, dt, cfg)
+    window = st.window
+    if slack < cfg.dead_band:
+        return st, Decision(Why.HOLD_DEAD_BAND, level, slack, breached_level=breached)
+    if not window.complete(cfg):
+        return st, Decision(Why.HOLD_MEASURING, level, slack, breached_level=breached)
+
+    rate, base = window.rate, st.base
+    judged = msgspec.structs.replace(st, window=Window(since=obs.at))  # the next window starts now
+    base_rate = base.rate if base is not None else None
+
+    def hold(why: Why, detail: str = "") -> tuple[ControllerState, Decision]:
+        return judged, Decision(why, level, slack, rate, base_rate, breached, detail)
+
+    if base is not None and setting(level) >= 2 and setting(level) > setting(base.level):
+        wanted = cfg.gain_share * (setting(level) / setting(base.level) - 1)
+        if rate < base.rate * (1 + wanted):
+            back = _moved(judged, base.level, obs.at)
+            back = msgspec.structs.replace(back, base=None, plateau=Memory(level, obs.at))
+            detail = f"needed +{wanted:.0%}"
+            return back, Decision(Why.BACK_NO_GAIN, base.level, slack, rate, base.rate, breached, detail)
+    if not _busy(window, level):
+        return hold(Why.HOLD_IDLE, f"mean running {window.running_sum / window.intervals:.2g}")
+    if level >= cfg.max_level:
+        return hold(Why.HOLD_AT_MAX)
+
+    target = _grown(level, cfg)
+    if st.plateau is not None and setting(target) >= setting(st.plateau.level):
+        return hold(Why.HOLD_NO_GAIN, f"no gain at {st.plateau.level:.3g}")
+    room = _room(window, base, level, cfg)
+    if room is not None and setting(target) > room:
+        target = room if room < 1 else float(math.floor(room))
+        if setting(target) <= setting(level):
+            return hold(Why.HOLD_PREDICTED, f"slack {cfg.dead_band:g} predicted at {room:.3g}")
+    why = Why.GROW
+    if st.breached is not None and target >= st.breached.level:
+        weight = st.breached.weight(obs.at, cfg)
+        if weight > cfg.approach_after and setting(target) >= setting(st.breached.level):
+            return hold(Why.HOLD_BREACHED, f"memory {weight:.2f}")
+        full = target - level if level < 1 else 1.0  # a whole job, not what is left of one
+        target = min(target, level + full * cfg.approach_fraction * (1 - weight))
+        why = Why.APPROACH_BREACHED
+    target = min(target, cfg.max_level)
+    grown = _moved(judged, target, obs.at)
+    if base is None or setting(target) >= setting(level) * MIN_SPAN:  # judge the new setting against this one
+        grown = msgspec.structs.replace(grown, base=Base(level, rate, window.slack))
+    return grown, Decision(why, target, slack, rate, base_rate, breached)
+
+
+def _room(window: Window, base: Base | None, level: float, cfg: ControllerTuning) -> float | None:
+    """The setting at which slack would fall to the dead band, drawn through this window's slack and
+    the last level's (latency is convex in load: the line comes no later than this, so a step
+    capped here may still breach, and is then cut). None without two levels to draw it through."""
+    if base is None or setting(level) < setting(base.level) * MIN_SPAN:
+        return None
+    slope = (window.slack - base.slack) / (setting(level) - setting(base.level))
+    if slope >= 0:
+        return None
+    return setting(level) + (window.slack - cfg.dead_band) / -slope
+
+
+def _learning(st: ControllerState, learned: bool, cfg: ControllerTuning) -> ControllerState | None:
+    """The next state while idle windows are due, else None. A cold start idles `learn_intervals`
+    (fewer if a baseline arrives sooner); without a baseline, idle again every `relearn_every`."""
+    if learned:
+        return None
+    left = st.learning_left
+    if left < 0 or (left == 0 and st.since_learning >= cfg.relearn_every):
+        left = cfg.learn_intervals
+    if left <= 0:
+        return None
+    return msgspec.structs.replace(st, learning_left=left - 1, since_learning=0, window=Window(), base=None)
+
+
+def _cut(
+    st: ControllerState, level: float, slack: float, now: float, dt: float, cfg: ControllerTuning
+) -> tuple[ControllerState, Decision]:
+    """Cut at once. A breach after a quiet spell cuts by its depth (Gradient2's proportional
+    decrease, between a tenth and a half) and is remembered; one that goes on within the
+    cool-down (the reading still shows the level before the cut) cuts gently, per second."""
+    fresh = st.last_cut_at is None or now - st.last_cut_at >= cfg.cut_cooldown_s
+    breached = st.breached
+    if fresh:
+        factor = min(cfg.least_cut, max(cfg.cut_ratio, 1 + cfg.cut_gain * slack))
+        remembered = min(level, breached.level) if breached is not None else level
+        breached = Memory(remembered, now)
+        detail = "hard"
+    else:
+        factor = min(cfg.recut_per_s ** max(dt, 0.05), 0.98)
+        detail = "within the cool-down"
+    new = max(cfg.floor, level * factor)
+    cut = _moved(st, new, now)
+    cut = msgspec.structs.replace(cut, base=None, breached=breached, last_cut_at=now if fresh else st.last_cut_at)
+    return cut, Decision(Why.CUT_BREACH, new, slack, breached_level=breached.level if breached else None, detail=detail)
+
+
+def _measure(
+    st: ControllerState, obs: BudgetObservation, slack: float, dt: float, cfg: ControllerTuning
+) -> ControllerState:
+    """Count this interval into the window, once the level has settled."""
+    window = st.window
+    since = obs.at if window.since is None else window.since
+    if window.since is None:
+        window = Window(since=since)
+    if obs.at - since < cfg.settle_s:
+        return msgspec.structs.replace(st, window=window)
+    window = Window(
+        since=since,
+        time=window.time + dt,
+        work=window.work + max(obs.work_done, 0.0),
+        slack_sum=window.slack_sum + slack,
+        running_sum=window.running_sum + max(obs.running, 0),
+        intervals=window.intervals + 1,
+    )
+    return msgspec.structs.replace(st, window=window)
+
+
+def _busy(window: Window, level: float) -> bool:
+    """Whether the level is used: below one job, some work ran; above, the slots were mostly full."""
+    if level < 1:
+        return window.work > 0 or window.running_sum > 0
+    return window.running_sum / window.intervals >= setting(level) - 0.5
+
+
+def _grown(level: float, cfg: ControllerTuning) -> float:
+    """One full step up: the duty cycle times `grow_ratio` (to 1 at most), else one more job."""
+    if level < 1:
+        return min(1.0, level * cfg.grow_ratio)
+    return math.floor(level) + 1.0
+
+
+def _moved(st: ControllerState, level: float, now: float) -> ControllerState:
+    return msgspec.structs.replace(st, level=level, window=Window(since=now))
+
+
+def _fade(memory: Memory | None, now: float, cfg: ControllerTuning) -> Memory | None:
+    return memory if memory is not None and memory.weight(now, cfg) >= cfg.memory_forget else None

@@ -1,0 +1,181 @@
+"""The budget controller as a pure function: its rules as properties, and its convergence on a
+simulated database (tests/budget_plant.py) before and after the live load doubles."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from easeoff.feedback.budget.controller import ControllerState, ControllerTuning, Decision, Why, setting, step
+from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
+from tests.budget_plant import Plant, Simulation
+
+CFG = ControllerTuning()
+
+
+def obs(
+    at: float, value: float | None, *, stale: bool = False, work: float = 1.0, running: int = 1
+) -> BudgetObservation:
+    return BudgetObservation(
+        resource="shard:1",
+        at=at,
+        ceilings=(Ceiling("latency", value, 1.0),),
+        baseline=0.5,
+        running=running,
+        work_done=work,
+        stale=stale,
+    )
+
+
+readings = st.one_of(st.none(), st.floats(min_value=0.0, max_value=3.0))
+intervals = st.tuples(readings, st.booleans(), st.floats(min_value=0, max_value=10), st.integers(0, 40))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    level=st.floats(min_value=0.0, max_value=40.0),
+    steps=st.lists(intervals, min_size=1, max_size=60),
+    dt=st.floats(min_value=0.05, max_value=5.0),
+    baseline=st.booleans(),
+)
+def test_rules_hold_on_any_sequence(
+    level: float, steps: list[tuple[float | None, bool, float, int]], dt: float, baseline: bool
+) -> None:
+    """Bounds always hold; a stale or unreadable interval never grows the level; a breach always cuts."""
+    state = ControllerState(level=level, learning_left=0 if baseline or level > 0 else -1)
+    at = 100.0
+    for value, stale, work, running in steps:
+        at += dt
+        before = min(max(state.level, CFG.floor), CFG.max_level) if state.level > 0 else CFG.start_level
+        o = obs(at, value, stale=stale, work=work, running=running)
+        if not baseline:
+            o = BudgetObservation(o.resource, o.at, o.ceilings, None, o.running, o.work_done, o.stale)
+        state, decision = step(state, o, CFG)
+        if decision.why == Why.LEARNING:
+            assert decision.level == 0 and decision.concurrency == 0
+            continue
+        assert CFG.floor <= decision.level <= CFG.max_level
+        assert decision.level == state.level
+        assert decision.concurrency >= 1
+        if stale or value is None:
+            assert decision.why == Why.HOLD_STALE and decision.level <= before
+        elif value > 1.0:
+            assert decision.why == Why.CUT_BREACH
+            assert decision.level < before or decision.level == CFG.floor
+
+
+def test_cold_start_leaves_idle_windows_until_a_baseline_and_again_later() -> None:
+    cfg = ControllerTuning(learn_intervals=3, relearn_every=10)
+    state, at = ControllerState(), 0.0
+    seen = []
+    for _ in range(16):
+        at += 0.25
+        state, decision = step(state, _unlearned(at), cfg)
+        seen.append(decision.why)
+    assert seen[:3] == [Why.LEARNING] * 3
+    assert Why.LEARNING not in seen[3:13]
+    assert seen[13:16] == [Why.LEARNING] * 3  # still no baseline after 10 intervals: idle again
+    # With a baseline, a cold start does not idle at all.
+    _, decision = step(ControllerState(), obs(1.0, 0.5), cfg)
+    assert decision.why != Why.LEARNING and decision.level == cfg.start_level
+
+
+def _unlearned(at: float) -> BudgetObservation:
+    return BudgetObservation("shard:1", at, (Ceiling("latency", 0.5, 1.0),), None, 1, 1.0)
+
+
+def test_dead_band_holds_and_slack_grows_after_a_window() -> None:
+    state, at = ControllerState(level=2.0, learning_left=0), 0.0
+    whys = []
+    for _ in range(40):
+        at += 0.25
+        state, decision = step(state, obs(at, 0.97, work=2.0, running=2), CFG)  # slack 0.03 < 0.05
+        whys.append(decision.why)
+    assert set(whys) == {Why.HOLD_DEAD_BAND} and state.level == 2.0
+    for _ in range(40):
+        at += 0.25
+        state, decision = step(state, obs(at, 0.5, work=2.0, running=2), CFG)
+        if decision.why == Why.GROW:
+            break
+    assert decision.why == Why.GROW and decision.level == 3.0
+
+
+def test_no_gain_steps_back_and_holds_there() -> None:
+    """Protego: from 2 to 3 jobs at once bought no throughput: back to 2, and stay."""
+    state, at = ControllerState(level=2.0, learning_left=0), 0.0
+    decisions: list[Decision] = []
+    for _ in range(200):
+        at += 0.25
+        running = setting(state.level)
+        state, decision = step(state, obs(at, 0.3, work=0.5, running=int(running)), CFG)  # 2 jobs/s flat
+        decisions.append(decision)
+    whys = [d.why for d in decisions]
+    assert Why.GROW in whys and Why.BACK_NO_GAIN in whys
+    assert whys.index(Why.BACK_NO_GAIN) > whys.index(Why.GROW)
+    assert state.level == 2.0 and decisions[-1].why in (Why.HOLD_NO_GAIN, Why.HOLD_MEASURING)
+
+
+def test_breached_level_is_approached_slowly() -> None:
+    cfg = ControllerTuning()
+    state = ControllerState(level=4.0, learning_left=0, last_at=0.0)
+    state, decision = step(state, obs(0.25, 1.25, running=4), cfg)  # a deep breach halves the level
+    assert decision.why == Why.CUT_BREACH and decision.level == 2.0 and decision.breached_level == 4.0
+    at, levels = 0.25, []
+    for _ in range(4 * 120):  # two minutes of clean readings
+        at += 0.25
+        state, decision = step(state, obs(at, 0.3, work=setting(state.level) / 4, running=int(state.level)), cfg)
+        levels.append(decision.level)
+    assert max(levels) < 4.0, "back at the breached level within minutes of the breach"
+    assert 3.0 <= levels[-1] < 4.0
+
+
+SCENARIOS = {
+    # live share, per-job share, saturation: what bounds the best level
+    "budget_bounds_concurrency": Plant(live=0.07, per_job=0.07),  # best 3 jobs at once, then 2
+    "throughput_saturates": Plant(live=0.05, per_job=0.03, saturate=4),  # best 4 (the 5th buys nothing)
+    "duty_cycle": Plant(live=0.12, per_job=0.25),  # best: one job 71% of the time, then 23%
+}
+
+
+def run(sim: Simulation, state: ControllerState, seconds: float) -> tuple[ControllerState, list[float], int]:
+    """The controller on the plant for `seconds`: its state, the levels in force, breached intervals."""
+    levels, breaches = [], 0
+    level = state.level
+    for _ in range(int(seconds / sim.interval)):
+        o = sim.observe(level)
+        if sim.plant.latency(setting(level) if level > 0 else 0.0) > sim.plant.budget:
+            breaches += 1
+        state, decision = step(state, o, CFG)
+        level = decision.level
+        levels.append(level)
+    return state, levels, breaches
+
+
+def near_best(levels: list[float], plant: Plant, tolerance: float) -> float:
+    """The mean setting over the last quarter, as a share of the best feasible one."""
+    tail = levels[-len(levels) // 4 :]
+    mean = sum(setting(x) for x in tail) / len(tail)
+    best = plant.best(CFG.dead_band)
+    assert abs(mean - best) <= tolerance * best, f"mean {mean:.3f} vs best {best:.3f}"
+    return mean
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_converges_near_the_best_level_and_again_when_the_live_load_doubles(name: str, seed: int) -> None:
+    plant = msgspec_copy(SCENARIOS[name])
+    sim = Simulation(plant, seed)
+    state, levels, breaches = run(sim, ControllerState(), 600)
+    near_best(levels, plant, 0.2)
+    assert breaches / len(levels) < 0.03
+
+    plant.live *= 2  # the live site's load doubles: the heavy work's room shrinks
+    state, levels, breaches = run(sim, state, 600)
+    near_best(levels, plant, 0.25 if plant.best(CFG.dead_band) >= 1 else 0.35)
+    assert breaches / len(levels) < 0.03
+
+
+def msgspec_copy(plant: Plant) -> Plant:
+    return msgspec.structs.replace(plant)
