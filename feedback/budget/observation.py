@@ -43,6 +43,7 @@ class BudgetObservation(msgspec.Struct, frozen=True):
     running: int  # heavy jobs holding a slot on the resource now
     work_done: float
     stale: bool = False
+    unreadable: tuple[str, ...] = ()  # when stale, what could not be read and why, for the event's reason
 
     @property
     def slack(self) -> float | None:

@@ -46,7 +46,12 @@ def prometheus_value(signal: SignalConfig, timeout: float) -> float:
     """An instant query over Prometheus' HTTP API: a scalar, or a vector's samples summed. An
     empty vector raises ProbeError (no reading); NaN and infinities are returned as they are."""
     assert signal.url and signal.query
-    url = signal.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": signal.query})
+    return instant_query(signal.url, signal.query, timeout)
+
+
+def instant_query(base_url: str, query: str, timeout: float) -> float:
+    """`prometheus_value` for any query: also what a budget's Prometheus latency is read with."""
+    url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body = json.load(response)
@@ -57,7 +62,7 @@ def prometheus_value(signal: SignalConfig, timeout: float) -> float:
         raise ProbeError(f"prometheus: {body.get('error', 'query failed')}"[:100])
     result: Any = data.get("result")
     if data.get("resultType") == "vector" and result == []:
-        raise ProbeError(f"prometheus: no samples for {_short(signal.query)}")
+        raise ProbeError(f"prometheus: no samples for {_short(query)}")
     try:
         if data.get("resultType") == "scalar":
             return float(result[1])
