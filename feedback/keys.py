@@ -32,9 +32,10 @@ LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
 SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
 
-# Budgets (feedback/budget/measure.py; feedback/lua/budget_step.lua)
+# Budgets (feedback/budget/measure.py, budget_observe.lua: measuring; fleet.py, budget_step.lua: control)
 WORK_PREFIX = NAMESPACE + "work:"  # + resource: INCR by the budget controller each time heavy work on it ends
-BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash, its learned idle baseline and its once-per-interval step
+BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash; measuring: `observed`, `baseline`, `weight`, `learned_at`,
+# `learned_ms`, `quiet_since`, `work_seen`, `work_done` (feedback/lua/budget_observe.lua)
 
 # Ops' levers (feedback/levers/switches.py, feedback/levers/hosts_out.py)
 SWITCHES = NAMESPACE + "switches"  # JSON: every pause, throttle and threshold override
