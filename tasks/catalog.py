@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rq import get_current_job
 
 from easeoff.tasks.admission import fencing_token
+from easeoff.tasks.chunking import Chunk, chunk_size
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.pool import borrow
 from easeoff.tasks.registry import heavy_task
@@ -255,6 +256,59 @@ def ledger_in_chunks(
                 if pause > 0:
                     time.sleep(pause)
                 yield chunk
+        finish_chunks(conn)
+    finally:
+        conn.close()
+
+
+# -- chunks sized to a time target (tasks/chunking.py) -----------------------------------------
+
+WEIGHTED_ROWS_DDL = """CREATE TABLE IF NOT EXISTS weighted_rows (
+    id INT NOT NULL PRIMARY KEY,
+    cost DOUBLE NOT NULL,
+    touched INT NOT NULL DEFAULT 0
+) ENGINE=InnoDB"""
+
+
+def seed_weighted_rows(shard: int, costs: Sequence[float]) -> int:
+    """Rows 1..N whose update costs `costs[i]` seconds each: a row cost the sizer must follow."""
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(WEIGHTED_ROWS_DDL)
+            cur.execute("DELETE FROM weighted_rows")
+            cur.executemany("INSERT INTO weighted_rows (id, cost) VALUES (%s, %s)", list(enumerate(costs, 1)))
+        conn.commit()
+    finally:
+        conn.close()
+    return len(costs)
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=3600, resumable=True, chunk_time="0.5s")
+def touch_in_sized_chunks(shard: int, initial: int = 50, cursor: int | None = None) -> Iterator[Chunk]:
+    """Update `weighted_rows` in id order, each chunk as many rows as `chunk_size()` says; each row's
+    update waits its `cost` in MariaDB (SLEEP), so the rows' cost, not the machine's load, sets a
+    chunk's time. Each chunk is logged in job_runs, tag `chunk:FIRST-LAST:ASKED:SECONDS` (the
+    UPDATE's own time), committed with its cursor, the last id done."""
+    conn = connect(shard)
+    try:
+        last = resume_from(conn, cursor) or 0
+        with conn.cursor() as cur:
+            cur.execute("SELECT COALESCE(MAX(id), 0) FROM weighted_rows")
+            row = cur.fetchone()
+            end = int(row[0]) if row else 0
+            while last < end:
+                size = chunk_size(initial)
+                started = time.monotonic()
+                rows = cur.execute(
+                    "UPDATE weighted_rows SET touched = touched + 1 + SLEEP(cost) WHERE id > %s AND id <= %s",
+                    (last, last + size),
+                )
+                seconds = time.monotonic() - started
+                first, last = last + 1, min(last + size, end)
+                _record(cur, "touch_in_sized_chunks", f"chunk:{first}-{last}:{size}:{seconds:.4f}")
+                commit_chunk(conn, last)
+                yield Chunk(last, rows)
         finish_chunks(conn)
     finally:
         conn.close()
