@@ -33,7 +33,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from easeoff.tasks.checkpoint import checkpoint, clear_stop
+from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.tasks.checkpoint import SHUTTING_DOWN, checkpoint, clear_stop
 from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, Chunk, ChunkRun, sizing
 from easeoff.tasks.meta import JobMeta
 
@@ -50,12 +51,16 @@ class AlreadyFinished(Exception):
 
 
 class Checkpointed(Exception):
-    """The job stopped at a checkpoint and should be deferred, then resumed from `cursor`."""
+    """The job stopped at a checkpoint and should be deferred, then resumed from `cursor`.
 
-    def __init__(self, cursor: Any, reason: str) -> None:
+    `waits_for_resources`: stopped for strain, it waits until its resources clear; stopped for
+    a shutdown or a Redis outage, it just comes back after a delay."""
+
+    def __init__(self, cursor: Any, reason: str, waits_for_resources: bool = True) -> None:
         super().__init__(f"stopped at checkpoint {cursor!r}: {reason}")
         self.cursor = cursor
         self.reason = reason
+        self.waits_for_resources = waits_for_resources
 
 
 def run_resumable(
@@ -66,7 +71,24 @@ def run_resumable(
 ) -> Any:
     """Drive a generator task from its stored cursor; returns the last cursor when done.
 
-    `chunk_time`: the target each chunk is sized to, or a callable read for every chunk."""
+    `chunk_time`: the target each chunk is sized to, or a callable read for every chunk.
+
+    Redis away at a checkpoint (down, stalled past the socket timeout, a primary turned replica
+    by a failover) stops the job there as a strain would: its chunks are committed and safe to
+    run again, so it is deferred and resumes later, rather than failed on a retry it never needed."""
+    try:
+        return _drive(func, args, kwargs, chunk_time)
+    except REDIS_UNREACHABLE as exc:
+        reason = f"Redis unreachable at a checkpoint: {type(exc).__name__}: {exc}"
+        raise Checkpointed(None, reason, waits_for_resources=False) from exc
+
+
+def _drive(
+    func: Callable[..., Iterator[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    chunk_time: float | Callable[[], float],
+) -> Any:
     job = get_current_job()
     meta = JobMeta()
     if job is not None:
@@ -90,7 +112,7 @@ def run_resumable(
                 meta.store(job)
                 reason = checkpoint(job)
                 if reason:
-                    raise Checkpointed(cursor, reason)
+                    raise Checkpointed(cursor, reason, waits_for_resources=reason != SHUTTING_DOWN)
     except AlreadyFinished as finished:
         cursor = meta.cursor = finished.cursor
         meta.chunks = finished.chunks

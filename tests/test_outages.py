@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,27 @@ from redis import Redis
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from easeoff.feedback.config import load_config
-from easeoff.tasks.catalog import noop, record_run
+from easeoff.tasks.catalog import archive_in_chunks, noop, record_run
+from easeoff.tasks.demo_schema import seed_events
 from easeoff.workers.gated_worker import GatedWorker
 from tests.conftest import WorkerProcesses, stays_true, wait_until
 from tests.exporter_support import exporter_process, sample
 from tests.placement import misplaced
+
+
+def _no_new_chunk_for(seconds: float) -> Callable[[], bool]:
+    """A predicate for `wait_until`: true once `archive_in_chunks` has committed no chunk for `seconds`."""
+    from tests.test_resumable import chunk_ranges
+
+    seen = {"count": -1, "since": time.monotonic()}
+
+    def quiet() -> bool:
+        count = len(chunk_ranges())
+        if count != seen["count"]:
+            seen.update(count=count, since=time.monotonic())
+        return time.monotonic() - seen["since"] >= seconds
+
+    return quiet
 
 
 class PrivateRedis:
@@ -117,3 +134,38 @@ def test_a_job_claimed_as_redis_dies_is_not_lost_when_the_next_job_ends(
     assert FinishedJobRegistry("heavy", connection=redis).get_job_ids() == [second.id]
     assert misplaced(redis, ["heavy"], [first.id, second.id]) == {}
     assert StartedJobRegistry("heavy", connection=redis).get_job_ids() == [first.id]  # for the sweep
+
+
+def test_a_resumable_job_that_meets_a_read_only_redis_at_a_checkpoint_is_deferred_not_failed(
+    private_redis: PrivateRedis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    """A failover turns the primary into a replica under a running resumable job: its next
+    checkpoint's write is refused (READONLY). Its chunks are committed and safe to run again, so
+    the job is deferred and resumes once Redis takes writes, finishing with every row archived
+    once; no retry is spent and nothing lands in failed."""
+    from rq.registry import FailedJobRegistry
+
+    from tests.test_resumable import assert_each_old_row_archived_once, chunk_ranges, meta
+
+    old_rows = seed_events(1, users=20, per_user=50) // 2
+    redis = Redis.from_url(private_redis.url)
+    config = write_config(redis_url=private_redis.url, interval=0.3, backoff_base=0.3, backoff_cap=0.6)
+    job = archive_in_chunks.enqueue(shard=1, batch_size=25, pause=0.15, connection=redis)
+    workers.start(config, "archive")
+    wait_until(lambda: len(chunk_ranges()) >= 3, 20, what="a few chunks done")
+
+    with socket.socket() as s:  # a primary that never answers: this server stays a read-only replica
+        s.bind(("127.0.0.1", 0))
+        nowhere = s.getsockname()[1]
+    redis.execute_command("REPLICAOF", "127.0.0.1", str(nowhere))
+    try:
+        wait_until(_no_new_chunk_for(1.5), 20, what="the job to stop at a checkpoint")
+    finally:
+        redis.execute_command("REPLICAOF", "NO", "ONE")
+
+    wait_until(lambda: FinishedJobRegistry("archive", connection=redis).count == 1, 60, what="the job to finish")
+    assert FailedJobRegistry("archive", connection=redis).count == 0
+    info = meta(redis, job.id)
+    assert info["deferrals"] >= 1
+    assert any("Redis unreachable at a checkpoint: ReadOnlyError" in r for r in info["last_reasons"]), info
+    assert_each_old_row_archived_once(old_rows)

@@ -462,10 +462,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             fence.token,
         )
 
-    def _release_lease(self, pipeline: Any) -> None:
+    def _release_lease(self, pipeline: Any, owner: bool = True) -> None:
         """Give the job's slots back, and hand them to jobs waiting for one, in the transaction that
-        ends it; the job's owner key goes in the same transaction (fenced: it is still ours)."""
-        if self._fence is not None:
+        ends it; the job's owner key goes in the same transaction (fenced: it is still ours).
+        `owner=False` after a move that took the owner key itself: by now it may be a new owner's."""
+        if owner and self._fence is not None:
             pipeline.delete(self._fence.key)
         if self._lease is not None:
             scopes, member = self._lease
@@ -553,16 +554,22 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             reason = Reason(Kind.DB_UNREACHABLE, ",".join(meta.resources) or job.id, detail=outage)
         else:
             assert isinstance(stopped, Checkpointed)
-            # Stopped for strain, the job waits for its resources; stopped for a shutdown, it just comes back.
-            shutting_down = stopped.reason == SHUTTING_DOWN
-            waits_for: WaitsFor = "delay" if shutting_down else "resources"
+            # Stopped for strain, the job waits for its resources; stopped for a shutdown or a Redis
+            # outage, it just comes back (from a shutdown, at once).
+            waits_for: WaitsFor = "resources" if stopped.waits_for_resources else "delay"
             reason = Reason(Kind.CHECKPOINT, job.id, detail=stopped.reason, waits_for=waits_for)
-            if shutting_down:
+            if stopped.reason == SHUTTING_DOWN:
                 delay = self.config.probe_interval * 0.1
-        self._defer(job, meta, queue, execution, Verdict(admit=False, reasons=(reason,), delay=delay), self._fence)
-        with self.connection.pipeline() as pipe:
-            self._release_lease(pipe)
-            pipe.execute()
+        verdict = Verdict(admit=False, reasons=(reason,), delay=delay)
+        while True:  # in the horse: a deferral that meets a Redis outage waits for it (still fenced)
+            try:
+                self._defer(job, meta, queue, execution, verdict, self._fence)
+                with self.connection.pipeline() as pipe:
+                    self._release_lease(pipe, owner=False)  # the deferral took the owner key already
+                    pipe.execute()
+                return
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """rq allows a minute past each heartbeat; easeoff a few seconds, so a job whose worker

@@ -11,6 +11,8 @@ import random
 import time
 from typing import Any
 
+from redis import Redis
+from redis.exceptions import ReadOnlyError
 from rq import Worker
 
 from easeoff.feedback.connect import REDIS_UNREACHABLE
@@ -50,8 +52,20 @@ class RidesOutRedisOutages(Worker):
             if promoted is not None:
                 self.log.warning("Worker %s: going to the promoted replica %s:%d", self.name, *promoted)
             try:
-                self.connection.ping()
+                if isinstance(exc, ReadOnlyError):  # a replica answers PING: back is a primary again
+                    if not is_primary(self.connection):
+                        raise ReadOnlyError("still a replica")
+                else:
+                    self.connection.ping()
                 self.log.warning("Worker %s: Redis is back", self.name)
                 return
             except REDIS_UNREACHABLE as again:
                 exc, wait = again, min(wait * 2, RETRY_CAP, float(self.max_connection_wait_time))
+
+
+def is_primary(redis: Redis) -> bool:
+    """Whether the server takes writes (ROLE says master): after a failover a client still on the
+    old primary, now a replica, is answered reads and refused every write."""
+    role = redis.execute_command("ROLE")
+    name = role[0] if isinstance(role, list | tuple) and role else role
+    return (name.decode() if isinstance(name, bytes) else str(name)) == "master"
