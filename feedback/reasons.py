@@ -31,6 +31,7 @@ class Kind(StrEnum):
     YIELD = "yield"
     CHECKPOINT = "checkpoint"
     RATE = "rate"
+    PACE = "pace"  # a budget's duty cycle holds the next start back (feedback/budget/)
     DB_UNREACHABLE = "db_unreachable"  # the job's database failed it mid-run (workers/db_outages.py)
 
 
@@ -64,6 +65,8 @@ class Reason(msgspec.Struct, frozen=True):
             return f"{slots}, {self.detail}" if self.detail else slots
         if self.kind == Kind.RATE:
             return f"{head} at {self.detail}, next start in {self.value:.1f}s"
+        if self.kind == Kind.PACE and self.value is not None:
+            return f"{head} {self.detail}, next start in {self.value:.1f}s"
         if self.kind == Kind.THROTTLED:
             return f"{head} ratio {self.value:g} ({self.detail})"
         if self.kind == Kind.STALE_READING:

@@ -44,7 +44,7 @@ def test_rules_hold_on_any_sequence(
     level: float, steps: list[tuple[float | None, bool, float, int]], dt: float, baseline: bool
 ) -> None:
     """Bounds always hold; a stale or unreadable interval never grows the level; a breach always cuts."""
-    state = ControllerState(level=level, learning_left=0 if baseline or level > 0 else -1)
+    state = ControllerState(level=level, idle_until=0.0 if baseline or level > 0 else -1.0)
     at = 100.0
     for value, stale, work, running in steps:
         at += dt
@@ -67,7 +67,7 @@ def test_rules_hold_on_any_sequence(
 
 
 def test_cold_start_leaves_idle_windows_until_a_baseline_and_again_later() -> None:
-    cfg = ControllerTuning(learn_intervals=3, relearn_every=10)
+    cfg = ControllerTuning(learn_s=0.75, relearn_every_s=2.5)
     state, at = ControllerState(), 0.0
     seen = []
     for _ in range(16):
@@ -87,7 +87,7 @@ def _unlearned(at: float) -> BudgetObservation:
 
 
 def test_dead_band_holds_and_slack_grows_after_a_window() -> None:
-    state, at = ControllerState(level=2.0, learning_left=0), 0.0
+    state, at = ControllerState(level=2.0, idle_until=0.0), 0.0
     whys = []
     for _ in range(40):
         at += 0.25
@@ -104,7 +104,7 @@ def test_dead_band_holds_and_slack_grows_after_a_window() -> None:
 
 def test_no_gain_steps_back_and_holds_there() -> None:
     """Protego: from 2 to 3 jobs at once bought no throughput: back to 2, and stay."""
-    state, at = ControllerState(level=2.0, learning_left=0), 0.0
+    state, at = ControllerState(level=2.0, idle_until=0.0), 0.0
     decisions: list[Decision] = []
     for _ in range(200):
         at += 0.25
@@ -119,7 +119,7 @@ def test_no_gain_steps_back_and_holds_there() -> None:
 
 def test_breached_level_is_approached_slowly() -> None:
     cfg = ControllerTuning()
-    state = ControllerState(level=4.0, learning_left=0, last_at=0.0)
+    state = ControllerState(level=4.0, idle_until=0.0, last_at=0.0)
     state, decision = step(state, obs(0.25, 1.25, running=4), cfg)  # a deep breach halves the level
     assert decision.why == Why.CUT_BREACH and decision.level == 2.0 and decision.breached_level == 4.0
     at, levels = 0.25, []

@@ -2,7 +2,8 @@
 
 Readings are refreshed single-flight: one worker a probe interval. That worker then does the
 fleet's housekeeping, in this order, each step one or a few atomic scripts (so workers may
-race safely): adapt concurrency limits to strain (AIMD), log verdict flips, publish cool-downs
+race safely): adapt concurrency limits to strain (AIMD), spend the budgets (a controller's
+level per budgeted resource), log verdict flips, publish cool-downs
 and release the jobs parked on what cleared, prune lapsed switches, recover abandoned jobs,
 and promote due deferred jobs and free slots. A new duty is one step in `STEPS`.
 
@@ -17,12 +18,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Hashable
+from functools import partial
+from typing import Protocol
 
 import msgspec
 from redis import Redis
 from rq import Queue
 
+from easeoff.feedback.budget.fleet import budgeted, step_budget
+from easeoff.feedback.budget.measure import observe_budget
+from easeoff.feedback.budget.observation import BudgetObservation
 from easeoff.feedback.config import Config
+from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import adapt_limits
 from easeoff.feedback.levers.switches import paused_task_scopes, prune_expired
 from easeoff.feedback.observe.flips import GLOBAL, record_flips
@@ -35,6 +42,12 @@ from easeoff.workers.moves import JobMoves
 
 PROMOTE_RECHECK = 2.0  # seconds: promotion scans this often at least, whatever the hint says
 RECHECK = 2.0  # seconds: the longest a step skipped because nothing changed waits to run anyway (safety nets)
+
+
+class ObserveBudget(Protocol):
+    """The measuring side of a budget: one resource's observation over the last interval, or None."""
+
+    def __call__(self, redis: Redis, config: Config, resource: str) -> BudgetObservation | None: ...
 
 
 class DutyMemory(msgspec.Struct):
@@ -85,6 +98,7 @@ class Round(msgspec.Struct, frozen=True):
     strained: dict[str, list[Reason]]  # resource -> what holds it now (global traffic aside)
     memory: DutyMemory
     cooldowns: CooldownPublisher
+    observe_budget: ObserveBudget | None = observe_budget  # None: no budget is stepped (tests of other duties)
 
 
 def adapt_concurrency(r: Round) -> None:
@@ -92,6 +106,24 @@ def adapt_concurrency(r: Round) -> None:
     limits = adapt_limits(r.redis, r.config, {name: why for name, why in r.strained.items() if not _only_paused(why)})
     if r.memory.differs("limits", tuple(sorted(limits.items()))):
         r.memory.run_next("release_slots")  # a raised limit frees slots: hand them out this round
+
+
+def spend_budgets(r: Round) -> None:
+    """Step each budget's controller (once per interval fleet-wide): its level becomes the
+    resource's limit and pace. A decision with a new reason or level is logged at INFO and
+    recorded as an event; the rest (holds while measuring, four a second) at DEBUG."""
+    if r.observe_budget is None:
+        return
+    for name in budgeted(r.config):
+        stepped = step_budget(r.redis, r.config, name, partial(r.observe_budget, r.redis, r.config, name))
+        if stepped is None:
+            continue
+        decision = stepped.decision
+        r.log.log(logging.INFO if stepped.news else logging.DEBUG, "budget %s: %s", name, decision.text)
+        if stepped.news:
+            events.record(r.redis, "budget", f"{name}: {decision.text}", why=str(decision.why), at=r.now)
+        if r.memory.differs(f"budget:{name}", decision.concurrency):
+            r.memory.run_next("release_slots")  # a raised limit frees slots: hand them out this round
 
 
 def log_verdict_flips(r: Round) -> None:
@@ -155,6 +187,7 @@ def promote_due_jobs(moves: JobMoves, queues: list[Queue]) -> int:
 
 STEPS: tuple[Callable[[Round], None], ...] = (
     adapt_concurrency,
+    spend_budgets,
     log_verdict_flips,
     publish_and_release,
     prune_lapsed_switches,

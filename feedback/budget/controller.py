@@ -69,8 +69,8 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     memory_forget: float = 0.1  # below this weight a memory is dropped
     approach_after: float = 0.5  # a breached level is not reached again while its memory weighs more ...
     approach_fraction: float = 0.25  # ... then a step toward it is this share of a full one, times 1 - weight
-    learn_intervals: int = 8  # idle intervals at a cold start for a baseline
-    relearn_every: int = 2400  # with no baseline yet, idle again every so many intervals
+    learn_s: float = 30.0  # idle this long at a cold start, unless a baseline comes sooner
+    relearn_every_s: float = 600.0  # with no baseline yet, idle again this long after the last idle spell
 
     def __post_init__(self) -> None:
         if not 0 < self.floor <= 1 <= self.max_level:
@@ -125,14 +125,14 @@ class Base(msgspec.Struct, frozen=True):
 
 class ControllerState(msgspec.Struct, frozen=True):
     level: float = 0.0  # 0: never ran (cold); else in [floor, max_level]
-    learning_left: int = -1  # idle intervals still to leave; -1: a cold start has not begun them
-    since_learning: int = 0  # intervals since the last idle window
+    idle_until: float = -1.0  # fleet time the last idle spell ends (or ended); -1: a cold start has not begun one
     last_at: float | None = None
     window: Window = Window()
     base: Base | None = None
     breached: Memory | None = None
     plateau: Memory | None = None  # a level whose step up bought no throughput
     last_cut_at: float | None = None
+    last_why: Why | None = None  # the last decision's reason: what is news is logged as an event
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -179,15 +179,27 @@ def setting(level: float) -> float:
 
 def step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) -> tuple[ControllerState, Decision]:
     """One interval: the next state and the decision, from the last state and this observation."""
+    new, decision = _step(state, obs, cfg)
+    return msgspec.structs.replace(new, last_why=decision.why), decision
+
+
+def news(before: ControllerState, decision: Decision) -> bool:
+    """Whether a decision is worth an event: its reason or its level differs from the last one's."""
+    level = before.level if before.last_why != Why.LEARNING else 0.0
+    return decision.why != before.last_why or decision.level != level
+
+
+def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) -> tuple[ControllerState, Decision]:
     dt = obs.at - state.last_at if state.last_at is not None and obs.at > state.last_at else 0.0
     st = msgspec.structs.replace(state, last_at=obs.at)
     slack = obs.slack
-    learned = obs.baseline is not None
 
-    learning = _learning(st, learned, cfg)
+    learning = _learning(st, obs, cfg)
     if learning is not None:
-        return learning, Decision(Why.LEARNING, 0.0, slack, detail=f"{learning.learning_left} idle intervals left")
-    st = msgspec.structs.replace(st, learning_left=0, since_learning=st.since_learning + 1)
+        left = f"idle {learning.idle_until - obs.at:.1f}s more for a baseline"
+        return learning, Decision(Why.LEARNING, 0.0, slack, detail=left)
+    if st.idle_until < 0:  # a baseline before any idle spell: none needed
+        st = msgspec.structs.replace(st, idle_until=obs.at)
     if st.level <= 0:  # the first step after learning
         st = _moved(st, cfg.start_level, obs.at)
     level = min(max(st.level, cfg.floor), cfg.max_level)  # a tuning change may have moved the bounds
@@ -196,7 +208,13 @@ def step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) 
     breached = st.breached.level if st.breached is not None else None
 
     if slack is None:
-        return st, Decision(Why.HOLD_STALE, level, None, breached_level=breached, detail="no usable reading")
+        return st, Decision(
+            Why.HOLD_STALE,
+            level,
+            None,
+            breached_level=breached,
+            detail="; ".join(obs.unreadable) or "no usable reading",
+        )
     if slack < 0:
         return _cut(st, level, slack, obs.at, dt, cfg)
 
@@ -261,17 +279,18 @@ def _room(window: Window, base: Base | None, level: float, cfg: ControllerTuning
     return setting(level) + (window.slack - cfg.dead_band) / -slope
 
 
-def _learning(st: ControllerState, learned: bool, cfg: ControllerTuning) -> ControllerState | None:
-    """The next state while idle windows are due, else None. A cold start idles `learn_intervals`
-    (fewer if a baseline arrives sooner); without a baseline, idle again every `relearn_every`."""
-    if learned:
+def _learning(st: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) -> ControllerState | None:
+    """The next state while an idle spell is due, else None. A cold start idles `learn_s` (less
+    if a baseline arrives sooner); without a baseline, again `relearn_every_s` after the last."""
+    if obs.baseline is not None:
         return None
-    left = st.learning_left
-    if left < 0 or (left == 0 and st.since_learning >= cfg.relearn_every):
-        left = cfg.learn_intervals
-    if left <= 0:
+    if st.idle_until < 0 or obs.at - st.idle_until >= cfg.relearn_every_s:
+        until = obs.at + cfg.learn_s
+    elif obs.at < st.idle_until:
+        until = st.idle_until
+    else:
         return None
-    return msgspec.structs.replace(st, learning_left=left - 1, since_learning=0, window=Window(), base=None)
+    return msgspec.structs.replace(st, idle_until=until, window=Window(), base=None)
 
 
 def _cut(

@@ -24,7 +24,7 @@ EVENTS_KEY = keys.EVENTS
 EVENT_COUNTS_KEY = keys.EVENT_COUNTS
 MAX_EVENTS = 10_000  # the stream is trimmed (approximately) to this many entries
 OPERATOR_KINDS = ("switch", "host", "annotation")  # what an operator did: the audit log
-KINDS = (*OPERATOR_KINDS, "verdict", "watermark")
+KINDS = (*OPERATOR_KINDS, "verdict", "watermark", "budget")  # budget: a controller's decision
 
 
 class Event(msgspec.Struct, frozen=True):

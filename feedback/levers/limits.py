@@ -25,8 +25,12 @@ from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
 
 ACQUIRE = LuaScript.load(
-    "easeoff.feedback", "acquire", argv=("ttl", "member", "reserve", "gap", "grace"), preludes=("fleet_clock",)
+    "easeoff.feedback",
+    "acquire",
+    argv=("ttl", "member", "reserve", "gap", "grace", "started_prefix"),
+    preludes=("fleet_clock",),
 )
+RELEASE_PACE = LuaScript.load("easeoff.feedback", "release_pace", argv=(), preludes=("fleet_clock",))
 
 
 class LeaseScope(msgspec.Struct, frozen=True):
@@ -34,6 +38,7 @@ class LeaseScope(msgspec.Struct, frozen=True):
 
     scope: str
     default_limit: int
+    paced: bool = False  # a resource with a budget: its controller may pace it below one job at a time
 
     @property
     def leases_key(self) -> str:
@@ -49,11 +54,15 @@ class Refusal(msgspec.Struct, frozen=True):
     in_use: int
     limit: int
     low_priority: bool = False
+    pace_wait: float | None = None  # refused for the scope's pace: seconds until its next start
 
     @property
     def reason(self) -> Reason:
-        """`yield` for low-priority work (it waits behind normal work for a slot), else `concurrency`;
+        """`pace` while a duty cycle holds the next start back (the job comes back when it is due);
+        `yield` for low-priority work (it waits behind normal work for a slot), else `concurrency`;
         either way the job waits parked for a slot under the scope."""
+        if self.pace_wait is not None:
+            return Reason(Kind.PACE, self.scope, self.pace_wait, detail="duty cycle", waits_for="delay")
         if not self.low_priority:
             return Reason(Kind.CONCURRENCY, self.scope, self.in_use, self.limit, waits_for="slot")
         why = "last slot kept for normal priority" if self.in_use < self.limit else "low priority waits behind normal"
@@ -75,8 +84,13 @@ def lease_scopes(
     scopes = []
     for name in resources:
         resource = config.resources.get(name)
-        if resource is not None and resource.concurrency is not None:
-            scopes.append(LeaseScope(name, resource.concurrency.min))
+        if resource is None:
+            continue
+        default = resource.concurrency.min if resource.concurrency is not None else 1
+        if resource.budget is not None:  # its limit and pace come from its budget's controller
+            scopes.append(LeaseScope(name, default, paced=True))
+        elif resource.concurrency is not None:
+            scopes.append(LeaseScope(name, default))
     if task and task_limit:
         scopes.append(LeaseScope(f"task:{task}", int(task_limit)))
     return scopes
@@ -100,8 +114,8 @@ class Leases:
         script_keys: list[str] = [keys.SLOT_WAITS, keys.FLEET_SEEN, keys.SWEEP_AFTER]
         pairs: list[object] = []
         for scope in scopes:
-            script_keys += [scope.leases_key, scope.limit_key]
-            pairs += [scope.scope, scope.default_limit]
+            script_keys += [scope.leases_key, scope.limit_key, keys.pace_key(scope.scope)]
+            pairs += [scope.scope, scope.default_limit, "1" if scope.paced else "0"]
         args = ACQUIRE.args(
             pairs,
             ttl=lease_ttl(self.config),
@@ -109,16 +123,35 @@ class Leases:
             reserve=reserve,
             gap=liveness.SILENCE_GAP,
             grace=liveness.GRACE,
+            started_prefix=keys.LEASE_STARTED_PREFIX,
         )
-        index, in_use, limit = (int(x) for x in self._acquire(keys=script_keys, args=args))
-        if index == 0:
+        index, in_use, limit, wait = self._acquire(keys=script_keys, args=args)
+        if int(index) == 0:
             return None
-        return Refusal(scopes[index - 1].scope, in_use, limit, low_priority=reserve > 0)
+        pace_wait = float(wait) if wait not in (b"", "") else None
+        return Refusal(scopes[int(index) - 1].scope, int(in_use), int(limit), reserve > 0, pace_wait)
 
     @staticmethod
     def release(scopes: Sequence[LeaseScope], member: str, pipeline: Redis) -> None:
+        """Give the slots back, in the caller's transaction. A paced scope (one with a budget) also
+        counts the work done and, below one job at a time, sets the pause before its next start:
+        sent with EVAL in the same pipeline (a registered script would cost a SCRIPT EXISTS round
+        trip on every job's ending)."""
         for scope in scopes:
             pipeline.zrem(scope.leases_key, member)
+        paced = [scope.scope for scope in scopes if scope.paced]
+        if paced:
+            pace_keys = [
+                k
+                for name in paced
+                for k in (
+                    keys.lease_started_key(name, member),
+                    keys.duty_key(name),
+                    keys.pace_key(name),
+                    keys.work_key(name),
+                )
+            ]
+            pipeline.eval(RELEASE_PACE.text, len(pace_keys), *pace_keys)
 
 
 ADAPT_LIMIT = LuaScript.load("easeoff.feedback", "adapt_limit", argv=("interval_ms",))
@@ -143,7 +176,9 @@ def adapt_limits(redis: Redis, config: Config, strained: Mapping[str, object]) -
 
     Saturated: every slot in use now, or jobs parked waiting for one: the prober may look just
     as its own job has handed its slot back."""
-    limited = {name: r.concurrency for name, r in config.resources.items() if r.concurrency is not None}
+    limited = {
+        name: r.concurrency for name, r in config.resources.items() if r.concurrency is not None and r.budget is None
+    }  # a resource with a budget takes its limit from the budget's controller (feedback/budget/fleet.py)
     if not limited:
         return {}
     script_keys: list[str] = []

@@ -5,30 +5,45 @@
 -- renews them, workers/lua/heartbeat.lua). A lapsed lease is purged only when absence may be
 -- judged (fleet_clock.lua): after a silence of Redis itself, a live job's lease may look lapsed
 -- until its owner beats again, and taking its slot would run one job too many.
--- KEYS: the slot-waits hash, fleet-seen, sweep-after, then lease set and limit key in pairs
--- ARGV: the named arguments, then each pair's scope and default limit
--- returns: {0, 0, 0} when every slot was taken, else {index of the full pair, in use, limit}
-local ttl, member, reserve, gap, grace = unpack(ARGV, 1, 5)
-local FIRST_SCOPE, FIRST_PAIR = 6, 4
+-- A paced scope (a budget's duty cycle below one job at a time) also refuses while its pace key
+-- holds a Redis time still to come (set as its last job ended, feedback/lua/release_pace.lua),
+-- and notes when each of its leases was taken, so that release can time the job.
+-- KEYS: the slot-waits hash, fleet-seen, sweep-after, then lease set, limit key and pace key per scope
+-- ARGV: the named arguments, then each scope's name, default limit and whether it is paced ('1')
+-- returns: {0, 0, 0, ''} when every slot was taken, else {index of the full scope, in use, limit,
+--          ''}, or for a scope refused for its pace {index, in use, limit, seconds still to wait}
+local ttl, member, reserve, gap, grace, started_prefix = unpack(ARGV, 1, 6)
+local FIRST_SCOPE, FIRST_TRIPLE, STARTED_TTL = 7, 4, 86400
 ttl, reserve, gap, grace = tonumber(ttl), tonumber(reserve), tonumber(gap), tonumber(grace)
 local now = fleet_now()
 note_fleet(KEYS[2], KEYS[3], now, gap, grace)
 local purge = absence_judgeable(KEYS[3], now)
-for i = FIRST_PAIR, #KEYS, 2 do
+for i = FIRST_TRIPLE, #KEYS, 3 do
   if purge then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   end
-  local pair = (i - FIRST_PAIR) / 2
-  local scope, default = ARGV[FIRST_SCOPE + 2 * pair], ARGV[FIRST_SCOPE + 2 * pair + 1]
+  local n = (i - FIRST_TRIPLE) / 3
+  local at = FIRST_SCOPE + 3 * n
+  local scope, default, paced = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local limit = tonumber(redis.call('GET', KEYS[i + 1]) or default)
   local in_use = redis.call('ZCARD', KEYS[i])
-  local keep_free = math.min(reserve, limit - 1)
+  if paced == '1' then
+    local not_before = tonumber(redis.call('GET', KEYS[i + 2]) or '')
+    if not_before and not_before > now then
+      return {n + 1, in_use, limit, string.format('%.6f', not_before - now)}
+    end
+  end
+  local keep_free = math.max(0, math.min(reserve, limit - 1))  -- a limit of 0 (a budget learning) keeps none
   if in_use + keep_free >= limit then
     redis.call('HSET', KEYS[1], scope, default)  -- the refused job will wait on this scope
-    return {pair + 1, in_use, limit}
+    return {n + 1, in_use, limit, ''}
   end
 end
-for i = FIRST_PAIR, #KEYS, 2 do
+for i = FIRST_TRIPLE, #KEYS, 3 do
   redis.call('ZADD', KEYS[i], now + ttl, member)
+  local at = FIRST_SCOPE + 3 * (i - FIRST_TRIPLE) / 3
+  if ARGV[at + 2] == '1' then
+    redis.call('SET', started_prefix .. ARGV[at] .. '|' .. member, string.format('%.6f', now), 'EX', STARTED_TTL)
+  end
 end
-return {0, 0, 0}
+return {0, 0, 0, ''}

@@ -34,7 +34,7 @@ for _, scope in ipairs(scopes) do
     local waiting = redis.call('ZCARD', normal)
     moved = moved + hand_out(normal, math.min(free, waiting))
     free = free - math.min(free, waiting)
-    moved = moved + hand_out(low, free - math.min(1, limit - 1))
+    moved = moved + hand_out(low, free - math.max(0, math.min(1, limit - 1)))  -- limit 0: none
   end
 end
 return moved
