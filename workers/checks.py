@@ -21,6 +21,7 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
+from easeoff.feedback import clock
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
@@ -28,8 +29,10 @@ from easeoff.feedback.levers.rates import RateLimiter, RateScope, rate_scopes
 from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.rate import parse_rate
 from easeoff.feedback.reasons import Kind, Reason, joined
+from easeoff.feedback.signals.demand import Wants
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.verdict.gate import ADMIT, Verdict, judge, task_reasons
+from easeoff.feedback.verdict.backoff import deferral_delay
+from easeoff.feedback.verdict.gate import ADMIT, Verdict, dormant_reasons, judge, task_reasons
 from easeoff.feedback.verdict.shadow import ShadowJudge
 from easeoff.tasks.meta import JobMeta
 
@@ -54,15 +57,40 @@ class Check(Protocol):
 
 
 class ResourceHealth(msgspec.Struct, frozen=True):
-    """The databases the job and its queue touch: strained, failing or unknown resources defer it."""
+    """The databases the job and its queue touch: strained, failing or unknown resources defer it.
+
+    Asking is also wanting (feedback/signals/demand.py): the check keeps the resources' hosts
+    probed at full pace, and a job whose hosts were read at the dormant pace wakes their
+    prober and waits for one fresh reading, never admitted on the slowed one."""
 
     config: Config
     rng: random.Random
+    wants: Wants | None = None
 
     def __call__(self, candidate: Candidate) -> Verdict | None:
         resources = [*candidate.meta.resources, *self.config.queue_resources(candidate.queue.name)]
+        hosts = self.config.hosts_for(resources)
+        if self.wants is not None:
+            self._follow_demand(candidate, resources, hosts)
         verdict = judge(resources, candidate.snapshot, self.config, candidate.now, candidate.meta.deferrals, self.rng)
+        dormant = dormant_reasons(hosts, candidate.snapshot, self.config, candidate.now)
+        if dormant:  # no fresh probe came in time: fail closed
+            backoff = self.config.backoff
+            delay = verdict.delay or deferral_delay(
+                candidate.meta.deferrals, backoff.base, backoff.cap, self.config.probe_interval, self.rng
+            )
+            return Verdict(admit=False, reasons=(*verdict.reasons, *dormant), delay=delay, critical=verdict.critical)
         return None if verdict.admit else verdict
+
+    def _follow_demand(self, candidate: Candidate, resources: list[str], hosts: tuple[str, ...]) -> None:
+        assert self.wants is not None
+        slowed = [h for h in hosts if (r := candidate.snapshot.get(h)) is not None and r.dormant]
+        self.wants.want(resources, wake=bool(slowed))
+        if slowed:
+            fresh = self.wants.await_fresh(slowed, candidate.snapshot.readings)
+            readings = {**candidate.snapshot.readings, **fresh}
+            candidate.snapshot = msgspec.structs.replace(candidate.snapshot, readings=readings)
+            candidate.now = clock.now()
 
 
 class ShadowPolicies(msgspec.Struct):
@@ -187,7 +215,7 @@ def admission_checks(
     """The checks in the order they run."""
     rates = RateLimits(config, limiter)
     return [
-        ResourceHealth(config, rng),
+        ResourceHealth(config, rng, Wants(redis, config)),
         ShadowPolicies(config, redis, log),
         TaskSwitches(config, rng),
         rates,

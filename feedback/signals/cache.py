@@ -6,7 +6,8 @@ on probes it every interval, off its own job loop (signals/probing.py), storing 
 reading the moment it is taken and renewing the lease with it (`store_reading.lua`). The
 others read what it wrote; if it dies, its lease lapses and the next to find the reading
 overdue takes over. The prober carries each signal's state forward in the reading, as the
-pure `hysteresis.next_states` decides it.
+pure `hysteresis.next_states` decides it. A target no job wants is probed at the dormant pace,
+and its readings say so (signals/demand.py): each is due, and its lease lasts, accordingly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
 from easeoff.feedback.lua import LuaScript
+from easeoff.feedback.signals.demand import WAKE_WORD, demand_keys, dormant_pace, pace_of
 from easeoff.feedback.signals.hysteresis import ShadowThresholds, next_states, shadow_states
 from easeoff.feedback.signals.probing import ProbeLoop
 from easeoff.feedback.signals.readings import Reading
@@ -73,11 +75,22 @@ class ReadingsCache:
         self.slack = random.uniform(0.1, 0.3) * config.probe_interval
         # A prober that stalls for a whole probe and an interval, twice over, has its targets taken.
         self.lease_ms = max(int(2000 * (config.probe_interval + config.probe_timeout)), 1)
+        # ... and at the dormant pace, over a dormant interval.
+        self.dormant_lease_ms = max(int(2000 * (dormant_pace(config) + config.probe_timeout)), 1)
         self.ttl = max(int(self.config.stale_after * 10), 60)
         # Registered once: each store runs on a probe thread, up to hosts/interval times a second.
         self._own_probes = OWN_PROBES.register(redis)
         self._store_reading = STORE_READING.register(redis)
-        self.loop = ProbeLoop(self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer)
+        self.loop = ProbeLoop(
+            self._probe_and_store, config.probe_interval, config.probe_concurrency, self._is_writer, self._pace
+        )
+        self._demand_keys = demand_keys(config)  # target -> keys any of which says a job wants it
+        self._wanted: dict[str, bool] = {}  # target -> wanted as of its last store here (unknown: yes)
+        self._next_in: dict[str, float] = {}  # target -> seconds from its last probe's start to its next
+        self._rechecking = threading.Lock()  # one look at the demand for our dormant targets at a time
+        # target -> monotonic time until which it is probed at full pace, wanted or not: a target
+        # taken on here is, for `dormant_after`, as a fleet that just started knows no better.
+        self._awake_until: dict[str, float] = {}
         self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
         self._trends = Trends()  # recent values of signals with `predict`, of the targets probed here
         self._live: Judging = (config, None)  # with ops' live (and shadow) threshold overrides, as of the last snapshot
@@ -106,10 +119,13 @@ class ReadingsCache:
         """Seconds until the oldest reading is due; if one is overdue, its prober is at work on it,
         so give it a tenth of an interval to finish."""
         now = self.clock()
-        ages = [now - r.taken_at if r is not None else math.inf for r in snapshot.readings.values()]
-        if not ages:
+        if not snapshot.readings:
             return self.config.probe_interval
-        return max(0.1 * self.config.probe_interval, self.config.probe_interval + self.slack - max(ages))
+        due_in = min(
+            r.taken_at + pace_of(r, self.config) - now if r is not None else -math.inf
+            for r in snapshot.readings.values()
+        )
+        return max(0.1 * self.config.probe_interval, due_in + self.slack)
 
     def probes(self) -> bool:
         """Whether this process probes any target (and so runs the fleet's duties)."""
@@ -122,12 +138,49 @@ class ReadingsCache:
         self._changed.clear()
         return woken
 
-    def wake(self) -> None:
-        """A prober somewhere published that a reading changed a verdict, ops moved a switch or
-        jobs were announced (keys.WAKE). `wakes` counts them: a snapshot read before the latest
-        may be out of date, one read since is not (its readings aside, which age)."""
+    def wake(self, word: object = None) -> None:
+        """A prober somewhere published that a reading changed a verdict, ops moved a switch, jobs
+        were announced or a job found its host dormant (keys.WAKE). `wakes` counts them: a snapshot
+        read before the latest may be out of date, one read since is not (its readings aside,
+        which age). A prober of dormant targets looks whether a job wants them now."""
         self.wakes += 1
         self._changed.set()
+        if word is None or _text(word) == WAKE_WORD:
+            self._recheck_soon()
+
+    def _recheck_soon(self) -> None:
+        """On the probe pool: the demand for our dormant targets, one round trip; those a job
+        wants now are probed at once, at full pace."""
+        if any(not self._wanted.get(t, True) for t in self.loop.owned()):
+            self.loop.submit(self._recheck)
+
+    def _recheck(self) -> None:
+        if not self._rechecking.acquire(blocking=False):
+            return  # one look is under way: it sees the keys set before this word was sent
+        try:
+            dormant = [t for t in self.loop.owned() if not self._wanted.get(t, True) and self._demand_keys.get(t)]
+            if not dormant:
+                return
+            with self.redis.pipeline(transaction=False) as pipe:
+                for target in dormant:
+                    pipe.exists(*self._demand_keys[target])
+                found = pipe.execute()
+            woken = [t for t, n in zip(dormant, found, strict=True) if n]
+            for target in woken:
+                self._wanted[target] = True
+            if woken:
+                self.loop.wake(woken)
+        except REDIS_UNREACHABLE:
+            pass  # the next store says it
+        finally:
+            self._rechecking.release()
+
+    def _pace(self, target: str) -> float:
+        """Seconds from a probe's start to the target's next (ProbeLoop asks after each)."""
+        return self._next_in.get(target, self.config.probe_interval)
+
+    def _lease_s(self, reading: Reading) -> float:
+        return (self.dormant_lease_ms if reading.dormant else self.lease_ms) / 1000
 
     def held_pause(self, snapshot: Snapshot, until_due: float) -> float:
         """How long an idle worker (its queues held, or empty) may sleep. A verdict change or
@@ -143,10 +196,10 @@ class ReadingsCache:
             if due_in is not None and due_in > 0:  # a deferred job comes due: promote it on time
                 pause = min(pause, due_in + 0.01)
             return pause
-        taken = [r.taken_at for r in snapshot.readings.values() if r is not None]
-        if taken and len(taken) == len(snapshot.readings):
+        lapses = [r.taken_at + self._lease_s(r) for r in snapshot.readings.values() if r is not None]
+        if lapses and len(lapses) == len(snapshot.readings):
             jitter = random.uniform(0.02, 0.1) * self.config.probe_interval
-            lapse_in = min(taken) + self.lease_ms / 1000 - self.clock() + jitter
+            lapse_in = min(lapses) - self.clock() + jitter
             if lapse_in > 0:
                 return max(until_due, min(lapse_in, self.config.stale_after))
         return max(until_due, min(1.0, self.config.stale_after / 2))
@@ -243,17 +296,25 @@ class ReadingsCache:
         for target in set(asking) - set(mine):
             self._not_ours[target] = now + self.config.probe_interval
         if mine:
+            for target in mine:
+                if target not in self.loop.owned():
+                    self._awake_until[target] = now + self.config.probe_dormant_after
             self.loop.take_on(mine)
 
     def _probe_and_store(self, target: str) -> bool:
         """On the probe loop: one reading, stored at once. True while the target is still ours."""
         previous = self._latest.get(target)
         reading = self._probe(target, previous, self._latest.copy(), self._live)
+        if not self._wanted.get(target, True):
+            reading = msgspec.structs.replace(reading, dormant=True)
         self._latest[target] = reading
         changed = _changes_a_verdict(previous, reading)
         ours = True
         try:
-            ours = self._store(reading, changed)
+            ours, wanted = self._store(reading, changed, demand=True)
+            wanted = wanted or time.monotonic() < self._awake_until.get(target, -math.inf)
+            self._wanted[target] = wanted
+            self._next_in[target] = self._next_after(reading, wanted)
             if not ours:  # our lease lapsed and another prober has the target: its readings stand
                 self.prober.release(target)
             return ours
@@ -265,23 +326,34 @@ class ReadingsCache:
                 self._verdict_changes += 1
                 self.wake()
 
-    def _store(self, reading: Reading, changed: bool, forced: bool = False) -> bool:
+    def _next_after(self, reading: Reading, wanted: bool) -> float:
+        """A reading at full pace promised the next within an interval, wanted or not; a dormant
+        one a dormant interval later, unless a job wants the host now: then at once."""
+        if not reading.dormant:
+            return self.config.probe_interval
+        return 0.0 if wanted else dormant_pace(self.config)
+
+    def _store(self, reading: Reading, changed: bool, forced: bool = False, demand: bool = False) -> tuple[bool, bool]:
         """Store a reading if this process holds the target's lease (or, `forced`, if no process
-        does); False if refused: the reading was not written."""
+        does): (stored, wanted), stored False if refused: the reading was not written; wanted:
+        with `demand`, whether a job wants the target now (else True)."""
         target = reading.host
+        # Every store at the dormant pace renews the lease, and for a dormant interval.
+        lease_ms = self.dormant_lease_ms if reading.dormant else (self.lease_ms if self._renew_due(target) else 0)
         args = STORE_READING.args(
             token=self.token,
             reading=reading.to_json(),
             ttl=self.ttl,
-            lease_ms=self.lease_ms if self._renew_due(target) else 0,
+            lease_ms=lease_ms,
             changed="1" if changed else "0",
             channel=keys.WAKE,
             host=target,
             forced="1" if forced else "0",
         )
-        return bool(
-            self._store_reading(keys=[READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)], args=args)
-        )
+        demand_keys = self._demand_keys.get(target, ()) if demand else ()
+        lock_keys = [READING_KEY.format(host=target), PROBE_LOCK_KEY.format(host=target)]
+        stored, wanted = self._store_reading(keys=[*lock_keys, *demand_keys], args=args)
+        return bool(stored), bool(wanted)
 
     def _renew_due(self, target: str) -> bool:
         """Renew a lease once a third of it has passed, not at every store: at a short interval a
@@ -299,7 +371,9 @@ class ReadingsCache:
             return
         ended, at, changes = self._duties
         now = time.monotonic()
-        due = self.loop.finished() > ended and now - at >= 0.9 * self.config.probe_interval
+        # A deferred job come due is promoted on time even while every probe here is slowed.
+        came_due = fresh.next_due is not None and fresh.next_due <= self.clock()
+        due = (self.loop.finished() > ended or came_due) and now - at >= 0.9 * self.config.probe_interval
         if due or self._verdict_changes > changes:  # a cleared resource's jobs go back now, not next round
             self._duties = (self.loop.finished(), now, self._verdict_changes)
             self.on_refresh(fresh)
@@ -320,7 +394,7 @@ class ReadingsCache:
             self._stored.wait(min(0.02, remaining))
 
     def _is_due(self, reading: Reading | None, now: float) -> bool:
-        return reading is None or now - reading.taken_at >= self.config.probe_interval + self.slack
+        return reading is None or now - reading.taken_at >= pace_of(reading, self.config) + self.slack
 
     def _probe(
         self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], live: Judging
@@ -380,3 +454,9 @@ def _number(raw: bytes | str | None) -> float | None:
         return float(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+def _text(word: object) -> str:
+    """A pub/sub message's data (a dict from redis-py's handler, or the data itself) as text."""
+    data = word.get("data") if isinstance(word, dict) else word
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)

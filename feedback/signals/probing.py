@@ -7,10 +7,15 @@ bounded pool: a slow or unreachable host delays only its own reading, and the wo
 loop never waits on MySQL. A target stays taken while `probe` says it is still ours (its
 lease held); a process that loses a lease, or dies, stops probing that target, and whoever
 next finds its reading overdue takes it on.
+
+Each target's next probe comes `pace(target)` seconds after its last began: the interval while
+jobs want the host, a few seconds while none do (signals/demand.py); `wake` brings a slowed
+target's next probe forward to now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,12 +27,20 @@ log = logging.getLogger(__name__)
 
 class ProbeLoop:
     def __init__(
-        self, probe: Callable[[str], bool], interval: float, size: int, first: Callable[[str], bool] = lambda _: False
+        self,
+        probe: Callable[[str], bool],
+        interval: float,
+        size: int,
+        first: Callable[[str], bool] = lambda _: False,
+        pace: Callable[[str], float] | None = None,
     ) -> None:
         """`probe(target)` takes and stores one reading and says whether the target is still ours;
-        `first(target)` is true for targets to start ahead of others when several are due at once."""
+        `first(target)` is true for targets to start ahead of others when several are due at once;
+        `pace(target)`, asked after each probe, the seconds from its start to the next (default:
+        the interval)."""
         self._probe = probe
         self._interval = interval
+        self._pace = pace or (lambda _: interval)
         self._size = size
         self._first = first
         self._cond = threading.Condition()
@@ -49,6 +62,24 @@ class ProbeLoop:
                     self._due[target] = now
             self._start()
             self._cond.notify_all()
+
+    def wake(self, targets: Iterable[str]) -> None:
+        """Probe these at once, if they are ours and waiting for their next turn (one running now
+        asks `pace` when it ends, and may be due again at once)."""
+        with self._cond:
+            now = time.monotonic()
+            for target in targets:
+                if target in self._due:
+                    self._due[target] = min(self._due[target], now)
+            self._cond.notify_all()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run `task` on the probe pool, off the caller's thread (a no-op before the first probe)."""
+        with self._cond:
+            executor = None if self._stopped else self._executor
+        if executor is not None:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                executor.submit(task)
 
     def owned(self) -> frozenset[str]:
         with self._cond:
@@ -108,6 +139,13 @@ class ProbeLoop:
             with self._cond:
                 self._running.discard(target)
                 if ours and not self._stopped:
-                    self._due[target] = started + self._interval
+                    self._due[target] = started + self._next_in(target)
                 self._finished += 1
                 self._cond.notify_all()
+
+    def _next_in(self, target: str) -> float:
+        try:
+            return self._pace(target)
+        except Exception:  # a bug in the pace: full pace is the safe side
+            log.warning("pace of %s failed", target, exc_info=True)
+            return self._interval

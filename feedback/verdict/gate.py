@@ -223,11 +223,33 @@ def reading_failure(target: str, reading: Reading | None, config: Config, now: f
     if reading is None:
         return Reason(Kind.NO_READING, target)
     age = now - reading.taken_at
-    if age > config.stale_after:
-        return Reason(Kind.STALE_READING, target, value=age, threshold=config.stale_after)
+    limit = stale_limit(reading, config)
+    if age > limit:
+        return Reason(Kind.STALE_READING, target, value=age, threshold=limit)
     if reading.error is not None:
         return Reason(Kind.PROBE_ERROR, target, detail=reading.error)
     return None
+
+
+def stale_limit(reading: Reading, config: Config) -> float:
+    """`stale_after`, and for a reading taken at the dormant pace as much longer as its prober's
+    lease is (2 x the paces' difference): a dormant host is not held as stale while its prober
+    lives, and one whose prober died is taken over before it goes stale, as at full pace. No
+    job is admitted on a dormant reading however young (`dormant_reasons`)."""
+    if not reading.dormant:
+        return config.stale_after
+    return config.stale_after + 2 * max(config.probe_dormant_interval - config.probe_interval, 0.0)
+
+
+def dormant_reasons(hosts: Iterable[str], snapshot: Snapshot, config: Config, now: float) -> list[Reason]:
+    """A job may not run on a reading taken at the dormant pace: its host was read seconds ago,
+    not within an interval. The job waits for one fresh probe (signals/demand.py); if none came,
+    it defers, its reading stale for a job."""
+    return [
+        Reason(Kind.STALE_READING, host, value=now - r.taken_at, threshold=config.probe_interval)
+        for host in hosts
+        if (r := snapshot.get(host)) is not None and r.dormant
+    ]
 
 
 def traffic_findings(signal: SignalConfig, snapshot: Snapshot, config: Config, now: float) -> HostFindings:
