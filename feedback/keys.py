@@ -34,9 +34,14 @@ LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
 SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
 
-# Budgets (feedback/budget/measure.py; feedback/lua/budget_step.lua)
+# Budgets (feedback/budget/measure.py, budget_observe.lua: measuring; fleet.py, budget_step.lua: control)
 WORK_PREFIX = NAMESPACE + "work:"  # + resource: INCR by the budget controller each time heavy work on it ends
-BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash, its learned idle baseline and its once-per-interval step
+BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash; measuring: `observed`, `baseline`, `weight`, `learned_at`,
+# `learned_ms`, `quiet_since`, `work_seen`, `work_done` (feedback/lua/budget_observe.lua)
+# ... controlling: `controller` (JSON ControllerState), `version`, `step` (feedback/lua/budget_step.lua)
+DUTY_PREFIX = NAMESPACE + "duty:"  # + resource: the duty cycle below one job at a time (absent at or above one)
+PACE_PREFIX = NAMESPACE + "pace:"  # + resource: no new slot before this Redis time (feedback/lua/release_pace.lua)
+LEASE_STARTED_PREFIX = NAMESPACE + "lease-started:"  # + `scope|execution`: when a paced lease was taken
 
 # Ops' levers (feedback/levers/switches.py, feedback/levers/hosts_out.py)
 SWITCHES = NAMESPACE + "switches"  # JSON: every pause, throttle and threshold override
@@ -96,6 +101,18 @@ def work_key(resource: str) -> str:
 
 def budget_key(resource: str) -> str:
     return BUDGET_PREFIX + resource
+
+
+def duty_key(resource: str) -> str:
+    return DUTY_PREFIX + resource
+
+
+def pace_key(resource: str) -> str:
+    return PACE_PREFIX + resource
+
+
+def lease_started_key(scope: str, member: str) -> str:
+    return f"{LEASE_STARTED_PREFIX}{scope}|{member}"
 
 
 def counter_key(kind: str) -> str:
