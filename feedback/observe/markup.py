@@ -11,16 +11,15 @@ reach the page, and a `mysql://user:secret@host` in one of them must not.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any, TypeAlias, Union
 
 import msgspec
 
+from easeoff.feedback.secrets import redact_text
+
 VOID = frozenset({"br", "hr", "img", "input", "link", "meta", "wbr"})
-# `scheme://user:password@`: quotes and brackets end a match, so it never spans two JSON strings.
-URL_PASSWORD = re.compile(r"""(\b[a-z][a-z0-9+.-]*://[^/\s:@"'<>]*:)[^@\s"'<>]+@""", re.IGNORECASE)
 
 Child: TypeAlias = Union["El", str]
 Children: TypeAlias = Child | Iterable[Child | None] | None
@@ -58,8 +57,8 @@ def el(tag: str, attrs: Mapping[str, object] | None = None, *children: Children)
 
 
 def redact_passwords(text: str) -> str:
-    """Any `scheme://user:password@` in `text` becomes `scheme://user:***@` (as secrets.redact_url)."""
-    return URL_PASSWORD.sub(r"\1***@", text) if "://" in text else text
+    """Every password form in `text` masked: secrets.redact_text, the one redactor every output uses."""
+    return redact_text(text)
 
 
 def to_html(node: Child) -> str:
