@@ -23,7 +23,7 @@ from easeoff.feedback.signals.sources import Prober
 from easeoff.feedback.verdict.gate import dormant_reasons, strain_reasons
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import JobMeta
-from tests.conftest import TEST_REDIS_URL, wait_until
+from tests.conftest import TEST_REDIS_URL, stays_true, wait_until
 
 INTERVAL, DORMANT_AFTER = 0.2, 1.0
 
@@ -180,3 +180,27 @@ def test_the_first_job_wakes_probing_and_runs_on_a_fresh_reading(redis_conn: Red
     fresh = [t for t, dormant in history if not dormant and enqueued_at - 0.05 <= t <= started_at + 0.05]
     assert fresh, (history, enqueued_at, started_at)
     assert started_at - enqueued_at < 1.5 + INTERVAL, started_at - enqueued_at
+
+
+def test_a_running_job_keeps_its_host_probed_at_full_pace(redis_conn: Redis, shards, write_config, workers) -> None:
+    """A job that runs longer than `dormant_after` on a resource with no limit (no slot to keep it
+    wanted) still has its host read at full pace: its critical check reads live readings, not
+    ones taken every dormant interval."""
+    from easeoff.tasks.catalog import record_run
+
+    config_path = write_config(interval=INTERVAL, stale_after=dormant_probe(1.0, 6.0))
+    workers.start(config_path, "heavy")
+    wait_until(lambda: (r := stored(redis_conn, "db1")) is not None and r.dormant, 15.0, what="db1 dormant")
+    job = record_run.enqueue(shard=1, tag="long", seconds=DORMANT_AFTER + 4.0, connection=redis_conn)
+    wait_until(
+        lambda: Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer).started_at is not None,
+        10.0,
+        what="the long job started",
+    )
+
+    def live() -> bool:
+        reading = stored(redis_conn, "db1")
+        return reading is not None and not reading.dormant and clock.now() - reading.taken_at < 4 * INTERVAL + 0.5
+
+    # From its start to well past dormant_after since its claim (the job runs DORMANT_AFTER + 4 s).
+    stays_true(live, DORMANT_AFTER + 3.0, interval=0.05, what="db1 read at full pace while its job runs")

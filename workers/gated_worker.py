@@ -43,6 +43,7 @@ from easeoff.feedback.observe.queue_stats import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
 from easeoff.feedback.replica_acks import keep_waiting
 from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.signals.demand import Wants
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.cooldown import CooldownPublisher
@@ -115,6 +116,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._queues_seen: tuple[float, list[str]] = (-math.inf, [])
         self.rng = random.Random()
         self.checks = admission_checks(config, connection, self.leases, self.rng, RateLimiter(connection), self.log)
+        self.wants = Wants(connection, config)  # a running job keeps its hosts probed at full pace
         self._claimed: Claim | None = None
         self._claimed_any = False
         # Workers started together would heartbeat together every HEARTBEAT_EVERY: spread them.
@@ -512,6 +514,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             self.stop_fenced_job()
             return
         meta = JobMeta.of(job)
+        self.wants.want(meta.resources)  # its critical check must not read dormant-pace readings
         verdict = judge(meta.resources, self.readings.current(), self.config, clock.now())
         reasons = verdict.critical or (verdict.reasons if meta.resumable else ())
         if reasons:
@@ -585,7 +588,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(
-            **{self.pubsub_channel_name: self.handle_payload, keys.WAKE: lambda _: self.readings.wake()}
+            **{self.pubsub_channel_name: self.handle_payload, keys.WAKE: lambda m: self.readings.wake(m["data"])}
         )
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq types it None
             sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
