@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from easeoff.feedback.budget.live import MAX_BURST, NOTE, LiveLatency, live_key, samples_key
 from easeoff.feedback.config import Config, parse_config
+from easeoff.feedback.signals.live_latency import MAX_BURST, NOTE, LiveLatency, live_key, samples_key
 from easeoff.feedback.signals.sources.mysql import connect
 from tests.sandbox_support import sandbox_mod
 

@@ -11,10 +11,10 @@ import pytest
 from redis import Redis
 
 from easeoff.feedback import clock, keys
-from easeoff.feedback.budget.live import live_key
 from easeoff.feedback.budget.measure import observe_budget
 from easeoff.feedback.config import Config, parse_config
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY
+from easeoff.feedback.signals.live_latency import live_key
 from easeoff.feedback.signals.readings import Reading
 from tests.conftest import TEST_REDIS_URL, stays_true, ticks, wait_until
 

@@ -7,9 +7,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from easeoff.feedback.budget.live import BucketWindow, SampleWindow, burst_size, parse_buckets
-from easeoff.feedback.budget.quantiles import bucket_quantile, sample_quantile, samples_needed
 from easeoff.feedback.config import BudgetConfig
+from easeoff.feedback.signals.live_latency import BucketWindow, SampleWindow, burst_size, parse_buckets
+from easeoff.feedback.signals.quantiles import bucket_quantile, sample_quantile, samples_needed
 
 BOUNDS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, math.inf]
 

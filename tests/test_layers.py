@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 # A module may import its own room and rooms listed before it, never after.
-FEEDBACK_ORDER = ("root", "levers", "signals", "verdict", "observe")
+FEEDBACK_ORDER = ("root", "levers", "signals", "budget", "verdict", "observe")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """One resource's budget as the controller takes it: `observe_budget` builds its BudgetObservation.
 
 Built from what the fleet already stores — the resource's hosts' cached readings (their live
-latency at the budget's quantile, lag, history list length: feedback/budget/live.py and the
+latency at the budget's quantile, lag, history list length: feedback/signals/live_latency.py and the
 MySQL source), its leases and the work counter the controller bumps — plus one step of the
 budget's own state (feedback/lua/budget_observe.lua), taken once per probe interval fleet-wide
 however many callers ask: the heavy work finished since the last step, and the idle baseline,
@@ -24,12 +24,12 @@ from redis import Redis
 from rq.registry import StartedJobRegistry
 
 from easeoff.feedback import clock, keys
-from easeoff.feedback.budget.live import NOTE, live_key
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 from easeoff.feedback.budget.prometheus import MIN_RANGE, prometheus_latency
 from easeoff.feedback.config import REPLICATING_ROLES, BudgetConfig, Config, ResourceConfig
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.lua import LuaScript
+from easeoff.feedback.signals.live_latency import NOTE, live_key
 from easeoff.feedback.signals.readings import Reading
 
 HALF_LIFE = 3600.0  # seconds: the baseline follows the day's idle latency, not one quiet window

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from easeoff.feedback.budget.quantiles import samples_needed
 from easeoff.feedback.config import BudgetConfig
+from easeoff.feedback.signals.quantiles import samples_needed
 from easeoff.feedback.signals.sources import ProbeError
 from easeoff.feedback.signals.sources.prometheus import instant_query
 

@@ -27,10 +27,10 @@ import pymysql
 import pymysql.cursors
 from redis import Redis
 
-from easeoff.feedback.budget.live import LiveLatency
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
+from easeoff.feedback.signals.live_latency import LiveLatency
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
 from easeoff.feedback.tls import HostTLS, client_context
@@ -186,7 +186,7 @@ class _ProbeConnection(pymysql.connections.Connection):
     first reading (which its first job waits for) is not 50 ms late.
 
     It counts the statements it sends, so a budget's server-side latency can take the probe's
-    own statements out of the server's counts (feedback/budget/live.py)."""
+    own statements out of the server's counts (feedback/signals/live_latency.py)."""
 
     statements = 0
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import pymysql
 
-from easeoff.feedback.budget.quantiles import bucket_quantile, sample_quantile, samples_needed
 from easeoff.feedback.config import BudgetConfig, Config
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY
+from easeoff.feedback.signals.quantiles import bucket_quantile, sample_quantile, samples_needed
 
 RESPONSE_TIMES = "SELECT TIME, COUNT FROM information_schema.QUERY_RESPONSE_TIME"
 RESPONSE_TIME_STATS = "SELECT @@GLOBAL.query_response_time_stats"
