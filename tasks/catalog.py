@@ -138,6 +138,22 @@ def record_run(shard: int, tag: str = "", seconds: float = 0.0) -> str:
     return _job_id()
 
 
+@heavy_task(queue="heavy", resources=lambda shard, then, **_: [f"shard:{shard}", f"shard:{then}"], timeout=600)
+def record_then_visit(shard: int, then: int) -> str:
+    """Write one ledger row on `shard`, then open a connection to shard `then`: a job that reached
+    its database before a later connection was refused (a server restarting mid-job) may not run
+    again (tests/test_db_outages.py)."""
+    conn = connect(shard)
+    try:
+        with conn.cursor() as cur:
+            _record(cur, "record_then_visit")
+        conn.commit()
+    finally:
+        conn.close()
+    connect(then).close()
+    return _job_id()
+
+
 @heavy_task(queue="heavy", resources=on_shard, timeout=600, idempotent=True)
 def record_once(shard: int, tag: str = "", seconds: float = 0.0) -> str:
     """Like record_run, but idempotent: one `job_ledger` row per job id however often it runs

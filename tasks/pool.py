@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from easeoff.tasks.db_reach import note_reached
+
 _kept: dict[str, Any] = {}
 _lock = threading.Lock()
 
@@ -32,6 +34,7 @@ def borrow(key: str, connect: Callable[[], Any]) -> Iterator[Any]:
         conn = None
     if conn is None:
         conn = connect()
+    note_reached()  # a kept connection may carry this job's writes as much as a new one
     try:
         yield conn
     except BaseException:

@@ -13,7 +13,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.tasks.catalog import record_run
+from easeoff.tasks import db_reach, pool
+from easeoff.tasks.catalog import record_run, record_then_visit
 from easeoff.tasks.meta import META_KEY, JobMeta
 from easeoff.workers.db_outages import outage_reason
 from tests.conftest import MYSQL, WorkerProcesses, wait_until
@@ -87,3 +88,51 @@ def test_a_job_whose_database_is_unreachable_is_deferred_then_runs(
     )
     assert ledger_rows(job.id) == 1
     assert job.id not in ScheduledJobRegistry("heavy", connection=redis_conn).get_job_ids()
+
+
+@pytest.mark.parametrize(
+    ("reached", "meta", "deferred"), [(True, PLAIN, False), (True, IDEMPOTENT, True), (False, PLAIN, True)]
+)
+def test_a_refused_connection_after_an_earlier_one_is_an_outage_only_for_a_task_safe_to_rerun(
+    reached: bool, meta: JobMeta, deferred: bool
+) -> None:
+    error = pymysql.err.OperationalError(2003, "Can't connect")
+    assert (outage_reason(error, meta, reached) is not None) is deferred
+
+
+def test_the_connections_a_run_makes_and_borrows_are_seen(shards) -> None:
+    mark = db_reach.mark()
+    assert not db_reach.reached_since(mark)
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(host="127.0.0.1", port=1, user="root", connect_timeout=1)
+    assert not db_reach.reached_since(mark)  # a refused connection reached nothing
+    pymysql.connect(**MYSQL).close()
+    assert db_reach.reached_since(mark)
+    mark = db_reach.mark()
+    with pool.borrow("reach-test", lambda: pymysql.connect(**MYSQL)):
+        pass
+    mark = db_reach.mark()
+    with pool.borrow("reach-test", lambda: pymysql.connect(**MYSQL)):  # the kept one, lent again
+        pass
+    assert db_reach.reached_since(mark)
+    pool.close_all()
+
+
+def test_a_job_that_wrote_before_a_connection_was_refused_fails_and_never_runs_twice(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ledger row is written over a first connection; its second connection (another shard,
+    as a server going down mid-job) is refused. Deferring it as 'never reached' would run it
+    again and write the row twice: it fails with the reason instead."""
+    config = write_config(interval=0.3, backoff_base=0.3, backoff_cap=0.6)
+    monkeypatch.setenv(
+        "EASEOFF_SHARD_URLS", json.dumps({"1": f"mysql://root@{MYSQL['host']}:3306", "2": "mysql://root@127.0.0.1:1"})
+    )
+    job = record_then_visit.enqueue(shard=1, then=2, connection=redis_conn)
+    workers.start(config, "heavy")
+    failed = FailedJobRegistry("heavy", connection=redis_conn)
+    wait_until(lambda: job.id in failed.get_job_ids(), 20, what=f"the job to fail; {workers.logs()}")
+    assert ledger_rows(job.id) == 1
+    fetched = Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer)
+    assert JobMeta.of(fetched).deferrals == 0
+    assert "2003" in (fetched.latest_result().exc_string or ""), fetched.latest_result()

@@ -48,7 +48,7 @@ from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.cooldown import CooldownPublisher
 from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
-from easeoff.tasks import pool
+from easeoff.tasks import db_reach, pool
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
 from easeoff.tasks.derived_meta import UngatableJob
@@ -116,6 +116,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         self._queues_seen: tuple[float, list[str]] = (-math.inf, [])
         self.rng = random.Random()
         self.checks = admission_checks(config, connection, self.leases, self.rng, RateLimiter(connection), self.log)
+        self._reach_mark = 0  # tasks/db_reach.py, taken as each job's run begins
         self.wants = Wants(connection, config)  # a running job keeps its hosts probed at full pace
         self._claimed: Claim | None = None
         self._claimed_any = False
@@ -347,6 +348,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         """In the work horse: the gate admitted this job, so its task agrees to run (tasks/admission.py).
         Every transaction rq makes for it from here (preparing, ending) is fenced by its claim."""
         mark_admitted(job.id, self._fence.token if self._fence is not None else None)
+        self._reach_mark = db_reach.mark()
         try:
             with self._fenced():
                 return super().perform_job(job, queue, execution)
@@ -544,7 +546,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         probe had not seen yet: workers/db_outages.py), is deferred to run later: not a failure,
         no retry spent."""
         stopped = exc_info[1]
-        outage = None if isinstance(stopped, Checkpointed) else outage_reason(stopped, _meta(job))
+        reached = db_reach.reached_since(self._reach_mark)
+        outage = None if isinstance(stopped, Checkpointed) else outage_reason(stopped, _meta(job), reached)
         if not isinstance(stopped, Checkpointed) and outage is None:
             super()._finalize_failure(job, queue, execution, exc_info)
             return
