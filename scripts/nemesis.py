@@ -66,6 +66,7 @@ SHARD3_LIMIT = 3
 PROBE_INTERVAL = 1.0
 STRAIN_CONNECTIONS = 60  # over `connections` high (0.5 of the sandbox's max-connections 100)
 CHUNK_PAUSE = 0.05
+RESULT_TTL = 24 * 3600
 LONG_SHARE = 0.2  # of one-shot and idempotent jobs, those that sleep 0.05-3 s rather than up to 0.1 s
 WINDOWS_DDL = """CREATE TABLE IF NOT EXISTS nemesis_windows (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -171,6 +172,9 @@ low = 0.3
                 seconds = rng.uniform(0.05, 3.0) if long else rng.uniform(0.0, 0.1)
                 kwargs = {"shard": rng.choice(SHARDS), "seconds": round(seconds, 3)}
             job = task.enqueue(connection=self.redis, **kwargs)
+            # The checker reads the registries at the end: a finished job keeps its place for the
+            # whole run (rq's default result_ttl, 500 s, is shorter than a full run).
+            self.redis.hset(job.key, "result_ttl", RESULT_TTL)
             resources = tuple(job.meta["easeoff"]["resources"])
             self.jobs[job.id] = checker.Job(
                 job.id, task.name, task.idempotent, task.resumable, (*resources, f"task:{task.name}")
