@@ -18,6 +18,7 @@ from easeoff.tasks.chunking import Chunk, chunk_size
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.pool import borrow
 from easeoff.tasks.registry import heavy_task
+from easeoff.tasks.resumable import AlreadyFinished
 from easeoff.tasks.shards import connect
 from easeoff.tasks.transactional import commit_chunk, finish_chunks, resume_from
 
@@ -422,7 +423,11 @@ def span_chunks(shard: int, chunks: int, pause: float = 0.0, cursor: int | None 
     execution = _execution_id()
     conn = connect(shard)
     try:
-        done = resume_from(conn, cursor) or 0
+        try:
+            done = resume_from(conn, cursor) or 0
+        except AlreadyFinished:  # an earlier run did every chunk but could not record its end
+            _span(shard, "span_chunks", "end", execution)
+            raise
         with conn.cursor() as cur:
             for chunk in range(done + 1, chunks + 1):
                 _record(cur, "span_chunks", f"chunk:{chunk}")
