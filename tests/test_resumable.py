@@ -73,6 +73,7 @@ def test_strain_interrupts_at_a_checkpoint_and_the_job_resumes_from_its_cursor(
     assert len(chunk_ranges()) == old_rows // 25
     assert meta(redis_conn, job.id)["deferrals"] >= 1
     assert_each_old_row_archived_once(old_rows)
+    assert "terminated unexpectedly" not in workers.logs()  # the horse ended cleanly after deferring
 
 
 def test_worker_shutdown_checkpoints_and_another_worker_resumes(

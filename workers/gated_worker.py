@@ -570,8 +570,10 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         while True:  # in the horse: a deferral that meets a Redis outage waits for it (still fenced)
             try:
                 self._defer(job, meta, queue, execution, verdict, self._fence)
-                with self.connection.pipeline() as pipe:
-                    self._release_lease(pipe, owner=False)  # the deferral took the owner key already
+                # Not through the fenced view: the deferral took the owner key, so a fenced release
+                # would be refused, end the horse with an error and leave the slots held to lapse.
+                with rq_calls.raw_client(self.connection).pipeline() as pipe:
+                    self._release_lease(pipe, owner=False)
                     pipe.execute()
                 return
             except REDIS_UNREACHABLE as exc:
