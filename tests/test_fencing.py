@@ -367,3 +367,21 @@ def test_an_admitted_job_keeps_the_worker_busy_until_it_runs(redis_conn: Redis, 
     with worker._uninterruptible():
         worker._claimed = worker.moves.claim([queue], worker.name, 60)
     assert worker.get_state() == "busy"  # rq's handler now waits for the job instead of raising
+
+
+def test_a_job_taken_between_its_claim_and_its_start_does_not_run(redis_conn: Redis, shards, write_config) -> None:
+    """The worker stalls between its claim and the fork long enough for the job to be swept and
+    claimed again (here: its owner key names another execution). The horse's first beat finds
+    the claim no longer this execution's: the task never runs, and nothing of it is recorded."""
+    from tests.test_db_outages import ledger_rows
+
+    job = record_run.enqueue(shard=1, tag="taken", connection=redis_conn)
+    worker = GatedWorker(["heavy"], connection=redis_conn, config=load_config(write_config()))
+    claimed = worker.dequeue_job_and_maintain_ttl(None)
+    assert claimed is not None and claimed[0].id == job.id
+    redis_conn.set(keys.owner_key(job.id), "999999:another-execution")
+    worker.execute_job(*claimed)
+    assert ledger_rows(job.id) == 0
+    assert job.id not in FinishedJobRegistry("heavy", connection=redis_conn).get_job_ids()
+    assert job.id not in FailedJobRegistry("heavy", connection=redis_conn).get_job_ids()
+    assert redis_conn.get(keys.owner_key(job.id)) == b"999999:another-execution"

@@ -7,7 +7,7 @@ import inspect
 
 from redis import Redis
 from rq import Queue, Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -73,3 +73,13 @@ def test_unreadable_meta_is_what_rq_notes_for_a_meta_it_cannot_decode(redis_conn
     assert not rq_calls.unreadable_meta(Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer))
     redis_conn.hset(job.key, "meta", b"\x80not json")
     assert rq_calls.unreadable_meta(Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer))
+
+
+def test_started_in_memory_marks_the_job_started_and_writes_nothing(redis_conn: Redis) -> None:
+    job = Job.create(func="builtins.print", connection=redis_conn, serializer=JSONSerializer)
+    job.save()
+    before = redis_conn.hgetall(job.key)
+    rq_calls.started_in_memory(job, "w1")
+    assert job.get_status(refresh=False) == JobStatus.STARTED
+    assert job.worker_name == "w1" and job.started_at is not None and job.last_heartbeat == job.started_at
+    assert redis_conn.hgetall(job.key) == before

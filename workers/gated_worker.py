@@ -415,11 +415,21 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     self._wait_for_redis(exc)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """rq's, in the horse, tried again while Redis is away: a job whose start met an outage
-        runs once Redis is back, rather than ending unrun and being swept as abandoned."""
+        """In the horse, before the job runs: a job of our claim is already marked started in
+        Redis (claim.lua), so all it takes is one fenced beat, which says the claim is still this
+        execution's (a worker stalled between its claim and the fork may have had the job swept
+        and claimed again: then it does not run, and nothing is recorded). Tried again while Redis
+        is away: a job whose start met an outage runs once Redis is back, rather than ending unrun
+        and being swept as abandoned. A job rq itself handed over gets rq's preparation."""
+        fence = self._fence
         while True:
             try:
-                super().prepare_job_execution(job, remove_from_intermediate_queue)
+                if fence is None or fence.job_id != job.id:
+                    super().prepare_job_execution(job, remove_from_intermediate_queue)
+                elif not self._beat(job):
+                    raise FencedOut(fence)
+                else:
+                    rq_calls.started_in_memory(job, self.name)
                 return
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)

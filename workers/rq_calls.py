@@ -60,3 +60,16 @@ def unreadable_meta(job: Job) -> bool:
     """Whether rq could not decode the job's meta: rq 3 keeps going with `{"unserialized": ...}`
     and notes the raw bytes in `Job._unreadable_meta`; the job's resources would be lost."""
     return getattr(job, "_unreadable_meta", None) is not None
+
+
+class _Unrecorded:
+    """A pipeline that records nothing: what rq would write has been written already."""
+
+    def hset(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def started_in_memory(job: Job, worker_name: str) -> None:
+    """rq's `Job.prepare_for_execution` for the horse's copy of the job only (its status, worker,
+    started and heartbeat times): claim.lua wrote the same fields to Redis when it claimed the job."""
+    job.prepare_for_execution(worker_name, pipeline=_Unrecorded())  # type: ignore[arg-type]
