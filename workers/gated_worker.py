@@ -360,10 +360,15 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         claim, self._claimed = self._claimed, None
         if claim is None or claim.job_id != job.id:
             return super().prepare_execution(job)
-        with self.connection.pipeline() as pipe:  # the worker's state and a count: no move of the job
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
-            pipe.execute()
+        while True:  # Redis away here is waited out: the claimed job is ours, and nobody beats it yet
+            try:
+                with self.connection.pipeline() as pipe:  # the worker's state and a count: no move of the job
+                    self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+                    pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
+                    pipe.execute()
+                break
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
         self.executions[claim.execution.id] = claim.execution  # only once it will run: see execute_job
         return claim.execution
 
