@@ -161,7 +161,7 @@ def test_the_first_job_wakes_probing_and_runs_on_a_fresh_reading(redis_conn: Red
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    time.sleep(0.1)  # the watcher has the dormant reading
+    wait_until(lambda: bool(history), 2.0, what="the watcher to hold the dormant reading")
     enqueued_at = clock.now()
     job = noop.enqueue(shard=1, connection=redis_conn)
 
