@@ -23,7 +23,7 @@ from easeoff.feedback.signals.sources import Prober
 from easeoff.feedback.verdict.gate import dormant_reasons, strain_reasons
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import JobMeta
-from tests.conftest import TEST_REDIS_URL, stays_true, wait_until
+from tests.conftest import TEST_REDIS_URL, stays_true, ticks, wait_until
 
 INTERVAL, DORMANT_AFTER = 0.2, 1.0
 
@@ -72,11 +72,9 @@ def idle(
 ) -> list[Snapshot]:
     """Ask as an idle worker does (or, with `each`, a busy one), every 50 ms, for `seconds`: the snapshots seen."""
     seen = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    for _ in ticks(seconds, 0.05):
         seen.append(cache.current(targets))
         each()
-        time.sleep(0.05)
     return seen
 
 
@@ -148,16 +146,14 @@ def test_the_first_job_wakes_probing_and_runs_on_a_fresh_reading(redis_conn: Red
     )
     # Every reading stored from here on, as (taken_at, dormant).
     history: list[tuple[float, bool]] = []
-    watching = threading.Event()
-    watching.set()
+    done = threading.Event()
 
     def watch() -> None:
         conn = Redis.from_url(TEST_REDIS_URL)
-        while watching.is_set():
+        while not done.wait(0.005):  # a look every 5 ms until the test has what it needs
             reading = stored(conn, "db1")
             if reading is not None and (not history or history[-1][0] != reading.taken_at):
                 history.append((reading.taken_at, reading.dormant))
-            time.sleep(0.005)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -170,7 +166,7 @@ def test_the_first_job_wakes_probing_and_runs_on_a_fresh_reading(redis_conn: Red
         return fetched if fetched.started_at is not None else None
 
     ran = wait_until(started, 10.0, interval=0.01, what=f"the job started; {workers.logs()}")
-    watching.clear()
+    done.set()
     watcher.join(timeout=5)
     assert isinstance(ran, Job) and ran.started_at is not None
     started_at = ran.started_at.timestamp()
