@@ -161,21 +161,23 @@ def test_the_first_job_wakes_probing_and_runs_on_a_fresh_reading(redis_conn: Red
     enqueued_at = clock.now()
     job = noop.enqueue(shard=1, connection=redis_conn)
 
-    def started() -> Job | None:
+    def finished() -> Job | None:
         fetched = Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer)
-        return fetched if fetched.started_at is not None else None
+        return fetched if fetched.ended_at is not None else None
 
-    ran = wait_until(started, 10.0, interval=0.01, what=f"the job started; {workers.logs()}")
+    # rq's started_at is the claim, written before the gate waits for a fresh reading: the job's
+    # end, not its start, bounds the reading it was admitted on.
+    ran = wait_until(finished, 10.0, interval=0.01, what=f"the job finished; {workers.logs()}")
     done.set()
     watcher.join(timeout=5)
-    assert isinstance(ran, Job) and ran.started_at is not None
-    started_at = ran.started_at.timestamp()
+    assert isinstance(ran, Job) and ran.ended_at is not None
+    ended_at = ran.ended_at.timestamp()
     assert JobMeta.of(ran).deferrals == 0  # not refused as stale on the dormant reading, nor deferred to wait
-    # The prober was woken: a reading at full pace, taken after the job came and before it ran,
+    # The prober was woken: a reading at full pace, taken after the job came and before it ended,
     # well within the dormant interval (6 s) and about one interval from the job's arrival.
-    fresh = [t for t, dormant in history if not dormant and enqueued_at - 0.05 <= t <= started_at + 0.05]
-    assert fresh, (history, enqueued_at, started_at)
-    assert started_at - enqueued_at < 1.5 + INTERVAL, started_at - enqueued_at
+    fresh = [t for t, dormant in history if not dormant and enqueued_at - 0.05 <= t <= ended_at]
+    assert fresh, (history, enqueued_at, ended_at)
+    assert ended_at - enqueued_at < 1.5 + INTERVAL, ended_at - enqueued_at
 
 
 def test_a_running_job_keeps_its_host_probed_at_full_pace(redis_conn: Redis, shards, write_config, workers) -> None:
