@@ -21,7 +21,6 @@ import math
 from collections.abc import Iterable
 
 from redis import Redis
-from rq.registry import StartedJobRegistry
 
 from easeoff.feedback import clock, keys
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
@@ -133,9 +132,6 @@ def _step(
 ) -> tuple[float | None, float, int, float]:
     """The fleet-once step: (baseline, work done since the last step, leases in use, Redis's time)."""
     window = max(budget.window, MIN_RANGE) if budget.latency_source == "prometheus" else budget.window
-    started = [
-        StartedJobRegistry(name, connection=redis).key for name, q in config.queues.items() if spec.name in q.resources
-    ]
     args = BUDGET_OBSERVE.args(
         interval_ms=max(int(config.probe_interval * 1000), 1),
         window_ms=int(window * 1000),
@@ -145,6 +141,7 @@ def _step(
         warmup_ms=int(WARMUP_WINDOWS * window * 1000),
         keep_ms=int(KEEP * 1000),
     )
-    script_keys = [keys.budget_key(spec.name), keys.leases_key(spec.name), keys.work_key(spec.name), *started]
-    baseline, work_done, running, _started, now = BUDGET_OBSERVE.register(redis)(keys=script_keys, args=args)
+    script_keys = [keys.budget_key(spec.name), keys.leases_key(spec.name), keys.work_key(spec.name)]
+    script_keys.append(keys.duty_key(spec.name))
+    baseline, work_done, running, now = BUDGET_OBSERVE.register(redis)(keys=script_keys, args=args)
     return (float(baseline) if baseline else None), float(work_done), int(running), float(now)

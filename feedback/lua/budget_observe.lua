@@ -5,9 +5,12 @@
 -- brings; the others get what that step found. Same pattern as adapt_limit.lua. Its fields in
 -- the budget hash are its own (the controller's are `controller`, `version`, `step`).
 --
--- Quiet: no live lease on the resource, no job in the started registries of the queues that
--- name it, and no work finished since the last step — for at least a window and an interval,
--- so the live window learned from holds no heavy work at all.
+-- Quiet: no live lease on the resource, no work finished since the last step, and no duty cycle
+-- in force — for at least a window and an interval, so the live window learned from holds no
+-- heavy work at all. Every heavy job on a budgeted resource holds a lease while it runs; a job
+-- claimed and parked for a slot (rq's started registry) does not, and runs nothing. The gaps
+-- of a duty cycle are not quiet: the site is still settling from the last job (purge, flushing)
+-- and a baseline learned there creeps up with the heavy work it should be measured against.
 --
 -- The baseline is an EWMA with a half-life (an hour by default) of the live latency at the
 -- budget's quantile, normalised by the weight seen so far (so the first idle windows are their
@@ -17,15 +20,14 @@
 -- heavy work moves the baseline by that window's share, not by the hours. It is reported once
 -- `warmup_ms` of idle time has been learned from.
 --
--- KEYS: the budget hash, the resource's leases, its work counter, then the started registries
---       of the queues that name it
+-- KEYS: the budget hash, the resource's leases, its work counter, its duty key
 -- ARGV: the named arguments
--- returns: {baseline or '', work done since the last step, leases live now, started jobs, now (s)}
+-- returns: {baseline or '', work done since the last step, leases live now, now (s)}
 local interval_ms, window_ms, live, half_life_ms, max_step_ms, warmup_ms, keep_ms = unpack(ARGV, 1, 7)
 interval_ms, window_ms = tonumber(interval_ms), tonumber(window_ms)
 half_life_ms, max_step_ms, warmup_ms = tonumber(half_life_ms), tonumber(max_step_ms), tonumber(warmup_ms)
 live = tonumber(live)
-local state_key, leases_key, work_key = KEYS[1], KEYS[2], KEYS[3]
+local state_key, leases_key, work_key, duty_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local time = redis.call('TIME')
 local seconds, micros = tonumber(time[1]), tonumber(time[2])
@@ -34,10 +36,7 @@ local now = string.format('%d.%06d', seconds, micros)
 local interval = math.floor(now_ms / interval_ms)
 
 local running = redis.call('ZCOUNT', leases_key, now, '+inf')
-local started = 0
-for i = 4, #KEYS do
-  started = started + redis.call('ZCARD', KEYS[i])
-end
+local paced = redis.call('EXISTS', duty_key) == 1
 
 local fields = redis.call('HMGET', state_key, 'observed', 'work_seen', 'work_done', 'quiet_since', 'baseline',
   'weight', 'learned_at', 'learned_ms')
@@ -48,7 +47,7 @@ local learned_at, learned_ms = tonumber(fields[7]), tonumber(fields[8]) or 0
 if observed == nil or observed < interval then
   local work = tonumber(redis.call('GET', work_key) or '') or 0
   work_done = work_seen and math.max(work - work_seen, 0) or 0
-  local busy = running > 0 or started > 0 or work_done > 0
+  local busy = running > 0 or paced or work_done > 0
   if busy or quiet_since == nil then
     quiet_since = now_ms  -- quiet from now on, at the earliest
   elseif live ~= nil and live >= 0 and now_ms - quiet_since >= window_ms + interval_ms then
@@ -72,4 +71,4 @@ local reported = ''
 if baseline ~= nil and learned_ms >= warmup_ms then
   reported = string.format('%.17g', baseline)
 end
-return {reported, tostring(work_done), running, started, now}
+return {reported, tostring(work_done), running, now}
