@@ -62,8 +62,26 @@ def test_rules_hold_on_any_sequence(
         if stale or value is None:
             assert decision.why == Why.HOLD_STALE and decision.level <= before
         elif value > 1.0:
-            assert decision.why == Why.CUT_BREACH
+            assert decision.why == (Why.CANNOT_MEET if before <= CFG.floor else Why.CUT_BREACH)
             assert decision.level < before or decision.level == CFG.floor
+
+
+def test_a_breach_at_the_floor_says_the_budget_cannot_be_met_once() -> None:
+    """At the lowest duty cycle a breach has nothing left to cut: the decision says so (an event, once),
+    and the trickle of work goes on at the floor rather than stopping for good."""
+    from easeoff.feedback.budget.controller import news
+
+    state = ControllerState(level=CFG.floor * 1.5, idle_until=0.0)
+    whys = []
+    for i in range(8):
+        before = state
+        state, decision = step(state, obs(100.0 + i, 2.0), CFG)
+        whys.append((decision.why, news(before, decision)))
+        assert decision.level == max(CFG.floor, decision.level)
+    assert whys[0] == (Why.CUT_BREACH, True)
+    cannot = [n for why, n in whys if why == Why.CANNOT_MEET]
+    assert cannot and cannot[0] and not any(cannot[1:])  # news once, then quiet while it lasts
+    assert state.level == CFG.floor
 
 
 def test_cold_start_leaves_idle_windows_until_a_baseline_and_again_later() -> None:

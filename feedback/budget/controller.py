@@ -35,6 +35,7 @@ class Why(StrEnum):
     GROW = "grow"  # slack beyond the dead band, and the last step up bought throughput
     APPROACH_BREACHED = "approach_breached"  # growing, in small steps, toward a level that breached
     CUT_BREACH = "cut_breach"  # the budget is breached: cut at once
+    CANNOT_MEET = "cannot_meet"  # breached at the lowest duty cycle: the budget cannot be kept with any heavy work
     BACK_NO_GAIN = "back_no_gain"  # the last step up bought no throughput: back to where it was
     HOLD_STALE = "hold_stale"  # the reading is stale or missing: never grow on it
     HOLD_DEAD_BAND = "hold_dead_band"  # just inside the budget: too close to the line to grow
@@ -312,7 +313,10 @@ def _cut(
     new = max(cfg.floor, level * factor)
     cut = _moved(st, new, now)
     cut = msgspec.structs.replace(cut, base=None, breached=breached, last_cut_at=now if fresh else st.last_cut_at)
-    return cut, Decision(Why.CUT_BREACH, new, slack, breached_level=breached.level if breached else None, detail=detail)
+    why = Why.CUT_BREACH
+    if level <= cfg.floor:  # nothing left to cut: say so (an event), and keep the trickle going
+        why, detail = Why.CANNOT_MEET, f"breached at the floor, a duty cycle of {cfg.floor:g}"
+    return cut, Decision(why, new, slack, breached_level=breached.level if breached else None, detail=detail)
 
 
 def _measure(
