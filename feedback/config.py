@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from easeoff.feedback.durations import parse_duration
+from easeoff.feedback.durations import HINT, parse_duration
 from easeoff.feedback.rate import Rate, parse_rate
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
@@ -390,17 +390,32 @@ class _Parser:
             raise self.fail(key, f"must be a finite number >= {minimum:g}")
         return float(value)
 
-    def duration(self, raw: Mapping[str, Any], key: str, default: float) -> float:
-        """Seconds, as a number or as a duration like `"1d"` or `"12h"`."""
+    def duration(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        default: float | None = None,
+        minimum: float = 0.0,
+        zero_ok: bool = False,
+    ) -> float:
+        """Seconds, as a number or as a duration like `"90s"`, `"2m"`, `"1h30m"` or `"1d"`
+        (feedback/durations.py: one syntax for every duration in the file)."""
         value = raw.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            raise self.fail(key, f"missing duration ({HINT})")
         if isinstance(value, str):
             try:
-                return parse_duration(value)
+                seconds = parse_duration(value, zero_ok=zero_ok)
             except ValueError as exc:
                 raise self.fail(key, str(exc)) from None
-        seconds = self.number(raw, key, default)
-        if seconds <= 0:
-            raise self.fail(key, "must be a positive number of seconds or a duration like 1d")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(key, f"must be a number of seconds or a duration ({HINT}), not {type(value).__name__}")
+        else:
+            seconds = float(value)
+        if seconds < minimum:
+            raise self.fail(key, f"must be a duration >= {minimum:g}s ({HINT})")
+        if seconds <= 0 and not zero_ok:
+            raise self.fail(key, f"must be a positive number of seconds or a duration ({HINT})")
         return seconds
 
     def string(self, raw: Mapping[str, Any], key: str, default: str | None = None) -> str:
@@ -434,7 +449,7 @@ class _Parser:
         replica_acks = self.number(redis, "redis.replica_acks", 0, minimum=0)
         if replica_acks != int(replica_acks) or replica_acks > 16:
             raise self.fail("redis.replica_acks", "must be a whole number of replicas from 0 to 16")
-        replica_ack_timeout = self.number(redis, "redis.replica_ack_timeout", 1.0, minimum=0.001)
+        replica_ack_timeout = self.duration(redis, "redis.replica_ack_timeout", 1.0, minimum=0.001)
         redis_url = self.environ.get(REDIS_URL_ENV) or self.string(redis, "redis.url", "redis://127.0.0.1:6379/0")
         if is_sentinel_url(redis_url):
             try:
@@ -448,9 +463,9 @@ class _Parser:
         self.reject_unknown(
             probe, "probe", {"interval", "timeout", "stale_after", "concurrency", "dormant_after", "dormant_interval"}
         )
-        interval = self.number(probe, "probe.interval", 1.0, minimum=0.05)
-        timeout = self.number(probe, "probe.timeout", min(0.5, interval), minimum=0.01)
-        stale_after = self.number(probe, "probe.stale_after", 5 * interval, minimum=interval)
+        interval = self.duration(probe, "probe.interval", 1.0, minimum=0.05)
+        timeout = self.duration(probe, "probe.timeout", min(0.5, interval), minimum=0.01)
+        stale_after = self.duration(probe, "probe.stale_after", 5 * interval, minimum=interval)
         concurrency = self.number(probe, "probe.concurrency", 16, minimum=1)
         if concurrency != int(concurrency) or concurrency > 256:
             raise self.fail("probe.concurrency", "must be a whole number from 1 to 256")
@@ -466,13 +481,13 @@ class _Parser:
         max_deferrals = self.number(backoff_raw, "backoff.max_deferrals", 0, minimum=0)
         if max_deferrals != int(max_deferrals):
             raise self.fail("backoff.max_deferrals", "must be a whole number (0 for no cap)")
-        max_age = self.number(backoff_raw, "backoff.max_age", 86400.0, minimum=0)
+        max_age = self.duration(backoff_raw, "backoff.max_age", 86400.0, zero_ok=True)
         backoff = BackoffConfig(
-            base=self.number(backoff_raw, "backoff.base", 1.0, minimum=0.01),
-            cap=self.number(backoff_raw, "backoff.cap", 60.0, minimum=0.01),
+            base=self.duration(backoff_raw, "backoff.base", 1.0, minimum=0.01),
+            cap=self.duration(backoff_raw, "backoff.cap", 60.0, minimum=0.01),
             max_deferrals=int(max_deferrals) or None,
             max_age=max_age or None,
-            unknown_resource_grace=self.number(backoff_raw, "backoff.unknown_resource_grace", 300.0),
+            unknown_resource_grace=self.duration(backoff_raw, "backoff.unknown_resource_grace", 300.0, zero_ok=True),
         )
         if backoff.cap < backoff.base:
             raise self.fail("backoff.cap", "must be >= backoff.base")
@@ -811,7 +826,7 @@ class _Parser:
                 resources=scope,
                 canary=self.string(entry, f"{key}.canary") if "canary" in entry else None,
                 window=int(window),
-                predict=self.number(entry, f"{key}.predict", minimum=0.001) if "predict" in entry else None,
+                predict=self.duration(entry, f"{key}.predict", minimum=0.001) if "predict" in entry else None,
                 mode=cast(Mode, mode),
             )
         return signals
@@ -847,8 +862,8 @@ class _Parser:
                 raise self.fail(where, f"unknown measure (known: {', '.join(WATERMARK_MEASURES)})")
             entry = self.table(raw, where)
             self.reject_unknown(entry, where, {"high", "low", "for", "keep_firing_for"})
-            high = self.number(entry, f"{where}.high") if "high" in entry else None
-            low = self.number(entry, f"{where}.low") if "low" in entry else None
+            high = self.mark_level(entry, f"{where}.high", measure) if "high" in entry else None
+            low = self.mark_level(entry, f"{where}.low", measure) if "low" in entry else None
             if high is None and low is None:
                 raise self.fail(where, "needs high, low or both")
             if high is not None and low is not None and low > high:
@@ -858,8 +873,12 @@ class _Parser:
                     measure=measure,
                     high=high,
                     low=low,
-                    for_s=self.number(entry, f"{where}.for", 60.0),
-                    keep_firing_for_s=self.number(entry, f"{where}.keep_firing_for", 0.0),
+                    for_s=self.duration(entry, f"{where}.for", 60.0, zero_ok=True),
+                    keep_firing_for_s=self.duration(entry, f"{where}.keep_firing_for", 0.0, zero_ok=True),
                 )
             )
         return tuple(marks)
+
+    def mark_level(self, entry: Mapping[str, Any], key: str, measure: str) -> float:
+        """A water mark's level: a number of jobs, or for `age` a duration (`"1h"`, `3600`)."""
+        return self.duration(entry, key, zero_ok=True) if measure == "age" else self.number(entry, key)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+from easeoff.feedback.durations import UNITS as SECONDS
+
+# The words a rate's window may use, each an alias of a duration unit: one table of seconds.
+UNITS = {"s": "s", "sec": "s", "second": "s", "m": "m", "min": "m", "minute": "m", "h": "h", "hour": "h"}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
 
 
@@ -33,4 +36,4 @@ def parse_rate(text: object) -> Rate:
     count, times, unit = int(match.group(1)), float(match.group(2) or 1), match.group(3)
     if count < 1 or times <= 0:
         raise ValueError(f"{text!r}: a rate needs at least one job in a window longer than zero")
-    return Rate(count, times * UNITS[unit])
+    return Rate(count, times * SECONDS[UNITS[unit]])
