@@ -440,6 +440,7 @@ def create_schema(mysql: dict[str, Any]) -> None:
 
 def run_shape(bench: Bench, live: LiveSite, opts: argparse.Namespace, shape: str) -> float:
     limits, pauses = (QUICK_LIMITS, QUICK_PAUSES) if opts.quick else (LIMITS, PAUSES)
+    limits, pauses = opts.limits or limits, opts.pauses or pauses
     seconds = opts.seconds_per_setting
     print(f"\n== shape {shape}: {SHAPES[shape][1]}", flush=True)
     with bench.workers(bench.config(FIXED.format(n=1))):  # the workers up, no job to run
@@ -502,6 +503,10 @@ def run_shape(bench: Bench, live: LiveSite, opts: argparse.Namespace, shape: str
     return ratio
 
 
+def _numbers(kind: type) -> Any:
+    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=("a", "b", "both"), default="both")
@@ -520,6 +525,8 @@ def main() -> None:
         "default) or a canary the prober times",
     )
     parser.add_argument("--trace", action="store_true", help="print easeoff's level every window")
+    parser.add_argument("--limits", type=_numbers(int), default=None, help="the oracle's limits, e.g. 1,2,3")
+    parser.add_argument("--pauses", type=_numbers(float), default=None, help="pauses at limit 1, e.g. 4,16")
     opts = parser.parse_args()
     opts.seconds_per_setting = opts.seconds_per_setting or (10.0 if opts.quick else 30.0)
     opts.easeoff_seconds = opts.easeoff_seconds or (100.0 if opts.quick else 240.0)
