@@ -26,7 +26,7 @@ from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
 from easeoff.feedback.tls import HostTLS, client_context
 
-DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`, the fallback config
+DEFAULT_CONFIG_NAME = "easeoff.example.toml"  # package data of `easeoff`: what `config init` writes
 APP_CONFIG_NAME = "easeoff.toml"  # an app's own config, found in the current directory
 CONFIG_ENV = "EASEOFF_CONFIG"
 REDIS_URL_ENV = "EASEOFF_REDIS_URL"
@@ -315,13 +315,22 @@ class Config(msgspec.Struct, frozen=True, dict=True):  # dict: room for the per-
 
 
 def default_config_path() -> Path:
-    """`EASEOFF_CONFIG`, else the app's `./easeoff.toml`, else the example shipped in the package."""
+    """`EASEOFF_CONFIG`, else the app's `./easeoff.toml`; with neither, a ConfigError saying where
+    it looked and how to give one. Never the example shipped in the package: a worker on it would
+    work on redis://127.0.0.1:6379/0 and probe root@127.0.0.1, saying nothing. Asking for the
+    example is giving its path (`--config`, `EASEOFF_CONFIG`), which the error names."""
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env)
     if Path(APP_CONFIG_NAME).is_file():
         return Path(APP_CONFIG_NAME)
-    return packaged_example_path()
+    raise ConfigError(
+        str(Path(APP_CONFIG_NAME).absolute()),
+        "",
+        f"no such file, and no --config or ${CONFIG_ENV} names another: give one with --config FILE or "
+        f"{CONFIG_ENV}=FILE, or write ./{APP_CONFIG_NAME} with `easeoff config init` "
+        f"(the packaged example, to run on as it is: {packaged_example_path()})",
+    )
 
 
 def packaged_example_path() -> Path:

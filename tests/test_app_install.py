@@ -140,10 +140,18 @@ def test_installed_wheel_is_one_namespace(app_env: Path, app_dir: Path) -> None:
     top = {p.name for p in Path(site.stdout.strip()).iterdir()}
     assert "easeoff" in top
     assert not top & {"tasks", "feedback", "workers", "easeoff.example.toml"}, top
-    # Outside any checkout, with no config anywhere: the packaged example answers.
-    check = app_run(app_dir, str(app_env / "easeoff"), "config", "check")
-    assert check.returncode == 0, check.stderr
-    assert "easeoff.example.toml: ok" in check.stdout and "site-packages" in check.stdout
+    # Outside any checkout, with no config anywhere: nothing runs on the packaged example unasked;
+    # the error names where easeoff looked and the example's path, which runs when given.
+    easeoff = str(app_env / "easeoff")
+    missing = app_run(app_dir, easeoff, "worker", "recount", "--burst")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert f"{app_dir / 'easeoff.toml'}: no such file" in missing.stderr, missing.stderr
+    example = missing.stderr.strip().rsplit(": ", 1)[1].rstrip(")")
+    assert example.endswith("easeoff.example.toml") and "site-packages" in example, missing.stderr
+    check = app_run(app_dir, easeoff, "--config", example, "config", "check")
+    assert check.returncode == 0 and "easeoff.example.toml: ok" in check.stdout, check.stderr
+    version = app_run(app_dir, easeoff, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("easeoff "), version.stderr
 
 
 def test_an_app_runs_its_own_task_through_strain(

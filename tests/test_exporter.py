@@ -262,8 +262,8 @@ def test_exporter_host_option_and_bad_input(write_config) -> None:
     result = run_cli("--config", config, "exporter", "--host", "203.0.113.9", "--port", "0")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("easeoff: error: cannot listen on 203.0.113.9:0"), result.stderr
-    unreachable = run_cli("exporter", env={"EASEOFF_REDIS_URL": "redis://127.0.0.1:1/15"})
-    assert unreachable.returncode == 2 and "cannot reach Redis" in unreachable.stderr, unreachable.stderr
+    unreachable = run_cli("--config", config, "exporter", env={"EASEOFF_REDIS_URL": "redis://127.0.0.1:1/15"})
+    assert unreachable.returncode == 1 and "cannot reach Redis" in unreachable.stderr, unreachable.stderr
 
 
 def test_exporter_entry_point_is_importable_first() -> None:

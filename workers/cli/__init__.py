@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, one_line
+from easeoff.workers import logs
+from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, Failure, one_line
 
 # Each command, by name: the module of its topic and the object there. A command's module is
 # imported when the command runs (or `--help` lists it), not at every start: `easeoff worker`
@@ -55,6 +56,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="easeoff", prog_name="easeoff", message="%(prog)s %(version)s")
 @click.option(
     "--config",
     "config_path",
@@ -77,26 +79,51 @@ class LazyGroup(click.Group):
     metavar="DIR",
     help="Import task modules from DIR too (repeatable); the current directory always is.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    envvar="EASEOFF_LOG_LEVEL",
+    help="Level of easeoff's and rq's logs (default: warning; info for the worker and exporter, debug with -v).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    envvar="EASEOFF_LOG_FORMAT",
+    show_default=True,
+    help="json: one object a line (time, level, logger, message; job_id, queue, task where known).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, imports: tuple[str, ...], paths: tuple[str, ...]) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    imports: tuple[str, ...],
+    paths: tuple[str, ...],
+    log_level: str | None,
+    log_format: logs.LogFormat,
+) -> None:
     """easeoff: heavy database jobs that ease off when MySQL is strained."""
-    ctx.obj = Context(config_path, imports, paths)
+    logs.configure(log_level, log_format)
+    ctx.obj = Context(config_path, imports, paths, log_level=log_level)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The `easeoff` entry point: exits 0, 2 on bad input (one line on stderr), 130 on Ctrl-C."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """The `easeoff` entry point: exits 0; 2 on bad input and 1 when Redis cannot be reached (as
+    rq's commands do), each with one line on stderr; 130 on Ctrl-C."""
+    logging.basicConfig(level=logging.WARNING, format=logs.TEXT_FORMAT)
     try:
-        cli.main(args=argv, prog_name="easeoff", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="easeoff", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"easeoff: error: {one_line(exc.format_message())}{hint}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except click.ClickException as exc:  # Failure, and click's own (a file it cannot open, ...)
+    except click.ClickException as exc:  # Failure, Unavailable, and click's own (a file it cannot open, ...)
         click.echo(f"easeoff: error: {one_line(exc.format_message())}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exc.exit_code if isinstance(exc, Failure) else EXIT_BAD_INPUT)
     except (KeyboardInterrupt, click.Abort):
         sys.exit(130)
+    if isinstance(code, int) and code:  # `--version` and `--help` end through click's Exit(0)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """What every `easeoff` command shares: the lazily loaded context, and one-line failures.
 
-Every expected failure — bad config, unknown task, bad arguments, a server that cannot be
-reached — prints one line naming what is wrong and exits 2 (rq's `rq/cli/helpers.py` plays
-the same part for rq's commands). The command modules import this one; nothing imports them
+Every expected failure prints one line naming what is wrong: bad config, unknown task or bad
+arguments exit 2, a Redis that cannot be reached exits 1, as rq's commands do (rq's
+`rq/cli/helpers.py` plays the same part for rq's commands), so a supervisor can tell an outage
+worth a restart from a typo that no restart fixes. The command modules import this one; nothing imports them
 but the group in `__init__.py`.
 """
 
@@ -24,12 +25,19 @@ from easeoff.feedback.observe.queue_stats import known_queue_names
 from easeoff.tasks.registry import TaskError, all_tasks, load_task_modules
 
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 1  # rq's exit code when Redis cannot be reached
 
 
 class Failure(click.ClickException):
     """One line on stderr, exit 2."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class Unavailable(Failure):
+    """A server that cannot be reached: one line on stderr, exit 1."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 def one_line(text: str) -> str:
@@ -50,12 +58,12 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except (ConfigError, TaskError) as exc:
             fail(str(exc))
+        except redis.exceptions.AuthenticationError as exc:  # a ConnectionError, but a wrong password: exit 2
+            fail(f"Redis refused the credentials: {_first_line(exc)}")
         except REDIS_UNREACHABLE as exc:
             ctx = click.get_current_context()
             url = ctx.obj.config.redis_url_redacted if ctx.obj and ctx.obj.loaded else "?"
-            fail(f"cannot reach Redis at {url}: {_first_line(exc)}")
-        except redis.exceptions.AuthenticationError as exc:
-            fail(f"Redis refused the credentials: {_first_line(exc)}")
+            raise Unavailable(f"cannot reach Redis at {url}: {_first_line(exc)}") from None
 
     return wrapper
 
@@ -68,8 +76,15 @@ def _first_line(exc: BaseException) -> str:
 class Context:
     """Config, the app's task modules and the Redis connection, loaded lazily so `--help` needs none."""
 
-    def __init__(self, config_path: str | None, imports: Sequence[str] = (), paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config_path: str | None,
+        imports: Sequence[str] = (),
+        paths: Sequence[str] = (),
+        log_level: str | None = None,
+    ) -> None:
         self.config_path = config_path
+        self.log_level = log_level  # `--log-level`; None leaves each command its own default
         self.imports = tuple(imports)
         self._config: Config | None = None
         self._redis: Redis | None = None

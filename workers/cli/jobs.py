@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.observe.failed_jobs import failure_reason as reason_of
 from easeoff.feedback.observe.failed_jobs import latest_results
-from easeoff.tasks.meta import task_name
+from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.registry import get_task
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
 from easeoff.workers.moves import JobMoves
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
 @click.option("--args", "args_json", default="[]", help="JSON list of positional arguments, or object of keywords.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--count", default=1, type=click.IntRange(1, 1_000_000), help="Enqueue this many identical jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the enqueued jobs as a JSON list (every one).")
 @pass_context
 @guarded
-def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: int) -> None:
+def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: int, as_json: bool) -> None:
     """Enqueue heavy task NAME with JSON arguments.
 
     Example: easeoff enqueue archive_old_rows --args '{"shard": 1}'
@@ -41,10 +43,40 @@ def enqueue(ctx: Context, name: str, args_json: str, kwargs_json: str, count: in
     task.check_arguments(args, kwargs)
     connection, known = ctx.redis, frozenset(ctx.config.resources)
     jobs = [task.enqueue(*args, connection=connection, known_resources=known, **kwargs) for _ in range(count)]
+    if as_json:
+        click.echo(json.dumps([msgspec.structs.asdict(enqueued(job)) for job in jobs], indent=2))
+        return
     for job in jobs[:10]:
         click.echo(f"enqueued {job.id} on {task.queue}: {job.description}")
     if count > 10:
         click.echo(f"... and {count - 10} more")
+
+
+class EnqueuedJob(msgspec.Struct, frozen=True):
+    """What `enqueue --json` prints of each job: enough to follow it (`easeoff status`, rq)."""
+
+    id: str
+    queue: str
+    task: str
+    resources: list[str]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    enqueued_at: str | None
+    description: str
+
+
+def enqueued(job: Job) -> EnqueuedJob:
+    meta = JobMeta.of(job)
+    return EnqueuedJob(
+        id=job.id,
+        queue=job.origin,
+        task=task_name(job),
+        resources=list(meta.resources or ()),
+        args=list(job.args),
+        kwargs=dict(job.kwargs),
+        enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
+        description=job.description or "",
+    )
 
 
 def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[str, Any]]:
@@ -71,7 +103,7 @@ def _parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[
 @click.option("--burst", is_flag=True, help="Quit once no job is ready and none is deferred.")
 @click.option("--name", default=None, help="Worker name (default: rq's).")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, help="Quit after this many jobs.")
-@click.option("--verbose", "-v", is_flag=True, help="Log every gate decision.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every gate decision (as --log-level debug).")
 @click.option(
     "--path", "-P", "paths", multiple=True, metavar="DIR", help="Import task modules from DIR too (as rq's -P)."
 )
@@ -99,6 +131,7 @@ def worker(
     from easeoff.feedback.signals.cache import ReadingsCache
 
     config = ctx.config
+    level = ctx.log_level or ("DEBUG" if verbose else "INFO")
     ctx.add_paths(paths)
     keep_waiting(ctx.redis)  # a worker's writes wait for their replica (replica_acks), never fail on it
     # The first probes run while the app's task modules and the worker's own load: its first
@@ -117,7 +150,10 @@ def worker(
     except BaseException:
         readings.close()  # its probe leases go back at once, not after they lapse
         raise
-    w.work(burst=burst, max_jobs=max_jobs, logging_level="DEBUG" if verbose else "INFO")
+    log = logging.getLogger("rq.worker")  # the worker's own logger: rq sets it to `level` in work()
+    log.setLevel(level.upper())
+    log.info("Worker %s: config %s, Redis %s", w.name, config.source, config.redis_url_redacted)
+    w.work(burst=burst, max_jobs=max_jobs, logging_level=level.upper())
 
 
 class FailedJob(msgspec.Struct, frozen=True):

@@ -53,7 +53,8 @@ def exporter(ctx: Context, host: str, port: int, evaluate_every: float, sample_e
     """
     from easeoff.feedback.observe.exporter import Exporter
 
-    logging.getLogger("easeoff").setLevel(logging.INFO)
+    if ctx.log_level is None:  # water-mark transitions are logged at info
+        logging.getLogger("easeoff").setLevel(logging.INFO)
     config, connection = ctx.config, ctx.redis
     stop = threading.Event()
 
@@ -69,7 +70,8 @@ def exporter(ctx: Context, host: str, port: int, evaluate_every: float, sample_e
         address = f"[{bound_host}]" if ":" in bound_host else bound_host
         click.echo(
             f"easeoff exporter: serving http://{address}:{bound_port}/metrics and the page at / "
-            f"(Redis {config.redis_url_redacted}, {marks} water-mark alarms, a history sample every {sample_every:g}s)",
+            f"(config {config.source}, Redis {config.redis_url_redacted}, {marks} water-mark alarms, "
+            f"a history sample every {sample_every:g}s)",
             err=True,
         )
 
