@@ -51,7 +51,7 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     """The controller's constants (times in seconds of fleet time, so they do not depend on the
     probe interval). Defaults and why: docs in the report of the change that added them."""
 
-    floor: float = 0.05  # lowest duty cycle: a job at least every 20 job-times, so work never stops
+    floor: float = 0.002  # lowest duty cycle: a job at least every 500 job-times, so work never stops
     max_level: float = 32.0  # highest concurrency
     start_level: float = 0.25  # first level after learning: below one job at a time, grow from there
     grow_ratio: float = 1.5  # duty-cycle growth per window (concurrency grows by one job)
