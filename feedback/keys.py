@@ -38,7 +38,8 @@ SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every 
 WORK_PREFIX = NAMESPACE + "work:"  # + resource: INCR by the budget controller each time heavy work on it ends
 BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash; measuring: `observed`, `baseline`, `weight`, `learned_at`,
 # `learned_ms`, `quiet_since`, `work_seen`, `work_done` (feedback/lua/budget_observe.lua)
-# ... controlling: `controller` (JSON ControllerState), `version`, `step` (feedback/lua/budget_step.lua)
+# ... controlling: `controller` (JSON ControllerState), `version`, `step`, and `last` (JSON LastStep, what
+# operators see: feedback/budget/state.py) (feedback/lua/budget_step.lua)
 DUTY_PREFIX = NAMESPACE + "duty:"  # + resource: the duty cycle below one job at a time (absent at or above one)
 PACE_PREFIX = NAMESPACE + "pace:"  # + resource: no new slot before this Redis time (feedback/lua/release_pace.lua)
 LEASE_STARTED_PREFIX = NAMESPACE + "lease-started:"  # + `scope|execution`: when a paced lease was taken

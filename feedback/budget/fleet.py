@@ -20,11 +20,12 @@ from redis import Redis
 from easeoff.feedback import keys
 from easeoff.feedback.budget.controller import ControllerState, ControllerTuning, Decision, news, step
 from easeoff.feedback.budget.observation import BudgetObservation
+from easeoff.feedback.budget.state import LastStep
 from easeoff.feedback.config import Config, ResourceConfig
 from easeoff.feedback.lua import LuaScript
 
 BUDGET_STEP = LuaScript.load(
-    "easeoff.feedback", "budget_step", argv=("interval_ms", "version", "state", "limit", "duty")
+    "easeoff.feedback", "budget_step", argv=("interval_ms", "version", "state", "limit", "duty", "record")
 )
 LEARN_WINDOWS = 5  # idle spell, in budget windows: a window to go quiet, three to learn from, one to spare
 FIELDS = ("controller", "version", "step")  # the controller's fields in the budget hash (keys.BUDGET_PREFIX)
@@ -103,6 +104,7 @@ def step_budget(
         state=msgspec.json.encode(state),
         limit=decision.concurrency,
         duty=repr(decision.duty) if decision.duty is not None else "",
+        record=LastStep.of(obs, decision).encode(),  # what operators see of it (feedback/budget/state.py)
     )
     written = BUDGET_STEP.register(redis)(keys=[key, keys.limit_key(resource), keys.duty_key(resource)], args=args)
     return Stepped(decision, news(before, decision)) if int(written) else None

@@ -20,7 +20,7 @@ import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock, keys, liveness
-from easeoff.feedback.config import ConcurrencyConfig, Config
+from easeoff.feedback.config import ConcurrencyConfig, Config, ResourceConfig
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
 
@@ -78,6 +78,11 @@ def slot_park_scope(reason: Reason) -> str | None:
     return None
 
 
+def default_limit(resource: ResourceConfig) -> int:
+    """A resource's limit before one is written: its concurrency table's min, else one job."""
+    return resource.concurrency.min if resource.concurrency is not None else 1
+
+
 def lease_scopes(
     config: Config, resources: Iterable[str], task: str | None = None, task_limit: int | None = None
 ) -> list[LeaseScope]:
@@ -86,7 +91,7 @@ def lease_scopes(
         resource = config.resources.get(name)
         if resource is None:
             continue
-        default = resource.concurrency.min if resource.concurrency is not None else 1
+        default = default_limit(resource)
         if resource.budget is not None:  # its limit and pace come from its budget's controller
             scopes.append(LeaseScope(name, default, paced=True))
         elif resource.concurrency is not None:
@@ -198,8 +203,9 @@ def adapt_limits(redis: Redis, config: Config, strained: Mapping[str, object]) -
 
 
 def current_limits(redis: Redis, config: Config, now: float | None = None) -> dict[str, tuple[int, int]]:
-    """resource → (limit, leases in use), for status and the exporter."""
-    limited = {name: r.concurrency for name, r in config.resources.items() if r.concurrency is not None}
+    """resource → (limit, leases in use), for status and the exporter: every limited resource,
+    whether its limit comes from a concurrency table (AIMD) or from its budget's controller."""
+    limited = {name: r for name, r in config.resources.items() if r.concurrency is not None or r.budget is not None}
     now = clock.now() if now is None else now
     names = list(limited)
     if not names:
@@ -211,7 +217,6 @@ def current_limits(redis: Redis, config: Config, now: float | None = None) -> di
         raw = pipe.execute()
     result = {}
     for i, name in enumerate(names):
-        cfg = limited[name]
-        assert cfg is not None
-        result[name] = (int(raw[2 * i]) if raw[2 * i] is not None else cfg.min, int(raw[2 * i + 1]))
+        written = raw[2 * i]
+        result[name] = (int(written) if written is not None else default_limit(limited[name]), int(raw[2 * i + 1]))
     return result

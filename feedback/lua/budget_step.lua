@@ -3,10 +3,12 @@
 -- (intervals counted on Redis's clock from the epoch, as adapt_limit.lua does). The winner's
 -- level becomes the resource's limit (the leases enforce it, acquire.lua) and, below one job
 -- at a time, its duty cycle (release_pace.lua paces the next start by it).
--- KEYS: the budget hash (fields controller, version, step), the limit key, the duty key
+-- The step's record for operators (`record`, in field `last`: what it saw and decided, JSON LastStep,
+-- feedback/budget/state.py) is written with it.
+-- KEYS: the budget hash (fields controller, version, step, last), the limit key, the duty key
 -- ARGV: the named arguments
 -- returns: 1 when this step was written, 0 when another prober's was first
-local interval_ms, version, state, limit, duty = unpack(ARGV, 1, 5)
+local interval_ms, version, state, limit, duty, record = unpack(ARGV, 1, 6)
 interval_ms = tonumber(interval_ms)
 local time = redis.call('TIME')
 local interval = math.floor((tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)) / interval_ms)
@@ -17,7 +19,8 @@ end
 if (redis.call('HGET', KEYS[1], 'version') or '0') ~= version then
   return 0  -- another prober's step landed since this one read the state
 end
-redis.call('HSET', KEYS[1], 'controller', state, 'version', tostring(tonumber(version) + 1), 'step', interval)
+redis.call('HSET', KEYS[1], 'controller', state, 'version', tostring(tonumber(version) + 1), 'step', interval,
+  'last', record)
 redis.call('SET', KEYS[2], limit)
 if duty == '' then
   redis.call('DEL', KEYS[3])
