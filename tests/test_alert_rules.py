@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.observe.alert_rules import SWITCH_STALE_RUNBOOK, duration, rule_groups
+from easeoff.feedback.observe.alert_rules import BUDGET_BREACHED_RUNBOOK, SWITCH_STALE_RUNBOOK, duration, rule_groups
 from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, config_alarms, step
 from tests.conftest import run_cli
 
@@ -74,7 +74,7 @@ def test_promtool_supports_keep_firing_for() -> None:
 def test_rendered_rules_pass_promtool_check(rules_file: Path, tmp_path: Path) -> None:
     result = run_promtool("check", "rules", str(rules_file), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout  # 5 water-mark alarms, 2 exporter-health, 1 stale switch
+    assert "SUCCESS: 9 rules found" in result.stdout  # 5 water-mark alarms, 2 exporter-health, stale switch, budget
     text = rules_file.read_text()
     assert "keep_firing_for: '180s'" in text
     assert "for: '500ms'" in text
@@ -112,7 +112,7 @@ def test_no_water_marks_still_renders_valid_rules(write_config, tmp_path: Path) 
     path.write_text(result.stdout)
     checked = run_promtool("check", "rules", str(path), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 3 rules found" in checked.stdout
+    assert "SUCCESS: 4 rules found" in checked.stdout
     assert "runbook_url: 'https://runbooks/easeoff'" in result.stdout
 
 
@@ -239,6 +239,29 @@ def test_promtool_age_mark_and_a_queue_name_that_needs_quoting(
                 ],
             }
         ],
+    )
+
+
+def test_promtool_a_budget_breached_past_the_controllers_cuts_fires(rules_file: Path, tmp_path: Path) -> None:
+    """Slack below 0 at every step for five minutes fires; a breach the cuts end sooner does not."""
+    slack = {"series": 'easeoff_budget_slack{resource="shard:9"}', "values": "0.2 -0.1x6 0.1x3"}
+    brief = {"series": 'easeoff_budget_slack{resource="shard:8"}', "values": "0.2 -0.3x3 0.1x6"}
+    fired = {
+        "exp_labels": {"severity": "warning", "resource": "shard:9"},
+        "exp_annotations": {
+            "summary": "Budget of shard:9 breached for 300s",
+            "description": "The tightest ceiling of shard:9's budget is over its limit: slack -10%.",
+            "runbook": BUDGET_BREACHED_RUNBOOK,
+        },
+    }
+
+    def at(minute: int, *alerts: dict[str, Any]) -> dict[str, Any]:
+        return {"eval_time": f"{minute}m", "alertname": "EaseoffBudgetBreached", "exp_alerts": list(alerts)}
+
+    promtool_test(
+        tmp_path,
+        rules_file,
+        [{"interval": "1m", "input_series": [slack, brief], "alert_rule_test": [at(4), at(6, fired), at(8)]}],
     )
 
 

@@ -22,6 +22,12 @@ high = 100
 low = 10
 [queues.heavy.watermarks.age]
 high = 600
+[signals.lag]
+high = 5
+low = 2
+[resources."shard:1".budget]
+latency = "1.5x"
+history_list_length = 5000
 """
 
 
@@ -84,6 +90,7 @@ def test_signals_carry_their_thresholds_and_events_are_annotations(dashboard: di
         "Water-mark alerts (Prometheus)",
         "Hosts out / in",
         "Gate holds / releases",
+        "Budget decisions",
         "Switches and annotations",
     ]
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
@@ -92,6 +99,41 @@ def test_signals_carry_their_thresholds_and_events_are_annotations(dashboard: di
     for p in dashboard["panels"]:
         pos = p["gridPos"]
         assert pos["x"] + pos["w"] <= 24
+
+
+def test_budgets_switches_rates_shadow_and_lag_have_panels(dashboard: dict[str, Any]) -> None:
+    latency = panel(dashboard, "Budget latency: shard:1")
+    exprs = [t["expr"] for t in latency["targets"]]
+    assert exprs == [
+        'easeoff_budget_ceiling{resource="shard:1", ceiling="latency"}',
+        'easeoff_budget_observed{resource="shard:1", ceiling="latency"}',
+        'easeoff_budget_baseline_seconds{resource="shard:1"}',
+    ]
+    assert latency["fieldConfig"]["defaults"]["unit"] == "s"
+    backlog = panel(dashboard, "Budget history_list_length: shard:1")
+    assert backlog["targets"][1]["expr"] == 'easeoff_budget_observed{resource="shard:1", ceiling="history_list_length"}'
+    limit = panel(dashboard, "Budget limit: shard:1")
+    assert limit["targets"][0]["expr"] == 'easeoff_concurrency_limit{resource="shard:1"}'
+    pace = panel(dashboard, "Budget slack and pace: shard:1")
+    assert [t["expr"] for t in pace["targets"]] == [
+        'easeoff_budget_slack{resource="shard:1"}',
+        'easeoff_budget_duty_cycle{resource="shard:1"}',
+    ]
+    assert "min" not in pace["fieldConfig"]["defaults"]  # a breach is negative slack: drawn below 0
+    decisions = panel(dashboard, "Budget: last decisions")
+    assert decisions["type"] == "table" and decisions["targets"][0]["expr"] == "easeoff_budget_decision == 1"
+    assert all(t["instant"] for t in decisions["targets"])
+    titles = {p.get("title") for p in dashboard["panels"]}
+    assert "Budget lag: shard:1" not in titles  # no lag ceiling: no panel
+    assert panel(dashboard, "Switches in force")["targets"][0]["expr"] == "easeoff_switch_active"
+    assert panel(dashboard, "Rates")["targets"][0]["expr"] == "easeoff_rate_limit_per_second"
+    assert panel(dashboard, "Shadow verdicts")["targets"][0]["expr"] == "easeoff_shadow_holding"
+    assert "easeoff_shadow_deferrals_total" in panel(dashboard, "Shadow deferrals")["targets"][0]["expr"]
+    lag = panel(dashboard, "Replica lag")
+    assert lag["targets"][0]["expr"] == 'easeoff_signal_value{signal="lag"}'
+    assert lag["fieldConfig"]["defaults"]["unit"] == "s"
+    assert threshold_values(lag) == [("green", None), ("yellow", 2), ("red", 5)]
+    assert "Signal: lag" not in titles  # drawn once, in seconds
 
 
 def queries(dashboard: dict[str, Any]) -> list[str]:

@@ -32,6 +32,16 @@ QUEUE_LABEL = "{{ $labels.queue }}"
 WATERMARK_GROUP = "easeoff-watermarks"
 EXPORTER_GROUP = "easeoff-exporter"
 SWITCH_GROUP = "easeoff-switches"
+BUDGET_GROUP = "easeoff-budgets"
+BUDGET_BREACH_FOR = 300.0  # seconds: the controller cuts within an interval; a breach that outlasts this is news
+BUDGET_BREACHED_RUNBOOK = (
+    "The live site has been over its budget for minutes although the controller cuts heavy work at once. "
+    "Run `easeoff status` (LIMITED) or open the page's Budgets: if the reason is cannot_meet (breached at the "
+    "floor), the heavy work is not what slows the site (a deploy, the live load, a host): look there, or pause the "
+    "resource's queues "
+    "to be sure (`easeoff pause`). If the ceiling is a multiple of a baseline learned in a quiet hour, it may be "
+    "too tight for the day's load: state it as a time instead."
+)
 SWITCH_STALE_RUNBOOK = (
     "A contingency switch has been on longer than [switches] stale_after. Run `easeoff switches --stale`: "
     "each names who set it and why. Ask them; then turn it off (`easeoff resume`, `easeoff unthrottle`, "
@@ -179,12 +189,35 @@ def switch_rules(config: Config, runbook_url: str | None = None) -> list[dict[st
     return [rule]
 
 
+def budget_rules(runbook_url: str | None = None) -> list[dict[str, Any]]:
+    """A budget breached for longer than the controller's cuts take to act (a slack below 0 at every
+    step for BUDGET_BREACH_FOR). No series without a budget, so no alert."""
+    resource = "{{ $labels.resource }}"
+    annotations = {
+        "summary": f"Budget of {resource} breached for {duration(BUDGET_BREACH_FOR)}",
+        "description": f"The tightest ceiling of {resource}'s budget is over its limit: slack "
+        + "{{ $value | humanizePercentage }}.",
+        "runbook": BUDGET_BREACHED_RUNBOOK,
+    }
+    if runbook_url:
+        annotations["runbook_url"] = runbook_url
+    rule = {
+        "alert": "EaseoffBudgetBreached",
+        "expr": f"{names.BUDGET_SLACK} < 0",
+        "for": duration(BUDGET_BREACH_FOR),
+        "labels": {"severity": "warning"},
+        "annotations": annotations,
+    }
+    return [rule]
+
+
 def rule_groups(config: Config, runbook_url: str | None = None) -> dict[str, Any]:
     return {
         "groups": [
             {"name": WATERMARK_GROUP, "rules": [alarm_rule(a, runbook_url) for a in config_alarms(config)]},
             {"name": EXPORTER_GROUP, "rules": exporter_rules(runbook_url)},
             {"name": SWITCH_GROUP, "rules": switch_rules(config, runbook_url)},
+            {"name": BUDGET_GROUP, "rules": budget_rules(runbook_url)},
         ]
     }
 

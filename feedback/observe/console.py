@@ -60,7 +60,7 @@ svg.key {{ display: inline-block; background: none; border: 0; vertical-align: m
 .grid figcaption {{ font-weight: 600; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px; text-align: right; vertical-align: top; }}
 th {{ color: #555; }} td:first-child, th:first-child {{ text-align: left; }} td.text, th.text {{ text-align: left; }}
-.held-all, .held-line, .critical {{ color: #a11; }} .held-line {{ margin: 0; }}
+.held-all, .held-line, .critical, tr.breach td {{ color: #a11; }} .held-line {{ margin: 0; }}
 #events, #marker-list {{ padding: 0; }} #events {{ list-style: none; }} #marker-list {{ padding-left: 2.2em; }}
 #events li, #marker-list li {{ padding: 2px 0; border-bottom: 1px solid #f0f0f0; }}
 #events time, #marker-list time {{ color: #666; margin-right: .6em; }} .kind {{ font-weight: 600; margin-right: .6em; }}

@@ -76,6 +76,7 @@ def timeseries(
     color: dict[str, Any] | None = None,
     description: str = "",
     stack: bool = False,
+    minimum: float | None = 0,
 ) -> dict[str, Any]:
     custom: dict[str, Any] = {
         "drawStyle": "line",
@@ -85,7 +86,9 @@ def timeseries(
         "thresholdsStyle": {"mode": "dashed" if marks else "off"},
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
     }
-    defaults: dict[str, Any] = {"unit": unit, "min": 0, "custom": custom, "thresholds": thresholds(marks)}
+    defaults: dict[str, Any] = {"unit": unit, "custom": custom, "thresholds": thresholds(marks)}
+    if minimum is not None:
+        defaults["min"] = minimum
     if color is not None:
         defaults["color"] = color
     return {
@@ -109,6 +112,22 @@ def state_timeline(title: str, targets: list[dict[str, Any]], states: Sequence[t
         "targets": [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
         "fieldConfig": {"defaults": {"mappings": mappings, "color": {"mode": "thresholds"}}, "overrides": []},
         "options": {"showValue": "never", "mergeValues": True},
+    }
+
+
+def table(title: str, targets: list[dict[str, Any]], description: str = "") -> dict[str, Any]:
+    """A table of instant queries, one row per series: for labels that carry the news (a reason)."""
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": [
+            {**t, "refId": chr(ord("A") + i), "instant": True, "range": False, "format": "table"}
+            for i, t in enumerate(targets)
+        ],
+        "transformations": [{"id": "merge", "options": {}}],
+        "options": {"showHeader": True},
     }
 
 
@@ -213,7 +232,24 @@ def throughput_panels(layout: Layout) -> None:
 
 def strain_panels(layout: Layout, config: Config) -> None:
     layout.row("Strain signals and the gate")
+    lag = config.signals.get("lag")
+    lag_marks: list[tuple[str, float]] = []
+    if lag is not None:
+        lag_marks = [("low", lag.low), ("high", lag.high)]
+        lag_marks += [("critical", lag.critical)] if lag.critical is not None else []
+    layout.add(
+        timeseries(
+            "Replica lag",
+            [target(f'{names.SIGNAL_VALUE}{{signal="lag"}}', "{{host}}")],
+            unit="s",
+            marks=lag_marks,
+            description="Seconds each replica (or pair half) is behind, from the heartbeat row where there is one.",
+        ),
+        width=8,
+    )
     for signal in config.signals.values():
+        if signal.name == "lag":
+            continue  # drawn above, in seconds
         marks = [("low", signal.low), ("high", signal.high)]
         if signal.critical is not None:
             marks.append(("critical", signal.critical))
@@ -252,8 +288,157 @@ def strain_panels(layout: Layout, config: Config) -> None:
     )
 
 
+def budget_panels(layout: Layout, config: Config) -> None:
+    """Per budgeted resource: each ceiling against what the controller observed (and, for a
+    latency, the learned baseline); the limit and pace it chose, the slack; its last reasons."""
+    budgeted = {name: r.budget for name, r in config.resources.items() if r.budget is not None}
+    if not budgeted:
+        return
+    layout.row("Budgets")
+    for name, budget in budgeted.items():
+        resource = f"resource={json.dumps(name)}"
+        ceilings = [
+            ("latency", "s", budget.latency is not None or budget.latency_multiple is not None),
+            ("lag", "s", budget.lag is not None),
+            ("history_list_length", "short", budget.history_list_length is not None),
+        ]
+        for ceiling, unit, present in ceilings:
+            if not present:
+                continue
+            selector = f"{{{resource}, ceiling={json.dumps(ceiling)}}}"
+            targets = [
+                target(f"{names.BUDGET_CEILING}{selector}", "budget"),
+                target(f"{names.BUDGET_OBSERVED}{selector}", "observed"),
+            ]
+            if ceiling == "latency":
+                targets.append(target(f"{names.BUDGET_BASELINE}{{{resource}}}", "idle baseline"))
+            layout.add(
+                timeseries(
+                    f"Budget {ceiling}: {name}",
+                    targets,
+                    unit=unit,
+                    description="The most the budget allows (absolute), what the controller saw at each step"
+                    + (", and the latency learned while no heavy work ran." if ceiling == "latency" else "."),
+                ),
+                width=8,
+            )
+        layout.add(
+            timeseries(
+                f"Budget limit: {name}",
+                [
+                    target(f"{names.CONCURRENCY_LIMIT}{{{resource}}}", "limit"),
+                    target(f"{names.CONCURRENCY_LEASES}{{{resource}}}", "in use"),
+                    target(f"{names.BUDGET_LEVEL}{{{resource}}}", "level"),
+                ],
+                description="The concurrency the controller chose (0 while it learns a baseline), and the jobs in it.",
+            ),
+            width=8,
+        )
+        layout.add(
+            timeseries(
+                f"Budget slack and pace: {name}",
+                [
+                    target(f"{names.BUDGET_SLACK}{{{resource}}}", "slack"),
+                    target(f"{names.BUDGET_DUTY}{{{resource}}}", "pace (duty cycle)"),
+                ],
+                unit="percentunit",
+                marks=[("high", 0.0)],
+                minimum=None,
+                description="Slack: 1 - observed/budget of the tightest ceiling (below 0: a breach, cut at once). "
+                "Pace: the share of time one job may run below one job at a time (1: full pace).",
+            ),
+            width=8,
+        )
+    layout.add(
+        table(
+            "Budget: last decisions",
+            [
+                target(f"{names.BUDGET_DECISION} == 1", "{{resource}} {{why}}"),
+                target(names.BUDGET_STEP_AGE, "{{resource}}"),
+            ],
+            description="Why each controller holds, grows or cuts (`easeoff log` and the page have the numbers), "
+            "and seconds since it last stepped.",
+        ),
+        width=12,
+    )
+    layout.add(
+        timeseries(
+            "Budget decisions by reason",
+            [target(f"sum by (why) ({names.BUDGET_DECISION})", "{{why}}")],
+            stack=True,
+            description="How many budgets are in each state (learning, grow, cut_breach, hold_*).",
+        ),
+        width=12,
+    )
+
+
+def contingency_panels(layout: Layout, config: Config) -> None:
+    """Ops' switches, fleet-wide rates and the policies on trial (shadow verdicts)."""
+    layout.row("Switches, rates and shadow verdicts")
+    layout.add(
+        state_timeline(
+            "Switches in force",
+            [target(names.SWITCH_ACTIVE, "{{kind}} {{scope}}")],
+            [(0, "off", "green"), (1, "on", "orange")],
+        ),
+        width=12,
+    )
+    layout.add(
+        timeseries(
+            "Switch age",
+            [target(names.SWITCH_AGE, "{{kind}} {{scope}}")],
+            unit="s",
+            marks=[("high", config.switch_stale_after)],
+            description="How long each switch has been on; past the dashed line EaseoffSwitchStale fires.",
+        ),
+        width=6,
+    )
+    layout.add(
+        timeseries(
+            "Throttles",
+            [target(names.SWITCH_THROTTLE_RATIO, "{{task}}")],
+            unit="percentunit",
+            description="The share of each task's jobs a throttle refuses.",
+        ),
+        width=6,
+    )
+    layout.add(
+        timeseries(
+            "Rates",
+            [
+                target(names.RATE_LIMIT, "starts/s allowed {{scope}}"),
+                target(names.RATE_WAITING, "waiting {{scope}}"),
+            ],
+            description="Each rated resource's fleet-wide starts a second, and the jobs deferred to a reserved start.",
+        ),
+        width=8,
+    )
+    layout.add(
+        state_timeline(
+            "Shadow verdicts",
+            [target(names.SHADOW_HOLDING, "{{resource}}")],
+            [(0, "would admit", "green"), (1, "would hold", "orange")],
+        ),
+        width=8,
+    )
+    layout.add(
+        timeseries(
+            "Shadow deferrals",
+            [
+                target(
+                    f"sum by (resource, signal) (rate({names.SHADOW_DEFERRALS}_total[{RATE}]))",
+                    "{{resource}} {{signal}}",
+                ),
+                target(names.SHADOW_DEFERRALS_HOUR, "last hour {{resource}} {{signal}}"),
+            ],
+            description="Jobs the policies on trial would have deferred that the gate admitted (a second; last hour).",
+        ),
+        width=8,
+    )
+
+
 def switch_panels(layout: Layout) -> None:
-    layout.row("Switches, limits and the exporter")
+    layout.row("Hosts, limits and the exporter")
     layout.add(
         state_timeline(
             "Hosts out of production", [target(names.HOST_OUT, "{{host}}")], [(0, "in", "green"), (1, "out", "red")]
@@ -355,6 +540,14 @@ def annotation_queries() -> list[dict[str, Any]]:
             "resource",
         ),
         annotation(
+            "Budget decisions",
+            f"changes({names.BUDGET_DECISION}[2m]) > 0 and {names.BUDGET_DECISION} == 1",
+            "green",
+            "{{resource}}: budget controller now {{why}}",
+            "see `easeoff log` or the page for its numbers",
+            "resource,why",
+        ),
+        annotation(
             "Switches and annotations",
             f'changes({names.EVENTS}_total{{kind=~"switch|annotation"}}[2m]) > 0',
             "blue",
@@ -370,6 +563,8 @@ def grafana_dashboard(config: Config, title: str = "easeoff") -> dict[str, Any]:
     queue_panels(layout, config)
     throughput_panels(layout)
     strain_panels(layout, config)
+    budget_panels(layout, config)
+    contingency_panels(layout, config)
     switch_panels(layout)
     return {
         "title": title,

@@ -33,6 +33,7 @@ from redis import Redis
 from rq import Worker
 
 from easeoff.feedback import clock
+from easeoff.feedback.budget.state import BudgetState, read_budgets
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
@@ -71,6 +72,7 @@ class ScrapeInputs(msgspec.Struct, frozen=True):
     event_counts: dict[str, int]
     unknown: list[UnknownResource]
     shadow: list[ShadowCount]
+    budgets: dict[str, BudgetState]
 
 
 def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
@@ -98,6 +100,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         event_counts=events.counts(redis_conn),
         unknown=unknown_resources.parse(unknown, config.resources),
         shadow=shadow_tally.read(redis_conn, now),
+        budgets=read_budgets(redis_conn, config, now),
     )
 
 
@@ -127,6 +130,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
         *families.limit_families(inputs.limits),
         *families.rate_families(inputs.rates),
+        *families.budget_families(inputs.budgets, now),
         *families.contingency_families(snapshot.switches, now, inputs.event_counts, config.switch_stale_after),
         *shadow,
     ]

@@ -57,6 +57,16 @@ SHADOW_DEFERRALS_HOUR = "easeoff_shadow_deferrals_last_hour"
 SWITCH_STALE_AFTER = "easeoff_switch_stale_after_seconds"
 EVENTS = "easeoff_events"  # a counter: exposed as easeoff_events_total
 
+# Budgets (feedback/budget/): per budgeted resource, what the controller saw and decided at its last step.
+BUDGET_CEILING = "easeoff_budget_ceiling"  # by ceiling: the most allowed (latency, lag in s; undo backlog)
+BUDGET_OBSERVED = "easeoff_budget_observed"  # by ceiling: the value the controller last saw
+BUDGET_BASELINE = "easeoff_budget_baseline_seconds"
+BUDGET_SLACK = "easeoff_budget_slack"
+BUDGET_LEVEL = "easeoff_budget_level"
+BUDGET_DUTY = "easeoff_budget_duty_cycle"
+BUDGET_DECISION = "easeoff_budget_decision"  # by why: 1 for the last decision's reason, 0 for the others
+BUDGET_STEP_AGE = "easeoff_budget_step_age_seconds"
+
 # The exporter itself.
 REDIS_UP = "easeoff_redis_up"
 SCRAPE_DURATION = "easeoff_scrape_duration_seconds"

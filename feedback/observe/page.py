@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from redis import Redis
 
+from easeoff.feedback.budget.state import BudgetState, CeilingView
 from easeoff.feedback.config import Config, Thresholds
 from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers.events import Event
@@ -178,6 +179,7 @@ def sections(state: PageState, view: View) -> list[El]:
         _held_section(state),
         _unknown_section(state.unknown, now, state.config.backoff.unknown_resource_grace),
         _shadow_section(state.shadow_verdicts),
+        _budgets_section(state.budgets, now),
         _queues_section(state, window),
         _markers_section(window),
         _deferrals_section(state.samples, window),
@@ -307,6 +309,64 @@ def _shadow_section(verdicts: Sequence[ShadowVerdict]) -> El:
     head = _head("policy", "scope", "would now", "because", "so far")
     table = el("table", {"id": "shadow-table"}, head, rows)
     return _section("shadow-verdicts", "Shadow verdicts", table)
+
+
+def _budgets_section(budgets: Sequence[BudgetState], now: float) -> El | None:
+    """Each budget as its controller last saw and set it: the ceilings against what it observed,
+    the baseline, the slack, the limit and pace it chose, and why (absent with no budget configured)."""
+    if not budgets:
+        return None
+    rows = []
+    for b in budgets:
+        last = b.last
+        slack = b.slack
+        decision: list[El | str] = ["never stepped: no worker probes for the fleet yet"]
+        if last is not None:
+            ago = age_text(b.age(now) or 0.0) + " ago"
+            said = last.text.removeprefix(str(last.why)).lstrip()  # the text opens with the reason, shown bold
+            decision = [el("span", {"class": "kind"}, str(last.why)), said, el("span", {"class": "who"}, ago)]
+        limit = f"{b.limit} ({b.in_use} in use)" + (" learning" if last is not None and last.level <= 0 else "")
+        attrs = {
+            "data-resource": b.resource,
+            "data-limit": b.limit,
+            "data-duty": f"{b.pace:g}",
+            "data-why": "" if last is None else str(last.why),
+            "data-slack": "" if slack is None else f"{slack:.4g}",
+        }
+        if slack is not None and slack < 0:
+            attrs["class"] = "breach"
+        rows.append(
+            el(
+                "tr",
+                attrs,
+                el("td", None, b.resource),
+                el("td", {"class": "text"}, [el("div", None, f"{c.name} ≤ {_amount(c, c.limit)}") for c in b.ceilings]),
+                el("td", {"class": "text"}, [el("div", None, f"{c.name} {_amount(c, c.value)}") for c in b.ceilings]),
+                el("td", None, "?" if b.baseline is None else _seconds(b.baseline)),
+                el("td", None, "?" if slack is None else f"{slack:.0%}"),
+                el("td", None, limit),
+                el("td", None, "full" if b.duty is None else f"{b.duty:.0%} duty"),
+                el("td", {"class": "text decision"}, decision),
+            )
+        )
+    head = _head("resource", "budget", "observed", "baseline", "slack", "limit", "pace", "last decision")
+    meta = el(
+        "p",
+        {"class": "meta"},
+        "The controller spends each budget: slack is 1 - observed/budget of the tightest ceiling (below 0: a breach); ",
+        "its level is the limit and, below one job at a time, the pace (the share of time a job may run).",
+    )
+    return _section("budgets", "Budgets", meta, el("table", {"id": "budget-table"}, head, rows))
+
+
+def _amount(ceiling: CeilingView, value: float | None) -> str:
+    if value is None:
+        return "?"
+    return _seconds(value) if ceiling.unit == "s" else f"{value:.4g}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
 
 
 def _failed_section(state: PageState) -> El:

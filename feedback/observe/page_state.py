@@ -2,8 +2,8 @@
 
 `read_state` gathers the history, the events, the live queue counts, what holds work now (the
 gate's own reasons, as `easeoff status` gives them), the switches in force with their age,
-the newest failed jobs and the shadow verdicts (what the policies on trial would hold, apart
-from what holds). `PageState.facts`
+the newest failed jobs, the shadow verdicts (what the policies on trial would hold, apart
+from what holds) and each budget as its controller last saw and set it. `PageState.facts`
 is the same as plain JSON at `/api/state`. Every read is bounded, so a poll every few seconds
 costs a handful of round trips whatever the depth of the queues or the length of the logs.
 """
@@ -17,6 +17,7 @@ import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock
+from easeoff.feedback.budget.state import BudgetState, read_budgets
 from easeoff.feedback.config import Config
 from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events as event_log
@@ -123,6 +124,7 @@ class PageState(msgspec.Struct, frozen=True):
     unknown: Sequence[UnknownResource] = ()
     failed: FailedJobs = msgspec.field(default_factory=FailedJobs)
     shadow_verdicts: Sequence[ShadowVerdict] = ()
+    budgets: Sequence[BudgetState] = ()  # each budgeted resource: ceilings, baseline, limit, pace, last decision
 
     def facts(self) -> dict[str, Any]:
         """The state as JSON-able data (no history: that is `/api/history`)."""
@@ -152,6 +154,7 @@ class PageState(msgspec.Struct, frozen=True):
                 "newest": [j.as_dict() for j in self.failed.jobs],
             },
             "shadow_verdicts": [v.as_dict() for v in self.shadow_verdicts],
+            "budgets": {b.resource: b.as_dict(self.now) for b in self.budgets},
         }
 
 
@@ -185,6 +188,7 @@ def read_state(redis: Redis, config: Config, hours: float, now: float | None = N
         unknown=unknown_resources.read(redis, config.resources),
         failed=read_failed(redis, names, FAILED_SHOWN),
         shadow_verdicts=shadow_verdicts(config, snapshot, now, shadow_tally.read(redis, now)),
+        budgets=list(read_budgets(redis, config, now).values()),
     )
 
 

@@ -10,10 +10,12 @@ from typing import Any
 import click
 
 from easeoff.feedback import clock
+from easeoff.feedback.budget.state import BudgetState, read_budgets
 from easeoff.feedback.config import Config
 from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_in, mark_out
+from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.observe import shadow_tally, unknown_resources
 from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
 from easeoff.feedback.observe.report import (
@@ -46,6 +48,7 @@ def status(ctx: Context, as_json: bool) -> None:
         "switches": switches_report(snapshot, clock.now(), config.switch_stale_after),
         "shadow": [c.as_dict() for c in shadow_tally.read(connection, clock.now())],
         "audit": [e.as_dict() for e in events.recent(connection, 5, events.OPERATOR_KINDS)],
+        **_limits_report(ctx),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -59,6 +62,7 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo("")
     _print_feedback(report)
     click.echo("")
+    _print_limits(report)
     _print_shadow(report)
     click.echo("SWITCHES")
     for s in report["switches"]:
@@ -123,6 +127,47 @@ def _print_feedback(report: dict[str, Any]) -> None:
                 limits = f"high {v['high']:g} low {v['low']:g}" if "high" in v else v.get("note", "")
                 mode = " (shadow)" if v.get("mode") == "shadow" else ""
                 click.echo(f"    {signal:<16}{value:>10}  {limits:<24}{v['state']}{mode}")
+
+
+def _limits_report(ctx: Context) -> dict[str, Any]:
+    """Every limited resource's fleet-wide concurrency (from its table or its budget), and each
+    budget as its controller last saw and set it."""
+    now = clock.now()
+    budgets: dict[str, BudgetState] = read_budgets(ctx.redis, ctx.config, now)
+    return {
+        "limits": {
+            name: {"limit": limit, "in_use": in_use, "source": "budget" if name in budgets else "concurrency"}
+            for name, (limit, in_use) in current_limits(ctx.redis, ctx.config, now).items()
+        },
+        "budgets": {name: b.as_dict(now) for name, b in budgets.items()},
+    }
+
+
+def _print_limits(report: dict[str, Any]) -> None:
+    """Silent when no resource is limited."""
+    if not report["limits"]:
+        return
+    click.echo(f"{'LIMITED':<16}{'LIMIT':>6}{'IN USE':>8}  {'PACE':<8}SET BY")
+    for name, lim in report["limits"].items():
+        budget = report["budgets"].get(name)
+        pace = "full" if budget is None or budget["duty"] is None else f"{budget['duty']:.0%}"
+        click.echo(f"{name:<16}{lim['limit']:>6}{lim['in_use']:>8}  {pace:<8}{lim['source']}")
+        if budget is None:
+            continue
+        seen = []
+        for ceiling, c in budget["ceilings"].items():
+            value = "?" if c["value"] is None else f"{c['value']:.4g}{c['unit']}"
+            most = "?" if c["limit"] is None else f"{c['limit']:.4g}{c['unit']}"
+            seen.append(f"{ceiling} {value} of {most}")
+        baseline = "?" if budget["baseline"] is None else f"{budget['baseline']:.4g}s"
+        slack = "?" if budget["slack"] is None else f"{budget['slack']:.0%}"
+        click.echo(f"{'':<16}budget: {'; '.join(seen)}; baseline {baseline}; slack {slack}")
+        decision = budget["decision"]
+        if decision is None:
+            click.echo(f"{'':<16}never stepped: no worker probes for the fleet yet")
+        else:
+            click.echo(f"{'':<16}{age_text(decision['age_s'])} ago: {decision['text']}")
+    click.echo("")
 
 
 def _print_shadow(report: dict[str, Any]) -> None:
