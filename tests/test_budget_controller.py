@@ -120,6 +120,19 @@ def test_dead_band_holds_and_slack_grows_after_a_window() -> None:
     assert decision.why == Why.GROW and decision.level == 3.0
 
 
+@pytest.mark.parametrize(("value", "grown"), [(0.2, 4.0), (0.7, 3.0)])
+def test_far_from_the_line_a_step_is_wider(value: float, grown: float) -> None:
+    """Slack 0.8 at two jobs: the next level is four (the slack's share of those running, at most
+    twice as many); slack 0.3 adds one job, as a narrow step does."""
+    state, at = ControllerState(level=2.0, idle_until=0.0), 0.0
+    for _ in range(200):
+        at += 0.25
+        state, decision = step(state, obs(at, value, work=0.5, running=2), CFG)
+        if decision.why == Why.GROW:
+            break
+    assert decision.why == Why.GROW and decision.level == grown
+
+
 def test_no_gain_steps_back_and_holds_there() -> None:
     """Protego: from 2 to 3 jobs at once bought no throughput: back to 2, and stay."""
     state, at = ControllerState(level=2.0, idle_until=0.0), 0.0

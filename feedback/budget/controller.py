@@ -54,7 +54,8 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     floor: float = 0.002  # lowest duty cycle: a job at least every 500 job-times, so work never stops
     max_level: float = 32.0  # highest concurrency
     start_level: float = 0.25  # first level after learning: below one job at a time, grow from there
-    grow_ratio: float = 1.5  # duty-cycle growth per window (concurrency grows by one job)
+    grow_ratio: float = 1.5  # duty-cycle growth per window (concurrency grows by one job) ...
+    wide_slack: float = 0.5  # ... with this much slack or more, by grow_ratio squared, or level * slack jobs
     cut_ratio: float = 0.5  # the deepest cut a breach after a quiet spell makes ...
     cut_gain: float = 2.5  # ... which is 1 + cut_gain * slack: a 20% breach halves the level ...
     least_cut: float = 0.9  # ... and the slightest still takes a tenth off
@@ -245,7 +246,9 @@ def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning)
     if level >= cfg.max_level:
         return hold(Why.HOLD_AT_MAX)
 
-    target = _grown(level, cfg)
+    target = _grown(level, window.slack, cfg)
+    if st.breached is not None and setting(target) >= setting(st.breached.level):
+        target = _grown(level, 0.0, cfg)  # near a level that breached: one step at a time
     if st.plateau is not None and setting(target) >= setting(st.plateau.level):
         return hold(Why.HOLD_NO_GAIN, f"no gain at {st.plateau.level:.3g}")
     room = _room(window, base, level, cfg)
@@ -347,11 +350,18 @@ def _busy(window: Window, level: float) -> bool:
     return window.running_sum / window.intervals >= setting(level) - 0.5
 
 
-def _grown(level: float, cfg: ControllerTuning) -> float:
-    """One full step up: the duty cycle times `grow_ratio` (to 1 at most), else one more job."""
+def _grown(level: float, slack: float, cfg: ControllerTuning) -> float:
+    """One full step up: the duty cycle times `grow_ratio` (to 1 at most), else one more job. Far
+    from the line (slack at least `wide_slack`) the step is wider — the duty cycle times
+    grow_ratio squared, or as many more jobs as the slack's share of those running, at most
+    twice as many — so a budget with room is not spent one window per job: a cold start reaches
+    a lock-bound shape's limit of 3 or more in a few windows, not a minute. A step that
+    overshoots breaches and is cut and remembered, as any other."""
+    wide = slack >= cfg.wide_slack
     if level < 1:
-        return min(1.0, level * cfg.grow_ratio)
-    return math.floor(level) + 1.0
+        return min(1.0, level * cfg.grow_ratio ** (2 if wide else 1))
+    jobs = math.floor(level)
+    return float(jobs + (min(jobs, math.ceil(jobs * slack)) if wide else 1))
 
 
 def _moved(st: ControllerState, level: float, now: float) -> ControllerState:
