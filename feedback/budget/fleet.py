@@ -27,7 +27,7 @@ from easeoff.feedback.lua import LuaScript
 BUDGET_STEP = LuaScript.load(
     "easeoff.feedback", "budget_step", argv=("interval_ms", "version", "state", "limit", "duty", "record")
 )
-LEARN_WINDOWS = 5  # idle spell, in budget windows: a window to go quiet, three to learn from, one to spare
+LEARN_WINDOWS = 3  # idle spell, in budget windows: a window to go quiet, one to learn from, one to spare
 FIELDS = ("controller", "version", "step")  # the controller's fields in the budget hash (keys.BUDGET_PREFIX)
 
 log = logging.getLogger(__name__)

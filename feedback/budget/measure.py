@@ -32,7 +32,7 @@ from easeoff.feedback.signals.live_latency import NOTE, live_key
 from easeoff.feedback.signals.readings import Reading
 
 HALF_LIFE = 3600.0  # seconds: the baseline follows the day's idle latency, not one quiet window
-WARMUP_WINDOWS = 3  # idle windows learned from before the first baseline is reported
+WARMUP_WINDOWS = 1  # idle windows learned from before the first baseline is reported (more in later quiet)
 KEEP = 7 * 86400.0  # seconds a budget's state outlives its last step
 BUDGET_OBSERVE = LuaScript.load(
     "easeoff.feedback",
