@@ -25,6 +25,7 @@ PARKED_PREFIX = NAMESPACE + "parked:"  # + scope: zset `job_id|queue` -> due, th
 TASK_SCOPE_PREFIX = "task:"  # a paused task's jobs park on `task:NAME`
 SLOT_PARK_PREFIX = "slot:"  # a job refused a concurrency slot parks on `slot:SCOPE`
 SLOT_LOW_PARK_PREFIX = "slot-low:"  # ... or, from a low-priority queue, on `slot-low:SCOPE`
+SLOT_CLASS_PARK_PREFIX = "slot-class:"  # ... and, from a normal one, on `slot-class:SCOPE|TASK` too (its task's turn)
 
 # Deferred jobs (workers/lua/defer.lua, promote.lua)
 NEXT_DUE = NAMESPACE + "next-due"  # the earliest due time in the scheduled registries: promotion skips rounds before it
@@ -33,6 +34,8 @@ NEXT_DUE = NAMESPACE + "next-due"  # the earliest due time in the scheduled regi
 LEASES_PREFIX = NAMESPACE + "leases:"  # + scope: zset execution -> lease expiry
 LIMIT_PREFIX = NAMESPACE + "limit:"  # + scope: the adaptive limit now (AIMD)
 SLOT_WAITS = NAMESPACE + "slot-waits"  # hash scope -> default limit, for every scope that refused a slot
+# + scope: hash task -> `pass seen handed weight`, the tasks' turns at its slots (feedback/lua/share.lua)
+SHARE_PREFIX = NAMESPACE + "share:"
 
 # Budgets (feedback/budget/measure.py, budget_observe.lua: measuring; fleet.py, budget_step.lua: control)
 WORK_PREFIX = NAMESPACE + "work:"  # + resource: INCR by the budget controller each time heavy work on it ends
@@ -94,6 +97,15 @@ def leases_key(scope: str) -> str:
 
 def limit_key(scope: str) -> str:
     return LIMIT_PREFIX + scope
+
+
+def share_key(scope: str) -> str:
+    return SHARE_PREFIX + scope
+
+
+def slot_class_park_scope(scope: str, task: str) -> str:
+    """Where a job of `task` refused a slot of `scope` waits for its task's turn (`slot-class:shard:3|backfill`)."""
+    return f"{SLOT_CLASS_PARK_PREFIX}{scope}|{task}"
 
 
 def work_key(resource: str) -> str:

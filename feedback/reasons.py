@@ -29,6 +29,7 @@ class Kind(StrEnum):
     THROTTLED = "throttled"
     CONCURRENCY = "concurrency"
     YIELD = "yield"
+    SHARE = "share"  # a free slot is another task's turn: tasks share a tight scope by weight
     CHECKPOINT = "checkpoint"
     RATE = "rate"
     PACE = "pace"  # a budget's duty cycle holds the next start back (feedback/budget/)
@@ -60,7 +61,7 @@ class Reason(msgspec.Struct, frozen=True):
             if self.level == "low":
                 return f"{head} {self.value:.4g} not yet below low {self.threshold:g}"
             return f"{head} {self.value:.4g} > {self.level} {self.threshold:g}"
-        if self.kind in (Kind.CONCURRENCY, Kind.YIELD):
+        if self.kind in (Kind.CONCURRENCY, Kind.YIELD, Kind.SHARE):
             slots = f"{head} {self.value:.0f}/{self.threshold:.0f} in use"
             return f"{slots}, {self.detail}" if self.detail else slots
         if self.kind == Kind.RATE:

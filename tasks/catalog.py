@@ -439,3 +439,20 @@ def span_chunks(shard: int, chunks: int, pause: float = 0.0, cursor: int | None 
     finally:
         conn.close()
     _span(shard, "span_chunks", "end", execution)
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=600, idempotent=True, weight=3)
+def share_heavy(shard: int, seconds: float = 0.0) -> str:
+    """Weight 3: beside share_light (weight 1) on a tight resource, three of these start for each
+    of those (tests/test_shares.py). Touches no database: the share is all it measures."""
+    if seconds > 0:
+        time.sleep(seconds)
+    return _job_id()
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=600, idempotent=True)
+def share_light(shard: int, seconds: float = 0.0) -> str:
+    """Weight 1 (the default): share_heavy's neighbour on a tight resource."""
+    if seconds > 0:
+        time.sleep(seconds)
+    return _job_id()

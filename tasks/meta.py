@@ -10,6 +10,7 @@ not know are kept as they were, so a newer writer's fields survive an older work
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class JobMeta:
     resumable: bool = False  # a generator over a cursor (tasks/resumable.py)
     concurrency: int | None = None  # the task's own fleet-wide limit
     rate: str | None = None  # the task's own fleet-wide rate, as declared ("120/min")
+    weight: float = 1.0  # the task's share of a tight limit beside other tasks (feedback/lua/share.lua)
     max_deferrals: int | None = None  # the task's own caps; None: the config's
     max_deferral_age: float | None = None
     last_reasons: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class JobMeta:
         stored: dict[str, Any] = {"task": self.task, "resources": list(self.resources), "deferrals": self.deferrals}
         for name in _OPTIONAL:
             value = getattr(self, name)
+            if name == "weight" and value == 1.0:
+                continue  # the default: left out, as the meta has always been without one
             if value is not None and value is not False and value != [] and not (name == "chunks" and value == 0):
                 stored[name] = value  # a cap of 0 is a cap: only absent values are left out
         if self.cursor is not None or self.chunks:
@@ -93,6 +97,7 @@ _OPTIONAL = (
     "resumable",
     "concurrency",
     "rate",
+    "weight",
     "max_deferrals",
     "max_deferral_age",
     "last_reasons",
@@ -120,6 +125,9 @@ def _coerce(name: str, value: Any) -> Any:
             return None if value is None else int(value)
         if name == "rate":
             return None if value is None else str(parse_rate(value))
+        if name == "weight":
+            weight = float(value)
+            return weight if type(value) is not bool and math.isfinite(weight) and weight > 0 else _INVALID
         if name == "last_reasons":
             return [str(r) for r in value] if isinstance(value, list) else _INVALID
         if name == "cursor":

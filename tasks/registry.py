@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class HeavyTask:
     resumable: bool = False  # a generator over a cursor; see tasks/resumable.py
     rate: str | None = None  # at most so many starts in any window, fleet-wide ("120/min")
     chunk_time: float = DEFAULT_CHUNK_TIME  # seconds a resumable task's chunk aims at (tasks/chunking.py)
+    weight: float = 1.0  # its share of a resource's slots beside other tasks when they are tight
 
     @property
     def func_path(self) -> str:
@@ -174,6 +176,7 @@ class HeavyTask:
             resumable=self.resumable,
             concurrency=self.concurrency,
             rate=self.rate,
+            weight=self.weight,
             max_deferrals=self.max_deferrals,
             max_deferral_age=self.max_deferral_age,
         )
@@ -208,11 +211,14 @@ def heavy_task(
     resumable: bool = False,
     rate: str | None = None,
     chunk_time: float | str | None = None,
+    weight: float = 1,
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
     """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`.
 
     `chunk_time` ("0.5s", "500ms", 0.5; default 0.5 s): what each chunk of a resumable task
-    that asks `chunk_size()` is sized to take."""
+    that asks `chunk_size()` is sized to take. `weight` (a positive number, default 1): the
+    task's share of a resource's slots beside the other tasks that want them, when the
+    resource's limit is smaller than their demand (weight 3 beside weight 1: three jobs to one)."""
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
@@ -221,6 +227,7 @@ def heavy_task(
             rate = str(parse_rate(rate))
         except ValueError as exc:
             raise TaskError(f"heavy_task rate: {exc}") from None
+    weight = _checked_weight(weight)
     if chunk_time is not None and not resumable:
         raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
     try:
@@ -249,6 +256,7 @@ def heavy_task(
             resumable=resumable,
             rate=rate,
             chunk_time=chunk_seconds,
+            weight=weight,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:
@@ -257,6 +265,13 @@ def heavy_task(
         return task
 
     return register
+
+
+def _checked_weight(weight: object) -> float:
+    """A finite number above zero: a share of nothing, or of everything, is not a share."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
+        raise TaskError(f"heavy_task weight={weight!r}: must be a positive number, like 1 or 3")
+    return float(weight)
 
 
 def load_task_modules(modules: Iterable[str]) -> None:

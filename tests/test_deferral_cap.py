@@ -97,7 +97,8 @@ def test_what_a_deferred_job_waits_for_follows_the_reason() -> None:
     full = Verdict(False, (Refusal("shard:1", 2, 2).reason,), delay=300.0)
     assert plan_deferral(meta, paused, CONFIG, 0.0).park_on == ("task:t",)  # type: ignore[union-attr]
     assert plan_deferral(meta, throttled, CONFIG, 0.0).park_on == ()  # type: ignore[union-attr]
-    assert plan_deferral(meta, full, CONFIG, 0.0).park_on == ("slot:shard:1",)  # type: ignore[union-attr]
+    # A slot, and its task's turn at one (tasks share a tight resource by weight).
+    assert plan_deferral(meta, full, CONFIG, 0.0).park_on == ("slot:shard:1", "slot-class:shard:1|t")  # type: ignore[union-attr]
 
 
 def test_a_resource_the_config_lacks_fails_after_the_grace_not_the_max_age() -> None:

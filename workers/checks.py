@@ -24,7 +24,7 @@ from rq.job import Job
 from easeoff.feedback import clock
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.connect import REDIS_UNREACHABLE
-from easeoff.feedback.levers.limits import Leases, LeaseScope, lease_scopes
+from easeoff.feedback.levers.limits import Claimant, Leases, LeaseScope, lease_scopes
 from easeoff.feedback.levers.rates import RateLimiter, RateScope, rate_scopes
 from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.rate import parse_rate
@@ -152,8 +152,9 @@ class TaskSwitches(msgspec.Struct, frozen=True):
 
 
 class ConcurrencySlots(msgspec.Struct, frozen=True):
-    """A slot under every concurrency limit the job falls under (its resources', its task's). A job
-    refused one gives back the rate start `rates` counted it: it did not start."""
+    """A slot under every concurrency limit the job falls under (its resources', its task's), when
+    it is its task's turn among the tasks that want them (by weight). A job refused one gives back
+    the rate start `rates` counted it: it did not start."""
 
     config: Config
     leases: Leases
@@ -164,7 +165,8 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
         scopes = lease_scopes(self.config, meta.resources, meta.task, meta.concurrency)
         queue_config = self.config.queues.get(candidate.queue.name, QueueConfig(candidate.queue.name))
         reserve = 1 if queue_config.priority == "low" else 0
-        refusal = self.leases.acquire(scopes, candidate.lease_member, reserve)
+        claimant = Claimant(meta.task, meta.weight, f"{candidate.job.id}|{candidate.queue.name}")
+        refusal = self.leases.acquire(scopes, candidate.lease_member, reserve, claimant)
         if refusal is None:
             candidate.lease = (scopes, candidate.lease_member) if scopes else None
             return None

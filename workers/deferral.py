@@ -11,7 +11,7 @@ from dataclasses import replace  # JobMeta (tasks/) is a dataclass
 import msgspec
 
 from easeoff.feedback.config import Config
-from easeoff.feedback.levers.limits import slot_park_scope
+from easeoff.feedback.levers.limits import slot_park_scopes
 from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX
 from easeoff.feedback.reasons import Reason, joined
 from easeoff.feedback.verdict.gate import Verdict
@@ -85,7 +85,8 @@ def cap_exceeded(meta: JobMeta, now: float, max_deferrals: int | None, max_age: 
 def park_scopes(meta: JobMeta, reasons: Sequence[Reason]) -> list[str]:
     """What a deferred job waits for: its resources when they are strained or paused, its task's
     scope when ops paused the task, a slot when its limit is full. Throttling and shutdown say
-    nothing about the database's health: the job just comes back when due."""
+    nothing about the database's health: the job just comes back when due. A job waiting for a
+    slot also waits in its task's list for the scope, whence its task's turn takes it."""
     scopes: list[str] = []
     for reason in reasons:
         if reason.waits_for == "resources":
@@ -93,7 +94,5 @@ def park_scopes(meta: JobMeta, reasons: Sequence[Reason]) -> list[str]:
         elif reason.waits_for == "task":
             scopes.append(TASK_SCOPE_PREFIX + meta.task)
         else:
-            slot = slot_park_scope(reason)
-            if slot is not None:
-                scopes.append(slot)
+            scopes += slot_park_scopes(reason, meta.task)
     return list(dict.fromkeys(scopes))

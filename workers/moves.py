@@ -89,8 +89,10 @@ RELEASE_SLOTS = LuaScript.load(
         "limit_prefix",
         "slot_prefix",
         "slot_low_prefix",
+        "share_prefix",
+        "class_park_prefix",
     ),
-    preludes=PARKING,
+    preludes=(*PARKING, "easeoff.feedback:share"),
 )
 RECOVER = LuaScript.load(
     PACKAGE,
@@ -290,7 +292,8 @@ class JobMoves:
     def release_slots(
         self, scopes: Sequence[str] = (), pipeline: Redis | None = None, now: float | None = None
     ) -> int | None:
-        """Hand free slots of `scopes` (default: every scope that has refused a slot) to waiting jobs.
+        """Hand free slots of `scopes` (default: every scope that has refused a slot) to waiting jobs,
+        by their tasks' turns (feedback/lua/share.lua).
 
         With `pipeline`, it runs inside that transaction (the one that gives a lease back), sent
         with EVAL: redis-py checks a registered script with SCRIPT EXISTS before every pipeline
@@ -302,6 +305,8 @@ class JobMoves:
             limit_prefix=redis_keys.LIMIT_PREFIX,
             slot_prefix=redis_keys.SLOT_PARK_PREFIX,
             slot_low_prefix=redis_keys.SLOT_LOW_PARK_PREFIX,
+            share_prefix=redis_keys.SHARE_PREFIX,
+            class_park_prefix=redis_keys.PARKED_PREFIX + redis_keys.SLOT_CLASS_PARK_PREFIX,
         )
         if pipeline is not None:
             pipeline.eval(RELEASE_SLOTS.text, 1, redis_keys.SLOT_WAITS, *args)

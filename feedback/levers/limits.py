@@ -5,7 +5,9 @@ simply stops renewing and its lease lapses within the lease TTL. A job refused a
 slot waits parked (`slot:SCOPE`, or `slot-low:SCOPE` for low priority) rather than
 being retried on a timer: whoever frees a slot hands it to the longest-waiting job,
 and the prober hands out slots freed otherwise (lapsed leases, a raised limit) each
-interval. A resource's limit adapts AIMD-style (Netflix concurrency-limits): the worker that probes for the
+interval. Tasks that want the same scope share its slots by weight when it is tight (stride
+scheduling, feedback/lua/share.lua; the rules in feedback/levers/shares.py), low priority last.
+A resource's limit adapts AIMD-style (Netflix concurrency-limits): the worker that probes for the
 fleet grows it by one per healthy interval in which it was saturated, and cuts it
 multiplicatively on strain, between the configured min and max. Tasks may also
 carry a static limit of their own.
@@ -21,14 +23,29 @@ from redis import Redis
 
 from easeoff.feedback import clock, keys, liveness
 from easeoff.feedback.config import ConcurrencyConfig, Config, ResourceConfig
+from easeoff.feedback.levers import shares
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
 
 ACQUIRE = LuaScript.load(
     "easeoff.feedback",
     "acquire",
-    argv=("ttl", "member", "reserve", "gap", "grace", "started_prefix"),
-    preludes=("fleet_clock",),
+    argv=(
+        "ttl",
+        "member",
+        "reserve",
+        "gap",
+        "grace",
+        "started_prefix",
+        "task",
+        "weight",
+        "parked_member",
+        "slot_park_prefix",
+        "class_park_prefix",
+        "active",
+        "forget",
+    ),
+    preludes=("fleet_clock", "share"),
 )
 RELEASE_PACE = LuaScript.load("easeoff.feedback", "release_pace", argv=(), preludes=("fleet_clock",))
 
@@ -49,23 +66,38 @@ class LeaseScope(msgspec.Struct, frozen=True):
         return keys.limit_key(self.scope)
 
 
+class Claimant(msgspec.Struct, frozen=True):
+    """Who asks for the slots: the job's task (its turn is shared by weight with the other tasks
+    that want the scope) and where the job is parked while it waits (`job_id|queue`)."""
+
+    task: str
+    weight: float = 1.0
+    parked_member: str = ""
+
+
 class Refusal(msgspec.Struct, frozen=True):
     scope: str
     in_use: int
     limit: int
     low_priority: bool = False
     pace_wait: float | None = None  # refused for the scope's pace: seconds until its next start
+    first: str | None = None  # refused for its task's turn: the task that goes first (low priority: normal work)
 
     @property
     def reason(self) -> Reason:
         """`pace` while a duty cycle holds the next start back (the job comes back when it is due);
-        `yield` for low-priority work (it waits behind normal work for a slot), else `concurrency`;
-        either way the job waits parked for a slot under the scope."""
+        `yield` for low-priority work (it waits behind normal work for a slot); `share` while
+        another task's turn comes first, else `concurrency`; but for pace, the job waits parked
+        for a slot under the scope."""
         if self.pace_wait is not None:
             return Reason(Kind.PACE, self.scope, self.pace_wait, detail="duty cycle", waits_for="delay")
         if not self.low_priority:
+            if self.first is not None:
+                detail = f"{self.first} goes first (weights)"
+                return Reason(Kind.SHARE, self.scope, self.in_use, self.limit, detail=detail, waits_for="slot")
             return Reason(Kind.CONCURRENCY, self.scope, self.in_use, self.limit, waits_for="slot")
-        why = "last slot kept for normal priority" if self.in_use < self.limit else "low priority waits behind normal"
+        kept = self.in_use < self.limit and self.first is None
+        why = "last slot kept for normal priority" if kept else "low priority waits behind normal"
         return Reason(Kind.YIELD, self.scope, self.in_use, self.limit, detail=why, waits_for="slot_low")
 
 
@@ -76,6 +108,17 @@ def slot_park_scope(reason: Reason) -> str | None:
     if reason.waits_for == "slot_low":
         return keys.SLOT_LOW_PARK_PREFIX + reason.subject
     return None
+
+
+def slot_park_scopes(reason: Reason, task: str) -> list[str]:
+    """Every parked-job scope a job of `task` refused a slot waits in: a normal-priority one waits
+    for a slot (`slot:shard:3`) and for its task's turn at it (`slot-class:shard:3|backfill`)."""
+    scope = slot_park_scope(reason)
+    if scope is None:
+        return []
+    if reason.waits_for == "slot":
+        return [scope, keys.slot_class_park_scope(reason.subject, task)]
+    return [scope]
 
 
 def default_limit(resource: ResourceConfig) -> int:
@@ -112,14 +155,18 @@ class Leases:
         self.config = config
         self._acquire = ACQUIRE.register(redis)
 
-    def acquire(self, scopes: Sequence[LeaseScope], member: str, reserve: int = 0) -> Refusal | None:
-        """Take a slot in every scope, or none: returns the first full scope, else None."""
+    def acquire(
+        self, scopes: Sequence[LeaseScope], member: str, reserve: int = 0, claimant: Claimant | None = None
+    ) -> Refusal | None:
+        """Take a slot in every scope, or none: returns the first full scope (or the first whose
+        free slot is another task's turn), else None."""
         if not scopes:
             return None
+        claimant = claimant or Claimant(task="")
         script_keys: list[str] = [keys.SLOT_WAITS, keys.FLEET_SEEN, keys.SWEEP_AFTER]
         pairs: list[object] = []
         for scope in scopes:
-            script_keys += [scope.leases_key, scope.limit_key, keys.pace_key(scope.scope)]
+            script_keys += [scope.leases_key, scope.limit_key, keys.pace_key(scope.scope), keys.share_key(scope.scope)]
             pairs += [scope.scope, scope.default_limit, "1" if scope.paced else "0"]
         args = ACQUIRE.args(
             pairs,
@@ -129,12 +176,22 @@ class Leases:
             gap=liveness.SILENCE_GAP,
             grace=liveness.GRACE,
             started_prefix=keys.LEASE_STARTED_PREFIX,
+            task=claimant.task,
+            weight=repr(float(claimant.weight)),
+            parked_member=claimant.parked_member,
+            slot_park_prefix=keys.PARKED_PREFIX + keys.SLOT_PARK_PREFIX,
+            class_park_prefix=keys.PARKED_PREFIX + keys.SLOT_CLASS_PARK_PREFIX,
+            active=shares.ACTIVE,
+            forget=shares.FORGET,
         )
-        index, in_use, limit, wait = self._acquire(keys=script_keys, args=args)
+        index, in_use, limit, wait, first = self._acquire(keys=script_keys, args=args)
         if int(index) == 0:
             return None
         pace_wait = float(wait) if wait not in (b"", "") else None
-        return Refusal(scopes[int(index) - 1].scope, int(in_use), int(limit), reserve > 0, pace_wait)
+        first_text = first.decode() if isinstance(first, bytes) else str(first)
+        return Refusal(
+            scopes[int(index) - 1].scope, int(in_use), int(limit), reserve > 0, pace_wait, first_text or None
+        )
 
     @staticmethod
     def release(scopes: Sequence[LeaseScope], member: str, pipeline: Redis) -> None:

@@ -8,21 +8,29 @@
 -- A paced scope (a budget's duty cycle below one job at a time) also refuses while its pace key
 -- holds a Redis time still to come (set as its last job ended, feedback/lua/release_pace.lua),
 -- and notes when each of its leases was taken, so that release can time the job.
--- KEYS: the slot-waits hash, fleet-seen, sweep-after, then lease set, limit key and pace key per scope
+-- Tasks share a scope's slots by weight (share.lua): a free slot is refused to the job's task
+-- while another task that waits for one has the lower pass, and low priority (`reserve`) yields
+-- to any task that waits. A job granted its slots leaves the lists it was parked on for them.
+-- KEYS: the slot-waits hash, fleet-seen, sweep-after, then lease set, limit key, pace key and
+--       share hash per scope
 -- ARGV: the named arguments, then each scope's name, default limit and whether it is paced ('1')
--- returns: {0, 0, 0, ''} when every slot was taken, else {index of the full scope, in use, limit,
---          ''}, or for a scope refused for its pace {index, in use, limit, seconds still to wait}
-local ttl, member, reserve, gap, grace, started_prefix = unpack(ARGV, 1, 6)
-local FIRST_SCOPE, FIRST_TRIPLE, STARTED_TTL = 7, 4, 86400
+-- returns: {0, 0, 0, '', ''} when every slot was taken, else {index of the full scope, in use,
+--          limit, '', ''}, or for a scope refused for its pace {index, in use, limit, seconds
+--          still to wait, ''}, or refused for its share {index, in use, limit, '', the task first}
+local ttl, member, reserve, gap, grace, started_prefix, task, weight, parked_member, slot_park_prefix,
+      class_park_prefix, active, forget = unpack(ARGV, 1, 13)
+local FIRST_SCOPE, FIRST_QUAD, STARTED_TTL = 14, 4, 86400
 ttl, reserve, gap, grace = tonumber(ttl), tonumber(reserve), tonumber(gap), tonumber(grace)
+weight, active, forget = tonumber(weight), tonumber(active), tonumber(forget)
 local now = fleet_now()
 note_fleet(KEYS[2], KEYS[3], now, gap, grace)
 local purge = absence_judgeable(KEYS[3], now)
-for i = FIRST_TRIPLE, #KEYS, 3 do
+local mine = {}  -- per scope: this task's share record, written when the slots are taken
+for i = FIRST_QUAD, #KEYS, 4 do
   if purge then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   end
-  local n = (i - FIRST_TRIPLE) / 3
+  local n = (i - FIRST_QUAD) / 4
   local at = FIRST_SCOPE + 3 * n
   local scope, default, paced = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local limit = tonumber(redis.call('GET', KEYS[i + 1]) or default)
@@ -30,20 +38,42 @@ for i = FIRST_TRIPLE, #KEYS, 3 do
   if paced == '1' then
     local not_before = tonumber(redis.call('GET', KEYS[i + 2]) or '')
     if not_before and not_before > now then
-      return {n + 1, in_use, limit, string.format('%.6f', not_before - now)}
+      return {n + 1, in_use, limit, string.format('%.6f', not_before - now), ''}
     end
   end
   local keep_free = math.max(0, math.min(reserve, limit - 1))  -- a limit of 0 (a budget learning) keeps none
-  if in_use + keep_free >= limit then
-    redis.call('HSET', KEYS[1], scope, default)  -- the refused job will wait on this scope
-    return {n + 1, in_use, limit, ''}
+  if reserve > 0 then
+    local _, _, waits_any = share_turn(KEYS[i + 3], class_park_prefix, scope, '', weight, now, active, forget)
+    if in_use + keep_free >= limit or (waits_any and in_use < limit) then
+      redis.call('HSET', KEYS[1], scope, default)
+      return {n + 1, in_use, limit, '', waits_any and 'normal priority' or ''}
+    end
+  else
+    local me, first = share_turn(KEYS[i + 3], class_park_prefix, scope, task, weight, now, active, forget)
+    local full = in_use + keep_free >= limit
+    if full or first then
+      share_write(KEYS[i + 3], task, me)  -- it asked: it is active, and its jobs will wait their turn
+      redis.call('HSET', KEYS[1], scope, default)  -- the refused job will wait on this scope
+      return {n + 1, in_use, limit, '', full and '' or first}
+    end
+    mine[i] = me
   end
 end
-for i = FIRST_TRIPLE, #KEYS, 3 do
+for i = FIRST_QUAD, #KEYS, 4 do
   redis.call('ZADD', KEYS[i], now + ttl, member)
-  local at = FIRST_SCOPE + 3 * (i - FIRST_TRIPLE) / 3
+  local at = FIRST_SCOPE + 3 * (i - FIRST_QUAD) / 4
+  local scope = ARGV[at]
   if ARGV[at + 2] == '1' then
-    redis.call('SET', started_prefix .. ARGV[at] .. '|' .. member, string.format('%.6f', now), 'EX', STARTED_TTL)
+    redis.call('SET', started_prefix .. scope .. '|' .. member, string.format('%.6f', now), 'EX', STARTED_TTL)
+  end
+  local me = mine[i]
+  if me then
+    me.pass, me.handed = me.pass + 1 / weight, 0
+    share_write(KEYS[i + 3], task, me)
+    if parked_member ~= '' then
+      redis.call('ZREM', share_park_key(class_park_prefix, scope, task), parked_member)
+      redis.call('ZREM', slot_park_prefix .. scope, parked_member)
+    end
   end
 end
-return {0, 0, 0, ''}
+return {0, 0, 0, '', ''}

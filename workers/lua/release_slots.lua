@@ -1,12 +1,17 @@
 -- Slots came free (a job ended, a lease lapsed, a limit rose): as many jobs waiting for a slot go
--- back to their queues, normal priority first, earliest due first. Low-priority waiters get a
--- slot only while another stays free (the reserve feedback/lua/acquire.lua keeps).
+-- back to their queues, normal priority first. Among normal jobs, the tasks take turns by weight
+-- (feedback/lua/share.lua): each slot goes to the oldest parked job of the waiting task with the
+-- lowest pass (counted ahead here for each slot handed, and for real when the job takes it), and
+-- the task is marked handed, so its job's way back to a worker is not taken by another task's.
+-- Jobs parked without a task's turn (by an easeoff before shares) go after, earliest due first.
+-- Low-priority waiters get a slot only while another stays free (the reserve acquire.lua keeps).
 -- KEYS: the slot-waits hash (scope -> default limit; entries stay, so a job refused a slot just
 --       now, not yet parked, is never left out: one per limited scope)
 -- ARGV: the named arguments, then the scopes to look at (none: every waiting scope)
 local now, job_prefix, cooldown_prefix, parked_prefix, task_prefix, scheduled_prefix, queue_prefix,
-      leases_prefix, limit_prefix, slot_prefix, slot_low_prefix = unpack(ARGV, 1, 11)
-local FIRST_SCOPE = 12
+      leases_prefix, limit_prefix, slot_prefix, slot_low_prefix, share_prefix, class_park_prefix = unpack(ARGV, 1, 13)
+local FIRST_SCOPE = 14
+local MOST_STALE = 100  -- entries of jobs no longer waiting (run or gone) cleared per scope and call, at most
 now = tonumber(now)
 local p = {job_prefix = job_prefix, cooldown_prefix = cooldown_prefix, parked_prefix = parked_prefix,
            task_prefix = task_prefix}
@@ -24,6 +29,42 @@ local function hand_out(park, n)
   return moved
 end
 
+-- Up to `n` slots of `scope` to the parked jobs of the tasks whose turn it is. Returns the jobs
+-- moved, and whether any task's list was left with jobs in it.
+local function hand_out_by_turn(scope, normal, n)
+  local share_key = share_prefix .. scope
+  local tasks = share_read(share_key)
+  local pass = {}
+  for name, t in pairs(tasks) do pass[name] = t.pass end
+  local moved, stale = 0, 0
+  while moved < n do
+    local pick, pick_head, pick_member = nil, nil, nil
+    for name, t in pairs(tasks) do
+      local head = redis.call('ZRANGE', share_park_key(class_park_prefix, scope, name), 0, 0, 'WITHSCORES')
+      if head[1] then
+        local due = tonumber(head[2])
+        local better = pick == nil or pass[name] < pass[pick] - SHARE_EPSILON
+          or (math.abs(pass[name] - pass[pick]) <= SHARE_EPSILON and due < pick_head)
+        if better then pick, pick_head, pick_member = name, due, head[1] end
+      end
+    end
+    if pick == nil then return moved, false end
+    redis.call('ZREM', share_park_key(class_park_prefix, scope, pick), pick_member)
+    redis.call('ZREM', normal, pick_member)
+    if promote_member(pick_member, now, p, scheduled_prefix, queue_prefix) == 1 then
+      moved = moved + 1
+      pass[pick] = pass[pick] + 1 / tasks[pick].weight
+      local t = tasks[pick]
+      t.handed = now
+      share_write(share_key, pick, t)
+    else
+      stale = stale + 1
+      if stale >= MOST_STALE then return moved, true end
+    end
+  end
+  return moved, true
+end
+
 local moved = 0
 for _, scope in ipairs(scopes) do
   local default = redis.call('HGET', KEYS[1], scope)
@@ -32,8 +73,15 @@ for _, scope in ipairs(scopes) do
     local limit = tonumber(redis.call('GET', limit_prefix .. scope) or default)
     local free = limit - redis.call('ZCOUNT', leases_prefix .. scope, now, '+inf')
     local waiting = redis.call('ZCARD', normal)
-    moved = moved + hand_out(normal, math.min(free, waiting))
-    free = free - math.min(free, waiting)
+    local n = math.min(free, waiting)
+    if n > 0 then
+      local by_turn, left = hand_out_by_turn(scope, normal, n)
+      moved = moved + by_turn
+      if not left then
+        moved = moved + hand_out(normal, n - by_turn)
+      end
+    end
+    free = free - n
     moved = moved + hand_out(low, free - math.max(0, math.min(1, limit - 1)))  -- limit 0: none
   end
 end
