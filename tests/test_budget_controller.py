@@ -162,6 +162,20 @@ def test_breached_level_is_approached_slowly() -> None:
     assert 3.0 <= levels[-1] < 4.0
 
 
+def test_a_breach_the_readings_contradict_fades_in_a_few_windows() -> None:
+    """A marginal breach just above a level (noise at a cold start), then windows far inside the
+    budget: growth past it resumes within a few windows, not a memory half-life (300 s)."""
+    state = ControllerState(level=0.25, idle_until=0.0, last_at=0.0)
+    state, decision = step(state, obs(0.25, 1.04, running=1), CFG)
+    assert decision.why == Why.CUT_BREACH and decision.breached_level == 0.25
+    at, levels = 0.25, []
+    for _ in range(4 * 90):  # 90 s of readings at 30% of the budget
+        at += 0.25
+        state, decision = step(state, obs(at, 0.3, work=state.level, running=1), CFG)
+        levels.append(decision.level)
+    assert max(levels) >= 1.0, max(levels)
+
+
 SCENARIOS = {
     # live share, per-job share, saturation: what bounds the best level
     "budget_bounds_concurrency": Plant(live=0.07, per_job=0.07),  # best 3 jobs at once, then 2

@@ -55,6 +55,7 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     max_level: float = 32.0  # highest concurrency
     start_level: float = 0.25  # first level after learning: below one job at a time, grow from there
     grow_ratio: float = 1.5  # duty-cycle growth per window (concurrency grows by one job) ...
+    shallow_breach: float = 0.1  # a breach this deep or less may be noise (see Memory.depth)
     wide_slack: float = 0.5  # ... with this much slack or more, by grow_ratio squared, or level * slack jobs
     cut_ratio: float = 0.5  # the deepest cut a breach after a quiet spell makes ...
     cut_gain: float = 2.5  # ... which is 1 + cut_gain * slack: a 20% breach halves the level ...
@@ -88,6 +89,7 @@ class Memory(msgspec.Struct, frozen=True):
 
     level: float
     at: float
+    depth: float = 1.0  # a breach's depth (-slack when it was cut): a shallow one may be noise
 
     def weight(self, now: float, cfg: ControllerTuning) -> float:
         return float(0.5 ** (max(now - self.at, 0.0) / cfg.memory_half_life_s))
@@ -228,6 +230,12 @@ def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning)
         return st, Decision(Why.HOLD_MEASURING, level, slack, breached_level=breached)
 
     rate, base = window.rate, st.base
+    if st.breached is not None and st.breached.depth <= cfg.shallow_breach and window.slack >= cfg.wide_slack:
+        # A whole window far inside the budget is evidence against the memory of a shallow breach
+        # (within the reading's noise): it weighs half as much, so one noisy breach at a cold
+        # start does not hold growth for a half-life while the reading shows room. A deep breach
+        # is believed: latency is convex, and room two steps below says little about the level.
+        st = msgspec.structs.replace(st, breached=_halved(st.breached, cfg))
     judged = msgspec.structs.replace(st, window=Window(since=obs.at))  # the next window starts now
     base_rate = base.rate if base is not None else None
 
@@ -308,7 +316,7 @@ def _cut(
     if fresh:
         factor = min(cfg.least_cut, max(cfg.cut_ratio, 1 + cfg.cut_gain * slack))
         remembered = min(level, breached.level) if breached is not None else level
-        breached = Memory(remembered, now)
+        breached = Memory(remembered, now, depth=-slack)
         detail = "hard"
     else:
         factor = min(cfg.recut_per_s ** max(dt, 0.05), 0.98)
@@ -366,6 +374,10 @@ def _grown(level: float, slack: float, cfg: ControllerTuning) -> float:
 
 def _moved(st: ControllerState, level: float, now: float) -> ControllerState:
     return msgspec.structs.replace(st, level=level, window=Window(since=now))
+
+
+def _halved(memory: Memory, cfg: ControllerTuning) -> Memory:
+    return Memory(memory.level, memory.at - cfg.memory_half_life_s, memory.depth)
 
 
 def _fade(memory: Memory | None, now: float, cfg: ControllerTuning) -> Memory | None:
