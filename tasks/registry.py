@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -139,16 +140,7 @@ class HeavyTask:
         self.check_known(meta.resources, known_resources)
         queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
         with connection.pipeline() as pipe:  # one transaction: the job, its queue entry, the queue's length
-            job = queue.enqueue_call(
-                func=self.func_path,
-                args=tuple(args),
-                kwargs=dict(kwargs),
-                timeout=self.timeout,
-                job_id=job_id,
-                description=f"{self.name}({describe_arguments(args, kwargs)})",
-                meta={META_KEY: meta.to_dict()},
-                pipeline=pipe,
-            )
+            job = self._stage(pipe, queue, meta, args, kwargs, job_id)
             pipe.llen(queue.key)
             if pipe.execute()[-1] == 1:
                 # Idle workers sleep until told (feedback/wake.py). Only the first job into an
@@ -156,6 +148,45 @@ class HeavyTask:
                 # first claims until it is empty again.
                 connection.publish(WAKE, "jobs")
         return job
+
+    def stage(
+        self,
+        pipe: Pipeline,
+        connection: Redis,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        known_resources: Collection[str] | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Put this task's job on `pipe`, a transaction the caller executes beside its own commands
+        (a schedule's claim of its tick, workers/scheduler.py): the same job, meta and checks as
+        `enqueue`. `pipe` may WATCH keys first; it is in MULTI mode after. The caller announces
+        the job (keys.WAKE) once it has executed `pipe`."""
+        kwargs = dict(kwargs or {})
+        meta = self.job_meta(args, kwargs)
+        self.check_known(meta.resources, known_resources)
+        queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
+        return self._stage(pipe, queue, meta, args, kwargs, job_id)
+
+    def _stage(
+        self,
+        pipe: Pipeline,
+        queue: Queue,
+        meta: JobMeta,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        job_id: str | None,
+    ) -> Job:
+        return queue.enqueue_call(
+            func=self.func_path,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            timeout=self.timeout,
+            job_id=job_id,
+            description=f"{self.name}({describe_arguments(args, kwargs)})",
+            meta={META_KEY: meta.to_dict()},
+            pipeline=pipe,
+        )
 
     def delay(self, *args: Any, **kwargs: Any) -> Job:
         """`enqueue` to the config's Redis, as rq's and Celery's `.delay` habits expect."""
