@@ -113,10 +113,11 @@ class Window(msgspec.Struct, frozen=True):
     def slack(self) -> float:
         return self.slack_sum / self.intervals if self.intervals else 0.0
 
-    def complete(self, cfg: ControllerTuning) -> bool:
+    def complete(self, cfg: ControllerTuning, level: float) -> bool:
+        """Below one job at a time no step is judged on throughput (only slack): the time is enough."""
         if self.time < cfg.window_s or self.intervals == 0:
             return False
-        return self.work >= cfg.window_work or self.time >= cfg.window_max_s
+        return level < 1 or self.work >= cfg.window_work or self.time >= cfg.window_max_s
 
 
 class Base(msgspec.Struct, frozen=True):
@@ -226,7 +227,7 @@ def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning)
     window = st.window
     if slack < cfg.dead_band:
         return st, Decision(Why.HOLD_DEAD_BAND, level, slack, breached_level=breached)
-    if not window.complete(cfg):
+    if not window.complete(cfg, level):
         return st, Decision(Why.HOLD_MEASURING, level, slack, breached_level=breached)
 
     rate, base = window.rate, st.base
