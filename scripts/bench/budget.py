@@ -80,7 +80,7 @@ SCAN_ROWS = 1_000  # rows a live read sums over: a request of about a millisecon
 WINDOW = 5.0  # seconds per p99 window
 SETTLE = 2.0  # seconds after the first job of a setting before it is measured
 LIMITS = (1, 2, 3, 4, 6, 8)
-PAUSES = (0.5, 1.0, 2.0, 4.0)
+PAUSES = (0.5, 1.0, 2.0, 4.0, 16.0, 64.0)  # the four, and two longer: a 2-core box needs them
 QUICK_LIMITS, QUICK_PAUSES = (1, 3, 8), (1.0, 4.0)
 INTERVAL = 0.5  # easeoff's probe interval
 
@@ -463,6 +463,7 @@ def run_shape(bench: Bench, live: LiveSite, opts: argparse.Namespace, shape: str
     within = [r for r in rows if r[1] <= budget]
     oracle = max((r[2] for r in within), default=0.0)
     best = next((r[0] for r in within if r[2] == oracle), "none within budget")
+    tightest = min(rows, key=lambda r: r[1])
     latency = f"{opts.budget_x:g}x" if opts.latency == "relative" else f"{budget * 1000:.3f}ms"
     run = easeoff_run(bench, live, shape, latency, opts.source, opts.easeoff_seconds, opts.rate)
 
@@ -475,6 +476,10 @@ def run_shape(bench: Bench, live: LiveSite, opts: argparse.Namespace, shape: str
             f"| {name} | {lp99 * 1000:.2f} ms | {lp99 / idle:.2f}x | {rate:.2f} | {'yes' if lp99 <= budget else 'no'} |"
         )
     print(f"oracle: {oracle:.2f} jobs/s ({best})")
+    print(
+        f"the tightest budget a fixed setting held here: {tightest[1] / idle:.2f}x the idle p99 ({tightest[0]}); "
+        "rerun with a --budget-x above it to compare with an oracle on this machine"
+    )
     counted = [w for w in run.windows if not (run.step_at <= w[0] < run.step_at + WINDOW)]
     over = [w for w in counted if w[1] > budget]
     after = [w for w in run.windows if w[0] >= run.step_at]
