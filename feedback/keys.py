@@ -45,6 +45,7 @@ BUDGET_PREFIX = NAMESPACE + "budget:"  # + resource: hash; measuring: `observed`
 # operators see: feedback/budget/state.py) (feedback/lua/budget_step.lua)
 DUTY_PREFIX = NAMESPACE + "duty:"  # + resource: the duty cycle below one job at a time (absent at or above one)
 PACE_PREFIX = NAMESPACE + "pace:"  # + resource: no new slot before this Redis time (feedback/lua/release_pace.lua)
+PACE_HANDED_PREFIX = NAMESPACE + "pace-handed:"  # + resource: a job was handed the next paced start
 LEASE_STARTED_PREFIX = NAMESPACE + "lease-started:"  # + `scope|execution`: when a paced lease was taken
 
 # Ops' levers (feedback/levers/switches.py, feedback/levers/hosts_out.py)
@@ -122,6 +123,11 @@ def duty_key(resource: str) -> str:
 
 def pace_key(resource: str) -> str:
     return PACE_PREFIX + resource
+
+
+def pace_handed_key(resource: str) -> str:
+    """Set while one waiting job has been handed the paced resource's next start (release_slots.lua)."""
+    return PACE_HANDED_PREFIX + resource
 
 
 def lease_started_key(scope: str, member: str) -> str:

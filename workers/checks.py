@@ -173,10 +173,9 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
         if self.rates is not None:
             self.rates.give_back(candidate)
         # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
-        # handed one when a slot frees; the long recheck is only a safety net. A budget's pace
-        # says when the next start may come: the job comes back then.
-        delay = refusal.pace_wait if refusal.pace_wait is not None else SLOT_RECHECK
-        return Verdict(admit=False, reasons=(refusal.reason,), delay=delay)
+        # handed one when a slot frees, or, under a budget's pace, the next start at its time;
+        # the long recheck is only a safety net.
+        return Verdict(admit=False, reasons=(refusal.reason,), delay=SLOT_RECHECK)
 
 
 class RateLimits(msgspec.Struct, frozen=True):

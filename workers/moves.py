@@ -91,6 +91,9 @@ RELEASE_SLOTS = LuaScript.load(
         "slot_low_prefix",
         "share_prefix",
         "class_park_prefix",
+        "pace_prefix",
+        "handed_prefix",
+        "next_due_key",
     ),
     preludes=(*PARKING, "easeoff.feedback:share"),
 )
@@ -307,6 +310,9 @@ class JobMoves:
             slot_low_prefix=redis_keys.SLOT_LOW_PARK_PREFIX,
             share_prefix=redis_keys.SHARE_PREFIX,
             class_park_prefix=redis_keys.PARKED_PREFIX + redis_keys.SLOT_CLASS_PARK_PREFIX,
+            pace_prefix=redis_keys.PACE_PREFIX,
+            handed_prefix=redis_keys.PACE_HANDED_PREFIX,
+            next_due_key=redis_keys.NEXT_DUE,
         )
         if pipeline is not None:
             pipeline.eval(RELEASE_SLOTS.text, 1, redis_keys.SLOT_WAITS, *args)

@@ -295,7 +295,7 @@ def _room(window: Window, base: Base | None, level: float, cfg: ControllerTuning
 def _learning(st: ControllerState, obs: BudgetObservation, cfg: ControllerTuning) -> ControllerState | None:
     """The next state while an idle spell is due, else None. A cold start idles `learn_s` (less
     if a baseline arrives sooner); without a baseline, again `relearn_every_s` after the last."""
-    if obs.baseline is not None:
+    if obs.baseline is not None or not obs.needs_baseline:
         return None
     if st.idle_until < 0 or obs.at - st.idle_until >= cfg.relearn_every_s:
         until = obs.at + cfg.learn_s

@@ -87,6 +87,7 @@ def observe_budget(redis: Redis, config: Config, resource: str) -> BudgetObserva
         work_done=work_done,
         stale=any(c.value is None for c in ceilings),
         unreadable=tuple(unreadable),
+        needs_baseline=budget.latency_multiple is not None,
     )
 
 

@@ -44,6 +44,7 @@ class BudgetObservation(msgspec.Struct, frozen=True):
     work_done: float
     stale: bool = False
     unreadable: tuple[str, ...] = ()  # when stale, what could not be read and why, for the event's reason
+    needs_baseline: bool = True  # a budget relative to the idle baseline; an absolute one needs no idle spell
 
     @property
     def slack(self) -> float | None:

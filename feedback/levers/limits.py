@@ -44,6 +44,7 @@ ACQUIRE = LuaScript.load(
         "class_park_prefix",
         "active",
         "forget",
+        "handed_prefix",
     ),
     preludes=("fleet_clock", "share"),
 )
@@ -85,12 +86,13 @@ class Refusal(msgspec.Struct, frozen=True):
 
     @property
     def reason(self) -> Reason:
-        """`pace` while a duty cycle holds the next start back (the job comes back when it is due);
-        `yield` for low-priority work (it waits behind normal work for a slot); `share` while
-        another task's turn comes first, else `concurrency`; but for pace, the job waits parked
-        for a slot under the scope."""
+        """`pace` while a duty cycle holds the next start back; `yield` for low-priority work (it
+        waits behind normal work for a slot); `share` while another task's turn comes first, else
+        `concurrency`. Each waits parked for a slot under the scope: for pace, the job that ends
+        hands one waiter the next start at its time (release_slots.lua), so the waiters do not all
+        come back at once to be refused again, each refusal a deferral."""
         if self.pace_wait is not None:
-            return Reason(Kind.PACE, self.scope, self.pace_wait, detail="duty cycle", waits_for="delay")
+            return Reason(Kind.PACE, self.scope, self.pace_wait, detail="duty cycle", waits_for="slot")
         if not self.low_priority:
             if self.first is not None:
                 detail = f"{self.first} goes first (weights)"
@@ -183,6 +185,7 @@ class Leases:
             class_park_prefix=keys.PARKED_PREFIX + keys.SLOT_CLASS_PARK_PREFIX,
             active=shares.ACTIVE,
             forget=shares.FORGET,
+            handed_prefix=keys.PACE_HANDED_PREFIX,
         )
         index, in_use, limit, wait, first = self._acquire(keys=script_keys, args=args)
         if int(index) == 0:

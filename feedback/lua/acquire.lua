@@ -7,7 +7,9 @@
 -- until its owner beats again, and taking its slot would run one job too many.
 -- A paced scope (a budget's duty cycle below one job at a time) also refuses while its pace key
 -- holds a Redis time still to come (set as its last job ended, feedback/lua/release_pace.lua),
--- and notes when each of its leases was taken, so that release can time the job.
+-- and notes when each of its leases was taken, so that release can time the job. A job refused
+-- for the pace waits parked for a slot, as one refused a full limit: release_slots.lua hands one
+-- of them the next start, due at its time, rather than every refused job coming back at it.
 -- Tasks share a scope's slots by weight (share.lua): a free slot is refused to the job's task
 -- while another task that waits for one has the lower pass, and low priority (`reserve`) yields
 -- to any task that waits. A job granted its slots leaves the lists it was parked on for them.
@@ -18,8 +20,8 @@
 --          limit, '', ''}, or for a scope refused for its pace {index, in use, limit, seconds
 --          still to wait, ''}, or refused for its share {index, in use, limit, '', the task first}
 local ttl, member, reserve, gap, grace, started_prefix, task, weight, parked_member, slot_park_prefix,
-      class_park_prefix, active, forget = unpack(ARGV, 1, 13)
-local FIRST_SCOPE, FIRST_QUAD, STARTED_TTL = 14, 4, 86400
+      class_park_prefix, active, forget, handed_prefix = unpack(ARGV, 1, 14)
+local FIRST_SCOPE, FIRST_QUAD, STARTED_TTL = 15, 4, 86400
 ttl, reserve, gap, grace = tonumber(ttl), tonumber(reserve), tonumber(gap), tonumber(grace)
 weight, active, forget = tonumber(weight), tonumber(active), tonumber(forget)
 local now = fleet_now()
@@ -38,6 +40,7 @@ for i = FIRST_QUAD, #KEYS, 4 do
   if paced == '1' then
     local not_before = tonumber(redis.call('GET', KEYS[i + 2]) or '')
     if not_before and not_before > now then
+      redis.call('HSET', KEYS[1], scope, default)  -- it waits parked; release_slots hands the next start
       return {n + 1, in_use, limit, string.format('%.6f', not_before - now), ''}
     end
   end
@@ -65,6 +68,7 @@ for i = FIRST_QUAD, #KEYS, 4 do
   local scope = ARGV[at]
   if ARGV[at + 2] == '1' then
     redis.call('SET', started_prefix .. scope .. '|' .. member, string.format('%.6f', now), 'EX', STARTED_TTL)
+    redis.call('DEL', handed_prefix .. scope)  -- the start is taken: the next job end hands the next one
   end
   local me = mine[i]
   if me then
