@@ -111,7 +111,7 @@ BUDGET = '[resources."shard:1".budget]\nlatency = "{latency}"\nlatency_source = 
 # ------------------------------------------------------------------------------------- live site
 
 
-def _generate(url: dict[str, Any], rate: Any, stop: Any, conn: Any, threads: int) -> None:
+def _generate(url: dict[str, Any], rate: Any, stop: Any, conn: Any, threads: int, scan_rows: int) -> None:
     """The generator's process: `threads` connections share one schedule of arrivals at `rate`
     a second; each request's latency runs from its scheduled time. Samples go to the parent
     on request ('dump': (scheduled wall time, latency) pairs since the last dump)."""
@@ -134,10 +134,10 @@ def _generate(url: dict[str, Any], rate: Any, stop: Any, conn: Any, threads: int
                 if rng.random() < 0.1:
                     cur.execute("UPDATE items SET counter = counter + 1 WHERE id = %s", (key,))
                 else:
-                    first = rng.randint(1, ITEMS - SCAN_ROWS)
+                    first = rng.randint(1, ITEMS - scan_rows)
                     cur.execute(
                         "SELECT COUNT(*), SUM(counter) FROM items WHERE id BETWEEN %s AND %s",
-                        (first, first + SCAN_ROWS - 1),
+                        (first, first + scan_rows - 1),
                     )
                     cur.fetchall()
                 took = time.time() - at
@@ -161,12 +161,14 @@ def _generate(url: dict[str, Any], rate: Any, stop: Any, conn: Any, threads: int
 class LiveSite:
     """The open-loop generator in a process of its own (the bench's own work never delays it)."""
 
-    def __init__(self, url: dict[str, Any], rate: float, threads: int) -> None:
+    def __init__(self, url: dict[str, Any], rate: float, threads: int, scan_rows: int = SCAN_ROWS) -> None:
         ctx = mp.get_context("fork")
         self.rate = ctx.Value("d", rate)
         self.stop = ctx.Event()
         self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_generate, args=(url, self.rate, self.stop, child, threads), daemon=True)
+        self.proc = ctx.Process(
+            target=_generate, args=(url, self.rate, self.stop, child, threads, scan_rows), daemon=True
+        )
         self.samples: list[tuple[float, float]] = []
 
     def __enter__(self) -> LiveSite:
@@ -530,6 +532,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="live arrivals per second (default 300)")
     parser.add_argument("--connections", type=int, default=4, help="the live site's connections (default 4)")
     parser.add_argument(
+        "--scan-rows", type=int, default=SCAN_ROWS, help=f"rows a live read sums over (default {SCAN_ROWS})"
+    )
+    parser.add_argument(
         "--source",
         choices=("server", "canary"),
         default="server",
@@ -546,8 +551,8 @@ def main() -> None:
     shapes = ("a", "b") if opts.shape == "both" else (opts.shape,)
     print(
         f"machine: {os.cpu_count()} CPUs shared by the generator, MariaDB, Redis and {WORKERS} workers; "
-        f"load average {os.getloadavg()[0]:.2f}; live rate {opts.rate:g}/s over {opts.connections} connections"
-        + ("; QUICK run: development only" if opts.quick else ""),
+        f"load average {os.getloadavg()[0]:.2f}; live rate {opts.rate:g}/s over {opts.connections} connections, "
+        f"reads of {opts.scan_rows} rows" + ("; QUICK run: development only" if opts.quick else ""),
         flush=True,
     )
     redis = Redis.from_url(REDIS_URL)
@@ -569,7 +574,7 @@ def main() -> None:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
             bench = Bench(redis, mysql, inst.url, scratch, procs)
             started = time.time()
-            with LiveSite(mysql, opts.rate, opts.connections) as live:
+            with LiveSite(mysql, opts.rate, opts.connections, opts.scan_rows) as live:
                 time.sleep(2)  # connections up
                 for shape in shapes:
                     ratios.append(run_shape(bench, live, opts, shape))
