@@ -456,3 +456,29 @@ def share_light(shard: int, seconds: float = 0.0) -> str:
     if seconds > 0:
         time.sleep(seconds)
     return _job_id()
+
+
+@heavy_task(queue="heavy", resources=on_shard, timeout=60)
+def record_then_fail(shard: int, tag: str = "") -> None:
+    """Writes its ledger row (each attempt's time), then fails: rq's `Retry` intervals are read
+    off the ledger (tests/test_job_options.py)."""
+    record_run.func(shard, tag)
+    raise RuntimeError(f"record_then_fail {tag}: fails on purpose")
+
+
+CALLBACKS_KEY = "catalog:callbacks:{job_id}"  # what the callbacks below note, one entry per call
+
+
+def noted_success(job: Any, connection: Any, result: Any) -> None:
+    """An `on_success` callback: notes the call on the job's list in Redis."""
+    connection.rpush(CALLBACKS_KEY.format(job_id=job.id), "success")
+
+
+def noted_failure(job: Any, connection: Any, *exc_info: Any) -> None:
+    """An `on_failure` callback: notes the call on the job's list in Redis."""
+    connection.rpush(CALLBACKS_KEY.format(job_id=job.id), "failure")
+
+
+def noted_stopped(job: Any, connection: Any) -> None:
+    """An `on_stopped` callback: notes the call on the job's list in Redis."""
+    connection.rpush(CALLBACKS_KEY.format(job_id=job.id), "stopped")

@@ -18,7 +18,8 @@ import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -26,11 +27,13 @@ from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.keys import WAKE
 from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import refusal
 from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, parse_chunk_time
 from easeoff.tasks.meta import META_KEY, JobMeta
+
+if TYPE_CHECKING:
+    from easeoff.tasks.options import TaskCall
 
 ResourceSpec = Sequence[str] | Callable[..., Iterable[str]]
 
@@ -87,6 +90,12 @@ class HeavyTask:
                 raise TypeError("cursor is kept by easeoff; do not pass it")
             inspect.signature(self.func).bind(*args, **bound_kwargs)
         except TypeError as exc:
+            misplaced = _job_options_among(kwargs, inspect.signature(self.func).parameters)
+            if misplaced:
+                raise TaskError(
+                    f"task {self.name}: {misplaced} is a job option, not an argument: "
+                    f"give it as {self.name}.options({misplaced}=...).delay(...)"
+                ) from None
             raise TaskError(f"task {self.name}: bad arguments: {exc}") from None
         try:
             json.dumps([list(args), dict(kwargs)], allow_nan=False)
@@ -130,24 +139,44 @@ class HeavyTask:
 
         Without a `connection`, the job goes to the Redis of the config (`$EASEOFF_CONFIG`,
         else `./easeoff.toml`), and its resources must be ones that config declares; with
-        one, pass `known_resources` to have them checked likewise.
+        one, pass `known_resources` to have them checked likewise. rq's job options (`depends_on`,
+        `retry`, callbacks, ...) go through `options()` (tasks/options.py).
         """
-        meta = self.job_meta(args, kwargs)
-        if connection is None:
-            from easeoff.feedback.connect import default_target  # the config lives in feedback
+        return self.options(connection=connection, known_resources=known_resources, job_id=job_id).enqueue(
+            *args, **kwargs
+        )
 
-            connection, known_resources = default_target()
-        self.check_known(meta.resources, known_resources)
-        queue = Queue(self.queue, connection=connection, serializer=JSONSerializer)
-        with connection.pipeline() as pipe:  # one transaction: the job, its queue entry, the queue's length
-            job = self._stage(pipe, queue, meta, args, kwargs, job_id)
-            pipe.llen(queue.key)
-            if pipe.execute()[-1] == 1:
-                # Idle workers sleep until told (feedback/wake.py). Only the first job into an
-                # empty queue says so: while a queue holds jobs, a worker that woke for the
-                # first claims until it is empty again.
-                connection.publish(WAKE, "jobs")
-        return job
+    def options(self, **options: Any) -> TaskCall:
+        """This task with rq's job options, to enqueue: `task.options(depends_on=parent,
+        retry=Retry(max=3, interval=[10, 60])).delay(shard=1)`; a bad or refused option raises
+        TaskError naming it (tasks/options.py)."""
+        from easeoff.tasks.options import JobOptions, TaskCall, parse_options
+
+        return TaskCall(self, parse_options(self.name, options, JobOptions()))
+
+    def enqueue_in(
+        self,
+        delay: timedelta,
+        *args: Any,
+        connection: Redis | None = None,
+        known_resources: Collection[str] | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Due `delay` from now (rq's scheduled registry), then gated like any job."""
+        where = self.options(connection=connection, known_resources=known_resources)
+        return where.enqueue_in(delay, *args, **kwargs)
+
+    def enqueue_at(
+        self,
+        when: datetime,
+        *args: Any,
+        connection: Redis | None = None,
+        known_resources: Collection[str] | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Due at `when`, then gated like any job."""
+        where = self.options(connection=connection, known_resources=known_resources)
+        return where.enqueue_at(when, *args, **kwargs)
 
     def stage(
         self,
@@ -220,6 +249,25 @@ class HeavyTask:
         if unknown:
             known = ", ".join(sorted(known_resources)) or "none"
             raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
+
+
+def _job_options_among(kwargs: Mapping[str, Any], parameters: Mapping[str, inspect.Parameter]) -> str | None:
+    """The first keyword that is one of rq's job options and not the task's parameter, if any."""
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name in kwargs:
+        if name in RQ_JOB_OPTIONS and name not in parameters and not takes_any:
+            return name
+    return None
+
+
+# rq 3.0's enqueue options: given to `.delay()` by an rq habit, they get a pointer to `options()`.
+RQ_JOB_OPTIONS = frozenset(
+    {
+        *("depends_on", "retry", "on_success", "on_failure", "on_stopped", "result_ttl", "failure_ttl", "ttl"),
+        *("at_front", "job_timeout", "unique", "meta", "description", "timeout", "repeat", "rate_limit"),
+        *("webhooks", "pipeline"),
+    }
+)
 
 
 def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:

@@ -20,6 +20,12 @@ redis.call('ZREM', KEYS[5], exec_id)
 redis.call('SREM', KEYS[6], composite)
 redis.call('HSET', KEYS[3], 'status', 'scheduled', 'meta', meta)
 redis.call('HDEL', KEYS[3], 'worker_name', 'started_at')
+-- A job enqueued with rq's `ttl` may wait that long to start; the claim made it persistent, and a
+-- deferral starts its wait again, as rq's own rescheduling (a retry) does.
+local ttl = tonumber(redis.call('HGET', KEYS[3], 'ttl'))
+if ttl and ttl > 0 then
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
 redis.call('ZADD', KEYS[2], due, job_id)
 local next_due = tonumber(redis.call('GET', KEYS[8]))
 if not next_due or tonumber(due) < next_due then

@@ -18,6 +18,15 @@ local function parking_info(job_key, task_prefix)
   return list, expires
 end
 
+-- Where rq's scheduler would put the job back: at the front for `enqueue_at(..., at_front=True)`,
+-- and for a retry of `Retry(..., enqueue_at_front=True)` once it has run (rq's
+-- Job.should_enqueue_at_front, read from the job's hash).
+local function at_front(job_key)
+  local fields = redis.call('HMGET', job_key, 'enqueue_at_front', 'enqueue_at_front_on_retry', 'ended_at')
+  if fields[1] == '1' then return true end
+  return fields[2] == '1' and fields[3] ~= false and fields[3] ~= ''
+end
+
 -- p: job_prefix, cooldown_prefix, parked_prefix, task_prefix
 local function try_promote(scheduled_key, queue_key, queue_name, job_id, now, p)
   local job_key = p.job_prefix .. job_id
@@ -52,7 +61,11 @@ local function try_promote(scheduled_key, queue_key, queue_name, job_id, now, p)
     redis.call('ZREM', p.parked_prefix .. s, member)
   end
   redis.call('HSET', job_key, 'status', 'queued')
-  redis.call('RPUSH', queue_key, job_id)
+  if at_front(job_key) then
+    redis.call('LPUSH', queue_key, job_id)
+  else
+    redis.call('RPUSH', queue_key, job_id)
+  end
   return 1
 end
 
