@@ -339,3 +339,21 @@ def test_a_stopped_callback_runs_once_when_rqs_stop_job_ends_an_admitted_run(
     send_stop_job_command(redis_conn, job.id, serializer=JSONSerializer)
     wait_until(lambda: fetch(redis_conn, job.id).get_status() == "stopped", 20, what="the job stopped")
     stays_true(lambda: callbacks(redis_conn, job.id) == ["stopped"], 1.0, what="the stopped callback, once")
+
+
+@pytest.mark.parametrize("in_process", MODES)
+def test_a_parent_failed_at_its_deferral_cap_releases_only_the_dependents_that_allow_failure(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
+) -> None:
+    """As when rq fails a parent: `Dependency(..., allow_failure=True)` runs, the others stay deferred."""
+    throttle(redis_conn, "record_run")
+    parent = record_run.enqueue(shard=1, tag="capped-parent", connection=redis_conn)
+    tolerant = record_once.options(connection=redis_conn, depends_on=Dependency([parent], allow_failure=True)).delay(
+        shard=2, tag="tolerant"
+    )
+    strict = record_once.options(connection=redis_conn, depends_on=parent).delay(shard=2, tag="strict")
+    workers.start(write_config(**FAST, backoff_extra="max_deferrals = 2"), "heavy", in_process=in_process)
+    wait_until(lambda: failed(redis_conn, parent.id), 20, what="the parent failed at its deferral cap")
+    wait_until(lambda: finished(redis_conn, tolerant.id), 20, what="the dependent that allows failure run")
+    stays_true(lambda: fetch(redis_conn, strict.id).get_status() == "deferred", 1.0, what="the strict one waits")
+    assert DeferredJobRegistry("heavy", connection=redis_conn).get_job_ids() == [strict.id]

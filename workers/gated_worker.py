@@ -317,6 +317,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 job, queue, execution, plan.reason, self.name, meta.task, plan.kind, fence
             ):
                 self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, plan.reason)
+                self._enqueue_dependents_of_failed(job, queue)
             return
         if plan.unknown:
             with self.connection.pipeline(transaction=False) as pipe:
@@ -331,6 +332,15 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 plan.meta.deferrals,
                 joined(verdict.reasons),
             )
+
+    def _enqueue_dependents_of_failed(self, job: Job, queue: Queue) -> None:
+        """As rq does once a failure is recorded: dependents that allow their parent to fail
+        (`Dependency(..., allow_failure=True)`) are enqueued, the others stay deferred. An error
+        here is logged, not raised, as rq logs it: the failure is recorded already."""
+        try:
+            queue.enqueue_dependents(job)
+        except Exception:
+            self.log.exception("Worker %s: could not enqueue the dependents of failed job %s", self.name, job.id)
 
     # -- rq hooks -------------------------------------------------------------
 
