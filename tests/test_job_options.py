@@ -217,6 +217,28 @@ def test_a_dependent_waits_for_a_parent_deferred_three_times(
 
 
 @pytest.mark.parametrize("in_process", MODES)
+def test_a_dependent_waits_for_a_parked_parent(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
+) -> None:
+    """A parent parked on its paused resource (deferred once, then left in the scheduled registry
+    until the resource clears): the dependent waits, then runs after it."""
+    set_switch(redis_conn, Switch("pause", "resource:shard:1", "test", "hold it", clock.now()))
+    parent = record_run.enqueue(shard=1, tag="parked-parent", connection=redis_conn)
+    child = record_once.options(connection=redis_conn, depends_on=parent.id).delay(shard=2)
+    workers.start(write_config(**FAST), "heavy", in_process=in_process)
+    wait_until(lambda: deferrals(redis_conn, parent.id) >= 1, 20, what="the parent deferred")
+    stays_true(
+        lambda: fetch(redis_conn, child.id).get_status() == "deferred" and deferrals(redis_conn, parent.id) == 1,
+        2.0,
+        what="the parent parked, its dependent waiting",
+    )
+    clear_switch(redis_conn, "pause resource:shard:1", "test")
+    wait_until(lambda: finished(redis_conn, child.id), 20, what="the dependent run after the parent")
+    assert fetch(redis_conn, child.id).started_at >= fetch(redis_conn, parent.id).ended_at
+    assert misplaced(redis_conn, ["heavy"], [parent.id, child.id]) == {}
+
+
+@pytest.mark.parametrize("in_process", MODES)
 def test_an_enqueue_in_job_on_a_strained_shard_waits_for_the_strain(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses, connections: ConnectionHolder, in_process: bool
 ) -> None:
