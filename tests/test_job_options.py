@@ -346,7 +346,9 @@ def test_a_deferral_restarts_a_jobs_ttl_and_it_lapses_unrun(
     assert ledger_count(1, "ttl") == 0 and ledger_count(1, "no-ttl") == 1
 
 
-@pytest.mark.parametrize("in_process", MODES)
+# Forking only: rq's stop-job command in an in-process worker (no horse to kill) comes with
+# `easeoff cancel` (issue 25, item 4), whose tests cover it there.
+@pytest.mark.parametrize("in_process", MODES[:1])
 def test_a_stopped_callback_runs_once_when_rqs_stop_job_ends_an_admitted_run(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
 ) -> None:
