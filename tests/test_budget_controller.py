@@ -53,7 +53,7 @@ def test_rules_hold_on_any_sequence(
         if not baseline:
             o = BudgetObservation(o.resource, o.at, o.ceilings, None, o.running, o.work_done, o.stale)
         state, decision = step(state, o, CFG)
-        if decision.why == Why.LEARNING:
+        if decision.why in (Why.LEARNING, Why.RELEARN):
             assert decision.level == 0 and decision.concurrency == 0
             continue
         assert CFG.floor <= decision.level <= CFG.max_level
@@ -82,6 +82,43 @@ def test_a_breach_at_the_floor_says_the_budget_cannot_be_met_once() -> None:
     cannot = [n for why, n in whys if why == Why.CANNOT_MEET]
     assert cannot and cannot[0] and not any(cannot[1:])  # news once, then quiet while it lasts
     assert state.level == CFG.floor
+
+
+def test_a_minute_breached_at_the_floor_idles_to_learn_the_baseline_afresh() -> None:
+    """The live site moved (the day's traffic) and the budget, relative to a baseline learned
+    before, cannot be met at any level: after a minute of it the controller idles, asks the
+    measuring side to forget its baseline, and starts over from what it learns."""
+    state, at = ControllerState(level=CFG.floor, idle_until=0.0), 1000.0
+    whys = []
+    for _ in range(4 * 70):
+        at += 0.25
+        state, decision = step(state, obs(at, 1.3), CFG)
+        whys.append(decision.why)
+        if decision.why == Why.RELEARN:
+            break
+    assert decision.why == Why.RELEARN and decision.relearn and decision.level == 0
+    assert Why.CANNOT_MEET in whys and len(whys) >= 4 * 60  # not before a minute of it
+    assert state.breached is None and state.level == 0
+    # The measuring side has forgotten: no baseline until it has learned one again, idle meanwhile.
+    for _ in range(8):
+        at += 0.25
+        unlearned = msgspec.structs.replace(obs(at, None), baseline=None)
+        state, decision = step(state, unlearned, CFG)
+        assert decision.why == Why.LEARNING and decision.concurrency == 0
+    at += 0.25
+    state, decision = step(state, obs(at, 0.5), CFG)  # a baseline again: work resumes from the start
+    assert decision.level == CFG.start_level and not decision.relearn
+
+
+def test_a_breach_at_the_floor_that_clears_does_not_relearn() -> None:
+    state, at = ControllerState(level=CFG.floor, idle_until=0.0), 1000.0
+    state, decision = step(state, obs(at, 1.3), CFG)
+    assert decision.why == Why.CANNOT_MEET and state.cannot_meet_since == at
+    for _ in range(4 * 90):
+        at += 0.25
+        state, decision = step(state, obs(at, 0.2, work=1.0), CFG)
+        assert decision.why != Why.RELEARN
+    assert state.cannot_meet_since is None and state.level > CFG.floor
 
 
 def test_cold_start_leaves_idle_windows_until_a_baseline_and_again_later() -> None:

@@ -210,3 +210,27 @@ def test_the_step_is_taken_once_per_interval_however_many_ask(redis_conn: Redis)
     assert sum(next(iter(done)) for done in by_interval.values()) == 5  # the work counted once
     # Learned once per interval, not once per caller: the idle time learned is no more than the time spent.
     assert state(redis_conn)["learned_ms"] <= (elapsed + interval) * 1000
+
+
+def test_a_relearn_forgets_the_baseline_and_learns_the_site_as_it_is_now(redis_conn: Redis) -> None:
+    """The controller could not meet the budget at its floor and flagged `relearn`
+    (budget_step.lua): the next step forgets the baseline, and what is learned then is the live
+    site as it is now, not blended into hours of the old one."""
+    clock.follow(redis_conn)
+    config = config_for('latency = "1.5x"\nwindow = 0.5', interval=0.1)
+    spec = config.resources[R].budget
+    assert spec is not None
+
+    def observed(seconds: float):  # type: ignore[no-untyped-def]
+        for host in ("db1", "db2"):
+            store(redis_conn, host, {live_key(spec): seconds})
+        seen = observe_budget(redis_conn, config, R)
+        assert seen is not None
+        return seen.baseline
+
+    assert wait_until(lambda: observed(0.002), 10, interval=0.03, what="the first baseline") == pytest.approx(0.002)
+    redis_conn.hset(keys.budget_key(R), "relearn", "1")
+    assert wait_until(lambda: observed(0.004) is None, 2, interval=0.03, what="the baseline forgotten")
+    assert "relearn" not in state(redis_conn)
+    relearned = wait_until(lambda: observed(0.004), 10, interval=0.03, what="a baseline learned afresh")
+    assert relearned == pytest.approx(0.004)  # the old 2 ms weighs nothing in it

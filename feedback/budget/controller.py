@@ -36,6 +36,7 @@ class Why(StrEnum):
     APPROACH_BREACHED = "approach_breached"  # growing, in small steps, toward a level that breached
     CUT_BREACH = "cut_breach"  # the budget is breached: cut at once
     CANNOT_MEET = "cannot_meet"  # breached at the lowest duty cycle: the budget cannot be kept with any heavy work
+    RELEARN = "relearn"  # at the floor and breached for a while: idle, and learn the baseline afresh
     BACK_NO_GAIN = "back_no_gain"  # the last step up bought no throughput: back to where it was
     HOLD_STALE = "hold_stale"  # the reading is stale or missing: never grow on it
     HOLD_DEAD_BAND = "hold_dead_band"  # just inside the budget: too close to the line to grow
@@ -74,6 +75,7 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     approach_fraction: float = 0.25  # ... then a step toward it is this share of a full one, times 1 - weight
     learn_s: float = 30.0  # idle this long at a cold start, unless a baseline comes sooner
     relearn_every_s: float = 600.0  # with no baseline yet, idle again this long after the last idle spell
+    relearn_after_s: float = 60.0  # held at the floor this long since it could not meet the budget: relearn
 
     def __post_init__(self) -> None:
         if not 0 < self.floor <= 1 <= self.max_level:
@@ -138,6 +140,7 @@ class ControllerState(msgspec.Struct, frozen=True):
     plateau: Memory | None = None  # a level whose step up bought no throughput
     last_cut_at: float | None = None
     last_why: Why | None = None  # the last decision's reason: what is news is logged as an event
+    cannot_meet_since: float | None = None  # first breach at the floor since the level last grew
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -150,6 +153,7 @@ class Decision(msgspec.Struct, frozen=True):
     base_rate: float | None = None  # ... and at the level it was compared against
     breached_level: float | None = None  # the remembered level that breached, while remembered
     detail: str = ""
+    relearn: bool = False  # the measuring side forgets its baseline and learns it afresh
 
     @property
     def concurrency(self) -> int:
@@ -199,6 +203,13 @@ def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning)
     st = msgspec.structs.replace(state, last_at=obs.at)
     slack = obs.slack
 
+    if obs.needs_baseline and st.cannot_meet_since is not None and obs.at - st.cannot_meet_since >= cfg.relearn_after_s:
+        # No heavy work fitted the budget for a while: the live site itself may have moved (the
+        # day's traffic) since the baseline was learned, and a budget relative to a stale one can
+        # never be met again. Idle, and learn it afresh; every memory of levels goes with it.
+        spell = ControllerState(idle_until=obs.at + cfg.learn_s, last_at=obs.at)
+        left = f"idle {cfg.learn_s:.1f}s: breached at the floor for {obs.at - st.cannot_meet_since:.0f}s"
+        return spell, Decision(Why.RELEARN, 0.0, slack, detail=left, relearn=True)
     learning = _learning(st, obs, cfg)
     if learning is not None:
         left = f"idle {learning.idle_until - obs.at:.1f}s more for a baseline"
@@ -237,7 +248,8 @@ def _step(state: ControllerState, obs: BudgetObservation, cfg: ControllerTuning)
         # start does not hold growth for a half-life while the reading shows room. A deep breach
         # is believed: latency is convex, and room two steps below says little about the level.
         st = msgspec.structs.replace(st, breached=_halved(st.breached, cfg))
-    judged = msgspec.structs.replace(st, window=Window(since=obs.at))  # the next window starts now
+    # A whole window inside the budget: whatever could not be met at the floor now is.
+    judged = msgspec.structs.replace(st, window=Window(since=obs.at), cannot_meet_since=None)
     base_rate = base.rate if base is not None else None
 
     def hold(why: Why, detail: str = "") -> tuple[ControllerState, Decision]:
@@ -317,7 +329,8 @@ def _cut(
     if fresh:
         factor = min(cfg.least_cut, max(cfg.cut_ratio, 1 + cfg.cut_gain * slack))
         remembered = min(level, breached.level) if breached is not None else level
-        breached = Memory(remembered, now, depth=-slack)
+        if remembered > cfg.floor:  # the floor is no ceiling to approach: remember what breached above it
+            breached = Memory(remembered, now, depth=-slack)
         detail = "hard"
     else:
         factor = min(cfg.recut_per_s ** max(dt, 0.05), 0.98)
@@ -328,6 +341,7 @@ def _cut(
     why = Why.CUT_BREACH
     if level <= cfg.floor:  # nothing left to cut: say so (an event), and keep the trickle going
         why, detail = Why.CANNOT_MEET, f"breached at the floor, a duty cycle of {cfg.floor:g}"
+        cut = msgspec.structs.replace(cut, cannot_meet_since=st.cannot_meet_since or now)
     return cut, Decision(why, new, slack, breached_level=breached.level if breached else None, detail=detail)
 
 

@@ -25,7 +25,7 @@ from easeoff.feedback.config import Config, ResourceConfig
 from easeoff.feedback.lua import LuaScript
 
 BUDGET_STEP = LuaScript.load(
-    "easeoff.feedback", "budget_step", argv=("interval_ms", "version", "state", "limit", "duty", "record")
+    "easeoff.feedback", "budget_step", argv=("interval_ms", "version", "state", "limit", "duty", "record", "relearn")
 )
 LEARN_WINDOWS = 3  # idle spell, in budget windows: a window to go quiet, one to learn from, one to spare
 FIELDS = ("controller", "version", "step")  # the controller's fields in the budget hash (keys.BUDGET_PREFIX)
@@ -105,6 +105,7 @@ def step_budget(
         limit=decision.concurrency,
         duty=repr(decision.duty) if decision.duty is not None else "",
         record=LastStep.of(obs, decision).encode(),  # what operators see of it (feedback/budget/state.py)
+        relearn="1" if decision.relearn else "",
     )
     written = BUDGET_STEP.register(redis)(keys=[key, keys.limit_key(resource), keys.duty_key(resource)], args=args)
     return Stepped(decision, news(before, decision)) if int(written) else None

@@ -18,7 +18,8 @@
 -- busy or not; a step adds the time since the last one it learned from, but at most
 -- `max_step_ms` (one window: the most one reading knows), so one idle window after hours of
 -- heavy work moves the baseline by that window's share, not by the hours. It is reported once
--- `warmup_ms` of idle time has been learned from.
+-- `warmup_ms` of idle time has been learned from. A controller that could not meet the budget
+-- for a while flags `relearn`: the next step forgets the baseline, and learns it afresh.
 --
 -- KEYS: the budget hash, the resource's leases, its work counter, its duty key
 -- ARGV: the named arguments
@@ -45,6 +46,10 @@ local quiet_since, baseline, weight = tonumber(fields[4]), tonumber(fields[5]), 
 local learned_at, learned_ms = tonumber(fields[7]), tonumber(fields[8]) or 0
 
 if observed == nil or observed < interval then
+  if redis.call('HGET', state_key, 'relearn') == '1' then  -- the controller asked (budget_step.lua): forget
+    baseline, weight, learned_at, learned_ms, quiet_since = nil, 0, nil, 0, nil
+    redis.call('HDEL', state_key, 'relearn', 'baseline', 'learned_at')
+  end
   local work = tonumber(redis.call('GET', work_key) or '') or 0
   work_done = work_seen and math.max(work - work_seen, 0) or 0
   local busy = running > 0 or paced or work_done > 0

@@ -5,10 +5,12 @@
 -- at a time, its duty cycle (release_pace.lua paces the next start by it).
 -- The step's record for operators (`record`, in field `last`: what it saw and decided, JSON LastStep,
 -- feedback/budget/state.py) is written with it.
+-- A step that asks to relearn (`relearn` '1') flags the budget hash: the measuring side's next
+-- step forgets its baseline (budget_observe.lua).
 -- KEYS: the budget hash (fields controller, version, step, last), the limit key, the duty key
 -- ARGV: the named arguments
 -- returns: 1 when this step was written, 0 when another prober's was first
-local interval_ms, version, state, limit, duty, record = unpack(ARGV, 1, 6)
+local interval_ms, version, state, limit, duty, record, relearn = unpack(ARGV, 1, 7)
 interval_ms = tonumber(interval_ms)
 local time = redis.call('TIME')
 local interval = math.floor((tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)) / interval_ms)
@@ -21,6 +23,9 @@ if (redis.call('HGET', KEYS[1], 'version') or '0') ~= version then
 end
 redis.call('HSET', KEYS[1], 'controller', state, 'version', tostring(tonumber(version) + 1), 'step', interval,
   'last', record)
+if relearn == '1' then
+  redis.call('HSET', KEYS[1], 'relearn', '1')
+end
 redis.call('SET', KEYS[2], limit)
 if duty == '' then
   redis.call('DEL', KEYS[3])
