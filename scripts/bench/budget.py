@@ -275,6 +275,7 @@ class Bench:
     mysql_url: str
     scratch: Path
     procs: Procs
+    worker_count: int = WORKERS
     runs: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -312,7 +313,7 @@ class Bench:
     @contextlib.contextmanager
     def workers(self, config: Path) -> Iterator[None]:
         self.redis.flushdb()
-        for _ in range(WORKERS):
+        for _ in range(self.worker_count):
             self.procs.gated(config, ["heavy"], burst=False, preload=False, tag=f"run{self.runs}", in_process=True)
         try:
             yield
@@ -531,6 +532,7 @@ def main() -> None:
     parser.add_argument("--latency", choices=("relative", "absolute"), default="relative")
     parser.add_argument("--rate", type=float, default=300.0, help="live arrivals per second (default 300)")
     parser.add_argument("--connections", type=int, default=4, help="the live site's connections (default 4)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"gated workers (default {WORKERS})")
     parser.add_argument(
         "--scan-rows", type=int, default=SCAN_ROWS, help=f"rows a live read sums over (default {SCAN_ROWS})"
     )
@@ -550,7 +552,7 @@ def main() -> None:
     unwind_on_signals()
     shapes = ("a", "b") if opts.shape == "both" else (opts.shape,)
     print(
-        f"machine: {os.cpu_count()} CPUs shared by the generator, MariaDB, Redis and {WORKERS} workers; "
+        f"machine: {os.cpu_count()} CPUs shared by the generator, MariaDB, Redis and {opts.workers} workers; "
         f"load average {os.getloadavg()[0]:.2f}; live rate {opts.rate:g}/s over {opts.connections} connections, "
         f"reads of {opts.scan_rows} rows" + ("; QUICK run: development only" if opts.quick else ""),
         flush=True,
@@ -572,7 +574,7 @@ def main() -> None:
             create_schema({k: v for k, v in mysql.items() if k != "database"})
             os.environ[tasks.URL_ENV] = inst.url
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
-            bench = Bench(redis, mysql, inst.url, scratch, procs)
+            bench = Bench(redis, mysql, inst.url, scratch, procs, worker_count=opts.workers)
             started = time.time()
             with LiveSite(mysql, opts.rate, opts.connections, opts.scan_rows) as live:
                 time.sleep(2)  # connections up
