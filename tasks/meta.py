@@ -42,6 +42,8 @@ class JobMeta:
     cursor: Any = None
     chunks: int = 0
     chunking: ChunkState | None = None  # a resumable job's learned chunk size (tasks/chunking.py)
+    retries: int = 0  # retries spent on transient errors (workers/transient_errors.py)
+    last_error: str | None = None  # the transient error the last retry was for
     unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -71,7 +73,7 @@ class JobMeta:
             value = getattr(self, name)
             if name == "weight" and value == 1.0:
                 continue  # the default: left out, as the meta has always been without one
-            if value is not None and value is not False and value != [] and not (name == "chunks" and value == 0):
+            if value is not None and value is not False and value != [] and not (name in _ZERO_OMITTED and value == 0):
                 stored[name] = value  # a cap of 0 is a cap: only absent values are left out
         if self.cursor is not None or self.chunks:
             stored["cursor"] = self.cursor
@@ -106,7 +108,10 @@ _OPTIONAL = (
     "expires_at",
     "unknown_since",
     "chunks",
+    "retries",
+    "last_error",
 )
+_ZERO_OMITTED = ("chunks", "retries")  # counts left out at 0, as the meta has always been without them
 _INVALID = object()
 
 
@@ -117,12 +122,14 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value)
         if name == "resources":
             return tuple(str(r) for r in value) if isinstance(value, list | tuple) else _INVALID
-        if name in ("deferrals", "chunks"):
+        if name in ("deferrals", "chunks", "retries"):
             return int(value)
         if name in ("idempotent", "resumable"):
             return value is True
         if name in ("concurrency", "max_deferrals"):
             return None if value is None else int(value)
+        if name == "last_error":
+            return None if value is None else str(value)
         if name == "rate":
             return None if value is None else str(parse_rate(value))
         if name == "weight":

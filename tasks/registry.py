@@ -31,6 +31,7 @@ from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import refusal
 from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, parse_chunk_time
 from easeoff.tasks.meta import META_KEY, JobMeta
+from easeoff.tasks.retry_on import DEFAULT_RETRIES, DEFAULT_RETRY_ON, RetryOn, checked_retries, checked_retry_on
 
 if TYPE_CHECKING:
     from easeoff.tasks.options import TaskCall
@@ -66,6 +67,8 @@ class HeavyTask:
     rate: str | None = None  # at most so many starts in any window, fleet-wide ("120/min")
     chunk_time: float = DEFAULT_CHUNK_TIME  # seconds a resumable task's chunk aims at (tasks/chunking.py)
     weight: float = 1.0  # its share of a resource's slots beside other tasks when they are tight
+    retry_on: tuple[RetryOn, ...] = DEFAULT_RETRY_ON  # errors worth another try (tasks/retry_on.py)
+    retries: int = DEFAULT_RETRIES  # at most this many retries for them (workers/transient_errors.py)
 
     @property
     def func_path(self) -> str:
@@ -291,13 +294,18 @@ def heavy_task(
     rate: str | None = None,
     chunk_time: float | str | None = None,
     weight: float = 1,
+    retry_on: Iterable[RetryOn] = DEFAULT_RETRY_ON,
+    retries: int = DEFAULT_RETRIES,
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
     """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`.
 
     `chunk_time` ("0.5s", "500ms", 0.5; default 0.5 s): what each chunk of a resumable task
     that asks `chunk_size()` is sized to take. `weight` (a positive number, default 1): the
     task's share of a resource's slots beside the other tasks that want them, when the
-    resource's limit is smaller than their demand (weight 3 beside weight 1: three jobs to one)."""
+    resource's limit is smaller than their demand (weight 3 beside weight 1: three jobs to one).
+    `retry_on` (MySQL error codes and exception classes; default deadlock, lock-wait timeout and a
+    lost connection) and `retries` (default 3): failures retried later, when safe to run again
+    (workers/transient_errors.py)."""
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
@@ -307,6 +315,10 @@ def heavy_task(
         except ValueError as exc:
             raise TaskError(f"heavy_task rate: {exc}") from None
     weight = _checked_weight(weight)
+    try:
+        retried_for, retries = checked_retry_on(retry_on), checked_retries(retries)
+    except ValueError as exc:
+        raise TaskError(f"heavy_task {exc}") from None
     if chunk_time is not None and not resumable:
         raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
     try:
@@ -336,6 +348,8 @@ def heavy_task(
             rate=rate,
             chunk_time=chunk_seconds,
             weight=weight,
+            retry_on=retried_for,
+            retries=retries,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:

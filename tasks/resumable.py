@@ -116,6 +116,10 @@ def _drive(
     except AlreadyFinished as finished:
         cursor = meta.cursor = finished.cursor
         meta.chunks = finished.chunks
+    except Exception:
+        if job is not None:
+            meta.store(job)  # the last chunk yielded was committed: a retry resumes after it
+        raise
     if job is not None:
         meta.chunking = chunks.state
         meta.store(job)

@@ -54,7 +54,7 @@ from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
 from easeoff.tasks.derived_meta import UngatableJob
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
-from easeoff.workers import horse_connection, prober_duties, rq_calls
+from easeoff.workers import horse_connection, prober_duties, rq_calls, transient_errors
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
@@ -574,7 +574,8 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         reached = db_reach.reached_since(self._reach_mark)
         outage = None if isinstance(stopped, Checkpointed) else outage_reason(stopped, _meta(job), reached)
         if not isinstance(stopped, Checkpointed) and outage is None:
-            super()._finalize_failure(job, queue, execution, exc_info)
+            if not self._retried_later(job, queue, execution, stopped, reached):
+                super()._finalize_failure(job, queue, execution, exc_info)
             return
         job.get_meta(refresh=True)  # the cursor the task stored at its checkpoint
         meta = _meta(job)
@@ -601,6 +602,32 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     self._release_lease(pipe, owner=False)
                     pipe.execute()
                 return
+            except REDIS_UNREACHABLE as exc:
+                self._wait_for_redis(exc)
+
+    def _retried_later(
+        self, job: Job, queue: Queue, execution: Execution, error: BaseException | None, reached: bool
+    ) -> bool:
+        """A failure its task's `retry_on` names, safe to run again, spends a retry and waits in
+        the scheduled registry (workers/transient_errors.py). In the horse, fenced, like a deferral."""
+        committed = db_reach.committed_since(self._reach_mark)
+        plan = transient_errors.plan_retry(error, _meta(job), reached, committed, self.config, self.rng)
+        if plan is None:
+            return False
+        if isinstance(plan, transient_errors.NotRetried):
+            self.log.warning("Worker %s: job %s failed on %s: %s", self.name, job.id, plan.error.text, plan.why)
+            return False
+        while True:  # a move that meets a Redis outage waits for it (still fenced)
+            try:
+                if transient_errors.retry_later(self.moves, job, queue, execution, plan, self._fence):
+                    self.log.warning(
+                        "Worker %s: job %s retry %d in %.1fs after %s",
+                        *(self.name, job.id, plan.meta.retries, plan.delay, plan.error.text),
+                    )
+                with rq_calls.raw_client(self.connection).pipeline() as pipe:  # as after a deferral
+                    self._release_lease(pipe, owner=False)
+                    pipe.execute()
+                return True
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
 

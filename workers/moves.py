@@ -238,15 +238,19 @@ class JobMoves:
         reasons: Iterable[Reason],
         park_on: Iterable[str] = (),
         fence: Fence | None = None,
+        counter: str = "deferred",
+        labels: Iterable[str] | None = None,
     ) -> bool:
         """Started → scheduled with the job's new meta, and count the deferral by reason.
 
         `park_on` names the strained resources the job waits for: it is indexed under each,
         so it stays parked while they cool down and is released the moment they clear.
+        `counter` and `labels`: count it elsewhere (a retry: workers/transient_errors.py) under
+        these labels rather than the reasons' kinds.
         """
         started = StartedJobRegistry(queue.name, connection=self.connection)
         scheduled = ScheduledJobRegistry(queue.name, connection=self.connection)
-        kinds = sorted({str(r.kind) for r in reasons})
+        kinds = sorted({str(r.kind) for r in reasons} if labels is None else set(labels))
         counter_fields = [counter_field(queue.name, task, kind) for kind in kinds]
         parked = [parked_key(r) for r in park_on]
         return bool(
@@ -258,7 +262,7 @@ class JobMoves:
                     execution.key,
                     ExecutionRegistry(job_id=job.id, connection=self.connection).key,
                     execution.worker_executions_key,
-                    counter_key("deferred"),
+                    counter_key(counter),
                     redis_keys.NEXT_DUE,
                     redis_keys.owner_key(job.id),
                     *parked,

@@ -1,6 +1,6 @@
 """Fleet-wide job counters in Redis, so one exporter sees every worker that came and went.
 
-Each kind (started, finished, failed, deferred) is one hash; a field holds the labels
+Each kind (started, finished, failed, deferred, retried, ...) is one hash; a field holds the labels
 `queue|task|reason` (reason empty where it does not apply) and its value the count.
 """
 
@@ -11,7 +11,7 @@ from redis import Redis
 
 from easeoff.feedback import keys
 
-KINDS = ("started", "finished", "failed", "deferred", "expired", "abandoned")
+KINDS = ("started", "finished", "failed", "deferred", "expired", "abandoned", "retried")
 
 
 class Count(msgspec.Struct, frozen=True):

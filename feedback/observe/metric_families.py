@@ -37,8 +37,9 @@ COUNTER_HELP = {
     "deferred": "Deferrals (a job put back for later: not a failure), by queue, task and reason.",
     "expired": "Jobs failed for being deferred past their cap, by queue, task and the last reason.",
     "abandoned": "Jobs whose worker died mid-job, by queue, task and what became of them (requeued or failed).",
+    "retried": "Retries of jobs that failed on a transient error their task names (retry_on), by queue, task, error.",
 }
-REASONED = ("failed", "deferred", "expired", "abandoned")
+REASONED = ("failed", "deferred", "expired", "abandoned", "retried")
 
 
 def queue_families(stats: Sequence[QueueStats], held: Mapping[str, bool]) -> list[Metric]:
