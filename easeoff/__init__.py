@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from easeoff.feedback.config import Config, ConfigError, load_config
     from easeoff.feedback.connect import connect
     from easeoff.feedback.signals.traffic import count_request
+    from easeoff.tasks.periodic import periodic
     from easeoff.tasks.registry import HeavyTask, TaskError, UnknownTaskError, heavy_task
 
 _PUBLIC = {
     "heavy_task": "easeoff.tasks.registry",
+    "periodic": "easeoff.tasks.periodic",
     "HeavyTask": "easeoff.tasks.registry",
     "TaskError": "easeoff.tasks.registry",
     "UnknownTaskError": "easeoff.tasks.registry",
@@ -50,6 +52,7 @@ __all__ = [
     "count_request",
     "heavy_task",
     "load_config",
+    "periodic",
 ]
 
 

@@ -22,6 +22,7 @@ import msgspec
 
 from easeoff.feedback.durations import HINT, parse_duration
 from easeoff.feedback.rate import Rate, parse_rate
+from easeoff.feedback.schedules import Schedule, ScheduleError, parse_schedules
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.sentinel import is_sentinel_url, parse_sentinel_url
 from easeoff.feedback.tls import HostTLS, client_context
@@ -253,6 +254,7 @@ class Config(msgspec.Struct, frozen=True, dict=True):  # dict: room for the per-
     replica_acks: int = 0
     replica_ack_timeout: float = 1.0
     switch_stale_after: float = 86400.0  # a switch on longer is stale: alerted on, listed by `switches --stale`
+    schedules: Mapping[str, Schedule] = msgspec.field(default_factory=dict)  # [schedules.NAME] (feedback/schedules.py)
 
     def __repr__(self) -> str:
         return _repr_without(self, "redis_url")
@@ -451,7 +453,9 @@ class _Parser:
 
     def config(self, raw: Mapping[str, Any]) -> Config:
         self.reject_unknown(
-            raw, "", {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks", "switches"}
+            raw,
+            "",
+            {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks", "switches", "schedules"},
         )
         redis = self.table(raw, "redis")
         self.reject_unknown(redis, "redis", {"url", "replica_acks", "replica_ack_timeout"})
@@ -509,6 +513,10 @@ class _Parser:
         task_modules = self.task_modules(self.table(raw, "tasks"))
         switches = self.table(raw, "switches")
         self.reject_unknown(switches, "switches", {"stale_after"})
+        try:
+            schedules = parse_schedules(self.table(raw, "schedules"))
+        except ScheduleError as exc:
+            raise self.fail(exc.key, exc.problem) from None
         return Config(
             source=self.source,
             redis_url=redis_url,
@@ -527,6 +535,7 @@ class _Parser:
             queues=queues,
             task_modules=task_modules,
             switch_stale_after=self.duration(switches, "switches.stale_after", 86400.0),
+            schedules=schedules,
         )
 
     def task_modules(self, raw: Mapping[str, Any]) -> tuple[str, ...]:
