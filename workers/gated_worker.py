@@ -33,7 +33,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from easeoff.feedback import clock, keys, liveness
-from easeoff.feedback.config import Config, load_config
+from easeoff.feedback.config import Config, ConfigError, load_config, packaged_example_path
 from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
 from easeoff.feedback.levers.limits import Leases, LeaseScope
 from easeoff.feedback.levers.rates import RateLimiter
@@ -90,8 +90,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         """rq's signature, plus the config (default: found as the CLI finds it) and, optionally, the
         readings cache its first probes already run in (`easeoff worker` starts them before it
         loads the app's task modules). rq's classmethods that rebuild workers from Redis (`all`,
-        `find_by_key`) call this with queues and name only."""
-        config = load_config() if config is None else config
+        `find_by_key`) call this with queues and name only, and `prepare_for_work=False`: such a
+        worker only describes one that runs elsewhere, so with no config found (`rq info` from any
+        directory) it is built on the packaged example rather than refused."""
+        if config is None:
+            config = _describing_config() if kwargs.get("prepare_for_work") is False else load_config()
         if kwargs.get("serializer") is None:
             kwargs["serializer"] = JSONSerializer  # easeoff's jobs are JSON, never pickle
         # Heartbeats double as the critical-tier check on running jobs: once per probe interval.
@@ -815,6 +818,13 @@ class _BusyWhileClaiming:
         self.worker._state = WorkerStatus.IDLE
         if self.worker._stop_requested:
             raise StopRequested()
+
+
+def _describing_config() -> Config:
+    try:
+        return load_config()
+    except ConfigError:
+        return load_config(packaged_example_path())
 
 
 def _meta(job: Job, config: Config | None = None) -> JobMeta:
