@@ -1,4 +1,4 @@
-"""Counting a job's end in the transaction rq ends it in, and giving its concurrency slots back.
+"""Counting a job's end (and timing it) in the transaction rq ends it in, and giving its slots back.
 
 rq ends a job in one of three handlers (success, failure, a returned `Retry`), each of which
 writes the outcome in one transaction and calls `increment_*_job_count(pipeline)` inside it.
@@ -17,6 +17,7 @@ from rq import Queue, Retry, Worker
 from rq.executions import Execution
 from rq.job import Job
 
+from easeoff.feedback.observe import job_times
 from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.tasks.meta import task_name
 
@@ -75,8 +76,11 @@ class CountsJobEndings(Worker):
         ending = self._ending_job
         if pipeline is None or ending is None:
             return
-        field = counter_field(ending.job.origin, task_name(ending.job), ending.reason)
-        pipeline.hincrby(counter_key(ending.outcome), field, 1)
+        job, task = ending.job, task_name(ending.job)
+        pipeline.hincrby(counter_key(ending.outcome), counter_field(job.origin, task, ending.reason), 1)
+        job_times.record_job(
+            pipeline, job.origin, task, job.enqueued_at or job.created_at, job.started_at, job.ended_at
+        )
         self._release_lease(pipeline)
 
     def _release_lease(self, pipeline: Any) -> None:

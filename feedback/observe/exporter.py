@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Worker
 
+from easeoff import __version__
 from easeoff.feedback import clock
 from easeoff.feedback.budget.state import BudgetState, read_budgets
 from easeoff.feedback.config import Config
@@ -39,9 +40,9 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.levers.rates import RateLimiter
+from easeoff.feedback.observe import job_times, shadow_tally, unknown_resources
 from easeoff.feedback.observe import metric_families as families
-from easeoff.feedback.observe import shadow_tally, unknown_resources
-from easeoff.feedback.observe.counters import Count, read_counts
+from easeoff.feedback.observe.counters import Count, counter_key, read_counts
 from easeoff.feedback.observe.history import DEFAULT_PERIOD, HistorySampler
 from easeoff.feedback.observe.queue_stats import QueueStats, known_queue_names, queue_stats
 from easeoff.feedback.observe.shadow_tally import ShadowCount
@@ -73,6 +74,7 @@ class ScrapeInputs(msgspec.Struct, frozen=True):
     unknown: list[UnknownResource]
     shadow: list[ShadowCount]
     budgets: dict[str, BudgetState]
+    job_times: dict[str, list[job_times.Histogram]]  # run_seconds, queue_wait_seconds
 
 
 def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
@@ -86,7 +88,9 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
             pipe.zcard(parked_key(name))
         pipe.scard(Worker.redis_workers_keys)
         pipe.hgetall(unknown_resources.KEY)
-        *per_resource, workers, unknown = pipe.execute()
+        for kind in job_times.KINDS:
+            pipe.hgetall(counter_key(kind))
+        *per_resource, workers, unknown, run, wait = pipe.execute()
     return ScrapeInputs(
         now=now,
         queues=stats,
@@ -101,6 +105,7 @@ def read_inputs(redis_conn: Redis, config: Config, now: float) -> ScrapeInputs:
         unknown=unknown_resources.parse(unknown, config.resources),
         shadow=shadow_tally.read(redis_conn, now),
         budgets=read_budgets(redis_conn, config, now),
+        job_times={"run_seconds": job_times.parse(run), "queue_wait_seconds": job_times.parse(wait)},
     )
 
 
@@ -124,6 +129,7 @@ def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonit
         *families.queue_families(inputs.queues, held),
         *families.watermark_families(config, monitor),
         *families.counter_families(inputs.counts),
+        *families.job_time_families(inputs.job_times["run_seconds"], inputs.job_times["queue_wait_seconds"]),
         *families.worker_families(inputs.workers),
         *families.signal_families(config, snapshot, now),
         *families.verdict_families(config, snapshot, now, inputs.unknown),
@@ -153,6 +159,7 @@ class EaseoffCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield families.build_info_family(__version__)  # whether or not Redis answers
         started = time.perf_counter()
         try:
             inputs = read_inputs(self.redis, self.config, self.clock())

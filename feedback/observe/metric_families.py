@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from easeoff.feedback.budget.controller import Why
 from easeoff.feedback.budget.state import BudgetState
@@ -21,6 +21,7 @@ from easeoff.feedback.levers.events import KINDS as EVENT_KINDS
 from easeoff.feedback.levers.switches import Switches
 from easeoff.feedback.observe import metric_names as names
 from easeoff.feedback.observe.counters import KINDS, Count
+from easeoff.feedback.observe.job_times import Histogram
 from easeoff.feedback.observe.queue_stats import QueueStats
 from easeoff.feedback.observe.shadow_tally import ShadowCount
 from easeoff.feedback.observe.unknown_resources import UnknownResource
@@ -115,6 +116,32 @@ def counter_families(counts: Mapping[str, Sequence[Count]]) -> list[Metric]:
             family.add_metric(values, row.value)
         families.append(family)
     return families
+
+
+def job_time_families(run: Sequence[Histogram], wait: Sequence[Histogram]) -> list[Metric]:
+    """How long jobs ran, and waited before the run that ended, per queue and task (seconds).
+
+    Not zero-filled, as the counters: a series appears with its first job."""
+    out: list[Metric] = []
+    for name, doc, histograms in (
+        (names.JOB_RUN, "How long each job's run took, to its end (finished or failed), by queue and task.", run),
+        (
+            names.JOB_QUEUE_WAIT,
+            "How long each job waited from its enqueue to the start of the run that ended (deferrals included).",
+            wait,
+        ),
+    ):
+        family = HistogramMetricFamily(name, doc, labels=["queue", "task"])
+        for h in histograms:
+            family.add_metric([h.queue, h.task], buckets=list(h.buckets), sum_value=h.sum)
+        out.append(family)
+    return out
+
+
+def build_info_family(version: str) -> Metric:
+    info = GaugeMetricFamily(names.BUILD_INFO, "1, labelled with the running easeoff's version.", labels=["version"])
+    info.add_metric([version], 1)
+    return info
 
 
 def worker_families(workers: int) -> list[Metric]:

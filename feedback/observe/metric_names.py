@@ -25,6 +25,8 @@ MEASURE_METRICS = {"depth": QUEUE_READY, "age": QUEUE_OLDEST_AGE}
 
 # Fleet-wide job counters (feedback/observe/counters.py); the `_total` suffix is added on exposition.
 JOBS = "easeoff_jobs_{kind}"
+JOB_RUN = "easeoff_job_run_seconds"  # a histogram, by queue and task (feedback/observe/job_times.py)
+JOB_QUEUE_WAIT = "easeoff_job_queue_wait_seconds"  # a histogram: enqueue to the start of the run that ended
 WORKERS = "easeoff_workers"
 
 # Readings, signals and verdicts.
@@ -70,6 +72,7 @@ BUDGET_STEP_AGE = "easeoff_budget_step_age_seconds"
 # The exporter itself.
 REDIS_UP = "easeoff_redis_up"
 SCRAPE_DURATION = "easeoff_scrape_duration_seconds"
+BUILD_INFO = "easeoff_build_info"  # 1, with the version as a label
 
 
 def jobs_counter(kind: str) -> str:

@@ -1,4 +1,5 @@
-"""The exporter's HTTP server: /metrics for Prometheus, / (the page) and three JSON endpoints.
+"""The exporter's HTTP server: /metrics for Prometheus, / (the page), three JSON endpoints and
+/healthz (200 while Redis answers a PING, 503 otherwise: for a supervisor or a load balancer).
 
 prometheus-client's `start_http_server` serves metrics only, so this is a small threading
 `http.server` that serves the registry itself and the page beside it, on the same port.
@@ -98,6 +99,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/history": history_json,
             "/api/events": events_json,
             "/api/state": state_json,
+            "/healthz": healthz,
         }
         route = routes.get(url.path)
         if route is None:
@@ -137,6 +139,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Requests at debug: the exporter's log is for water-mark transitions, not access lines."""
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def healthz(site: Site, params: dict[str, list[str]]) -> tuple[str, bytes]:
+    """200 when Redis answers a PING; Redis away raises, and the handler answers 503 with why."""
+    site.redis.ping()
+    return "text/plain; charset=utf-8", b"ok\n"
 
 
 def metrics(site: Site, accept: str) -> tuple[str, bytes]:
