@@ -3,6 +3,7 @@ rules, no servers; plus db_reach's view of a run's commits on a real MariaDB con
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
@@ -11,9 +12,10 @@ import pytest
 
 from easeoff.feedback.config import parse_config
 from easeoff.tasks import db_reach
-from easeoff.tasks.meta import JobMeta
+from easeoff.tasks.meta import META_KEY, JobMeta
 from easeoff.tasks.registry import TaskError, heavy_task
 from easeoff.tasks.retry_on import DEFAULT_RETRY_ON, TransientError, matching
+from easeoff.workers.moves import _restart_deferral_clocks
 from easeoff.workers.transient_errors import NotRetried, RetryPlan, plan_retry, unsafe_to_rerun
 from tests import retry_tasks  # noqa: F401 - registers the tasks the plans below name
 from tests.conftest import MYSQL
@@ -173,3 +175,13 @@ def test_a_runs_commits_are_seen_on_its_own_thread() -> None:
         assert db_reach.committed_since(mark)
     finally:
         conn.close()
+
+
+def test_a_requeued_job_gets_its_retries_back() -> None:
+    """`easeoff requeue` of a job that failed after spending its retries: the next deadlock is retried."""
+    spent = JobMeta(task="lock_two_rows", retries=2, last_error="OperationalError: (1213, 'Deadlock found')")
+    raw = json.dumps({META_KEY: spent.to_dict(), "app": 1}).encode()
+    restarted = json.loads(_restart_deferral_clocks(raw))
+    again = JobMeta.from_dict(restarted[META_KEY])
+    assert again.retries == 0 and restarted["app"] == 1
+    assert isinstance(plan_retry(DEADLOCK, again, True, False, CONFIG, random.Random(3)), RetryPlan)

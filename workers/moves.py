@@ -407,7 +407,8 @@ class JobMoves:
         rq's own `FailedJobRegistry.requeue` removes the job and enqueues it in two steps, so a
         kill between them loses it. The easeoff meta is kept (resources, task, cursor); its
         deferral clocks restart, or the caps that failed it would fail it again at once, and so
-        does its count of abandonments (a poison job ops requeue gets its full count again).
+        does its count of abandonments (a poison job ops requeue gets its full count again), and its
+        count of transient retries.
         """
         failed = FailedJobRegistry(queue_name, connection=self.connection)
         finished = FinishedJobRegistry(queue_name, connection=self.connection)
@@ -506,7 +507,8 @@ def _release_args(now: float | None) -> dict[str, str]:
 
 
 def _restart_deferral_clocks(raw_meta: bytes | str) -> bytes | str:
-    """The job's meta with its easeoff deferral count and clocks reset; anything else kept as it was."""
+    """The job's meta with its easeoff deferral count and clocks reset, and its transient retries (a
+    job that spent them gets its full count again); anything else kept as it was."""
     try:
         meta = json.loads(raw_meta)
     except ValueError:
@@ -514,7 +516,9 @@ def _restart_deferral_clocks(raw_meta: bytes | str) -> bytes | str:
     if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), dict):
         return raw_meta
     info = JobMeta.from_dict(meta[META_KEY])
-    fresh = replace(info, deferrals=0, deferred_at=None, first_deferred_at=None, expires_at=None, unknown_since=None)
+    fresh = replace(
+        info, deferrals=0, deferred_at=None, first_deferred_at=None, expires_at=None, unknown_since=None, retries=0
+    )
     return json.dumps({**meta, META_KEY: fresh.to_dict()}).encode()
 
 
