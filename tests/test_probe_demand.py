@@ -202,3 +202,17 @@ def test_a_running_job_keeps_its_host_probed_at_full_pace(redis_conn: Redis, sha
 
     # From its start to well past dormant_after since its claim (the job runs DORMANT_AFTER + 4 s).
     stays_true(live, DORMANT_AFTER + 3.0, interval=0.05, what="db1 read at full pace while its job runs")
+
+
+def test_the_hosts_of_a_budget_measured_on_them_are_never_dormant(write_config) -> None:  # type: ignore[no-untyped-def]
+    """A budget learns its baseline while nothing runs, from readings at full pace (a canary
+    burst is sized for the interval): its hosts stay wanted; another resource's go dormant."""
+    from easeoff.feedback.signals.demand import demand_keys
+
+    extra = '[mysql.hosts.db2]\nurl = "mysql://root@127.0.0.1:3306"\n[resources."shard:1".budget]\nlatency = "1.5x"\n'
+    config = load_config(
+        write_config(interval=INTERVAL, stale_after=dormant_probe(2.0, 4.0), shard2_hosts='["db2"]', extra=extra)
+    )
+    found = demand_keys(config)
+    assert "db1" not in found  # shard:1's budget is read on db1: always wanted
+    assert found.get("db2")  # shard:2 has no budget: dormant when no job wants it

@@ -32,6 +32,7 @@ from rq.registry import StartedJobRegistry
 from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.feedback.signals.live_latency import measured_here
 from easeoff.feedback.signals.readings import Reading
 
 TOUCH_EVERY = 1.0  # seconds: a process renews a resource's wanted key at most this often
@@ -67,6 +68,13 @@ def demand_keys(config: Config) -> dict[str, tuple[str, ...]]:
     for name, resource in config.resources.items():
         for host in resource.hosts:
             found[host] = tuple(dict.fromkeys([*found.get(host, ()), *by_resource[name]]))
+    # A budget measured on its hosts learns its baseline while nothing runs there, from a window
+    # of readings at full pace (a canary burst is sized for the interval, not the dormant pace):
+    # its hosts are always wanted.
+    for resource in config.resources.values():
+        if measured_here(resource.budget):
+            for host in resource.hosts:
+                found.pop(host, None)
     return found
 
 
