@@ -327,11 +327,14 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 unknown_resources.note(pipe, plan.unknown, meta.task, clock.now())
                 pipe.execute()
         if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence):
+            # A parked job comes back when what it waits on clears or hands it a slot; its delay
+            # is only the safety net's recheck, and "for 300.0s" read as a five-minute wait.
+            waits = f"parked on {', '.join(plan.park_on)}" if plan.park_on else f"for {verdict.delay:.1f}s"
             self.log.info(
-                "Worker %s: deferred %s for %.1fs (deferral %d): %s",
+                "Worker %s: deferred %s %s (deferral %d): %s",
                 self.name,
                 job.id,
-                verdict.delay,
+                waits,
                 plan.meta.deferrals,
                 joined(verdict.reasons),
             )
