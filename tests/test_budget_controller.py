@@ -84,6 +84,22 @@ def test_a_breach_at_the_floor_says_the_budget_cannot_be_met_once() -> None:
     assert state.level == CFG.floor
 
 
+@pytest.mark.parametrize(("value", "kept"), [(1.02, 0.75), (1.3, 0.5)])
+def test_a_breach_that_goes_on_cuts_by_its_depth(value: float, kept: float) -> None:
+    """Two seconds breached within the cool-down after a hard cut: a reading hovering 2% over the
+    line (a quantile's noise) trims the level; one 30% over takes most of it."""
+    state = ControllerState(level=4.0, idle_until=0.0, last_at=0.0)
+    state, decision = step(state, obs(0.25, value, running=4), CFG)
+    assert decision.detail == "hard"
+    after_hard, at = decision.level, 0.25
+    for _ in range(8):
+        at += 0.25
+        state, decision = step(state, obs(at, value, running=4), CFG)
+        assert decision.why == Why.CUT_BREACH
+    share = decision.level / after_hard
+    assert (share >= kept) if value < 1.1 else (share <= kept), share
+
+
 def test_a_minute_breached_at_the_floor_idles_to_learn_the_baseline_afresh() -> None:
     """The live site moved (the day's traffic) and the budget, relative to a baseline learned
     before, cannot be met at any level: after a minute of it the controller idles, asks the

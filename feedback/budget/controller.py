@@ -333,7 +333,10 @@ def _cut(
             breached = Memory(remembered, now, depth=-slack)
         detail = "hard"
     else:
-        factor = min(cfg.recut_per_s ** max(dt, 0.05), 0.98)
+        # ... by its depth too: a reading hovering just over the line (a quantile's noise) trims,
+        # where a deep one still takes recut_per_s a second.
+        per_second = min(max(cfg.recut_per_s, 1 + cfg.cut_gain * slack), 0.98)
+        factor = min(per_second ** max(dt, 0.05), 0.98)
         detail = "within the cool-down"
     new = max(cfg.floor, level * factor)
     cut = _moved(st, new, now)
