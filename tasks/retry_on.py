@@ -63,7 +63,7 @@ def matching(exc: BaseException | None, retry_on: Iterable[RetryOn]) -> Transien
     """The first error in `exc`'s chain (a task may wrap the driver's) that `retry_on` names."""
     codes = {item for item in retry_on if isinstance(item, int)}
     classes = tuple(item for item in retry_on if isinstance(item, type))
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         code = _mysql_code(err)
         if code is not None and code in codes:
             label = ROLLED_BACK.get(code) or CONNECTION_LOST.get(code) or f"mysql_{code}"
@@ -84,7 +84,8 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during (a task may wrap the driver's)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

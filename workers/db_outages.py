@@ -12,11 +12,10 @@ fails with the reason as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pymysql
 
 from easeoff.tasks.meta import JobMeta
+from easeoff.tasks.retry_on import exception_chain
 
 NEVER_REACHED = {
     1040: "too many connections",
@@ -36,7 +35,7 @@ def outage_reason(exc: BaseException | None, meta: JobMeta, reached: bool = Fals
     (tasks/db_reach.py). A refused connection then says nothing of what the earlier one wrote,
     so only a task safe to run again is deferred."""
     safe_again = meta.idempotent or meta.resumable
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         if not isinstance(err, pymysql.err.OperationalError) or not err.args:
             continue
         code = err.args[0]
@@ -45,12 +44,3 @@ def outage_reason(exc: BaseException | None, meta: JobMeta, reached: bool = Fals
         if code in LOST_MIDWAY and safe_again:
             return f"database unreachable: {LOST_MIDWAY[code]} ({code}); the task is safe to run again"
     return None
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    """The exception and those it was raised from or during (a task may wrap the driver's)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
