@@ -25,7 +25,7 @@ from easeoff.tasks.catalog import seed_weighted_rows, touch_in_sized_chunks
 from easeoff.tasks.demo_schema import create_schema
 from easeoff.tasks.shards import connect
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, wait_until
-from tests.sandbox_support import sandbox_mod
+from tests.sandbox_support import sandbox_mod, shard_one_config
 
 TARGET = 0.5  # the task's chunk_time
 # The band every settled chunk's UPDATE must take. Its ends are less than tenfold apart (1.25 /
@@ -66,30 +66,7 @@ def shard(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def config_for(sandbox: Any, path: Path) -> Path:
-    path.write_text(
-        f"""
-[tasks]
-modules = ["easeoff.tasks.catalog"]
-[redis]
-url = "{TEST_REDIS_URL}"
-[probe]
-interval = 0.3
-timeout = 0.5
-[backoff]
-base = 0.3
-cap = 0.6
-[mysql.hosts.s1a]
-url = "{sandbox.url("s1a")}"
-[resources."shard:1"]
-hosts = ["s1a"]
-[signals.connections]
-high = 0.95
-low = 0.9
-[queues.heavy]
-""",
-        encoding="utf-8",
-    )
-    return path
+    return shard_one_config(sandbox, path, TEST_REDIS_URL, ())
 
 
 def chunks_done() -> list[Done]:

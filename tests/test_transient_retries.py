@@ -28,7 +28,7 @@ from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.shards import connect
 from tests import retry_tasks
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, ticks, wait_until
-from tests.sandbox_support import sandbox_mod
+from tests.sandbox_support import sandbox_mod, shard_one_config
 
 SHARD = 1
 
@@ -63,30 +63,7 @@ def shard(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def config_for(sandbox: Any, path: Path) -> Path:
-    path.write_text(
-        f"""
-[tasks]
-modules = ["easeoff.tasks.catalog", "tests.retry_tasks"]
-[redis]
-url = "{TEST_REDIS_URL}"
-[probe]
-interval = 0.3
-timeout = 0.5
-[backoff]
-base = 0.3
-cap = 0.6
-[mysql.hosts.s1a]
-url = "{sandbox.url("s1a")}"
-[resources."shard:1"]
-hosts = ["s1a"]
-[signals.connections]
-high = 0.95
-low = 0.9
-[queues.heavy]
-""",
-        encoding="utf-8",
-    )
-    return path
+    return shard_one_config(sandbox, path, TEST_REDIS_URL, ("tests.retry_tasks",))
 
 
 class RowHolder:
