@@ -66,6 +66,10 @@ SHADOW_MINUTE = NAMESPACE + "shadow:minute:{minute}"  # hash, one a minute, kept
 SHADOW_TOTAL = NAMESPACE + "shadow:total"  # hash: ever (the exporter's counter)
 SHADOW_LAST = NAMESPACE + "shadow:last"  # hash -> JSON {"at", "reason"}: the latest would-be deferral
 
+# Schedules (workers/scheduler.py): + name: hash `last_tick` (ms; only grows: the compare-and-set that makes
+# each tick enqueue once), `last_job`, `last_at`, `last_missed`, `runs`, `missed`, `since`, `last_error`
+SCHEDULE_PREFIX = NAMESPACE + "schedule:"
+
 # Traffic (feedback/signals/traffic.py)
 TRAFFIC = NAMESPACE + "traffic:{counter}:{second}"  # requests the app counted in one second
 
@@ -140,3 +144,7 @@ def counter_key(kind: str) -> str:
 
 def owner_key(job_id: str) -> str:
     return OWNER.format(job_id=job_id)
+
+
+def schedule_key(name: str) -> str:
+    return SCHEDULE_PREFIX + name

@@ -157,6 +157,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 if not self.config.probe_targets:
                     self._promote()  # nobody probes, so nobody would promote on refresh
                 now = clock.now()
+                self._enqueue_periodic(now)
                 open_queues = self._open_queues(snapshot, now)
                 if open_queues and time.monotonic() >= look_at_queues_at:
                     result = self._claim_admitted(open_queues, snapshot, now)
@@ -770,6 +771,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _recover_abandoned(self) -> None:
         prober_duties.recover_abandoned_jobs(self.moves, self._known_queues(), self.log, self.name)
+
+    def _enqueue_periodic(self, now: float) -> None:
+        """Every worker looks at the schedules between jobs, not the prober alone: a prober killed
+        at a tick is replaced within a loop, not a lapsed lease. Between ticks it sends Redis
+        nothing; at a tick, one WATCH/MULTI/EXEC enqueues it once (workers/scheduler.py)."""
+        prober_duties.fire_schedules(self.connection, self.config, self._duty_memory, self.log, now)
 
     def _promote(self) -> None:
         """With nothing to probe nobody refreshes readings, so nobody promotes on refresh: do it here."""

@@ -5,7 +5,8 @@ fleet's housekeeping, in this order, each step one or a few atomic scripts (so w
 race safely): adapt concurrency limits to strain (AIMD), spend the budgets (a controller's
 level per budgeted resource), log verdict flips, publish cool-downs
 and release the jobs parked on what cleared, prune lapsed switches, recover abandoned jobs,
-and promote due deferred jobs and free slots. A new duty is one step in `STEPS`.
+promote due deferred jobs and free slots, and enqueue the periodic jobs whose tick came
+(workers/scheduler.py). A new duty is one step in `STEPS`.
 
 At a quarter-second interval a round comes four times a second, so a round sends Redis only
 what changed since this process's last one (DutyMemory); what only needs seconds (abandoned
@@ -39,6 +40,7 @@ from easeoff.feedback.verdict.cooldown import CooldownPublisher, strained_resour
 from easeoff.feedback.verdict.gate import global_findings
 from easeoff.feedback.wake import announce_jobs
 from easeoff.workers.moves import JobMoves
+from easeoff.workers.scheduler import Scheduler
 
 PROMOTE_RECHECK = 2.0  # seconds: promotion scans this often at least, whatever the hint says
 RECHECK = 2.0  # seconds: the longest a step skipped because nothing changed waits to run anyway (safety nets)
@@ -57,6 +59,7 @@ class DutyMemory(msgspec.Struct):
 
     ran_at: dict[str, float] = msgspec.field(default_factory=dict)  # step → monotonic time it last ran
     sent: dict[str, Hashable] = msgspec.field(default_factory=dict)  # step → what it last sent
+    ticks_seen: dict[str, int] = msgspec.field(default_factory=dict)  # schedule → next tick after one seen claimed
 
     def due(self, step: str, every: float = RECHECK) -> bool:
         """Whether `step` last ran `every` seconds ago or more; if so, it runs now."""
@@ -171,6 +174,19 @@ def promote_due(r: Round) -> None:
         announce_jobs(r.redis)
 
 
+def enqueue_periodic(r: Round) -> None:
+    """Each schedule's tick is enqueued by whichever prober sees it due first, once (one
+    WATCH/MULTI/EXEC per tick: workers/scheduler.py); between ticks this sends Redis nothing.
+    Last of the steps: its job is on the queue for the claims that follow the round."""
+    fire_schedules(r.redis, r.config, r.memory, r.log, r.now)
+
+
+def fire_schedules(redis: Redis, config: Config, memory: DutyMemory, log: logging.Logger, now: float) -> None:
+    """Also run by every worker between jobs (workers/gated_worker.py), so a prober killed at a
+    tick is replaced at once: the ticks seen claimed, kept in `memory`, keep that free of Redis."""
+    Scheduler(redis, config, log, seen=memory.ticks_seen).run(now)
+
+
 def recover_abandoned_jobs(moves: JobMoves, queues: list[Queue], log: logging.Logger, worker: str) -> None:
     """Also run at rq's maintenance, before rq's own cleanup would fail every abandoned job."""
     recovered = moves.recover_abandoned(queues)
@@ -193,6 +209,7 @@ STEPS: tuple[Callable[[Round], None], ...] = (
     prune_lapsed_switches,
     recover_abandoned,
     promote_due,
+    enqueue_periodic,
 )
 
 

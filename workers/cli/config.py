@@ -8,6 +8,7 @@ import click
 
 from easeoff.tasks.registry import all_tasks
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
+from easeoff.workers.scheduler import all_schedules, check_schedules
 
 
 @click.group("config")
@@ -22,9 +23,11 @@ def config_check(ctx: Context) -> None:
     """Validate the config file; exit 2 with the file and key of the first problem."""
     config = ctx.config
     ctx.load_tasks()
+    check_schedules(config)
     click.echo(
         f"{config.source}: ok ({len(config.hosts)} hosts, {len(config.resources)} resources, "
-        f"{len(config.signals)} signals, {len(config.queues)} queues, {len(all_tasks())} tasks; "
+        f"{len(config.signals)} signals, {len(config.queues)} queues, {len(all_tasks())} tasks, "
+        f"{len(all_schedules(config))} schedules; "
         f"probe every {config.probe_interval:g}s)"
     )
 

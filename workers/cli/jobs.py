@@ -19,6 +19,7 @@ from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.registry import get_task
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
 from easeoff.workers.moves import JobMoves
+from easeoff.workers.scheduler import check_schedules
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -140,6 +141,7 @@ def worker(
     readings.warm_up()
     try:
         ctx.load_tasks()  # a task module that cannot be imported stops the worker here, not its jobs
+        check_schedules(config)  # so does a schedule naming an unknown task, or giving it bad arguments
         if not any_queue:
             ctx.check_queues(queues, insist_with="--any-queue")
         from easeoff.workers.gated_worker import GatedWorker
