@@ -172,6 +172,12 @@ class BudgetConfig(msgspec.Struct, frozen=True):
     def __repr__(self) -> str:
         return _repr_without(self, "prometheus_url")  # a Prometheus URL may carry credentials
 
+    @property
+    def read_on_hosts(self) -> bool:
+        """A latency ceiling read off the resource's hosts (their probers), not off Prometheus."""
+        has_latency = self.latency is not None or self.latency_multiple is not None
+        return has_latency and self.latency_source != "prometheus"
+
 
 class ResourceConfig(msgspec.Struct, frozen=True):
     """What a job touches: a primary, a master-master pair or plain hosts, plus replicas."""

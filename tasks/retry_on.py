@@ -13,10 +13,10 @@ lives with the worker (workers/transient_errors.py). This module only declares a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 
 import msgspec
-import pymysql
 
 RetryOn = int | type[BaseException]
 
@@ -74,9 +74,12 @@ def matching(exc: BaseException | None, retry_on: Iterable[RetryOn]) -> Transien
 
 
 def _mysql_code(err: BaseException) -> int | None:
-    if isinstance(err, pymysql.err.MySQLError) and err.args and isinstance(err.args[0], int):
-        return err.args[0]
-    return None
+    # pymysql is not imported here: the CLI loads this module, and a pymysql.py in the folder it
+    # runs from must not be (tests/test_cli_imports.py). A pymysql error comes with pymysql loaded.
+    driver_errors = sys.modules.get("pymysql.err")
+    if driver_errors is None or not isinstance(err, driver_errors.MySQLError):
+        return None
+    return err.args[0] if err.args and isinstance(err.args[0], int) else None
 
 
 def _one_line(err: BaseException) -> str:

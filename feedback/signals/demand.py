@@ -32,7 +32,6 @@ from rq.registry import StartedJobRegistry
 from easeoff.feedback import keys
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
-from easeoff.feedback.signals.live_latency import measured_here
 from easeoff.feedback.signals.readings import Reading
 
 TOUCH_EVERY = 1.0  # seconds: a process renews a resource's wanted key at most this often
@@ -72,7 +71,7 @@ def demand_keys(config: Config) -> dict[str, tuple[str, ...]]:
     # of readings at full pace (a canary burst is sized for the interval, not the dormant pace):
     # its hosts are always wanted.
     for resource in config.resources.values():
-        if measured_here(resource.budget):
+        if resource.budget is not None and resource.budget.read_on_hosts:
             for host in resource.hosts:
                 found.pop(host, None)
     return found

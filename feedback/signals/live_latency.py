@@ -54,12 +54,6 @@ def samples_key(budget: BudgetConfig) -> str:
     return f"_budget_samples@{budget.quantile:g}/{budget.window:g}s"
 
 
-def measured_here(budget: BudgetConfig | None) -> bool:
-    """A budget with a latency ceiling read off its hosts (not off Prometheus)."""
-    has_latency = budget is not None and (budget.latency is not None or budget.latency_multiple is not None)
-    return has_latency and budget is not None and budget.latency_source != "prometheus"
-
-
 class BucketWindow:
     """The deltas of a server's cumulative response-time counts over the last `seconds`."""
 
@@ -141,7 +135,7 @@ class LiveLatency:
         self.canary = latency.canary if latency is not None else None
         self.by_host: dict[str, list[BudgetConfig]] = {}
         for resource in config.resources.values():
-            if resource.budget is not None and measured_here(resource.budget):
+            if resource.budget is not None and resource.budget.read_on_hosts:
                 for host in resource.hosts:
                     if resource.budget not in self.by_host.setdefault(host, []):
                         self.by_host[host].append(resource.budget)
