@@ -82,6 +82,7 @@ SWEEP_AFTER = NAMESPACE + "sweep-after"  # no sweep, no lapsed lease purged befo
 
 # Running jobs (tasks/checkpoint.py)
 STOP_AT_CHECKPOINT = NAMESPACE + "stop-at-checkpoint:{job_id}"  # why a running job should stop at its checkpoint
+CANCEL_AT_CHECKPOINT = NAMESPACE + "cancel-at-checkpoint:{job_id}"  # `easeoff cancel` asked the job to end there
 
 
 def reading_key(host: str) -> str:

@@ -24,6 +24,7 @@ from redis import Redis
 from redis.connection import AbstractConnection
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.callbacks import execute_stopped_callback
 from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
@@ -50,7 +51,7 @@ from easeoff.feedback.verdict.cooldown import CooldownPublisher
 from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
 from easeoff.tasks import db_reach, pool
 from easeoff.tasks.admission import admit as mark_admitted
-from easeoff.tasks.checkpoint import SHUTTING_DOWN, request_stop
+from easeoff.tasks.checkpoint import CANCELED, SHUTTING_DOWN, clear_cancel, request_stop
 from easeoff.tasks.derived_meta import UngatableJob
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
@@ -75,6 +76,7 @@ PUBSUB_WAIT = 1.0
 # one, if nothing woke it since (every verdict flip, switch and hosts-out change publishes the
 # wake-up word) and it is younger than this share of a probe interval: one Redis read a job less.
 BUSY_REUSE = 0.25
+STOPPED_REASON = "Job stopped by user (easeoff cancel or rq's stop-job)"
 
 
 class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
@@ -578,6 +580,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         probe had not seen yet: workers/db_outages.py), is deferred to run later: not a failure,
         no retry spent."""
         stopped = exc_info[1]
+        if self._stopped_job_id == job.id or (isinstance(stopped, Checkpointed) and stopped.reason == CANCELED):
+            self._end_stopped(job, queue, execution)
+            return
         reached = db_reach.reached_since(self._reach_mark)
         outage = None if isinstance(stopped, Checkpointed) else outage_reason(stopped, _meta(job), reached)
         if not isinstance(stopped, Checkpointed) and outage is None:
@@ -611,6 +616,21 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 return
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
+
+    def _end_stopped(self, job: Job, queue: Queue, execution: Execution) -> None:
+        """A job `easeoff cancel` stopped at its checkpoint (or rq's stop-job command interrupted
+        in-process) ends as rq ends a job its stop-job command stopped: STOPPED, in the failed
+        registry, its stopped callback run, no retry spent or taken. Its cursor stays in its meta."""
+        job.get_meta(refresh=True)
+        self.log.warning("Worker %s: job %s stopped on request (easeoff cancel / rq stop-job)", self.name, job.id)
+        self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
+        try:
+            execute_stopped_callback(job, self.death_penalty_class)
+        except Exception:
+            self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
+        self._stopped_job_id = job.id
+        self.handle_job_failure(job, queue, exc_string=STOPPED_REASON, execution=execution)
+        clear_cancel(job.id, rq_calls.raw_client(self.connection))
 
     def _retried_later(
         self, job: Job, queue: Queue, execution: Execution, error: BaseException | None, reached: bool

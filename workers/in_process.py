@@ -27,13 +27,14 @@ from easeoff.workers.fencing import FencedOut
 from easeoff.workers.gated_worker import GatedWorker
 from easeoff.workers.heartbeats import Heartbeats
 
-FENCED_SIGNAL = signal.SIGUSR1  # the beat thread's word to the main thread: the running job is not ours
+FENCED_SIGNAL = signal.SIGUSR1  # the word to the main thread: the running job is not ours, or was stopped
 
 
 class InProcessWorker(GatedWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._heartbeats = Heartbeats(self.maintain_heartbeats, self.job_monitoring_interval)
+        self._in_job_code = False  # between the job's start and the recording of its end
         if threading.current_thread() is threading.main_thread():
             signal.signal(FENCED_SIGNAL, self._raise_if_fenced_out)
 
@@ -42,13 +43,39 @@ class InProcessWorker(GatedWorker):
         with FencedOut; rq's failure path then finds the job lost and records nothing."""
         signal.pthread_kill(threading.main_thread().ident or 0, FENCED_SIGNAL)
 
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """rq's stop-job command (`easeoff cancel` of a job that is not resumable): there is no
+        horse, and rq's `kill_horse` would kill this worker's own process group (horse pid 0).
+        The job is interrupted in the main thread instead, and ends STOPPED as rq's would."""
+        job = self._running_job
+        if job is not None and self._stopped_job_id == job.id and self._in_job_code:
+            signal.pthread_kill(threading.main_thread().ident or 0, FENCED_SIGNAL)
+
     def _raise_if_fenced_out(self, signum: int, frame: Any) -> None:
         job, fence = self._running_job, self._fence
         if job is not None and fence is not None and self._fenced_out == job.id:
             raise FencedOut(fence)
+        if job is not None and self._stopped_job_id == job.id and self._in_job_code:
+            raise JobStopped(f"job {job.id} stopped by rq's stop-job command")
 
     def run_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         with self._heartbeats.beating(job, execution):
-            self.perform_job(job, queue, execution)
+            self._in_job_code = True  # a stop lands in the job, not in rq's recording of its end
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                self._in_job_code = False
         self.set_state(WorkerStatus.IDLE)
+
+    def _finalize_success(self, *args: Any) -> None:
+        self._in_job_code = False
+        super()._finalize_success(*args)
+
+    def _finalize_failure(self, *args: Any) -> None:
+        self._in_job_code = False
+        super()._finalize_failure(*args)
+
+
+class JobStopped(Exception):
+    """Raised into an in-process job that rq's stop-job command stopped."""

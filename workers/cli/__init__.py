@@ -1,7 +1,7 @@
 """`easeoff`: the command line that wires config into tasks, feedback and the gated worker.
 
 The group and its options live here; each command lives in the module of its topic
-(config, jobs, schedules, state, switches, observability, top) and shares helpers.py.
+(config, jobs, schedules, story, state, switches, observability, top) and shares helpers.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "requeue": ("jobs", "requeue"),
     "schedules": ("schedules", "schedules"),
     "scheduler": ("schedules", "scheduler"),
+    "job": ("story", "job"),
+    "cancel": ("story", "cancel"),
     "status": ("state", "status"),
     "probe": ("state", "probe"),
     "host": ("state", "host_group"),

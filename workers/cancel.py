@@ -1,0 +1,125 @@
+"""Cancel one job (`easeoff cancel`): a waiting job leaves every place in one script; a running
+one is asked to stop.
+
+Waiting — queued, scheduled, deferred, parked, or waiting on a job it depends on — the job is
+taken out of its queue or registry, its parked entries and rate reservations, and put in rq's
+canceled registry, in one Lua script (workers/lua/cancel.lua). The script runs between any two
+of the worker's moves, never inside one: a job a worker claimed a moment before is found running
+(its owner key names an execution in the started registry) and left alone. Nothing else is
+touched: the rest of its queue, other jobs' parked entries, the slots and turns of its scopes.
+
+Running, it is asked to stop: a resumable job at its next checkpoint (tasks/checkpoint.py's
+cancel key: it ends there, its chunk committed, as STOPPED), any other through rq's stop-job
+command (its horse is killed; in-process, its run interrupted); either way it ends as rq ends a
+stopped job, in the failed registry with status `stopped`, spending no retry.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    ReadyJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.serializers import JSONSerializer
+
+from easeoff.feedback import clock, keys
+from easeoff.feedback.levers.rates import RESERVED_PREFIX
+from easeoff.feedback.lua import LuaScript
+from easeoff.tasks.checkpoint import request_cancel
+from easeoff.workers.job_place import read_job
+
+CANCEL = LuaScript.load(
+    "easeoff.workers",
+    "cancel",
+    argv=(
+        "job_id",
+        "queue_name",
+        "now",
+        "task_prefix",
+        "parked_prefix",
+        "slot_prefix",
+        "slot_low_prefix",
+        "class_prefix",
+        "reserved_prefix",
+    ),
+)
+
+Outcome = Literal["canceled", "stopping", "not_waiting", "missing"]
+
+
+class Cancellation(msgspec.Struct, frozen=True):
+    job_id: str
+    outcome: Outcome
+    detail: str = ""  # where it was canceled from; how it was asked to stop; the status it had
+
+
+def cancel_waiting(redis: Redis, job_id: str, queue: str) -> tuple[str, str]:
+    """The script alone: ('canceled', where) | ('running', owner) | ('not_waiting', status) | ('missing', '')."""
+    script_keys = [
+        Job.key_for(job_id),
+        Queue.redis_queue_namespace_prefix + queue,
+        ScheduledJobRegistry(queue, connection=redis).key,
+        DeferredJobRegistry(queue, connection=redis).key,
+        ReadyJobRegistry(queue, connection=redis).key,
+        StartedJobRegistry(queue, connection=redis).key,
+        CanceledJobRegistry(queue, connection=redis).key,
+        keys.owner_key(job_id),
+    ]
+    args = CANCEL.args(
+        job_id=job_id,
+        queue_name=queue,
+        now=repr(clock.now()),
+        task_prefix=keys.TASK_SCOPE_PREFIX,
+        parked_prefix=keys.PARKED_PREFIX,
+        slot_prefix=keys.SLOT_PARK_PREFIX,
+        slot_low_prefix=keys.SLOT_LOW_PARK_PREFIX,
+        class_prefix=keys.SLOT_CLASS_PARK_PREFIX,
+        reserved_prefix=RESERVED_PREFIX,
+    )
+    outcome, detail = CANCEL.register(redis)(keys=script_keys, args=args)
+    return _text(outcome), _text(detail)
+
+
+def cancel(redis: Redis, job_id: str) -> Cancellation:
+    """Cancel a waiting job, or ask a running one to stop."""
+    queue_raw = redis.hget(Job.key_for(job_id), "origin")
+    if queue_raw is None:
+        return Cancellation(job_id, "missing")
+    queue = _text(queue_raw)
+    outcome, detail = cancel_waiting(redis, job_id, queue)
+    if outcome != "running":
+        return Cancellation(job_id, outcome, detail)  # type: ignore[arg-type]  # the script's words
+    how = _ask_to_stop(redis, job_id)
+    # It may have left `started` for a waiting place (deferred at a checkpoint for strain) between
+    # the script and the request: then it is canceled there, rather than coming back.
+    again, where = cancel_waiting(redis, job_id, queue)
+    if again == "canceled":
+        return Cancellation(job_id, "canceled", where)
+    return Cancellation(job_id, "stopping", how)
+
+
+def _ask_to_stop(redis: Redis, job_id: str) -> str:
+    story = read_job(redis, job_id)
+    if story is not None and story.resumable:
+        request_cancel(job_id, redis)
+        return "at its next checkpoint"
+    try:
+        send_stop_job_command(redis, job_id, serializer=JSONSerializer)
+    except (InvalidJobOperation, NoSuchJobError):
+        return "it is ending (no worker runs it now)"
+    return "rq's stop-job command sent to its worker"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
