@@ -187,24 +187,30 @@ class TaskCall:
         """More options over these (the later wins)."""
         return TaskCall(self.task, parse_options(self.task.name, given, self.job_options))
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+    def _on(self, connection: Redis | None) -> JobOptions:
+        """`connection=` is taken where the task's own enqueue takes it, as well as in options()."""
+        if connection is None:
+            return self.job_options
+        return parse_options(self.task.name, {"connection": connection}, self.job_options)
+
+    def enqueue(self, *args: Any, connection: Redis | None = None, **kwargs: Any) -> Job:
         """One job on the task's queue now (or, with `depends_on`, when its parents have finished)."""
-        return enqueue_job(self.task, self.job_options, args, kwargs)
+        return enqueue_job(self.task, self._on(connection), args, kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> Job:
-        return self.enqueue(*args, **kwargs)
+    def delay(self, *args: Any, connection: Redis | None = None, **kwargs: Any) -> Job:
+        return self.enqueue(*args, connection=connection, **kwargs)
 
-    def enqueue_in(self, delay: timedelta, *args: Any, **kwargs: Any) -> Job:
+    def enqueue_in(self, delay: timedelta, *args: Any, connection: Redis | None = None, **kwargs: Any) -> Job:
         """Due `delay` from now; gated when due, like any job."""
         if not isinstance(delay, timedelta):
             raise TaskError(f"task {self.task.name}: enqueue_in takes a timedelta, not {type(delay).__name__}")
-        return enqueue_job(self.task, self.job_options, args, kwargs, at=datetime.now(UTC) + delay)
+        return enqueue_job(self.task, self._on(connection), args, kwargs, at=datetime.now(UTC) + delay)
 
-    def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> Job:
+    def enqueue_at(self, when: datetime, *args: Any, connection: Redis | None = None, **kwargs: Any) -> Job:
         """Due at `when` (a naive datetime is local time, as rq takes it); gated when due."""
         if not isinstance(when, datetime):
             raise TaskError(f"task {self.task.name}: enqueue_at takes a datetime, not {type(when).__name__}")
-        return enqueue_job(self.task, self.job_options, args, kwargs, at=when)
+        return enqueue_job(self.task, self._on(connection), args, kwargs, at=when)
 
 
 def enqueue_job(

@@ -159,6 +159,19 @@ def test_an_option_given_to_delay_points_to_options(redis_conn: Redis) -> None:
     )
 
 
+def test_connection_is_taken_where_the_tasks_own_enqueue_takes_it(redis_conn: Redis) -> None:
+    """As an app writes it from HeavyTask.enqueue: `.options(...).delay(..., connection=r)`,
+    and the same for enqueue_in / enqueue_at; the job lands in that Redis, not the config's."""
+    parent = record_run.options(result_ttl=60).delay(shard=1, tag="conn", connection=redis_conn)
+    child = record_run.options(depends_on=parent).enqueue(shard=1, tag="child", connection=redis_conn)
+    later = record_run.options().enqueue_in(timedelta(seconds=30), shard=1, tag="later", connection=redis_conn)
+    at = record_run.options().enqueue_at(datetime.now(UTC) + timedelta(seconds=30), shard=1, connection=redis_conn)
+    for job in (parent, child, later, at):
+        assert Job.exists(job.id, connection=redis_conn)
+    assert Job.fetch(parent.id, connection=redis_conn, serializer=JSONSerializer).kwargs["tag"] == "conn"
+    assert set(ScheduledJobRegistry("heavy", connection=redis_conn).get_job_ids()) == {later.id, at.id}
+
+
 def test_a_scheduled_dependent_is_refused(redis_conn: Redis) -> None:
     """rq's scheduler enqueues a due job without looking at its parents: refused, not lost meaning."""
     with pytest.raises(TaskError, match="depends_on does not go with enqueue_in/enqueue_at"):
