@@ -36,7 +36,7 @@ from rq.worker import WorkerStatus
 from easeoff.feedback import clock, keys, liveness
 from easeoff.feedback.config import Config, ConfigError, load_config, packaged_example_path
 from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
-from easeoff.feedback.levers.limits import Leases, LeaseScope
+from easeoff.feedback.levers.limits import Leases, LeaseScope, short_pace_wait
 from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.counters import counter_field, counter_key
@@ -76,6 +76,9 @@ PUBSUB_WAIT = 1.0
 # one, if nothing woke it since (every verdict flip, switch and hosts-out change publishes the
 # wake-up word) and it is younger than this share of a probe interval: one Redis read a job less.
 BUSY_REUSE = 0.25
+# A claimed job handed a paced start waits for it in place at most this many times (another job's
+# end may move the start on while it waits); after that it is deferred and parked as any refusal.
+PACE_WAITS_IN_PLACE = 3
 STOPPED_REASON = "Job stopped by user (easeoff cancel or rq's stop-job)"
 
 
@@ -264,6 +267,14 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             job, meta = loaded
             candidate = Candidate(job, meta, queue, claim.execution.composite_key, snapshot, now)
             verdict = admit(self.checks, candidate)
+            for _ in range(PACE_WAITS_IN_PLACE):
+                # Handed a paced start just ahead of its time: wait for it here, then judge afresh.
+                if (wait := short_pace_wait(verdict.reasons)) is None:
+                    break
+                time.sleep(wait + self.rng.uniform(0.0, 0.01))
+                snapshot, now = self._read_snapshot(), clock.now()
+                candidate = Candidate(job, meta, queue, claim.execution.composite_key, snapshot, now)
+                verdict = admit(self.checks, candidate)
             self.reorder_queues(reference_queue=queue)  # rq's dequeue strategies: after every dequeue
             if verdict.admit:
                 self._lease = candidate.lease

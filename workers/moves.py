@@ -33,6 +33,7 @@ from rq.utils import utcformat
 from easeoff.feedback import clock, liveness
 from easeoff.feedback import keys as redis_keys
 from easeoff.feedback.keys import counter_key, parked_key
+from easeoff.feedback.levers.limits import PACE_LEAD
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
@@ -94,6 +95,7 @@ RELEASE_SLOTS = LuaScript.load(
         "pace_prefix",
         "handed_prefix",
         "next_due_key",
+        "pace_lead",
     ),
     preludes=(*PARKING, "easeoff.feedback:share"),
 )
@@ -317,6 +319,7 @@ class JobMoves:
             pace_prefix=redis_keys.PACE_PREFIX,
             handed_prefix=redis_keys.PACE_HANDED_PREFIX,
             next_due_key=redis_keys.NEXT_DUE,
+            pace_lead=repr(PACE_LEAD),
         )
         if pipeline is not None:
             pipeline.eval(RELEASE_SLOTS.text, 1, redis_keys.SLOT_WAITS, *args)

@@ -67,6 +67,13 @@ class LeaseScope(msgspec.Struct, frozen=True):
         return keys.limit_key(self.scope)
 
 
+# A paced start is handed to its waiting job this long before its time (release_slots.lua), and
+# the worker that claims it waits the rest in place (`short_pace_wait`): handed at its very time, it
+# would start only when promotion next looked and a worker next claimed, so that a budget's pace
+# could never start jobs faster than those rounds, whatever duty it asked for.
+PACE_LEAD = 1.0
+
+
 class Claimant(msgspec.Struct, frozen=True):
     """Who asks for the slots: the job's task (its turn is shared by weight with the other tasks
     that want the scope) and where the job is parked while it waits (`job_id|queue`)."""
@@ -280,3 +287,12 @@ def current_limits(redis: Redis, config: Config, now: float | None = None) -> di
         written = raw[2 * i]
         result[name] = (int(written) if written is not None else default_limit(limited[name]), int(raw[2 * i + 1]))
     return result
+
+
+def short_pace_wait(reasons: Sequence[Reason]) -> float | None:
+    """The seconds to wait in place when the only refusal is a paced start due within PACE_LEAD
+    (its job was handed the start ahead of its time); None when the job should be deferred."""
+    if len(reasons) != 1 or reasons[0].kind != Kind.PACE or reasons[0].value is None:
+        return None
+    wait = reasons[0].value
+    return wait if 0.0 <= wait <= PACE_LEAD * 1.25 else None

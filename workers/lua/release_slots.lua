@@ -7,19 +7,21 @@
 -- Low-priority waiters get a slot only while another stays free (the reserve acquire.lua keeps).
 -- A paced scope (a budget's duty cycle) whose next start is still to come (its pace key,
 -- feedback/lua/release_pace.lua) sends nobody back now: one waiting job, by the same turns, is
--- handed that start — rescheduled to its time, with the fleet's next-due time lowered so
--- promotion looks then — once per start (the handed key, cleared when a job takes the start,
--- acquire.lua, and lapsing shortly after the start should a handed job never come).
+-- handed that start `pace_lead` seconds ahead of its time — back to its queue at once when the
+-- start is that close, else rescheduled to then, with the fleet's next-due time lowered so
+-- promotion looks then — and the worker that claims it waits the rest in place; once per start
+-- (the handed key, cleared when a job takes the start, acquire.lua, and lapsing shortly after
+-- the start should a handed job never come).
 -- KEYS: the slot-waits hash (scope -> default limit; entries stay, so a job refused a slot just
 --       now, not yet parked, is never left out: one per limited scope)
 -- ARGV: the named arguments, then the scopes to look at (none: every waiting scope)
 local now, job_prefix, cooldown_prefix, parked_prefix, task_prefix, scheduled_prefix, queue_prefix,
       leases_prefix, limit_prefix, slot_prefix, slot_low_prefix, share_prefix, class_park_prefix, pace_prefix,
-      handed_prefix, next_due_key = unpack(ARGV, 1, 16)
-local FIRST_SCOPE = 17
+      handed_prefix, next_due_key, pace_lead = unpack(ARGV, 1, 17)
+local FIRST_SCOPE = 18
 local HANDED_GRACE_MS = 2000  -- a handed start not taken this long after its time goes to another waiter
 local MOST_STALE = 100  -- entries of jobs no longer waiting (run or gone) cleared per scope and call, at most
-now = tonumber(now)
+now, pace_lead = tonumber(now), tonumber(pace_lead)
 local p = {job_prefix = job_prefix, cooldown_prefix = cooldown_prefix, parked_prefix = parked_prefix,
            task_prefix = task_prefix}
 local scopes = {}
@@ -106,11 +108,13 @@ for _, scope in ipairs(scopes) do
     if pace_at and pace_at > now then
       local ms = math.ceil((pace_at - now) * 1000) + HANDED_GRACE_MS
       if n > 0 and redis.call('SET', handed_prefix .. scope, '1', 'NX', 'PX', ms) then
-        local send = at_time(pace_at)
+        local at = pace_at - pace_lead
+        local send = at <= now and to_queue or at_time(at)
         local by_turn, left = hand_out_by_turn(scope, normal, 1, send)
         if by_turn == 0 and not left then
-          hand_out(normal, 1, send)
+          by_turn = hand_out(normal, 1, send)
         end
+        if at <= now then moved = moved + by_turn end
       end
     elseif redis.call('EXISTS', handed_prefix .. scope) == 0 then  -- else a handed start's job is on its way
       if n > 0 then
