@@ -15,7 +15,7 @@ import redis
 from redis import Redis
 
 from easeoff import __version__
-from easeoff.feedback import clock
+from easeoff.feedback import clock, redis_internals
 from easeoff.feedback.config import Config, ConfigError, default_config_path, load_config
 from easeoff.feedback.replica_acks import AckedRedis, awaiting_replicas
 from easeoff.feedback.sentinel import is_sentinel_url, sentinel_client
@@ -61,7 +61,9 @@ def connect(config: Config | None = None) -> Redis:
         else:
             client = kind.from_url(config.redis_url, **options)
             pool = client.connection_pool
-            pool.connection_class(**pool.connection_kwargs)  # options are checked here, not at the first command
+            pool.connection_class(
+                **redis_internals.pool_options(client)
+            )  # options are checked here, not at the first command
         if isinstance(client, AckedRedis):
             awaiting_replicas(client, config.replica_acks, config.replica_ack_timeout)
         clock.follow(client)  # the fleet's one clock: the Redis this process connected to last

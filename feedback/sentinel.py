@@ -25,6 +25,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
+from easeoff.feedback import redis_internals
+
 SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379
 
@@ -144,7 +146,7 @@ def look_for_promotion(client: Redis) -> tuple[str, int] | None:
     if not isinstance(pool, SentinelConnectionPool) or not isinstance(pool.sentinel_manager, FollowsPromotions):
         return None
     wanted = ("username", "password", "ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-    credentials = {k: v for k, v in pool.connection_kwargs.items() if k in wanted}
+    credentials = {k: v for k, v in redis_internals.pool_options(client).items() if k in wanted}
     return pool.sentinel_manager.find_promoted(pool.service_name, **credentials)
 
 

@@ -33,7 +33,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from easeoff.feedback import clock, keys, liveness
+from easeoff.feedback import clock, keys, liveness, redis_internals, rq_internals
 from easeoff.feedback.config import Config, ConfigError, load_config, packaged_example_path
 from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
 from easeoff.feedback.levers.limits import Leases, LeaseScope, short_pace_wait
@@ -55,7 +55,7 @@ from easeoff.tasks.checkpoint import CANCELED, SHUTTING_DOWN, clear_cancel, requ
 from easeoff.tasks.derived_meta import UngatableJob
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
-from easeoff.workers import horse_connection, prober_duties, rq_calls, transient_errors
+from easeoff.workers import horse_connection, prober_duties, transient_errors
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
@@ -105,13 +105,13 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         # Heartbeats double as the critical-tier check on running jobs: once per probe interval.
         kwargs.setdefault("job_monitoring_interval", liveness.beat_every(config))
         given = kwargs.get("connection")
-        socket_timeout = _socket_timeout(given) if isinstance(given, Redis) else None
+        socket_timeout = redis_internals.socket_timeout(given) if isinstance(given, Redis) else None
         super().__init__(queues, name, *args, **kwargs)
         connection = self.connection
         # rq sets the pool's socket timeout to its dequeue timeout + 10 s (415 s): a frozen Redis
         # would then hold every command for seven minutes while leases and claims lapse. easeoff
         # never blocks on Redis (its dequeue polls), so its own timeout stands.
-        rq_calls.set_socket_timeout(connection, socket_timeout or SOCKET_TIMEOUT)
+        redis_internals.set_socket_timeout(connection, socket_timeout or SOCKET_TIMEOUT)
         self.config = config
         self.readings = ReadingsCache(connection, config) if readings is None else readings
         self.readings.on_refresh = self._after_refresh
@@ -223,7 +223,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def _open_queues(self, snapshot: Snapshot, now: float) -> list[Queue]:
         """Queues whose own resources are healthy; the rest wait without being dequeued."""
         open_queues = []
-        for queue in self._ordered_queues:
+        for queue in rq_internals.ordered_queues(self):
             reasons = queue_reasons(queue.name, snapshot, self.config, now)
             if reasons:
                 self.procline(f"Holding {queue.name}: {joined(reasons)}")  # type: ignore[no-untyped-call]  # rq's, untyped
@@ -292,7 +292,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         while True:
             try:
                 job = self.job_class.fetch(claim.job_id, connection=self.connection, serializer=self.serializer)
-                if rq_calls.unreadable_meta(job):
+                if rq_internals.unreadable_meta(job):
                     # rq carries on with {"unserialized": ...}: the job's resources would be lost and
                     # the job run ungated. Fail closed instead.
                     raise DeserializationError("unreadable meta")
@@ -424,7 +424,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             return True
         while True:  # rq records a failure once and swallows its error: wait for Redis first
             try:
-                owner = rq_calls.raw_client(self.connection).get(fence.key)
+                owner = raw_client(self.connection).get(fence.key)
                 break
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
@@ -464,7 +464,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 elif not self._beat(job):
                     raise FencedOut(fence)
                 else:
-                    rq_calls.started_in_memory(job, self.name)
+                    rq_internals.started_in_memory(job, self.name)
                 return
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
@@ -552,7 +552,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         else:
             # This worker's key, as rq's: not a move of the job, so not fenced (in-process, the job's
             # thread may have the fenced view of the client in `self.connection` meanwhile).
-            with rq_calls.raw_client(self.connection).pipeline() as pipe:
+            with raw_client(self.connection).pipeline() as pipe:
                 self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
                 pipe.execute()
         if not self._beat(job):
@@ -591,7 +591,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         probe had not seen yet: workers/db_outages.py), is deferred to run later: not a failure,
         no retry spent."""
         stopped = exc_info[1]
-        if self._stopped_job_id == job.id or (isinstance(stopped, Checkpointed) and stopped.reason == CANCELED):
+        if rq_internals.stopped_job_id(self) == job.id or (
+            isinstance(stopped, Checkpointed) and stopped.reason == CANCELED
+        ):
             self._end_stopped(job, queue, execution)
             return
         reached = db_reach.reached_since(self._reach_mark)
@@ -621,7 +623,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 self._defer(job, meta, queue, execution, verdict, self._fence)
                 # Not through the fenced view: the deferral took the owner key, so a fenced release
                 # would be refused, end the horse with an error and leave the slots held to lapse.
-                with rq_calls.raw_client(self.connection).pipeline() as pipe:
+                with raw_client(self.connection).pipeline() as pipe:
                     self._release_lease(pipe, owner=False)
                     pipe.execute()
                 return
@@ -639,9 +641,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             execute_stopped_callback(job, self.death_penalty_class)
         except Exception:
             self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
-        self._stopped_job_id = job.id
+        rq_internals.note_stopped(self, job.id)
         self.handle_job_failure(job, queue, exc_string=STOPPED_REASON, execution=execution)
-        clear_cancel(job.id, rq_calls.raw_client(self.connection))
+        clear_cancel(job.id, raw_client(self.connection))
 
     def _retried_later(
         self, job: Job, queue: Queue, execution: Execution, error: BaseException | None, reached: bool
@@ -662,7 +664,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                         "Worker %s: job %s retry %d in %.1fs after %s",
                         *(self.name, job.id, plan.meta.retries, plan.delay, plan.error.text),
                     )
-                with rq_calls.raw_client(self.connection).pipeline() as pipe:  # as after a deferral
+                with raw_client(self.connection).pipeline() as pipe:  # as after a deferral
                     self._release_lease(pipe, owner=False)
                     pipe.execute()
                 return True
@@ -686,7 +688,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             **{self.pubsub_channel_name: self.handle_payload, keys.WAKE: lambda m: self.readings.wake(m["data"])}
         )
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq types it None
-            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
+            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=rq_internals.pubsub_exception_handler(self)
         )
 
     def teardown(self) -> None:
@@ -715,7 +717,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         """rq's maintenance, less its sweep of the started registry: that one judges absence on
         this host's clock (a worker 15 s ahead would fail the fleet's live jobs) and knows no
         fencing. Abandoned jobs are ours to sweep (`recover_abandoned`), on Redis's clock."""
-        rq_calls.clean_registries_but_started(self)
+        rq_internals.clean_registries_but_started(self)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
@@ -752,7 +754,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         finally:
             self._horse_connection = None
         if handed is not None:
-            horse_connection.let_go(handed, self._horse_pid)
+            horse_connection.let_go(handed, rq_internals.horse_pid(self))
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         """In the horse: first take over the connection its worker opened for it, then beat for the
@@ -851,13 +853,13 @@ class _BusyWhileClaiming:
         self.worker = worker
 
     def __enter__(self) -> None:
-        self.worker._state = WorkerStatus.BUSY
+        rq_internals.look_busy(self.worker, True)
 
     def __exit__(self, *exc: object) -> None:
         if self.worker._claimed is not None:
             return  # admitted: busy until it has run, so a SIGTERM now waits for the job, not strands it
-        self.worker._state = WorkerStatus.IDLE
-        if self.worker._stop_requested:
+        rq_internals.look_busy(self.worker, False)
+        if rq_internals.stop_requested(self.worker):
             raise StopRequested()
 
 
@@ -894,6 +896,8 @@ class _FencedClient:
         return getattr(self._client, name)
 
 
-def _socket_timeout(client: Redis) -> float | None:
-    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-    return float(timeout) if timeout else None
+def raw_client(client: Any) -> Redis:
+    """The Redis client under a fenced view (which changes only how pipelines are made)."""
+    inner = client._client if isinstance(client, _FencedClient) else client
+    assert isinstance(inner, Redis)
+    return inner

@@ -17,10 +17,11 @@ as it does under rq.
 from __future__ import annotations
 
 import logging
-import os
 
 from redis import ConnectionPool, Redis
 from redis.connection import AbstractConnection
+
+from easeoff.feedback import redis_internals
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def open_for_horse(client: Redis) -> AbstractConnection | None:
     pool = client.connection_pool
     if type(pool) is not ConnectionPool or getattr(pool, "cache", None) is not None:
         return None
-    connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+    connection: AbstractConnection = pool.connection_class(**redis_internals.pool_options(client))
     try:
         connection.connect()
     except Exception:  # whatever stops it here would stop the horse's own connect: let the horse report it
@@ -45,14 +46,7 @@ def adopt(client: Redis, connection: AbstractConnection) -> None:
     cannot adopt it connects on its own (an exception here would escape into rq's worker loop,
     in the horse)."""
     try:
-        pool = client.connection_pool
-        # redis-py has no public way to put a connection into a pool: its fork reset first (no
-        # connections, this pid), then the connection as the pool's one, counted as made by it.
-        pool._checkpid()
-        connection.pid = os.getpid()
-        with pool._lock:
-            pool._available_connections.append(connection)
-            pool._created_connections += 1
+        redis_internals.adopt_connection(client.connection_pool, connection)
     except Exception:
         logger.warning("work horse: could not adopt the Redis connection its worker opened", exc_info=True)
 
@@ -62,5 +56,5 @@ def let_go(connection: AbstractConnection, horse_pid: int | None) -> None:
     redis-py closes the descriptor without the shutdown that would end the horse's use of it
     too. Without a horse (the fork failed), it is closed outright."""
     if horse_pid:
-        connection.pid = horse_pid
+        redis_internals.disown_socket(connection, horse_pid)
     connection.disconnect()

@@ -23,6 +23,7 @@ from rq import Queue
 from rq.job import Job
 from rq.worker import WorkerStatus
 
+from easeoff.feedback import rq_internals
 from easeoff.workers.fencing import FencedOut
 from easeoff.workers.gated_worker import GatedWorker
 from easeoff.workers.heartbeats import Heartbeats
@@ -48,14 +49,14 @@ class InProcessWorker(GatedWorker):
         horse, and rq's `kill_horse` would kill this worker's own process group (horse pid 0).
         The job is interrupted in the main thread instead, and ends STOPPED as rq's would."""
         job = self._running_job
-        if job is not None and self._stopped_job_id == job.id and self._in_job_code:
+        if job is not None and rq_internals.stopped_job_id(self) == job.id and self._in_job_code:
             signal.pthread_kill(threading.main_thread().ident or 0, FENCED_SIGNAL)
 
     def _raise_if_fenced_out(self, signum: int, frame: Any) -> None:
         job, fence = self._running_job, self._fence
         if job is not None and fence is not None and self._fenced_out == job.id:
             raise FencedOut(fence)
-        if job is not None and self._stopped_job_id == job.id and self._in_job_code:
+        if job is not None and rq_internals.stopped_job_id(self) == job.id and self._in_job_code:
             raise JobStopped(f"job {job.id} stopped by rq's stop-job command")
 
     def run_job(self, job: Job, queue: Queue) -> None:

@@ -33,7 +33,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from easeoff.feedback import keys
+from easeoff.feedback import keys, rq_internals
 from easeoff.feedback.levers.rates import RESERVED_PREFIX
 from easeoff.feedback.observe.failed_jobs import failure_reason
 from easeoff.tasks.checkpoint import CANCEL_KEY, STOP_KEY
@@ -305,7 +305,7 @@ def _owner_runs(redis: Redis, queue: str, job_id: str, owner: str) -> bool:
 
 
 def _dependencies(redis: Redis, job: Job) -> list[Wait]:
-    ids = list(job._dependency_ids or [])  # rq keeps them in the job's hash
+    ids = rq_internals.dependency_ids(job)
     if not ids:
         return []
     with redis.pipeline(transaction=False) as pipe:

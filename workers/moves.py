@@ -30,7 +30,7 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
-from easeoff.feedback import clock, liveness
+from easeoff.feedback import clock, liveness, rq_internals
 from easeoff.feedback import keys as redis_keys
 from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.levers.limits import PACE_LEAD
@@ -39,7 +39,6 @@ from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
 from easeoff.feedback.wake import announce_jobs
 from easeoff.tasks.meta import META_KEY, JobMeta
-from easeoff.workers import rq_calls
 from easeoff.workers.fencing import Fence
 
 PACKAGE = "easeoff.workers"  # the scripts live in workers/lua/
@@ -357,7 +356,7 @@ class JobMoves:
                     execution.delete(job=job, pipeline=pipe)
                     job.set_status(JobStatus.FAILED, pipeline=pipe)
                     pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
-                    rq_calls.record_failure(job, reason, pipe, worker_name, execution.id)
+                    rq_internals.record_failure(job, reason, pipe, worker_name, execution.id)
                     pipe.hincrby(counter_key("expired"), counter_field(queue.name, task, kind), 1)
                     pipe.execute()
                     return True

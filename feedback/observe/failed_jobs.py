@@ -25,6 +25,7 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback import rq_internals
 from easeoff.feedback.secrets import redact_text
 
 MAX_REASON = 300  # characters of a reason shown: one line, not a traceback
@@ -100,7 +101,7 @@ def failure_reason(job: Job, latest: Any = None) -> str:
     """The last line of the failure, as `easeoff failed` shows it, passwords masked: the exception
     and its message, or easeoff's own reason (`deferred for 600s, the cap is 600s`, `refused to
     run ungated`). `latest` is the job's raw latest result entry (`latest_results`)."""
-    text = (latest_exc_string(latest[0][1]) if latest else None) or job._exc_info or ""
+    text = (latest_exc_string(latest[0][1]) if latest else None) or rq_internals.exc_info_text(job) or ""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     reason = redact_text(lines[-1]) if lines else "no reason recorded"
     return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
