@@ -61,7 +61,7 @@ HISTORY = NAMESPACE + "history"  # list of samples for the page, trimmed to six 
 HISTORY_TICK = NAMESPACE + "history:tick"  # SET NX PX: which exporter samples this period
 UNKNOWN_RESOURCES = NAMESPACE + "unknown-resources"  # hash resource -> last sighting of a job naming it
 
-# Shadow verdicts (feedback/observe/shadow_tally.py): `resource|signal` -> jobs a shadow policy would have deferred
+# Shadow verdicts (feedback/tally/shadow_tally.py): `resource|signal` -> jobs a shadow policy would have deferred
 SHADOW_MINUTE = NAMESPACE + "shadow:minute:{minute}"  # hash, one a minute, kept two hours
 SHADOW_TOTAL = NAMESPACE + "shadow:total"  # hash: ever (the exporter's counter)
 SHADOW_LAST = NAMESPACE + "shadow:last"  # hash -> JSON {"at", "reason"}: the latest would-be deferral

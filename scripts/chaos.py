@@ -42,8 +42,8 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from easeoff.feedback.observe.counters import read_counts
 from easeoff.feedback.signals.traffic import count_request
+from easeoff.feedback.tally.counters import read_counts
 from easeoff.tasks.catalog import ledger_in_chunks, record_once, record_run
 from easeoff.tasks.demo_schema import create_schema
 from easeoff.tasks.shards import SHARD_URLS_ENV

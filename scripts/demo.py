@@ -52,11 +52,11 @@ from rq.serializers import JSONSerializer  # noqa: E402
 
 from easeoff.feedback.config import load_config  # noqa: E402
 from easeoff.feedback.levers import events  # noqa: E402
-from easeoff.feedback.observe.counters import read_counts  # noqa: E402
 from easeoff.feedback.observe.queue_stats import queue_stats  # noqa: E402
 from easeoff.feedback.reasons import Reason  # noqa: E402
 from easeoff.feedback.signals.cache import ReadingsCache  # noqa: E402
 from easeoff.feedback.signals.traffic import count_request  # noqa: E402
+from easeoff.feedback.tally.counters import read_counts  # noqa: E402
 from easeoff.feedback.verdict.gate import global_findings, judge  # noqa: E402
 from easeoff.tasks.catalog import archive_old_rows, record_run, recount_users  # noqa: E402
 from easeoff.tasks.demo_schema import create_schema, seed_events  # noqa: E402

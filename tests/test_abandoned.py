@@ -10,7 +10,7 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from easeoff.feedback.observe.counters import read_counts
+from easeoff.feedback.tally.counters import read_counts
 from easeoff.tasks.catalog import record_once, record_run
 from easeoff.workers.moves import ABANDONED_REASON
 from tests.conftest import MYSQL, WorkerProcesses, children, wait_until

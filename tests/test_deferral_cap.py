@@ -15,8 +15,8 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.levers.limits import Refusal
-from easeoff.feedback.observe.counters import read_counts
 from easeoff.feedback.reasons import Kind, Reason
+from easeoff.feedback.tally.counters import read_counts
 from easeoff.feedback.verdict.gate import Verdict
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.meta import JobMeta

@@ -7,7 +7,7 @@ import time
 from redis import Redis
 
 from easeoff.feedback.levers import events
-from easeoff.feedback.observe.flips import GLOBAL, record_flips
+from easeoff.feedback.tally.flips import GLOBAL, record_flips
 
 SCOPES = [GLOBAL, "shard:1", "shard:2"]
 

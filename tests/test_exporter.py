@@ -21,8 +21,8 @@ from easeoff.feedback.config import Config, load_config
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_out
 from easeoff.feedback.levers.limits import Leases, LeaseScope
-from easeoff.feedback.observe import unknown_resources
 from easeoff.feedback.observe.exporter import Exporter, evaluation_ticks
+from easeoff.feedback.tally import unknown_resources
 from easeoff.feedback.verdict.cooldown import parked_key
 from easeoff.feedback.verdict.cooldown import publish as publish_cooldowns
 from easeoff.tasks.catalog import noop

@@ -1,5 +1,5 @@
 """The exporter's habits of the ecosystem: `easeoff_build_info`, job run-time and queue-wait
-histograms per queue and task (feedback/observe/job_times.py), and `/healthz`."""
+histograms per queue and task (feedback/tally/job_times.py), and `/healthz`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from redis import Redis
 
 from easeoff import __version__
 from easeoff.feedback.config import Config, load_config
-from easeoff.feedback.observe import job_times
 from easeoff.feedback.observe.exporter import Exporter
 from easeoff.feedback.observe.web import ExporterServer, Site
+from easeoff.feedback.tally import job_times
 from easeoff.tasks.catalog import noop
 from tests.conftest import run_cli
 from tests.exporter_support import Samples, parse_samples, sample

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
 
 # A module may import its own room and rooms listed before it, never after.
-FEEDBACK_ORDER = ("root", "levers", "signals", "budget", "verdict", "observe")
+FEEDBACK_ORDER = ("root", "levers", "signals", "budget", "verdict", "tally", "observe")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -58,3 +60,14 @@ def test_feedback_and_tasks_never_import_workers_and_feedback_flows_one_way() ->
                     "tasks may use only feedback's keys, connect, rate and schedules"
                 )
     assert wrong == []
+
+
+def test_the_worker_loads_nothing_of_what_ops_read() -> None:
+    """The worker's hot path records through feedback/tally/; the exporter, page, dashboard and
+    alert rules (feedback/observe/) and the CLI are ops' side, and a worker process never loads them."""
+    code = (
+        "import sys, easeoff.workers.gated_worker, easeoff.workers.in_process\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('easeoff.feedback.observe', 'easeoff.workers.cli'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"

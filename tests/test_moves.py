@@ -13,8 +13,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.keys import SWEEP_AFTER, cooldown_key, parked_key
-from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.reasons import Reason
+from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
 from easeoff.workers.moves import DEFER, MOST_ABANDONED_REQUEUES, POISON_REASON, JobMoves

@@ -36,15 +36,15 @@ from rq.registry import FailedJobRegistry
 from easeoff.feedback.config import load_config
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.switches import Switch, set_switch
-from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.observe.failed_jobs import FailedJob, FailedJobs
 from easeoff.feedback.observe.history import Sample, read_history
 from easeoff.feedback.observe.page import View, render, render_state, sections
 from easeoff.feedback.observe.page_state import MAX_MARKERS, PageState, ShadowVerdict, SwitchView
-from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.observe.web import ExporterServer, Site
 from easeoff.feedback.reasons import Reason
 from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.tally import shadow_tally
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 from easeoff.tasks.catalog import noop, recount_users
 from tests.conftest import REPO, TEST_REDIS_URL, ConnectionHolder, wait_until
 from tests.exporter_support import exporter_process

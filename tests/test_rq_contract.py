@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import connect
-from easeoff.feedback.observe.counters import read_counts
+from easeoff.feedback.tally.counters import read_counts
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.registry import load_task_modules
 from easeoff.workers.gated_worker import GatedWorker

@@ -15,9 +15,9 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import load_config
 from easeoff.feedback.levers.switches import read_switches
-from easeoff.feedback.observe import shadow_tally
 from easeoff.feedback.observe.exporter import Exporter
 from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.tally import shadow_tally
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
 from tests.conftest import ConnectionHolder, WorkerProcesses, run_cli, stays_true, wait_until

@@ -18,8 +18,8 @@ from easeoff.feedback import keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.levers import shares
 from easeoff.feedback.levers.limits import Claimant, Leases, LeaseScope, Refusal
-from easeoff.feedback.observe.counters import counter_field, counter_key
 from easeoff.feedback.reasons import Kind
+from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.catalog import share_heavy, share_light
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.registry import HeavyTask, TaskError, heavy_task

@@ -12,9 +12,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.observe.counters import read_counts
 from easeoff.feedback.signals.cache import READING_KEY
 from easeoff.feedback.signals.readings import Reading
+from easeoff.feedback.tally.counters import read_counts
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.meta import META_KEY
 from tests.conftest import (

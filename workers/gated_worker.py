@@ -38,14 +38,14 @@ from easeoff.feedback.config import Config, ConfigError, load_config, packaged_e
 from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
 from easeoff.feedback.levers.limits import Leases, LeaseScope, short_pace_wait
 from easeoff.feedback.levers.rates import RateLimiter
-from easeoff.feedback.observe import unknown_resources
-from easeoff.feedback.observe.counters import counter_field, counter_key
-from easeoff.feedback.observe.queue_stats import known_queue_names
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
 from easeoff.feedback.replica_acks import keep_waiting
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.demand import Wants
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally import unknown_resources
+from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.cooldown import CooldownPublisher
 from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons

@@ -17,8 +17,8 @@ from rq import Queue, Retry, Worker
 from rq.executions import Execution
 from rq.job import Job
 
-from easeoff.feedback.observe import job_times
-from easeoff.feedback.observe.counters import counter_field, counter_key
+from easeoff.feedback.tally import job_times
+from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.meta import task_name
 
 Outcome = Literal["finished", "failed"]

@@ -35,8 +35,8 @@ from easeoff.feedback import keys as redis_keys
 from easeoff.feedback.keys import counter_key, parked_key
 from easeoff.feedback.levers.limits import PACE_LEAD
 from easeoff.feedback.lua import LuaScript
-from easeoff.feedback.observe.counters import counter_field
 from easeoff.feedback.reasons import Reason
+from easeoff.feedback.tally.counters import counter_field
 from easeoff.feedback.wake import announce_jobs
 from easeoff.tasks.meta import META_KEY, JobMeta
 from easeoff.workers.fencing import Fence

@@ -33,9 +33,9 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import adapt_limits
 from easeoff.feedback.levers.switches import paused_task_scopes, prune_expired
-from easeoff.feedback.observe.flips import GLOBAL, record_flips
 from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally.flips import GLOBAL, record_flips
 from easeoff.feedback.verdict.cooldown import CooldownPublisher, strained_resources
 from easeoff.feedback.verdict.gate import global_findings
 from easeoff.feedback.wake import announce_jobs

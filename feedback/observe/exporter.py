@@ -40,18 +40,19 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.levers.rates import RateLimiter
-from easeoff.feedback.observe import job_times, shadow_tally, unknown_resources
 from easeoff.feedback.observe import metric_families as families
-from easeoff.feedback.observe.counters import Count, counter_key, read_counts
 from easeoff.feedback.observe.history import DEFAULT_PERIOD, HistorySampler
-from easeoff.feedback.observe.queue_stats import QueueStats, known_queue_names, queue_stats
-from easeoff.feedback.observe.shadow_tally import ShadowCount
-from easeoff.feedback.observe.unknown_resources import UnknownResource
+from easeoff.feedback.observe.queue_stats import QueueStats, queue_stats
 from easeoff.feedback.observe.watermark_monitor import Transition, WatermarkMonitor
 from easeoff.feedback.observe.watermarks import config_alarms, measures_of
 from easeoff.feedback.observe.web import ExporterServer, Site
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally import job_times, shadow_tally, unknown_resources
+from easeoff.feedback.tally.counters import Count, counter_key, read_counts
+from easeoff.feedback.tally.shadow_tally import ShadowCount
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 from easeoff.feedback.verdict.cooldown import cooldown_key, parked_key
 from easeoff.feedback.verdict.gate import live_config
 

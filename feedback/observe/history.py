@@ -20,9 +20,10 @@ from redis import Redis
 
 from easeoff.feedback import keys
 from easeoff.feedback.config import Config
-from easeoff.feedback.observe.counters import read_counts
-from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
+from easeoff.feedback.observe.queue_stats import queue_stats
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.signals.cache import ReadingsCache
+from easeoff.feedback.tally.counters import read_counts
 
 HISTORY_KEY = keys.HISTORY
 TICK_KEY = keys.HISTORY_TICK

@@ -20,14 +20,14 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.levers.events import KINDS as EVENT_KINDS
 from easeoff.feedback.levers.switches import Switches
 from easeoff.feedback.observe import metric_names as names
-from easeoff.feedback.observe.counters import KINDS, Count
-from easeoff.feedback.observe.job_times import Histogram
 from easeoff.feedback.observe.queue_stats import QueueStats
-from easeoff.feedback.observe.shadow_tally import ShadowCount
-from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.observe.watermark_monitor import WatermarkMonitor
 from easeoff.feedback.observe.watermarks import phase_value
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally.counters import KINDS, Count
+from easeoff.feedback.tally.job_times import Histogram
+from easeoff.feedback.tally.shadow_tally import ShadowCount
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 from easeoff.feedback.verdict.gate import global_findings, queue_reasons, resource_findings
 from easeoff.feedback.verdict.shadow import ShadowJudge
 

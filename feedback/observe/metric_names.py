@@ -23,9 +23,9 @@ WATERMARK_TRANSITIONS = "easeoff_queue_watermark_transitions"  # a counter: expo
 # What each water-mark measure watches.
 MEASURE_METRICS = {"depth": QUEUE_READY, "age": QUEUE_OLDEST_AGE}
 
-# Fleet-wide job counters (feedback/observe/counters.py); the `_total` suffix is added on exposition.
+# Fleet-wide job counters (feedback/tally/counters.py); the `_total` suffix is added on exposition.
 JOBS = "easeoff_jobs_{kind}"
-JOB_RUN = "easeoff_job_run_seconds"  # a histogram, by queue and task (feedback/observe/job_times.py)
+JOB_RUN = "easeoff_job_run_seconds"  # a histogram, by queue and task (feedback/tally/job_times.py)
 JOB_QUEUE_WAIT = "easeoff_job_queue_wait_seconds"  # a histogram: enqueue to the start of the run that ended
 WORKERS = "easeoff_workers"
 

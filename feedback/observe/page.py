@@ -32,7 +32,7 @@ from easeoff.feedback.observe.console import MARK_COLOURS, SCRIPT, SERIES_COLOUR
 from easeoff.feedback.observe.history import Sample
 from easeoff.feedback.observe.markup import El, el, redact_passwords, to_html
 from easeoff.feedback.observe.page_state import MAX_MARKERS, PageState, ShadowVerdict, read_state
-from easeoff.feedback.observe.unknown_resources import UnknownResource
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 
 DEFAULT_HOURS = 3.0
 MAX_HOURS = 24.0

@@ -23,16 +23,17 @@ from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events as event_log
 from easeoff.feedback.levers.events import Event
 from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX, Switch
-from easeoff.feedback.observe import shadow_tally, unknown_resources
 from easeoff.feedback.observe.failed_jobs import FailedJobs, read_failed
 from easeoff.feedback.observe.history import Sample, read_history
-from easeoff.feedback.observe.queue_stats import QueueStats, known_queue_names, queue_stats
+from easeoff.feedback.observe.queue_stats import QueueStats, queue_stats
 from easeoff.feedback.observe.report import global_report, held_queues
-from easeoff.feedback.observe.shadow_tally import ShadowCount
-from easeoff.feedback.observe.unknown_resources import UnknownResource
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, texts
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally import shadow_tally, unknown_resources
+from easeoff.feedback.tally.shadow_tally import ShadowCount
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 from easeoff.feedback.verdict.gate import judge, live_config
 from easeoff.feedback.verdict.shadow import ShadowJudge
 

@@ -27,17 +27,6 @@ class QueueStats(msgspec.Struct, frozen=True):
         return msgspec.structs.asdict(self)
 
 
-def known_queue_names(redis: Redis, configured: Iterable[str]) -> list[str]:
-    """Configured queues first, then any other queue rq has seen."""
-    names = list(configured)
-    prefix = Queue.redis_queue_namespace_prefix
-    for key in sorted(redis.smembers(Queue.redis_queues_keys)):
-        name = (key.decode() if isinstance(key, bytes) else key).removeprefix(prefix)
-        if name not in names:
-            names.append(name)
-    return names
-
-
 def queue_stats(redis: Redis, names: Iterable[str], now: float | None = None) -> list[QueueStats]:
     names = list(names)
     now = clock.now() if now is None else now

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from easeoff.feedback.config import REPLICATING_ROLES, Config
-from easeoff.feedback.observe.unknown_resources import UnknownResource
 from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally.unknown_resources import UnknownResource
 from easeoff.feedback.verdict.gate import applicable_signals, global_findings, judge, live_config, queue_reasons
 from easeoff.feedback.verdict.shadow import ShadowJudge
 

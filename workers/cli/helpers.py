@@ -21,7 +21,7 @@ from redis import Redis
 
 from easeoff.feedback.config import Config, ConfigError, load_config
 from easeoff.feedback.connect import REDIS_UNREACHABLE, connect
-from easeoff.feedback.observe.queue_stats import known_queue_names
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.tasks.registry import TaskError, all_tasks, load_task_modules
 
 EXIT_BAD_INPUT = 2

@@ -16,8 +16,7 @@ from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.hosts_out import mark_in, mark_out
 from easeoff.feedback.levers.limits import current_limits
-from easeoff.feedback.observe import shadow_tally, unknown_resources
-from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
+from easeoff.feedback.observe.queue_stats import queue_stats
 from easeoff.feedback.observe.report import (
     global_report,
     held_queues,
@@ -25,8 +24,10 @@ from easeoff.feedback.observe.report import (
     switches_report,
     traffic_report,
 )
+from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
+from easeoff.feedback.tally import shadow_tally, unknown_resources
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
 
 

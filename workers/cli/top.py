@@ -85,7 +85,8 @@ def read_frame(connection: Redis, config: Config, hours: float, now: float) -> F
     """The reads `status` makes, plus the history and the events."""
     from easeoff.feedback.levers import events as event_log
     from easeoff.feedback.observe.history import read_history
-    from easeoff.feedback.observe.queue_stats import known_queue_names, queue_stats
+    from easeoff.feedback.observe.queue_stats import queue_stats
+    from easeoff.feedback.queue_names import known_queue_names
     from easeoff.feedback.observe.report import global_report, resources_report
     from easeoff.feedback.signals.cache import ReadingsCache
 

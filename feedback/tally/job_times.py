@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from easeoff.feedback.keys import counter_key
-from easeoff.feedback.observe.counters import counter_field
+from easeoff.feedback.tally.counters import counter_field
 
 # Upper bounds in seconds, for heavy jobs: a tenth of a second to two hours (and +Inf).
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
