@@ -10,7 +10,7 @@ from collections import deque
 
 import msgspec
 
-from easeoff.feedback.budget.controller import setting
+from easeoff.feedback.budget.controller_state import setting
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 
 

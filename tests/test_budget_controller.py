@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from easeoff.feedback.budget.controller import ControllerState, ControllerTuning, Decision, Why, setting, step
+from easeoff.feedback.budget.controller import step
+from easeoff.feedback.budget.controller_state import ControllerState, ControllerTuning, Decision, Why, setting
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 from tests.budget_plant import Plant, Simulation
 

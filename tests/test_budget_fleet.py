@@ -13,7 +13,7 @@ import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
-from easeoff.feedback.budget.controller import ControllerState, Why
+from easeoff.feedback.budget.controller_state import ControllerState, Why
 from easeoff.feedback.budget.fleet import controller_state, step_budget
 from easeoff.feedback.budget.measure import observe_budget
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling

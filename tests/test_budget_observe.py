@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from redis import Redis
 
 from easeoff.feedback import keys
-from easeoff.feedback.budget.controller import ControllerState, Decision, Why
+from easeoff.feedback.budget.controller_state import ControllerState, Decision, Why
 from easeoff.feedback.budget.fleet import step_budget
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 from easeoff.feedback.budget.state import LAST_FIELD, read_budgets

@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback import keys
-from easeoff.feedback.budget.controller import ControllerState
+from easeoff.feedback.budget.controller_state import ControllerState
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.meta import JobMeta
 from tests.conftest import wait_until

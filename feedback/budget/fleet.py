@@ -18,7 +18,8 @@ import msgspec
 from redis import Redis
 
 from easeoff.feedback import keys
-from easeoff.feedback.budget.controller import ControllerState, ControllerTuning, Decision, news, step
+from easeoff.feedback.budget.controller import news, step
+from easeoff.feedback.budget.controller_state import ControllerState, ControllerTuning, Decision
 from easeoff.feedback.budget.observation import BudgetObservation
 from easeoff.feedback.budget.state import LastStep
 from easeoff.feedback.config import Config, ResourceConfig

@@ -15,7 +15,7 @@ import msgspec
 from redis import Redis
 
 from easeoff.feedback import clock, keys
-from easeoff.feedback.budget.controller import Decision, Why
+from easeoff.feedback.budget.controller_state import Decision, Why
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 from easeoff.feedback.config import BudgetConfig, Config
 from easeoff.feedback.levers.limits import default_limit

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from easeoff.feedback.budget.controller import Why
+from easeoff.feedback.budget.controller_state import Why
 from easeoff.feedback.budget.state import BudgetState
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.events import KINDS as EVENT_KINDS

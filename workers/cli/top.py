@@ -86,8 +86,8 @@ def read_frame(connection: Redis, config: Config, hours: float, now: float) -> F
     from easeoff.feedback.levers import events as event_log
     from easeoff.feedback.observe.history import read_history
     from easeoff.feedback.observe.queue_stats import queue_stats
-    from easeoff.feedback.queue_names import known_queue_names
     from easeoff.feedback.observe.report import global_report, resources_report
+    from easeoff.feedback.queue_names import known_queue_names
     from easeoff.feedback.signals.cache import ReadingsCache
 
     snapshot = ReadingsCache(connection, config).stored()
