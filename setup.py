@@ -1,14 +1,22 @@
 """What pyproject.toml cannot say: the demo's modules stay out of the wheel.
 
-`easeoff.tasks.catalog` (the demo's and the tests' example jobs), `demo_schema` (their tables)
-and `shards` (where the demo finds a shard) live in the repository for `scripts/demo.sh` and the
-tests, which run on the editable install; an app installing the wheel gets none of them.
+`easeoff.tasks.catalog` (the demo's and the tests' example jobs), `catalog_spans` (the
+nemesis's), `demo_schema` (their tables) and `shards` (where the demo finds a shard) live in
+the repository for `scripts/demo.sh` and the tests, which run on the editable install; an app
+installing the wheel gets none of them.
 """
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-DEMO_MODULES = frozenset({("easeoff.tasks", "catalog"), ("easeoff.tasks", "demo_schema"), ("easeoff.tasks", "shards")})
+DEMO_MODULES = frozenset(
+    {
+        ("easeoff.tasks", "catalog"),
+        ("easeoff.tasks", "catalog_spans"),
+        ("easeoff.tasks", "demo_schema"),
+        ("easeoff.tasks", "shards"),
+    }
+)
 
 
 class BuildPyWithoutDemo(build_py):  # type: ignore[misc]

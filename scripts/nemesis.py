@@ -1,7 +1,7 @@
 """The nemesis run, Jepsen-style: thousands of ledger jobs while a seeded schedule of faults hits
 Redis, Sentinel, the workers, their clocks and MariaDB; then a checker reads the whole history.
 
-Jobs (tasks/catalog.py, `span_*`): one-shot non-idempotent, idempotent, resumable with
+Jobs (tasks/catalog_spans.py, `span_*`): one-shot non-idempotent, idempotent, resumable with
 transactional checkpoints, and concurrency- and rate-limited ones that sleep 0.05-3 s. Each writes
 its start and its end to the `task_spans` ledger in MariaDB, each in its own transaction, stamped by
 MariaDB's clock. Faults (scripts/faults/schedule.py): the Redis primary SIGSTOPped 5-40 s, or
@@ -54,7 +54,7 @@ from easeoff.feedback import keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import connect as connect_redis
 from easeoff.feedback.rate import parse_rate
-from easeoff.tasks.catalog import SPANS_TABLE_DDL, span_chunks, span_idempotent, span_limited, span_once
+from easeoff.tasks.catalog_spans import SPANS_TABLE_DDL, span_chunks, span_idempotent, span_limited, span_once
 from easeoff.tasks.demo_schema import create_schema
 from easeoff.tasks.registry import HeavyTask
 from easeoff.tasks.shards import SHARD_URLS_ENV, connect
@@ -115,7 +115,7 @@ class Nemesis:
         self.config = self.workdir / "nemesis.toml"
         self.config.write_text(
             f"""[tasks]
-modules = ["easeoff.tasks.catalog"]
+modules = ["easeoff.tasks.catalog", "easeoff.tasks.catalog_spans"]
 [redis]
 url = "{self.fleet.url(0)}"
 replica_acks = {self.args.replica_acks}

@@ -142,7 +142,12 @@ def test_installed_wheel_is_one_namespace(app_env: Path, app_dir: Path) -> None:
     assert not top & {"tasks", "feedback", "workers", "easeoff.example.toml"}, top
     # The demo's jobs, schema and shard map stay in the repository: the wheel leaves them out.
     shipped = {p.name for p in (Path(site.stdout.strip()) / "easeoff" / "tasks").iterdir()}
-    assert "registry.py" in shipped and not shipped & {"catalog.py", "demo_schema.py", "shards.py"}, shipped
+    assert "registry.py" in shipped and not shipped & {
+        "catalog.py",
+        "catalog_spans.py",
+        "demo_schema.py",
+        "shards.py",
+    }, shipped
     # Outside any checkout, with no config anywhere: nothing runs on the packaged example unasked;
     # the error names where easeoff looked and the example's path, which runs when given.
     easeoff = str(app_env / "easeoff")

@@ -96,7 +96,7 @@ def chunk_applications(shards: Iterable[int], task: str = "ledger_in_chunks") ->
 
 
 def span_events(shards: Iterable[int]) -> list[checker.Event]:
-    """Every execution's start and end the span tasks wrote (tasks/catalog.py, `task_spans`)."""
+    """Every execution's start and end the span tasks wrote (tasks/catalog_spans.py, `task_spans`)."""
     events = []
     for shard in shards:
         conn = connect(shard)
