@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis import Redis
 from redis.client import Pipeline
@@ -309,22 +309,7 @@ def heavy_task(
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
-    if rate is not None:
-        try:
-            rate = str(parse_rate(rate))
-        except ValueError as exc:
-            raise TaskError(f"heavy_task rate: {exc}") from None
-    weight = _checked_weight(weight)
-    try:
-        retried_for, retries = checked_retry_on(retry_on), checked_retries(retries)
-    except ValueError as exc:
-        raise TaskError(f"heavy_task {exc}") from None
-    if chunk_time is not None and not resumable:
-        raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
-    try:
-        chunk_seconds = DEFAULT_CHUNK_TIME if chunk_time is None else parse_chunk_time(chunk_time)
-    except ValueError as exc:
-        raise TaskError(f"heavy_task {exc}") from None
+    checked = _checked_options(rate, weight, retry_on, retries, chunk_time, resumable)
 
     def register(func: Callable[..., Any]) -> HeavyTask:
         if func.__module__ == "__main__":
@@ -345,11 +330,11 @@ def heavy_task(
             max_deferral_age=max_deferral_age,
             concurrency=concurrency,
             resumable=resumable,
-            rate=rate,
-            chunk_time=chunk_seconds,
-            weight=weight,
-            retry_on=retried_for,
-            retries=retries,
+            rate=checked.rate,
+            chunk_time=checked.chunk_time,
+            weight=checked.weight,
+            retry_on=checked.retry_on,
+            retries=checked.retries,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:
@@ -358,6 +343,42 @@ def heavy_task(
         return task
 
     return register
+
+
+class _CheckedOptions(NamedTuple):
+    rate: str | None
+    weight: float
+    retry_on: tuple[RetryOn, ...]
+    retries: int
+    chunk_time: float
+
+
+def _checked_options(
+    rate: str | None,
+    weight: float,
+    retry_on: Iterable[RetryOn],
+    retries: int,
+    chunk_time: float | str | None,
+    resumable: bool,
+) -> _CheckedOptions:
+    """The options that take checking, in their canonical form; a one-line TaskError otherwise."""
+    if rate is not None:
+        try:
+            rate = str(parse_rate(rate))
+        except ValueError as exc:
+            raise TaskError(f"heavy_task rate: {exc}") from None
+    checked_weight = _checked_weight(weight)
+    try:
+        retried_for, retries = checked_retry_on(retry_on), checked_retries(retries)
+    except ValueError as exc:
+        raise TaskError(f"heavy_task {exc}") from None
+    if chunk_time is not None and not resumable:
+        raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
+    try:
+        chunk_seconds = DEFAULT_CHUNK_TIME if chunk_time is None else parse_chunk_time(chunk_time)
+    except ValueError as exc:
+        raise TaskError(f"heavy_task {exc}") from None
+    return _CheckedOptions(rate, checked_weight, retried_for, retries, chunk_seconds)
 
 
 def _checked_weight(weight: object) -> float:
