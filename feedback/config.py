@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from easeoff.feedback.durations import HINT, parse_duration
+from easeoff.feedback.mysql_signals import status_signals
 from easeoff.feedback.rate import Rate, parse_rate
 from easeoff.feedback.schedules import Schedule, ScheduleError, parse_schedules
 from easeoff.feedback.secrets import redact_url
@@ -53,7 +54,7 @@ BUDGET_KEYS = frozenset(
 
 TLS_KEYS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_identity")  # a [mysql.hosts.NAME] table's TLS
 # Signals read off every MySQL host by the built-in probe.
-HOST_SIGNALS = ("connections", "threads_running", "qps", "latency", "history_list_length")
+HOST_SIGNALS = (*status_signals(), "latency", "history_list_length")  # status signals: feedback/mysql_signals/
 # Signals read off hosts that replicate: replicas and both halves of a pair.
 REPLICA_SIGNALS = ("lag",)
 BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS

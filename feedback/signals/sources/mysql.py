@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
 from typing import Any
 
 import pymysql
@@ -28,6 +29,7 @@ import pymysql.cursors
 from redis import Redis
 
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
+from easeoff.feedback.mysql_signals import ServerStatus, kept_key, status_signals
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.live_latency import LiveLatency
@@ -35,12 +37,11 @@ from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
 from easeoff.feedback.tls import HostTLS, client_context
 
-STATUS_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Threads_running', 'Questions')"
 # InnoDB's undo backlog, read only where a signal or a budget asks for it: MariaDB has it as a
 # status variable, so it rides on the status statement (no extra round trip); where the server
 # lacks that (MySQL), from INNODB_METRICS, whose counter MySQL enables by default.
 HISTORY = "history_list_length"
-STATUS_WITH_HISTORY = STATUS_QUERY[:-1] + ", 'Innodb_history_list_length')"
+HISTORY_VARIABLE = "Innodb_history_list_length"
 HISTORY_METRIC = (
     "SELECT COUNT FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len' AND ENABLED = 1"
 )
@@ -298,29 +299,33 @@ def _close(conn: pymysql.connections.Connection) -> None:
 
 
 def read_load(cur: Any, previous: Reading | None, history: bool = False) -> Values:
-    """Connections as a share of max_connections, running threads and queries per second
-    (and, asked for `history`, InnoDB's history list length where the status has it).
-
-    The probe's own connection and statement are subtracted, so an idle server reads 0.
-    """
-    cur.execute(STATUS_WITH_HISTORY if history else STATUS_QUERY)
+    """Every built-in status signal (feedback/mysql_signals/: connections as a share of
+    max_connections, running threads, queries per second, ...) and, asked for `history`,
+    InnoDB's history list length where the status has it. The probe's own connection and
+    statement are left out, so an idle server reads 0."""
+    signals = status_signals().values()
+    variables = sorted({v for signal in signals for v in signal.variables} | ({HISTORY_VARIABLE} if history else set()))
+    cur.execute(status_query(tuple(variables)))
     status = {str(name).lower(): float(value) for name, value in cur.fetchall()}
     cur.execute(SERVER_QUERY)
     max_connections, server_id, clock = cur.fetchone()
-    values: Values = {
-        "connections": max(status.get("threads_connected", 1.0) - 1.0, 0.0) / max(float(max_connections), 1.0),
-        "threads_running": max(status.get("threads_running", 1.0) - 1.0, 0.0),
-        "_questions": status.get("questions", 0.0),
-        "_clock": float(clock),
-        "_server_id": float(server_id),
-    }
-    if history and "innodb_history_list_length" in status:
-        values[HISTORY] = status["innodb_history_list_length"]
-    if previous is not None and "_questions" in previous.values and "_clock" in previous.values:
-        elapsed = values["_clock"] - previous.values["_clock"]
-        if elapsed > 0:
-            values["qps"] = max(values["_questions"] - previous.values["_questions"], 0.0) / elapsed
+    server = ServerStatus(status, float(max_connections), float(clock), previous.values if previous else None)
+    values: Values = {"_clock": float(clock), "_server_id": float(server_id)}
+    for signal in signals:
+        for variable in signal.kept:
+            values[kept_key(variable)] = status.get(variable.lower(), 0.0)
+        value = signal.value(server)
+        if value is not None:
+            values[signal.name] = value
+    if history and HISTORY_VARIABLE.lower() in status:
+        values[HISTORY] = status[HISTORY_VARIABLE.lower()]
     return values
+
+
+@cache
+def status_query(variables: tuple[str, ...]) -> str:
+    names = ", ".join(f"'{v}'" for v in variables)  # the signals' own names, never user input
+    return f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})"
 
 
 def read_history_metric(cur: Any, values: Values, notes: Notes) -> None:
