@@ -84,3 +84,24 @@ def texts(reasons: Iterable[Reason]) -> list[str]:
 
 def joined(reasons: Iterable[Reason]) -> str:
     return "; ".join(texts(reasons))
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """What a check answers for a claimed job: admit it, or defer it for these reasons (the
+    delay before it is looked at again; `critical`: reasons that stop a running job too)."""
+
+    admit: bool
+    reasons: tuple[Reason, ...] = ()
+    delay: float = 0.0
+    critical: tuple[Reason, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return "admit" if self.admit else "defer"
+
+    @property
+    def texts(self) -> list[str]:
+        return texts(self.reasons)
+
+
+ADMIT = Verdict(admit=True)

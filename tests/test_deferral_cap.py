@@ -15,9 +15,8 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.levers.limits import Refusal
-from easeoff.feedback.reasons import Kind, Reason
+from easeoff.feedback.reasons import Kind, Reason, Verdict
 from easeoff.feedback.tally.counters import read_counts
-from easeoff.feedback.verdict.gate import Verdict
 from easeoff.tasks.catalog import record_run
 from easeoff.tasks.meta import JobMeta
 from easeoff.workers.deferral import Deferral, Expiry, cap_exceeded, plan_deferral

@@ -27,12 +27,12 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.limits import Claimant, Leases, LeaseScope, lease_scopes
 from easeoff.feedback.levers.rates import RateLimiter, RateScope, rate_scopes
 from easeoff.feedback.rate import parse_rate
-from easeoff.feedback.reasons import Kind, Reason, joined
+from easeoff.feedback.reasons import ADMIT, Kind, Reason, Verdict, joined
 from easeoff.feedback.signals.demand import Wants
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.tally import shadow_tally
 from easeoff.feedback.verdict.backoff import deferral_delay
-from easeoff.feedback.verdict.gate import ADMIT, Verdict, dormant_reasons, judge, task_reasons
+from easeoff.feedback.verdict.gate import dormant_reasons, judge, task_reasons
 from easeoff.feedback.verdict.shadow import ShadowJudge
 from easeoff.tasks.meta import JobMeta
 

@@ -13,8 +13,7 @@ import msgspec
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.limits import slot_park_scopes
 from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX
-from easeoff.feedback.reasons import Reason, joined
-from easeoff.feedback.verdict.gate import Verdict
+from easeoff.feedback.reasons import Reason, Verdict, joined
 from easeoff.tasks.meta import JobMeta
 
 

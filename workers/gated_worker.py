@@ -39,7 +39,7 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE, SOCKET_TIMEOUT
 from easeoff.feedback.levers.limits import Leases, LeaseScope, short_pace_wait
 from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.queue_names import known_queue_names
-from easeoff.feedback.reasons import Kind, Reason, WaitsFor, joined
+from easeoff.feedback.reasons import Kind, Reason, Verdict, WaitsFor, joined
 from easeoff.feedback.replica_acks import keep_waiting
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.demand import Wants
@@ -48,7 +48,7 @@ from easeoff.feedback.tally import unknown_resources
 from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.cooldown import CooldownPublisher
-from easeoff.feedback.verdict.gate import Verdict, judge, queue_reasons
+from easeoff.feedback.verdict.gate import judge, queue_reasons
 from easeoff.tasks import db_reach, pool
 from easeoff.tasks.admission import admit as mark_admitted
 from easeoff.tasks.checkpoint import CANCELED, SHUTTING_DOWN, clear_cancel, request_stop

@@ -34,30 +34,12 @@ from easeoff.feedback.config import (
 )
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, HostsOut
 from easeoff.feedback.levers.hosts_out import UNREADABLE as HOSTS_OUT_UNREADABLE
-from easeoff.feedback.reasons import Kind, Reason, texts
+from easeoff.feedback.reasons import ADMIT, Kind, Reason, Verdict
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.signals.trend import ETA_PREFIX
 from easeoff.feedback.verdict.backoff import deferral_delay
-
-
-class Verdict(msgspec.Struct, frozen=True):
-    admit: bool
-    reasons: tuple[Reason, ...] = ()
-    delay: float = 0.0
-    critical: tuple[Reason, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return "admit" if self.admit else "defer"
-
-    @property
-    def texts(self) -> list[str]:
-        return texts(self.reasons)
-
-
-ADMIT = Verdict(admit=True)
 
 
 class HostFindings(msgspec.Struct, frozen=True):
