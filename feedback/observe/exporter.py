@@ -40,8 +40,20 @@ from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
 from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.levers.rates import RateLimiter
-from easeoff.feedback.observe import metric_families as families
+from easeoff.feedback.observe.budget_families import budget_families
+from easeoff.feedback.observe.gate_families import shadow_families, signal_families, verdict_families
 from easeoff.feedback.observe.history import DEFAULT_PERIOD, HistorySampler
+from easeoff.feedback.observe.lever_families import contingency_families, limit_families, rate_families, switch_families
+from easeoff.feedback.observe.metric_families import (
+    build_info_family,
+    counter_families,
+    exporter_families,
+    job_time_families,
+    queue_families,
+    queue_held,
+    watermark_families,
+    worker_families,
+)
 from easeoff.feedback.observe.queue_stats import QueueStats, queue_stats
 from easeoff.feedback.observe.watermark_monitor import Transition, WatermarkMonitor
 from easeoff.feedback.observe.watermarks import config_alarms, measures_of
@@ -122,23 +134,23 @@ def queue_measures(stats: list[QueueStats]) -> dict[str, dict[str, float]]:
 
 def build_families(config: Config, inputs: ScrapeInputs, monitor: WatermarkMonitor) -> list[Metric]:
     now, snapshot = inputs.now, inputs.snapshot
-    shadow = families.shadow_families(config, snapshot, now, inputs.shadow)  # judged as configured, apart
+    shadow = shadow_families(config, snapshot, now, inputs.shadow)  # judged as configured, apart
     config = live_config(config, snapshot, now)  # ops' threshold overrides show as the thresholds
     queue_names = [s.name for s in inputs.queues]
-    held = families.queue_held(config, queue_names, snapshot, now)
+    held = queue_held(config, queue_names, snapshot, now)
     return [
-        *families.queue_families(inputs.queues, held),
-        *families.watermark_families(config, monitor),
-        *families.counter_families(inputs.counts),
-        *families.job_time_families(inputs.job_times["run_seconds"], inputs.job_times["queue_wait_seconds"]),
-        *families.worker_families(inputs.workers),
-        *families.signal_families(config, snapshot, now),
-        *families.verdict_families(config, snapshot, now, inputs.unknown),
-        *families.switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
-        *families.limit_families(inputs.limits),
-        *families.rate_families(inputs.rates),
-        *families.budget_families(inputs.budgets, now),
-        *families.contingency_families(snapshot.switches, now, inputs.event_counts, config.switch_stale_after),
+        *queue_families(inputs.queues, held),
+        *watermark_families(config, monitor),
+        *counter_families(inputs.counts),
+        *job_time_families(inputs.job_times["run_seconds"], inputs.job_times["queue_wait_seconds"]),
+        *worker_families(inputs.workers),
+        *signal_families(config, snapshot, now),
+        *verdict_families(config, snapshot, now, inputs.unknown),
+        *switch_families(config, snapshot.hosts_out, inputs.cooling, inputs.parked),
+        *limit_families(inputs.limits),
+        *rate_families(inputs.rates),
+        *budget_families(inputs.budgets, now),
+        *contingency_families(snapshot.switches, now, inputs.event_counts, config.switch_stale_after),
         *shadow,
     ]
 
@@ -160,17 +172,17 @@ class EaseoffCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield families.build_info_family(__version__)  # whether or not Redis answers
+        yield build_info_family(__version__)  # whether or not Redis answers
         started = time.perf_counter()
         try:
             inputs = read_inputs(self.redis, self.config, self.clock())
         except REDIS_UNREACHABLE as exc:
             self._redis_state(False, exc)
-            yield from families.exporter_families(False, time.perf_counter() - started)
+            yield from exporter_families(False, time.perf_counter() - started)
             return
         self._redis_state(True)
         yield from build_families(self.config, inputs, self.monitor)
-        yield from families.exporter_families(True, time.perf_counter() - started)
+        yield from exporter_families(True, time.perf_counter() - started)
 
     def _redis_state(self, up: bool, exc: BaseException | None = None) -> None:
         """Log when Redis goes away and comes back, not on every scrape in between."""
