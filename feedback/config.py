@@ -262,6 +262,8 @@ class Config(msgspec.Struct, frozen=True, dict=True):  # dict: room for the per-
     replica_ack_timeout: float = 1.0
     switch_stale_after: float = 86400.0  # a switch on longer is stale: alerted on, listed by `switches --stale`
     schedules: Mapping[str, Schedule] = msgspec.field(default_factory=dict)  # [schedules.NAME] (feedback/schedules.py)
+    # [levers.NAME]: a lever module's own table, read by its settings type (feedback/levers/lever.py)
+    levers: Mapping[str, Mapping[str, Any]] = msgspec.field(default_factory=dict)
 
     def __repr__(self) -> str:
         return _repr_without(self, "redis_url")
@@ -462,7 +464,19 @@ class _Parser:
         self.reject_unknown(
             raw,
             "",
-            {"redis", "probe", "backoff", "mysql", "resources", "signals", "queues", "tasks", "switches", "schedules"},
+            {
+                "redis",
+                "probe",
+                "backoff",
+                "mysql",
+                "resources",
+                "signals",
+                "queues",
+                "tasks",
+                "switches",
+                "schedules",
+                "levers",
+            },
         )
         redis = self.table(raw, "redis")
         self.reject_unknown(redis, "redis", {"url", "replica_acks", "replica_ack_timeout"})
@@ -524,7 +538,10 @@ class _Parser:
             schedules = parse_schedules(self.table(raw, "schedules"))
         except ScheduleError as exc:
             raise self.fail(exc.key, exc.problem) from None
+        levers_raw = self.table(raw, "levers")
+        levers = {name: self.table(levers_raw, f"levers.{name}") for name in levers_raw}
         return Config(
+            levers=levers,
             source=self.source,
             redis_url=redis_url,
             probe_interval=interval,

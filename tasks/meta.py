@@ -44,6 +44,7 @@ class JobMeta:
     chunking: ChunkState | None = None  # a resumable job's learned chunk size (tasks/chunking.py)
     retries: int = 0  # retries spent on transient errors (workers/transient_errors.py)
     last_error: str | None = None  # the transient error the last retry was for
+    lever_options: dict[str, Any] = field(default_factory=dict)  # its task's options for lever modules
     unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -73,7 +74,8 @@ class JobMeta:
             value = getattr(self, name)
             if name == "weight" and value == 1.0:
                 continue  # the default: left out, as the meta has always been without one
-            if value is not None and value is not False and value != [] and not (name in _ZERO_OMITTED and value == 0):
+            empty = value is None or value is False or value == [] or value == {}
+            if not empty and not (name in _ZERO_OMITTED and value == 0):
                 stored[name] = value  # a cap of 0 is a cap: only absent values are left out
         if self.cursor is not None or self.chunks:
             stored["cursor"] = self.cursor
@@ -110,6 +112,7 @@ _OPTIONAL = (
     "chunks",
     "retries",
     "last_error",
+    "lever_options",
 )
 _ZERO_OMITTED = ("chunks", "retries")  # counts left out at 0, as the meta has always been without them
 _INVALID = object()
@@ -135,6 +138,8 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "weight":
             weight = float(value)
             return weight if type(value) is not bool and math.isfinite(weight) and weight > 0 else _INVALID
+        if name == "lever_options":
+            return {str(k): v for k, v in value.items()} if isinstance(value, dict) else _INVALID
         if name == "last_reasons":
             return [str(r) for r in value] if isinstance(value, list) else _INVALID
         if name == "cursor":

@@ -27,6 +27,7 @@ from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from easeoff.feedback.levers.lever import LeverError, task_options
 from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import refusal
 from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, parse_chunk_time
@@ -69,6 +70,7 @@ class HeavyTask:
     weight: float = 1.0  # its share of a resource's slots beside other tasks when they are tight
     retry_on: tuple[RetryOn, ...] = DEFAULT_RETRY_ON  # errors worth another try (tasks/retry_on.py)
     retries: int = DEFAULT_RETRIES  # at most this many retries for them (workers/transient_errors.py)
+    lever_options: Mapping[str, Any] = field(default_factory=dict)  # options of lever modules (feedback/levers/)
 
     @property
     def func_path(self) -> str:
@@ -242,6 +244,7 @@ class HeavyTask:
             weight=self.weight,
             max_deferrals=self.max_deferrals,
             max_deferral_age=self.max_deferral_age,
+            lever_options=dict(self.lever_options),
         )
 
     def check_known(self, resources: Sequence[str], known_resources: Collection[str] | None) -> None:
@@ -296,6 +299,7 @@ def heavy_task(
     weight: float = 1,
     retry_on: Iterable[RetryOn] = DEFAULT_RETRY_ON,
     retries: int = DEFAULT_RETRIES,
+    **lever_options: Any,
 ) -> Callable[[Callable[..., Any]], HeavyTask]:
     """Declare a heavy task: `@heavy_task(queue="archive", resources=lambda shard, **_: [f"shard:{shard}"])`.
 
@@ -305,11 +309,16 @@ def heavy_task(
     resource's limit is smaller than their demand (weight 3 beside weight 1: three jobs to one).
     `retry_on` (MySQL error codes and exception classes; default deadlock, lock-wait timeout and a
     lost connection) and `retries` (default 3): failures retried later, when safe to run again
-    (workers/transient_errors.py)."""
+    (workers/transient_errors.py). Any other keyword is an option of a lever module
+    (feedback/levers/), checked by its type; one no lever declares is refused."""
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
     checked = _checked_options(rate, weight, retry_on, retries, chunk_time, resumable)
+    try:
+        levers_take = task_options(lever_options)
+    except LeverError as exc:
+        raise TaskError(f"heavy_task {exc}") from None
 
     def register(func: Callable[..., Any]) -> HeavyTask:
         if func.__module__ == "__main__":
@@ -335,6 +344,7 @@ def heavy_task(
             weight=checked.weight,
             retry_on=checked.retry_on,
             retries=checked.retries,
+            lever_options=levers_take,
         )
         known = _TASKS.get(task.name)
         if known is not None and known.func_path != task.func_path:

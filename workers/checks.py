@@ -4,8 +4,9 @@ As dramatiq's middleware list: each check answers None (go on) or a deferring `V
 and the first verdict wins. The order is declared in `admission_checks`: the database's
 health first (read-only), what the policies in shadow would have said (counted, never
 deferring), then ops' switches on the task, then the rates (which count a
-start), then the concurrency slots, which take a lease and so come last. A new lever is one
-check here, a command to pull it, and its test.
+start), then the concurrency slots, which take a lease and so come last; a check that counted
+a start gives it back when a later one refuses the job. A new lever is one module in
+feedback/levers/ (lever.py): its check runs here at the place it declares.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 from redis import Redis
@@ -24,6 +25,17 @@ from rq.job import Job
 from easeoff.feedback import clock
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.connect import REDIS_UNREACHABLE
+from easeoff.feedback.levers.lever import (
+    HEALTH,
+    RATES,
+    SHADOW,
+    SLOTS,
+    SWITCHES,
+    Claim,
+    LeverCheck,
+    levers,
+    settings_for,
+)
 from easeoff.feedback.levers.limits import Claimant, Leases, LeaseScope, lease_scopes
 from easeoff.feedback.levers.rates import RateLimiter, RateScope, rate_scopes
 from easeoff.feedback.rate import parse_rate
@@ -54,6 +66,12 @@ class Candidate(msgspec.Struct):
 
 class Check(Protocol):
     def __call__(self, candidate: Candidate) -> Verdict | None: ...
+
+
+@runtime_checkable
+class GivesBackCheck(Check, Protocol):
+    def give_back(self, candidate: Candidate) -> None:
+        """A later check refused the job: undo what this one counted for it (a start)."""
 
 
 class ResourceHealth(msgspec.Struct, frozen=True):
@@ -154,11 +172,10 @@ class TaskSwitches(msgspec.Struct, frozen=True):
 class ConcurrencySlots(msgspec.Struct, frozen=True):
     """A slot under every concurrency limit the job falls under (its resources', its task's), when
     it is its task's turn among the tasks that want them (by weight). A job refused one gives back
-    the rate start `rates` counted it: it did not start."""
+    the rate start `rates` counted it (`admit`): it did not start."""
 
     config: Config
     leases: Leases
-    rates: RateLimits | None = None
 
     def __call__(self, candidate: Candidate) -> Verdict | None:
         meta = candidate.meta
@@ -170,8 +187,6 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
         if refusal is None:
             candidate.lease = (scopes, candidate.lease_member) if scopes else None
             return None
-        if self.rates is not None:
-            self.rates.give_back(candidate)
         # Saturation is not strain: the job waits parked for a slot (no backoff growth) and is
         # handed one when a slot frees, or, under a budget's pace, the next start at its time;
         # the long recheck is only a safety net.
@@ -210,24 +225,59 @@ class RateLimits(msgspec.Struct, frozen=True):
         return rate_scopes(self.config, meta.resources, meta.task, task_rate)
 
 
+class LeverModuleCheck(msgspec.Struct, frozen=True):
+    """A lever module's check (feedback/levers/lever.py), handed the claimed job as a `Claim`."""
+
+    check: LeverCheck
+
+    def __call__(self, candidate: Candidate) -> Verdict | None:
+        return self.check(claim_of(candidate))
+
+    def give_back(self, candidate: Candidate) -> None:
+        self.check.give_back(claim_of(candidate))
+
+
+def claim_of(candidate: Candidate) -> Claim:
+    meta = candidate.meta
+    return Claim(
+        job_id=candidate.job.id,
+        queue=candidate.queue.name,
+        task=meta.task,
+        resources=meta.resources,
+        options=meta.lever_options,
+        execution=candidate.lease_member,
+        now=candidate.now,
+    )
+
+
 def admission_checks(
     config: Config, redis: Redis, leases: Leases, rng: random.Random, limiter: RateLimiter, log: logging.Logger
 ) -> list[Check]:
-    """The checks in the order they run."""
-    rates = RateLimits(config, limiter)
-    return [
-        ResourceHealth(config, rng, Wants(redis, config)),
-        ShadowPolicies(config, redis, log),
-        TaskSwitches(config, rng),
-        rates,
-        ConcurrencySlots(config, leases, rates),
+    """The checks in the order they run: the built-in ones at their places, each lever module's
+    at its own (`order`)."""
+    placed: list[tuple[int, Check]] = [
+        (HEALTH, ResourceHealth(config, rng, Wants(redis, config))),
+        (SHADOW, ShadowPolicies(config, redis, log)),
+        (SWITCHES, TaskSwitches(config, rng)),
+        (RATES, RateLimits(config, limiter)),
+        (SLOTS, ConcurrencySlots(config, leases)),
     ]
+    settings = settings_for(config)
+    for lever in levers():
+        placed.append((lever.order, LeverModuleCheck(lever.check(redis, settings.get(lever.name)))))
+    return [check for _, check in sorted(placed, key=lambda pair: pair[0])]
 
 
 def admit(checks: Sequence[Check], candidate: Candidate) -> Verdict:
-    """Run the checks in order; the first that defers decides."""
+    """Run the checks in order; the first that defers decides, and the checks before it give
+    back what they counted for the job (it did not start)."""
+    passed: list[Check] = []
     for check in checks:
         verdict = check(candidate)
         if verdict is not None:
+            for earlier in reversed(passed):
+                if isinstance(earlier, GivesBackCheck):
+                    earlier.give_back(candidate)
             return verdict
+        passed.append(check)
     return ADMIT

@@ -38,6 +38,7 @@ from easeoff.feedback.budget.state import BudgetState, read_budgets
 from easeoff.feedback.config import Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers import events
+from easeoff.feedback.levers.lever import lever_families, settings_for
 from easeoff.feedback.levers.limits import current_limits
 from easeoff.feedback.levers.rates import RateLimiter
 from easeoff.feedback.observe.budget_families import budget_families
@@ -163,6 +164,7 @@ class EaseoffCollector(Collector):
     ) -> None:
         self.redis = redis_conn
         self.config = config
+        self.lever_settings = settings_for(config)  # a lever's bad table stops the exporter at its start
         self.monitor = monitor
         self.clock = clock
         self._redis_was_up = True
@@ -182,6 +184,10 @@ class EaseoffCollector(Collector):
             return
         self._redis_state(True)
         yield from build_families(self.config, inputs, self.monitor)
+        try:
+            yield from lever_families(self.redis, self.lever_settings, self.clock())
+        except REDIS_UNREACHABLE as exc:
+            self._redis_state(False, exc)
         yield from exporter_families(True, time.perf_counter() - started)
 
     def _redis_state(self, up: bool, exc: BaseException | None = None) -> None:

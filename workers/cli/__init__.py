@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from easeoff.feedback.levers.lever import lever_commands
 from easeoff.workers import logs
 from easeoff.workers.cli.helpers import EXIT_BAD_INPUT, Context, Failure, one_line
 
@@ -50,12 +51,14 @@ class LazyGroup(click.Group):
     """A group whose commands are imported by name, when wanted."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *COMMANDS})
+        return sorted({*super().list_commands(ctx), *COMMANDS, *lever_commands()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, name = COMMANDS[cmd_name]
             self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), name), cmd_name)
+        elif cmd_name not in self.commands and cmd_name in (from_levers := lever_commands()):
+            self.add_command(from_levers[cmd_name], cmd_name)  # a lever module's own (feedback/levers/)
         return super().get_command(ctx, cmd_name)
 
 
