@@ -33,6 +33,15 @@ from easeoff import heavy_task
 @heavy_task(queue="heavy", resources=lambda shard, **_: [f"shard:{shard}"], concurrency=1)
 def retry_me(shard: int) -> Retry:
     return Retry(max=1)
+
+
+class Refused(Exception):
+    pass
+
+
+@heavy_task(queue="heavy", resources=lambda shard, **_: [f"shard:{shard}"])
+def raise_me(shard: int) -> None:
+    raise Refused("pkg.mod.Other: looks like a traceback's last line\\nValueError: and this too")
 """
 
 
@@ -120,3 +129,20 @@ def test_a_work_horse_connection_reads_no_package_metadata(write_config, monkeyp
     driver = pool.connection_kwargs.get("driver_info")
     if driver is not None:  # redis-py 8+: it says easeoff in CLIENT LIST (Redis 7.2+)
         assert "easeoff_v" in driver.formatted_name
+
+
+def test_a_failure_is_counted_under_the_class_it_raised_whatever_its_message_says(
+    redis_conn: Redis, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The label is the raised class (rq's handle_exception hands it over), not a guess from the
+    traceback's text: this message's last line reads like another exception's."""
+    (tmp_path / "retrying.py").write_text(RETRYING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_task_modules(["retrying"])
+    from retrying import raise_me  # the module exists only for this test
+
+    raise_me.enqueue(shard=1, connection=redis_conn)
+    GatedWorker(["heavy"], connection=redis_conn, config=load_config(write_config())).work(burst=True)
+    failed = {(c.task, c.reason): c.value for c in read_counts(redis_conn)["failed"]}
+    assert failed == {("raise_me", "Refused"): 1}
+    sys.modules.pop("retrying", None)

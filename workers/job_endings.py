@@ -32,6 +32,14 @@ class _EndingJob(msgspec.Struct, frozen=True):
 
 class CountsJobEndings(Worker):
     _ending_job: _EndingJob | None = None  # set only while rq's handler ends a job
+    _failing_type: str | None = None  # the raised exception's class, from rq's handle_exception
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """rq hands every job's exception here just before `handle_job_failure` (a failing
+        failure callback's in its place): its class is the failure's label, read, not parsed."""
+        raised = exc_info[0] if exc_info else None
+        self._failing_type = raised.__name__ if isinstance(raised, type) else None
+        super().handle_exception(job, *exc_info)
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
         with self._ending(job, "finished"):
@@ -45,7 +53,8 @@ class CountsJobEndings(Worker):
         exc_string: str = "",
         execution: Execution | None = None,
     ) -> None:
-        with self._ending(job, "failed", _exception_name(exc_string)):
+        reason, self._failing_type = self._failing_type or _one_line(exc_string), None
+        with self._ending(job, "failed", reason):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def handle_job_retry(
@@ -88,11 +97,7 @@ class CountsJobEndings(Worker):
         raise NotImplementedError
 
 
-def _exception_name(exc_string: str) -> str:
-    """The exception's class from rq's traceback text, or rq's own one-line reason."""
-    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-    if not lines:
-        return "unknown"
-    last = lines[-1].strip()
-    name = last.split(":", 1)[0].rsplit(".", 1)[-1]
-    return name if name.isidentifier() else last[:40]
+def _one_line(reason: str) -> str:
+    """A failure with no exception behind it (a work horse that died, a stop): rq's own reason."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    return lines[-1][:40] if lines else "unknown"
