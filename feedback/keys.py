@@ -149,3 +149,9 @@ def owner_key(job_id: str) -> str:
 
 def schedule_key(name: str) -> str:
     return SCHEDULE_PREFIX + name
+
+
+def parked_member(job_id: str, queue: str) -> str:
+    """A parked-index member, `job_id|queue`, as the Lua scripts that move parked jobs read it
+    (workers/lua/parking.lua's promote_member): split at the first `|` (rq refuses a job id with one)."""
+    return f"{job_id}|{queue}"

@@ -22,7 +22,7 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from easeoff.feedback import clock
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import Config, QueueConfig
 from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.feedback.levers.lever import (
@@ -182,7 +182,7 @@ class ConcurrencySlots(msgspec.Struct, frozen=True):
         scopes = lease_scopes(self.config, meta.resources, meta.task, meta.concurrency)
         queue_config = self.config.queues.get(candidate.queue.name, QueueConfig(candidate.queue.name))
         reserve = 1 if queue_config.priority == "low" else 0
-        claimant = Claimant(meta.task, meta.weight, f"{candidate.job.id}|{candidate.queue.name}")
+        claimant = Claimant(meta.task, meta.weight, keys.parked_member(candidate.job.id, candidate.queue.name))
         refusal = self.leases.acquire(scopes, candidate.lease_member, reserve, claimant)
         if refusal is None:
             candidate.lease = (scopes, candidate.lease_member) if scopes else None

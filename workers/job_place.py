@@ -146,7 +146,7 @@ def read_job(redis: Redis, job_id: str) -> JobStory | None:
     meta = _meta(meta_raw)
     parked = scope_waits(meta)
     rates = rate_scopes(meta)
-    member = f"{job_id}|{queue}"
+    member = keys.parked_member(job_id, queue)
     with redis.pipeline(transaction=True) as pipe:  # one consistent view of every place
         pipe.hgetall(job_key)
         pipe.execute_command("LPOS", Queue.redis_queue_namespace_prefix + queue, job_id)

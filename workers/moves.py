@@ -275,7 +275,7 @@ class JobMoves:
                     job_id=job.id,
                     due=repr(due),
                     meta=job.serializer.dumps(job.meta),
-                    parked_member=f"{job.id}|{queue.name}",
+                    parked_member=redis_keys.parked_member(job.id, queue.name),
                     owner=fence.owner if fence is not None else "",
                 ),
             )

@@ -24,8 +24,27 @@ class Count(msgspec.Struct, frozen=True):
 counter_key = keys.counter_key
 
 
+class Labels(msgspec.Struct, frozen=True):
+    """A counter's labels, encoded once as its hash field `queue|task|reason` (a `|` inside a
+    label is stored as `/`) and decoded only here."""
+
+    queue: str
+    task: str
+    reason: str = ""
+
+    @property
+    def field(self) -> str:
+        return "|".join(part.replace("|", "/") for part in (self.queue, self.task, self.reason))
+
+    @classmethod
+    def of_field(cls, field: bytes | str) -> Labels:
+        text = field.decode() if isinstance(field, bytes) else field
+        queue, task, reason = [*text.split("|", 2), "", ""][:3]
+        return cls(queue, task, reason)
+
+
 def counter_field(queue: str, task: str, reason: str = "") -> str:
-    return "|".join(part.replace("|", "/") for part in (queue, task, reason))
+    return Labels(queue, task, reason).field
 
 
 def read_counts(redis: Redis) -> dict[str, list[Count]]:
@@ -37,7 +56,7 @@ def read_counts(redis: Redis) -> dict[str, list[Count]]:
     for kind, fields in zip(KINDS, raw, strict=True):
         rows = []
         for field, value in fields.items():
-            queue, task, reason = [*field.decode().split("|", 2), "", ""][:3]
-            rows.append(Count(queue, task, reason, int(value)))
+            labels = Labels.of_field(field)
+            rows.append(Count(labels.queue, labels.task, labels.reason, int(value)))
         counts[kind] = sorted(rows, key=lambda c: (c.queue, c.task, c.reason))
     return counts

@@ -21,9 +21,10 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import msgspec.structs
 
 from easeoff.feedback.keys import counter_key
-from easeoff.feedback.tally.counters import counter_field
+from easeoff.feedback.tally.counters import Labels, counter_field
 
 # Upper bounds in seconds, for heavy jobs: a tenth of a second to two hours (and +Inf).
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
@@ -76,7 +77,7 @@ def parse(raw: Mapping[bytes, bytes]) -> list[Histogram]:
     counts: dict[tuple[str, str], dict[str, int]] = {}
     sums: dict[tuple[str, str], float] = {}
     for field, value in raw.items():
-        queue, task, label = [*field.decode().split("|", 2), "", ""][:3]
+        queue, task, label = msgspec.structs.astuple(Labels.of_field(field))  # the bucket is the third label
         if label == SUM:
             sums[(queue, task)] = float(value)
         else:
