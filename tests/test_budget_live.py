@@ -13,7 +13,7 @@ import pytest
 
 from easeoff.feedback.config import Config, parse_config
 from easeoff.feedback.signals.live_latency import MAX_BURST, NOTE, LiveLatency, live_key, samples_key
-from easeoff.feedback.signals.sources.mysql import connect
+from easeoff.feedback.signals.probe_connection import connect
 from tests.sandbox_support import sandbox_mod
 
 FAST, SLOW = 400, 10  # 2.4% of statements sleep 10 ms: the p99 is one of them

@@ -28,7 +28,7 @@ from tests.sandbox_support import sandbox_mod
 # Run in a process of its own: the shared context is per process, and must start unbuilt.
 PROBE = """
 import json, sys
-from easeoff.feedback.signals.sources.mysql import _ProbeConnection, _SharedPreferredContext
+from easeoff.feedback.signals.probe_connection import _ProbeConnection, _SharedPreferredContext
 seen = []
 for port in map(int, sys.argv[1:]):
     conn = _ProbeConnection(host="127.0.0.1", port=port, user="root", password="", autocommit=True)

@@ -98,7 +98,7 @@ def test_workers_and_the_cli_ride_a_sentinel_failover(tmp_path: Path, write_conf
 
         # Shard 1's jobs all end (or were lost with the primary's last writes, and are counted):
         # none stays in `started`, as one did while a work horse could be forked with a probe
-        # thread inside OpenSSL (feedback/signals/sources/mysql.py, _FORK_GUARD).
+        # thread inside OpenSSL (feedback/signals/probe_connection.py, _FORK_GUARD).
         shard1 = [j for i, j in enumerate(before) if i % 2 == 0]
 
         # 40 s: past the abandoned-job grace, so the sweep has had its go at jobs running at the kill.

@@ -14,13 +14,9 @@ and lag read from their source's heartbeat row.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -28,14 +24,14 @@ import pymysql
 import pymysql.cursors
 from redis import Redis
 
-from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, MySQLHost, SignalConfig
+from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, SignalConfig
 from easeoff.feedback.mysql_signals import ServerStatus, kept_key, status_signals
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.live_latency import LiveLatency
+from easeoff.feedback.signals.probe_connection import PROBE_FAILURES, connect, describe_error
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
-from easeoff.feedback.tls import HostTLS, client_context
 
 # InnoDB's undo backlog, read only where a signal or a budget asks for it: MariaDB has it as a
 # status variable, so it rides on the status statement (no extra round trip); where the server
@@ -55,17 +51,6 @@ HEARTBEAT_DDL = (
 )
 REPLICA_STATUS = "SHOW SLAVE STATUS"
 NO_SUCH_TABLE, NO_SUCH_DATABASE, READ_ONLY = 1146, 1049, 1290
-PROBE_FAILURES = (TimeoutError, pymysql.MySQLError, OSError)
-TLS_FAILURE = re.compile(r"\[SSL[^\]]*\]\s*([^(]*)")  # `[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify...`
-
-# Probes run on threads of the worker's main process, which forks a work horse per job. A fork
-# taken while a probe thread is inside OpenSSL (building a context, a TLS handshake) leaves
-# OpenSSL's locks held in the horse for good: the job's own first TLS connection then hangs.
-# So OpenSSL's part of opening a connection (the context, the handshake and login that follow
-# the server's greeting) runs under this lock, and a fork waits for it (os.register_at_fork).
-# A host that never greets holds up no fork.
-_FORK_GUARD = threading.Lock()
-os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release)
 
 
 @register("mysql")
@@ -176,81 +161,6 @@ def wants_history(config: Config, host: str) -> bool:
         r.budget is not None and r.budget.history_list_length is not None and host in r.hosts
         for r in config.resources.values()
     )
-
-
-class _ProbeConnection(pymysql.connections.Connection):
-    """pymysql's default (PREFERRED) TLS mode builds a new SSL context for every connection,
-    loading the CA store (about 50 ms of CPU in the worker's main process), before it knows
-    whether the server offers TLS at all. A probe connection builds no context of its own: it
-    holds a `_SharedPreferredContext`, which loads the CA store once per process, the first time
-    a server offers TLS. A cold worker probing servers without TLS never pays for it, and its
-    first reading (which its first job waits for) is not 50 ms late.
-
-    It counts the statements it sends, so a budget's server-side latency can take the probe's
-    own statements out of the server's counts (feedback/signals/live_latency.py)."""
-
-    statements = 0
-
-    def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
-        self.statements += 1
-        return super().query(sql, unbuffered)
-
-    def _create_ssl_ctx(self, sslp: Any) -> Any:
-        # pymysql's private hooks, absent from its type stubs
-        if sslp == {}:
-            return _SharedPreferredContext(super()._create_ssl_ctx)  # type: ignore[misc]
-        with _FORK_GUARD:
-            return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
-
-    def _request_authentication(self) -> None:
-        with _FORK_GUARD:  # the TLS handshake, if the server offers TLS, and the login
-            super()._request_authentication()  # type: ignore[misc]
-
-
-class _SharedPreferredContext:
-    """Stands in for PREFERRED mode's context: pymysql only wraps a socket with it, and only after
-    a server's greeting offered TLS, inside `_request_authentication` (so under `_FORK_GUARD`).
-    The first wrap builds the context with pymysql's own recipe, for the whole process (an
-    SSLContext is made to be shared)."""
-
-    _context: ssl.SSLContext | None = None
-
-    def __init__(self, build: Callable[[dict[str, Any]], ssl.SSLContext]) -> None:
-        self._build = build
-
-    def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
-        if _SharedPreferredContext._context is None:
-            _SharedPreferredContext._context = self._build({})
-        return _SharedPreferredContext._context.wrap_socket(sock, server_hostname=server_hostname)
-
-
-def connect(host: MySQLHost, timeout: float) -> pymysql.connections.Connection:
-    """A probe connection: over verified TLS only when the host's table asks for it
-    (feedback/tls.py), else pymysql's PREFERRED mode on the shared context."""
-    return _ProbeConnection(
-        host=host.host,
-        port=host.port,
-        user=host.user,
-        password=host.password,
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        write_timeout=timeout,
-        autocommit=True,
-        ssl=None if host.tls is None else _host_context(host.tls),
-    )
-
-
-_HOST_CONTEXTS: dict[HostTLS, ssl.SSLContext] = {}
-
-
-def _host_context(tls: HostTLS) -> ssl.SSLContext:
-    """One context per TLS setting per process, built once (under the fork guard, as every
-    OpenSSL call here): pymysql takes an SSLContext as given, and requires TLS with it."""
-    context = _HOST_CONTEXTS.get(tls)
-    if context is None:
-        with _FORK_GUARD:
-            context = _HOST_CONTEXTS.setdefault(tls, client_context(tls))
-    return context
 
 
 def read_host(
@@ -441,20 +351,3 @@ def read_custom(cur: Any, signal: SignalConfig, values: Values, notes: Notes) ->
         notes[signal.name] = f"query returned {unjudgeable}"
     else:
         values[signal.name] = number
-
-
-def describe_error(exc: BaseException) -> str:
-    """`2003 unreachable`-style text: the MySQL code when there is one, never the password."""
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timeout"
-    if isinstance(exc, pymysql.MySQLError) and len(exc.args) >= 2 and isinstance(exc.args[0], int):
-        message = str(exc.args[1])
-        if "timed out" in message:
-            return f"{exc.args[0]} timeout"
-        tls = TLS_FAILURE.search(message)
-        if tls:  # a certificate refused (wrong name, unknown CA) is not "unreachable": say which
-            return f"{exc.args[0]} tls: {tls[1].strip(' .')[:80]}"
-        if "Connection refused" in message or "Can't connect" in message:
-            return f"{exc.args[0]} unreachable"
-        return f"{exc.args[0]} {message[:80]}"
-    return exc.__class__.__name__
