@@ -29,16 +29,14 @@ from easeoff.feedback import clock as fleet_clock
 from easeoff.feedback import keys
 from easeoff.feedback.config import WRITER_ROLES, Config
 from easeoff.feedback.connect import REDIS_UNREACHABLE
-from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
-from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
+from easeoff.feedback.levers.switches import Switches
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.signals.demand import WAKE_WORD, demand_keys, dormant_pace, pace_of
-from easeoff.feedback.signals.hysteresis import ShadowThresholds, next_states, shadow_states
 from easeoff.feedback.signals.probing import ProbeLoop
+from easeoff.feedback.signals.reading_taker import Judging, ReadingTaker, changes_a_verdict, judging
 from easeoff.feedback.signals.readings import Reading
-from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.signals.sources import ProbeError, Prober, Values
-from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, predicted, seconds_to
+from easeoff.feedback.signals.snapshot import Snapshot, read_snapshot
+from easeoff.feedback.signals.sources import Prober
 
 READING_KEY = keys.READING
 NEXT_DUE_KEY = keys.NEXT_DUE
@@ -92,7 +90,7 @@ class ReadingsCache:
         # taken on here is, for `dormant_after`, as a fleet that just started knows no better.
         self._awake_until: dict[str, float] = {}
         self._latest: dict[str, Reading] = {}  # the newest reading of each target seen here
-        self._trends = Trends()  # recent values of signals with `predict`, of the targets probed here
+        self.taker = ReadingTaker(self.prober, clock)
         self._live: Judging = (config, None)  # with ops' live (and shadow) threshold overrides, as of the last snapshot
         self._not_ours: dict[str, float] = {}  # target -> until when another process holds its lease
         self._changed = threading.Event()  # a reading here changed a verdict: wake the idle loop
@@ -104,16 +102,7 @@ class ReadingsCache:
 
     def stored(self, targets: Iterable[str] | None = None) -> Snapshot:
         """What Redis holds now, without probing: one MGET of the readings, hosts out and switches."""
-        targets = list(self.config.probe_targets if targets is None else targets)
-        keys = [*(READING_KEY.format(host=t) for t in targets), HOSTS_OUT_KEY, SWITCHES_KEY, NEXT_DUE_KEY]
-        *raw, out, switches, next_due = self.redis.mget(keys)
-        readings = {t: (Reading.from_json(r) if r else None) for t, r in zip(targets, raw, strict=True)}
-        return Snapshot(
-            readings=readings,
-            hosts_out=parse_hosts_out(out),
-            switches=parse_switches(switches),
-            next_due=_number(next_due),
-        )
+        return read_snapshot(self.redis, self.config.probe_targets if targets is None else targets)
 
     def next_due_in(self, snapshot: Snapshot) -> float:
         """Seconds until the oldest reading is due; if one is overdue, its prober is at work on it,
@@ -263,11 +252,11 @@ class ReadingsCache:
         fresh: dict[str, Reading] = {}
         with ThreadPoolExecutor(max_workers=self.config.probe_concurrency) as pool:
             for batch in (writers, others):
-                taken = pool.map(lambda t: self._probe(t, context.get(t), context, live), batch)
+                taken = pool.map(lambda t: self.taker.take(t, context.get(t), context, live), batch)
                 fresh.update(zip(batch, taken, strict=True))
                 context.update(fresh)
         for target, reading in fresh.items():
-            self._store(reading, _changes_a_verdict(previous.get(target), reading), forced=True)
+            self._store(reading, changes_a_verdict(previous.get(target), reading), forced=True)
         return fresh
 
     def probe_now(self) -> Snapshot:
@@ -304,11 +293,11 @@ class ReadingsCache:
     def _probe_and_store(self, target: str) -> bool:
         """On the probe loop: one reading, stored at once. True while the target is still ours."""
         previous = self._latest.get(target)
-        reading = self._probe(target, previous, self._latest.copy(), self._live)
+        reading = self.taker.take(target, previous, self._latest.copy(), self._live)
         if not self._wanted.get(target, True):
             reading = msgspec.structs.replace(reading, dormant=True)
         self._latest[target] = reading
-        changed = _changes_a_verdict(previous, reading)
+        changed = changes_a_verdict(previous, reading)
         ours = True
         try:
             ours, wanted = self._store(reading, changed, demand=True)
@@ -395,65 +384,6 @@ class ReadingsCache:
 
     def _is_due(self, reading: Reading | None, now: float) -> bool:
         return reading is None or now - reading.taken_at >= pace_of(reading, self.config) + self.slack
-
-    def _probe(
-        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None], live: Judging
-    ) -> Reading:
-        config, shadow = live
-        taken_at = self.clock()
-        started = time.perf_counter()
-        was = previous.strained if previous is not None else {}
-        try:
-            values, notes = self.prober.read(target, previous, context)
-        except ProbeError as exc:  # known when the probe gave up (a timeout is a whole timeout late)
-            took = {"_probe_s": time.perf_counter() - started}
-            return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
-        values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
-        strained = next_states(target, values, was, config, predicted=predicted(previous.values if previous else None))
-        strained.update(shadow_states(target, values, was, shadow))
-        self._predict(target, taken_at, values, strained, config)
-        return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
-
-    def _predict(self, target: str, at: float, values: Values, strained: dict[str, bool], config: Config) -> None:
-        """Signals with `predict` whose trend reaches high in time count as strained now, and say when."""
-        for signal in config.signals.values():
-            value = values.get(signal.name)
-            if signal.predict is None or value is None:
-                continue
-            rate = self._trends.add(target, signal.name, at, value)
-            if strained.get(signal.name):
-                continue  # strained on its level already
-            eta = seconds_to(config.thresholds(signal.name, target).high, value, rate)
-            if eta is not None and eta <= signal.predict:
-                strained[signal.name] = True
-                values[ETA_PREFIX + signal.name] = eta
-
-
-Judging = tuple[Config, ShadowThresholds | None]
-
-
-def judging(switches: Switches, config: Config, now: float) -> Judging:
-    """The thresholds probes judge by: the config with ops' live overrides, and their shadow ones apart."""
-    shadows = switches.shadow_thresholds(now)
-    shadow = None
-    if shadows:
-        names = frozenset(s.scope.partition("@")[0] for s in shadows)
-        shadow = ShadowThresholds(switches.apply_shadow(config, now), names)
-    return switches.apply(config, now), shadow
-
-
-def _changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:
-    """A first reading, a signal crossing its hysteresis band, or a probe failing or recovering."""
-    return (
-        previous is None or previous.strained != reading.strained or (previous.error is None) != (reading.error is None)
-    )
-
-
-def _number(raw: bytes | str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
 
 
 def _text(word: object) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
+from redis import Redis
 
-from easeoff.feedback.levers.switches import Switches
+from easeoff.feedback import keys
+from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
+from easeoff.feedback.levers.switches import SWITCHES_KEY, Switches, parse_switches
 from easeoff.feedback.signals.readings import Reading
 
 
@@ -22,3 +25,25 @@ class Snapshot(msgspec.Struct, frozen=True):
 
     def get(self, target: str) -> Reading | None:
         return self.readings.get(target)
+
+
+def read_snapshot(redis: Redis, targets: Iterable[str]) -> Snapshot:
+    """What Redis holds now, without probing: one MGET of the readings, hosts out, switches and
+    the earliest due time."""
+    targets = list(targets)
+    names = [*(keys.READING.format(host=t) for t in targets), HOSTS_OUT_KEY, SWITCHES_KEY, keys.NEXT_DUE]
+    *raw, out, switches, next_due = redis.mget(names)
+    readings = {t: (Reading.from_json(r) if r else None) for t, r in zip(targets, raw, strict=True)}
+    return Snapshot(
+        readings=readings,
+        hosts_out=parse_hosts_out(out),
+        switches=parse_switches(switches),
+        next_due=_number(next_due),
+    )
+
+
+def _number(raw: bytes | str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
