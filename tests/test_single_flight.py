@@ -14,6 +14,7 @@ from rq import Worker
 from easeoff.feedback import clock, keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.levers.switches import Switch, set_switch
+from easeoff.feedback.scopes import Scope
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import Prober
@@ -107,7 +108,7 @@ def test_a_cold_start_reads_switches_set_while_it_awaited_its_first_readings(red
         operator.join(timeout=10)
         cache.close()
     assert probing.is_set() and snapshot.get("db1") is not None
-    assert snapshot.switches.paused("resource:shard:1", clock.now()) is not None
+    assert snapshot.switches.paused(Scope.on_resource("shard:1"), clock.now()) is not None
 
 
 class MarkedProber(Prober):

@@ -13,6 +13,7 @@ from easeoff.feedback.config import parse_config
 from easeoff.feedback.durations import parse_duration
 from easeoff.feedback.levers.switches import Switch, Switches, parse_switches
 from easeoff.feedback.reasons import texts
+from easeoff.feedback.scopes import Scope
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge, queue_reasons, task_reasons
@@ -73,8 +74,8 @@ def test_pause_all_and_pause_queue_hold_dequeuing() -> None:
 
 def test_a_lapsed_switch_no_longer_applies_and_is_listed_as_expired() -> None:
     lapsed = switches(pause("task:noop", expires_at=NOW - 1), pause("queue:light", expires_at=NOW + 60))
-    assert lapsed.paused("task:noop", NOW) is None
-    assert lapsed.paused("queue:light", NOW) is not None
+    assert lapsed.paused(Scope.task("noop"), NOW) is None
+    assert lapsed.paused(Scope.queue("light"), NOW) is not None
     assert [s.scope for s in lapsed.expired(NOW)] == ["task:noop"]
     assert task_reasons("noop", Snapshot({}, switches=lapsed), NOW, random.Random(1)) == []
 

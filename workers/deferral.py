@@ -12,8 +12,8 @@ import msgspec
 
 from easeoff.feedback.config import Config
 from easeoff.feedback.levers.limits import slot_park_scopes
-from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX
 from easeoff.feedback.reasons import Reason, Verdict, joined
+from easeoff.feedback.scopes import Scope
 from easeoff.tasks.meta import JobMeta
 
 
@@ -91,7 +91,7 @@ def park_scopes(meta: JobMeta, reasons: Sequence[Reason]) -> list[str]:
         if reason.waits_for == "resources":
             scopes += meta.resources
         elif reason.waits_for == "task":
-            scopes.append(TASK_SCOPE_PREFIX + meta.task)
+            scopes.append(str(Scope.task(meta.task)))
         else:
             scopes += slot_park_scopes(reason, meta.task)
     return list(dict.fromkeys(scopes))

@@ -26,6 +26,7 @@ from easeoff.feedback.config import ConcurrencyConfig, Config, ResourceConfig
 from easeoff.feedback.levers import shares
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.reasons import Kind, Reason
+from easeoff.feedback.scopes import Scope
 
 ACQUIRE = LuaScript.load(
     "easeoff.feedback",
@@ -149,7 +150,7 @@ def lease_scopes(
         elif resource.concurrency is not None:
             scopes.append(LeaseScope(name, default))
     if task and task_limit:
-        scopes.append(LeaseScope(f"task:{task}", int(task_limit)))
+        scopes.append(LeaseScope(str(Scope.task(task)), int(task_limit)))
     return scopes
 
 

@@ -23,6 +23,7 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.keys import NAMESPACE
 from easeoff.feedback.lua import LuaScript
 from easeoff.feedback.rate import Rate
+from easeoff.feedback.scopes import Scope
 
 RATE = LuaScript.load("easeoff.feedback", "rate", argv=("now", "member", "start"))
 RATES_PREFIX = NAMESPACE + "rate:"  # + scope: zset claim -> when it started, within the window
@@ -44,7 +45,7 @@ def rate_scopes(
         if resource is not None and resource.rate is not None:
             scopes.append(RateScope(name, resource.rate))
     if task and task_rate is not None:
-        scopes.append(RateScope(f"task:{task}", task_rate))
+        scopes.append(RateScope(str(Scope.task(task)), task_rate))
     return scopes
 
 

@@ -44,22 +44,26 @@ from easeoff.feedback import keys
 from easeoff.feedback.config import Config, Thresholds
 from easeoff.feedback.levers import events
 from easeoff.feedback.reasons import Kind, Reason, WaitsFor
+from easeoff.feedback.scopes import Scope, ScopeKind
 
 log = logging.getLogger(__name__)
 
 SWITCHES_KEY = keys.SWITCHES
 UNREADABLE = "switch_unreadable"  # the reason's kind for an entry (or value) this version cannot read
-SCOPE_KINDS = ("queue", "task", "resource")
-TASK_SCOPE_PREFIX = keys.TASK_SCOPE_PREFIX  # parked-job scopes of paused tasks share the cool-down namespace
 TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, whose parked jobs the prober releases
 
 
 SwitchKind = Literal["pause", "throttle", "threshold"]
 
 
+def switch_key(label_kind: str, scope: Scope) -> str:
+    """A switch's entry in the stored JSON (`pause task:x`, `shadow-threshold lag@shard:1`)."""
+    return f"{label_kind} {scope}"
+
+
 class Switch(msgspec.Struct, frozen=True):
     kind: SwitchKind
-    scope: str  # all | queue:NAME | task:NAME | resource:NAME | signal NAME[@resource]
+    scope: str  # as stored: all | queue:NAME | task:NAME | resource:NAME | for a threshold, SIGNAL[@RESOURCE]
     by: str
     why: str
     at: float
@@ -72,7 +76,12 @@ class Switch(msgspec.Struct, frozen=True):
 
     @property
     def key(self) -> str:
-        return f"{self.label_kind} {self.scope}"
+        return switch_key(self.label_kind, self.target)
+
+    @property
+    def target(self) -> Scope:
+        """Its scope, typed (parse_switches holds any switch whose scope does not parse)."""
+        return Scope.parse(self.scope, signal=self.kind == "threshold")
 
     @property
     def label_kind(self) -> str:
@@ -132,23 +141,23 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
     def shadow_thresholds(self, now: float) -> list[Switch]:
         return [s for s in self.live(now) if s.kind == "threshold" and s.shadow]
 
-    def paused(self, scope: str, now: float) -> Reason | None:
-        """The reason `scope` (`all`, `queue:q`, ...) is paused, else None. A paused task's jobs
-        wait for the task to resume; anything else paused holds the jobs' resources."""
-        found = self.entries.get(f"pause {scope}")
+    def paused(self, scope: Scope, now: float) -> Reason | None:
+        """The reason `scope` is paused, else None. A paused task's jobs wait for the task to
+        resume; anything else paused holds the jobs' resources."""
+        found = self.entries.get(switch_key("pause", scope))
         if found is None or not found.live(now):
-            key = self.unreadable.get(scope)
+            key = self.unreadable.get(str(scope))
             if key is None:
                 return None
             detail = "not understood by this easeoff: held until fixed or cleared"
             return Reason(UNREADABLE, key, detail=detail, waits_for="delay")
-        waits_for: WaitsFor = "task" if found.scope.startswith(TASK_SCOPE_PREFIX) else "resources"
+        waits_for: WaitsFor = "task" if scope.kind == ScopeKind.TASK else "resources"
         return Reason(Kind.PAUSED, found.scope, detail=f"{found.by}: {found.why}", waits_for=waits_for)
 
     def throttled(self, task: str, now: float, rng: random.Random) -> Reason | None:
         """A reason to refuse this one job of `task`, drawn with the throttle's ratio; the job
         just comes back after its delay (a throttle says nothing about the database)."""
-        found = self.entries.get(f"throttle {TASK_SCOPE_PREFIX}{task}")
+        found = self.entries.get(switch_key("throttle", Scope.task(task)))
         if found is None or not found.live(now) or rng.random() >= (found.ratio or 0.0):
             return None
         return Reason(
@@ -189,8 +198,8 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
         resources = dict(config.resources)
         # Fleet-wide overrides first, so one aimed at a resource wins there. An override
         # without `critical` keeps the critical tier already in force.
-        for s in sorted(overrides, key=lambda s: "@" in s.scope):
-            name, _, resource = s.scope.partition("@")
+        for s in sorted(overrides, key=lambda s: bool(s.target.resource)):
+            name, resource = s.target.name, s.target.resource
             if name not in signals or (resource and resource not in resources):
                 continue
             if not resource:
@@ -226,7 +235,8 @@ def parse_switches(raw: bytes | str | None) -> Switches:
             continue
         try:
             switch = msgspec.convert(value, Switch)  # fields this version does not know are ignored
-        except msgspec.ValidationError as exc:
+            switch.target  # noqa: B018 - a scope that does not parse is an entry this version cannot read
+        except (msgspec.ValidationError, ValueError) as exc:
             scope = _scope_named(name)
             _warn_once(name, f"cannot be read ({exc}): holding {scope}")
             unreadable.setdefault(scope, name)
@@ -249,12 +259,11 @@ def _stored_object(raw: bytes | str | None) -> dict[str, Any] | None:
 def _scope_named(key: str) -> str:
     """The scope an entry's key names (`pause queue:q` → `queue:q`, `threshold lag@shard:1` →
     `resource:shard:1`), else `all`: what an entry this version cannot read holds."""
-    _, _, scope = key.partition(" ")
-    kind, _, name = scope.partition(":")
-    if name and kind in SCOPE_KINDS:
-        return scope
-    _, at, resource = scope.partition("@")
-    return f"resource:{resource}" if at and resource else "all"
+    label, _, text = key.partition(" ")
+    try:
+        return str(Scope.parse(text, signal=label.endswith("threshold")).held)
+    except ValueError:
+        return str(Scope.everything())
 
 
 _warned: set[tuple[str, str]] = set()
@@ -320,14 +329,15 @@ def paused_task_scopes(switches: Switches, now: float) -> dict[str, Reason]:
     """Cool-down scope (`task:NAME`) → reason, for every task paused now."""
     found = {}
     for s in switches.live(now):
-        reason = switches.paused(s.scope, now) if s.kind == "pause" else None
-        if reason is not None and s.scope.startswith(TASK_SCOPE_PREFIX):
-            found[s.scope] = reason
+        if s.kind == "pause" and s.target.kind == ScopeKind.TASK:
+            reason = switches.paused(s.target, now)
+            if reason is not None:
+                found[s.scope] = reason
     return found
 
 
 def _task_scope(switch: Switch) -> str | None:
-    return switch.scope if switch.kind == "pause" and switch.scope.startswith(TASK_SCOPE_PREFIX) else None
+    return switch.scope if switch.kind == "pause" and switch.target.kind == ScopeKind.TASK else None
 
 
 def _update(

@@ -70,7 +70,7 @@ def contingency_families(
         if switch.expires_at is not None:
             expiry.add_metric(labels, switch.expires_at)
         if switch.kind == "throttle":
-            ratio.add_metric([switch.scope.removeprefix("task:")], switch.ratio or 0.0)
+            ratio.add_metric([switch.target.name], switch.ratio or 0.0)
     logged = CounterMetricFamily(
         names.EVENTS,
         "Events logged (switches, hosts, annotations, verdict flips), by kind: Grafana annotates on changes.",

@@ -22,13 +22,14 @@ from easeoff.feedback.config import Config
 from easeoff.feedback.durations import age_text
 from easeoff.feedback.levers import events as event_log
 from easeoff.feedback.levers.events import Event
-from easeoff.feedback.levers.switches import TASK_SCOPE_PREFIX, Switch
+from easeoff.feedback.levers.switches import Switch
 from easeoff.feedback.observe.failed_jobs import FailedJobs, read_failed
 from easeoff.feedback.observe.history import Sample, read_history
 from easeoff.feedback.observe.queue_stats import QueueStats, queue_stats
 from easeoff.feedback.observe.report import global_report, held_queues
 from easeoff.feedback.queue_names import known_queue_names
 from easeoff.feedback.reasons import Kind, Reason, texts
+from easeoff.feedback.scopes import ScopeKind
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.tally import shadow_tally, unknown_resources
@@ -225,13 +226,13 @@ def task_holds(snapshot: Snapshot, now: float) -> dict[str, list[str]]:
     """Tasks ops paused or throttled, each with the reason its jobs get (as the gate words it)."""
     held: dict[str, list[str]] = {}
     for s in sorted(snapshot.switches.live(now), key=lambda s: s.at):
-        if not s.scope.startswith(TASK_SCOPE_PREFIX) or s.kind not in ("pause", "throttle"):
+        if s.kind not in ("pause", "throttle") or s.target.kind != ScopeKind.TASK:
             continue
-        reason = snapshot.switches.paused(s.scope, now) if s.kind == "pause" else None
+        reason = snapshot.switches.paused(s.target, now) if s.kind == "pause" else None
         if s.kind == "throttle":  # what Switches.throttled says of the jobs it draws, without the draw
             reason = Reason(Kind.THROTTLED, s.scope, value=s.ratio, detail=f"{s.by}: {s.why}", waits_for="delay")
         if reason is not None:
-            held.setdefault(s.scope.removeprefix(TASK_SCOPE_PREFIX), []).append(str(reason))
+            held.setdefault(s.target.name, []).append(str(reason))
     return held
 
 

@@ -62,7 +62,7 @@ def judging(switches: Switches, config: Config, now: float) -> Judging:
     shadows = switches.shadow_thresholds(now)
     shadow = None
     if shadows:
-        names = frozenset(s.scope.partition("@")[0] for s in shadows)
+        names = frozenset(s.target.name for s in shadows)
         shadow = ShadowThresholds(switches.apply_shadow(config, now), names)
     return switches.apply(config, now), shadow
 

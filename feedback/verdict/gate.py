@@ -35,6 +35,7 @@ from easeoff.feedback.config import (
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, HostsOut
 from easeoff.feedback.levers.hosts_out import UNREADABLE as HOSTS_OUT_UNREADABLE
 from easeoff.feedback.reasons import ADMIT, Kind, Reason, Verdict
+from easeoff.feedback.scopes import Scope
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
@@ -77,13 +78,13 @@ def strain_reasons(resources: Iterable[str], snapshot: Snapshot, config: Config,
 
 def queue_reasons(queue: str, snapshot: Snapshot, config: Config, now: float) -> list[Reason]:
     """Why nothing may be dequeued from `queue` now: ops paused it, or its resources are strained."""
-    paused = snapshot.switches.paused(f"queue:{queue}", now)
+    paused = snapshot.switches.paused(Scope.queue(queue), now)
     return ([paused] if paused else []) + strain_reasons(config.queue_resources(queue), snapshot, config, now)
 
 
 def task_reasons(task: str, snapshot: Snapshot, now: float, rng: random.Random) -> list[Reason]:
     """Why this one job of `task` must wait although its resources are fine: paused or throttled."""
-    paused = snapshot.switches.paused(f"task:{task}", now)
+    paused = snapshot.switches.paused(Scope.task(task), now)
     if paused:
         return [paused]
     throttled = snapshot.switches.throttled(task, now, rng)
@@ -109,7 +110,7 @@ def assess_resources(
 def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[list[Reason], list[Reason]]:
     """Global traffic, or ops pausing everything: no heavy work at all."""
     config = live_config(config, snapshot, now)
-    paused = snapshot.switches.paused("all", now)
+    paused = snapshot.switches.paused(Scope.everything(), now)
     reasons: list[Reason] = [paused] if paused else []
     if isinstance(snapshot.hosts_out, HostsOut) and snapshot.hosts_out.unreadable:
         detail = "not understood by this easeoff: held until fixed or replaced"
@@ -131,7 +132,7 @@ def live_config(config: Config, snapshot: Snapshot, now: float) -> Config:
 def resource_findings(resource: ResourceConfig, snapshot: Snapshot, config: Config, now: float) -> HostFindings:
     config = live_config(config, snapshot, now)
     resource = config.resources.get(resource.name, resource)
-    paused = snapshot.switches.paused(f"resource:{resource.name}", now)
+    paused = snapshot.switches.paused(Scope.on_resource(resource.name), now)
     reasons: list[Reason] = [paused] if paused else []
     critical: list[Reason] = []
     for host in resource.writers:

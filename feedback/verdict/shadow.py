@@ -62,7 +62,7 @@ class ShadowJudge:
 def shadow_world(snapshot: Snapshot, config: Config, now: float) -> World | None:
     """The config and snapshot as the shadow policies would have them; None when there are none."""
     shadow_signals = {name for name, s in config.signals.items() if s.shadow}
-    overridden = {s.scope.partition("@")[0] for s in snapshot.switches.shadow_thresholds(now)}
+    overridden = {s.target.name for s in snapshot.switches.shadow_thresholds(now)}
     if not shadow_signals and not overridden:
         return None
     signals = {

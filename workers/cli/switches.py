@@ -14,13 +14,8 @@ import click
 from easeoff.feedback import clock
 from easeoff.feedback.durations import age_text, parse_duration
 from easeoff.feedback.levers import events
-from easeoff.feedback.levers.switches import (
-    SCOPE_KINDS,
-    Switch,
-    clear_switch,
-    read_switches,
-    set_switch,
-)
+from easeoff.feedback.levers.switches import Switch, clear_switch, read_switches, set_switch, switch_key
+from easeoff.feedback.scopes import Scope, ScopeKind
 from easeoff.tasks.registry import get_task
 from easeoff.workers.cli.helpers import Context, fail, guarded, pass_context
 
@@ -48,20 +43,19 @@ def _stamps(ctx: Context, ttl: str | None, default: str | None = None) -> tuple[
     return now, None if lasts is None else now + lasts
 
 
-def _scope(ctx: Context, scope: str) -> str:
-    """Check SCOPE names something that exists, so a typo pauses nothing silently."""
-    if scope == "all":
-        return scope
-    kind, _, name = scope.partition(":")
-    if not name or kind not in SCOPE_KINDS:
-        fail(f"bad scope {scope!r}: use {SCOPE_HELP}")
-    if kind == "task":
+def _scope(ctx: Context, text: str) -> Scope:
+    """SCOPE parsed, and checked to name something that exists, so a typo pauses nothing silently."""
+    try:
+        scope = Scope.parse(text)
+    except ValueError:
+        fail(f"bad scope {text!r}: use {SCOPE_HELP}")
+    if scope.kind == ScopeKind.TASK:
         ctx.load_tasks()
-        get_task(name)  # an unknown task fails here, naming the known ones
-    elif kind == "resource" and name not in ctx.config.resources:
-        fail(f"unknown resource {name!r} (known: {', '.join(ctx.config.resources) or 'none'})")
-    elif kind == "queue":
-        ctx.check_queues([name])
+        get_task(scope.name)  # an unknown task fails here, naming the known ones
+    elif scope.kind == ScopeKind.RESOURCE and scope.name not in ctx.config.resources:
+        fail(f"unknown resource {scope.name!r} (known: {', '.join(ctx.config.resources) or 'none'})")
+    elif scope.kind == ScopeKind.QUEUE:
+        ctx.check_queues([scope.name])
     return scope
 
 
@@ -77,8 +71,8 @@ def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None
 
     A paused queue is not dequeued from; a paused task's or resource's jobs are deferred and
     parked until it resumes. Running jobs finish (resumable ones at their next checkpoint)."""
-    scope = _scope(ctx, scope)
-    _report_set(ctx, Switch("pause", scope, by or events.operator(), reason, *_stamps(ctx, ttl)))
+    target = _scope(ctx, scope)
+    _report_set(ctx, Switch("pause", str(target), by or events.operator(), reason, *_stamps(ctx, ttl)))
 
 
 @click.command("resume")
@@ -89,7 +83,7 @@ def pause(ctx: Context, scope: str, reason: str, ttl: str | None, by: str | None
 @guarded
 def resume(ctx: Context, scope: str, reason: str, by: str | None) -> None:
     """Undo `easeoff pause SCOPE`; parked jobs are released within one probe interval."""
-    _report_cleared(ctx, f"pause {_scope(ctx, scope)}", reason, by)
+    _report_cleared(ctx, switch_key("pause", _scope(ctx, scope)), reason, by)
 
 
 @click.command("throttle")
@@ -102,7 +96,7 @@ def resume(ctx: Context, scope: str, reason: str, by: str | None) -> None:
 @guarded
 def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None, by: str | None) -> None:
     """Refuse RATIO (0..1) of TASK's jobs, as freno's throttle-app does; lapses after --ttl (default 1h)."""
-    scope = _scope(ctx, f"task:{task}")
+    scope = str(_scope(ctx, str(Scope.task(task))))
     _report_set(ctx, Switch("throttle", scope, by or events.operator(), reason, *_stamps(ctx, ttl, "1h"), ratio=ratio))
 
 
@@ -114,7 +108,7 @@ def throttle(ctx: Context, task: str, ratio: float, reason: str, ttl: str | None
 @guarded
 def unthrottle(ctx: Context, task: str, reason: str, by: str | None) -> None:
     """Undo `easeoff throttle TASK`."""
-    _report_cleared(ctx, f"throttle {_scope(ctx, f'task:{task}')}", reason, by)
+    _report_cleared(ctx, switch_key("throttle", _scope(ctx, str(Scope.task(task)))), reason, by)
 
 
 @click.command("threshold")
@@ -152,9 +146,14 @@ def threshold(
         fail(f"unknown signal {signal!r} (known: {', '.join(config.signals) or 'none'})")
     if resource is not None and resource not in config.resources:
         fail(f"unknown resource {resource!r} (known: {', '.join(config.resources) or 'none'})")
-    scope = f"{signal}@{resource}" if resource else signal
+    scope = str(Scope.signal(signal, resource or ""))
     if clear:
-        _report_cleared(ctx, f"{'shadow-' if shadow else ''}threshold {scope}", reason, by)
+        _report_cleared(
+            ctx,
+            switch_key("shadow-threshold" if shadow else "threshold", Scope.signal(signal, resource or "")),
+            reason,
+            by,
+        )
         return
     if high is None or low is None:
         fail("--high and --low are both required (or --clear)")
