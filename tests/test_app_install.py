@@ -8,12 +8,14 @@ this machine. Everything runs from the app's folder, as a user would run it.
 
 from __future__ import annotations
 
+import email.parser
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,9 +67,9 @@ def readme_config() -> str:
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv outside the repository with easeoff's wheel installed: its bin/ folder."""
-    root = tmp_path_factory.mktemp("app-install")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """easeoff's wheel, built as a user would build it, outside the repository."""
+    root = tmp_path_factory.mktemp("app-wheel")
     # Built from a copy: setuptools leaves build/ behind, and a stale build/lib in the checkout
     # would put modules since deleted into the next wheel.
     source = root / "source"
@@ -81,10 +83,17 @@ def app_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     wheels = list(dist.glob("easeoff-*.whl"))
     assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def app_env(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv outside the repository with easeoff's wheel installed: its bin/ folder."""
+    root = tmp_path_factory.mktemp("app-install")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheels[0])],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
         check=True,
         capture_output=True,
         timeout=600,
@@ -133,6 +142,24 @@ def app_environ() -> dict[str, str]:
 
 def app_run(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), cwd=app, env=app_environ(), capture_output=True, text=True, timeout=60)
+
+
+def test_the_wheel_carries_its_license_and_no_demo(wheel: Path) -> None:
+    """PEP 639 metadata (an SPDX expression and the license file itself), and none of the demo's
+    modules: the wheel's own file list, not what an install happened to leave behind."""
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.HeaderParser().parsestr(whl.read(metadata_name).decode())
+        license_name = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+        license_text = whl.read(license_name).decode()
+    assert metadata["License-Expression"] == "MIT" and metadata.get_all("License-File") == ["LICENSE"], metadata
+    assert not [c for c in metadata.get_all("Classifier") or [] if c.startswith("License ::")]  # PEP 639: not both
+    assert license_text.startswith("MIT License") and "Copyright (c) 2026 easeoff maintainers" in license_text
+    modules = {Path(n).stem for n in names if n.endswith(".py")}
+    assert not modules & {"catalog", "demo_schema", "shards"}, sorted(modules)
+    assert not [n for n in names if not n.startswith(("easeoff/", "easeoff-"))], names  # one namespace
+    assert "easeoff/tasks/registry.py" in names and "easeoff/tasks/options.py" in names
 
 
 def test_installed_wheel_is_one_namespace(app_env: Path, app_dir: Path) -> None:
