@@ -11,7 +11,8 @@ Every option rq 3.0's `Queue.enqueue` takes is honoured here or refused with one
 (`REFUSED`). Through the gate each keeps rq's meaning: a deferral is no run, so it spends no
 retry and calls no callback; a dependent is enqueued when its parent finishes, however often
 the parent was deferred or parked first; a scheduled job is promoted when due and then gated
-like any other; a deferral restarts a job's `ttl`, as rq's own rescheduling (a retry) does.
+like any other; a job's `ttl` counts from its enqueue, deferrals or not (a retry after a failed run
+starts it again, as rq's own retry does).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class JobOptions:
     on_stopped: Callback | None = None
     result_ttl: int | None = None
     failure_ttl: int | None = None
-    ttl: int | None = None  # seconds the job may wait to start; each deferral starts it again
+    ttl: int | None = None  # seconds the job may wait to start, from its enqueue, deferred or not
     at_front: bool = False
     job_id: str | None = None
     unique: bool = False  # refuse the job if its job_id exists already

@@ -174,6 +174,7 @@ def test_a_job_abandoned_again_and_again_fails_as_a_poison_job_until_ops_requeue
 
 def test_script_arguments_are_named() -> None:
     named = {"composite": "c", "exec_id": "e", "job_id": "j", "due": 1, "meta": "m", "owner": "1:e"}
+    named |= {"lapses_field": "easeoff_lapses_at", "restart_ttl": ""}
     assert DEFER.args(["f"], **named, parked_member="p")[-1] == "f"
     with pytest.raises(TypeError, match=r"defer.lua: missing \['parked_member'\], unexpected \['parked'\]"):
         DEFER.args(**named, parked="p")
