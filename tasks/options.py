@@ -224,6 +224,8 @@ def enqueue_job(
     """The task's job with these options: on its queue, in rq's deferred registry behind its
     parents, or in rq's scheduled registry until `at`. Its easeoff meta rides in `meta`."""
     meta = task.job_meta(args, kwargs)
+    if options.retry is not None:  # rq keeps the retries left, not the max: `easeoff job` tells both
+        meta = replace(meta, retry_max=options.retry.max)
     _check_together(task.name, options, scheduled=at is not None)
     connection, known_resources = options.connection, options.known_resources
     if connection is None:
