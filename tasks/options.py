@@ -11,8 +11,8 @@ Every option rq 3.0's `Queue.enqueue` takes is honoured here or refused with one
 (`REFUSED`). Through the gate each keeps rq's meaning: a deferral is no run, so it spends no
 retry and calls no callback; a dependent is enqueued when its parent finishes, however often
 the parent was deferred or parked first; a scheduled job is promoted when due and then gated
-like any other; a job's `ttl` counts from its enqueue, deferrals or not (a retry after a failed run
-starts it again, as rq's own retry does).
+like any other; a job's `ttl` counts from its enqueue, deferrals or not (a job that has started —
+a retry, a checkpoint — waits anew, as rq's own retry does).
 """
 
 from __future__ import annotations

@@ -327,9 +327,18 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id, extra=extra)
 
     def _defer(
-        self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict, fence: Fence | None
+        self,
+        job: Job,
+        meta: JobMeta,
+        queue: Queue,
+        execution: Execution,
+        verdict: Verdict,
+        fence: Fence | None,
+        ran: bool = False,
     ) -> None:
-        """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap."""
+        """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap.
+        `ran`: the job started (stopped at a checkpoint, or by its database's outage), so rq's
+        `ttl`, a wait to start, begins again; refused at its claim, its wait goes on."""
         plan = plan_deferral(meta, verdict, self.config, clock.now())
         plan.meta.store(job)
         if not isinstance(plan, Deferral):
@@ -344,7 +353,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             with self.connection.pipeline(transaction=False) as pipe:
                 unknown_resources.note(pipe, plan.unknown, meta.task, clock.now())
                 pipe.execute()
-        if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence):
+        if self.moves.defer(
+            job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence, restart_ttl=ran
+        ):
             # A parked job comes back when what it waits on clears or hands it a slot; its delay
             # is only the safety net's recheck, and "for 300.0s" read as a five-minute wait.
             waits = f"parked on {', '.join(plan.park_on)}" if plan.park_on else f"for {verdict.delay:.1f}s"
@@ -635,7 +646,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         verdict = Verdict(admit=False, reasons=(reason,), delay=delay)
         while True:  # in the horse: a deferral that meets a Redis outage waits for it (still fenced)
             try:
-                self._defer(job, meta, queue, execution, verdict, self._fence)
+                self._defer(job, meta, queue, execution, verdict, self._fence, ran=True)
                 # Not through the fenced view: the deferral took the owner key, so a fenced release
                 # would be refused, end the horse with an error and leave the slots held to lapse.
                 with raw_client(self.connection).pipeline() as pipe:

@@ -23,7 +23,8 @@ redis.call('HDEL', KEYS[3], 'worker_name', 'started_at')
 -- A job enqueued with rq's `ttl` may wait that long to start, counted from its enqueue. The claim
 -- made its key persistent and noted when the wait lapses: a deferral is no new enqueue, so the key
 -- gets that deadline back (a job deferred past it is gone now, as a queued job lapses in rq). A
--- retry after a failed run starts the wait again, as rq's own retry does.
+-- job that had started (a retry after a failed run, a checkpoint, an outage: `restart_ttl`) waits
+-- anew, as rq's own retry does.
 local ttl = tonumber(redis.call('HGET', KEYS[3], 'ttl'))
 if ttl and ttl > 0 then
   local lapses_at = redis.call('HGET', KEYS[3], lapses_field)
