@@ -520,12 +520,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _note_fenced_out(self, fence: Fence) -> None:
         self._fenced_out = fence.job_id
+        job = self._running_job
         self.log.warning(
             "Worker %s: job %s was taken from this execution (token %d; swept while it could not beat?): "
             "its run is stopped and its end not recorded",
-            self.name,
-            fence.job_id,
-            fence.token,
+            *(self.name, fence.job_id, fence.token),
+            extra=_about(job) if job is not None and job.id == fence.job_id else {"job_id": fence.job_id},
         )
 
     def _release_lease(self, pipeline: Any, owner: bool = True) -> None:
