@@ -45,6 +45,7 @@ class JobMeta:
     retries: int = 0  # retries spent on transient errors (workers/transient_errors.py)
     last_error: str | None = None  # the transient error the last retry was for
     lever_options: dict[str, Any] = field(default_factory=dict)  # its task's options for lever modules
+    retry_max: int | None = None  # rq's `Retry(max=...)` given through options(): rq keeps only what is left
     unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +114,7 @@ _OPTIONAL = (
     "retries",
     "last_error",
     "lever_options",
+    "retry_max",
 )
 _ZERO_OMITTED = ("chunks", "retries")  # counts left out at 0, as the meta has always been without them
 _INVALID = object()
@@ -129,7 +131,7 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if name in ("idempotent", "resumable"):
             return value is True
-        if name in ("concurrency", "max_deferrals"):
+        if name in ("concurrency", "max_deferrals", "retry_max"):
             return None if value is None else int(value)
         if name == "last_error":
             return None if value is None else str(value)

@@ -11,7 +11,8 @@ Every option rq 3.0's `Queue.enqueue` takes is honoured here or refused with one
 (`REFUSED`). Through the gate each keeps rq's meaning: a deferral is no run, so it spends no
 retry and calls no callback; a dependent is enqueued when its parent finishes, however often
 the parent was deferred or parked first; a scheduled job is promoted when due and then gated
-like any other; a deferral restarts a job's `ttl`, as rq's own rescheduling (a retry) does.
+like any other; a job's `ttl` counts from its enqueue, deferrals or not (a job that has started —
+a retry, a checkpoint — waits anew, as rq's own retry does).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class JobOptions:
     on_stopped: Callback | None = None
     result_ttl: int | None = None
     failure_ttl: int | None = None
-    ttl: int | None = None  # seconds the job may wait to start; each deferral starts it again
+    ttl: int | None = None  # seconds the job may wait to start, from its enqueue, deferred or not
     at_front: bool = False
     job_id: str | None = None
     unique: bool = False  # refuse the job if its job_id exists already
@@ -223,6 +224,8 @@ def enqueue_job(
     """The task's job with these options: on its queue, in rq's deferred registry behind its
     parents, or in rq's scheduled registry until `at`. Its easeoff meta rides in `meta`."""
     meta = task.job_meta(args, kwargs)
+    if options.retry is not None:  # rq keeps the retries left, not the max: `easeoff job` tells both
+        meta = replace(meta, retry_max=options.retry.max)
     _check_together(task.name, options, scheduled=at is not None)
     connection, known_resources = options.connection, options.known_resources
     if connection is None:

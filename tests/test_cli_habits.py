@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -15,8 +17,10 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 
+from easeoff.feedback import clock, keys
 from easeoff.feedback.config import packaged_example_path
-from tests.conftest import run_cli
+from easeoff.feedback.levers.switches import Switch, set_switch
+from tests.conftest import REPO, run_cli, wait_until
 
 CHATTY = """
 import logging
@@ -132,6 +136,51 @@ def test_json_logs_one_object_a_line_with_the_job(redis_conn: Redis, write_confi
     assert not any(" INFO " in line for line in lines), lines  # rq's info lines are below warning
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["forking", "in-process"])
+def test_json_logs_give_each_job_record_its_id_task_queue_and_reason(
+    redis_conn: Redis, write_config, tmp_path: Path, in_process: bool
+) -> None:
+    """A real worker, one job deferred (its shard paused) and one run: every record that names one
+    of them carries its `job_id`, `queue` and `task` as fields (rq's own records in the work horse
+    too), and the deferral its `reason`, apart from the message's text."""
+    (tmp_path / "chatty_tasks.py").write_text(CHATTY)
+    config = str(write_config(interval=0.25, backoff_base=0.2, backoff_cap=0.3))
+    base = ["--config", config, "--import", "chatty_tasks", "-P", str(tmp_path)]
+    set_switch(redis_conn, Switch("pause", "resource:shard:2", "test", "hold it", clock.now()))
+    held = json.loads(run_cli(*base, "enqueue", "chatty", "--args", '{"shard": 2}', "--json").stdout)[0]["id"]
+    ran = json.loads(run_cli(*base, "enqueue", "chatty", "--args", '{"shard": 1}', "--json").stdout)[0]["id"]
+    mode = ["--in-process"] if in_process else []
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "easeoff.workers.cli", *base, "--log-format", "json", "worker", "heavy", *mode],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        finished = FinishedJobRegistry("heavy", connection=redis_conn)
+        wait_until(lambda: finished.get_job_ids() == [ran], 30, what="the job on shard 1 run")
+        wait_until(lambda: redis_conn.zscore(keys.parked_key("shard:2"), f"{held}|heavy"), 30, what="the other parked")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=20)
+    records = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
+    about = {job_id: [r for r in records if job_id in r["message"]] for job_id in (held, ran)}
+    assert about[held] and about[ran], records
+    for job_id, told in about.items():
+        for record in told:
+            fields = (record.get("job_id"), record.get("queue"), record.get("task"))
+            assert fields == (job_id, "heavy", "chatty"), record
+    deferred = [r for r in about[held] if r.get("event") == "deferred"]
+    assert deferred and deferred[0]["reason"].startswith("paused:resource:shard:2"), about[held]
+    assert deferred[0]["reason"] in deferred[0]["message"]
+    assert [r["event"] for r in about[ran] if "event" in r] == ["claimed"], about[ran]
+    assert any("Job OK" in r["message"] for r in about[ran]), about[ran]  # rq's own, from the work horse
+    by_task = [r for r in records if r["message"] == "chatty on shard 1"]
+    assert by_task and (by_task[0]["job_id"], by_task[0]["task"]) == (ran, "chatty"), records
+
+
 def test_an_unknown_queue_names_each_known_queue_once(redis_conn: Redis, write_config) -> None:
     """Queues the config names, that a task names and that rq has seen, each listed once."""
     config = str(write_config())
@@ -141,3 +190,20 @@ def test_an_unknown_queue_names_each_known_queue_once(redis_conn: Redis, write_c
         line = one_error_line(run_cli("--config", config, *args), 2)
         known = line.split("(known: ", 1)[1].split(";")[0].rstrip(")").split(", ")
         assert len(known) == len(set(known)) and {"heavy", "archive", "recount", "elsewhere"} <= set(known), line
+
+
+def test_a_record_about_another_job_keeps_its_own_fields() -> None:
+    """Pure: the job in hand completes a record about itself (rq passes only id and queue on a
+    failure) and supplies one that names no job, but never relabels a record about another job."""
+    from easeoff.workers.logs import handling_job, job_fields
+
+    def record(**extra: str) -> logging.LogRecord:
+        made = logging.LogRecord("rq.worker", logging.INFO, __file__, 1, "m", None, None)
+        made.__dict__.update(extra)
+        return made
+
+    with handling_job("j1", "heavy", "chatty"):
+        assert job_fields(record()) == {"job_id": "j1", "queue": "heavy", "task": "chatty"}
+        assert job_fields(record(job_id="j1", queue="heavy")) == {"job_id": "j1", "queue": "heavy", "task": "chatty"}
+        assert job_fields(record(job_id="j2", queue="other")) == {"job_id": "j2", "queue": "other"}
+    assert job_fields(record()) == {}

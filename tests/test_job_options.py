@@ -7,6 +7,7 @@ on shard 1 (tests/test_worker_gate.py's thresholds)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import pytest
 from redis import Redis
 from rq import Callback, Retry
 from rq.command import send_stop_job_command
+from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
@@ -341,22 +343,40 @@ def test_a_unique_job_deferred_still_refuses_its_duplicate_and_runs_once(
 
 
 @pytest.mark.parametrize("in_process", MODES)
-def test_a_deferral_restarts_a_jobs_ttl_and_it_lapses_unrun(
+def test_a_jobs_ttl_runs_from_its_enqueue_through_its_deferrals_and_it_lapses_unrun(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
 ) -> None:
-    """rq's `ttl`: how long a job may wait to start. The claim makes the job's key persistent; a
-    deferral gives it its ttl again (as rq's own rescheduling does), so a job parked longer than
-    its ttl lapses instead of living on."""
-    set_switch(redis_conn, Switch("pause", "resource:shard:1", "test", "hold it", clock.now()))
+    """rq's `ttl`: how long a job may wait to start, from its enqueue. The claim keeps the job's
+    key while the job is ours; a deferral is no new enqueue, so the key gets its first deadline
+    back: a job deferred again and again (a throttle at ratio 1 refuses each claim) lapses about
+    its ttl after it was enqueued, however many times it was deferred meanwhile."""
+    throttle(redis_conn, "record_run")
+    enqueued = redis_time(redis_conn)
     job = record_run.options(connection=redis_conn, ttl=3).delay(shard=1, tag="ttl")
     keeper = record_run.enqueue(shard=1, tag="no-ttl", connection=redis_conn)
     workers.start(write_config(**FAST), "heavy", in_process=in_process)
-    wait_until(lambda: deferrals(redis_conn, keeper.id) >= 1, 20, what="both deferred and parked")
-    wait_until(lambda: not Job.exists(job.id, connection=redis_conn), 10, what="the ttl job lapsed")
-    assert Job.exists(keeper.id, connection=redis_conn) and redis_conn.ttl(keeper.key) == -1
-    clear_switch(redis_conn, "pause resource:shard:1", "test")
+    seen = [0]
+
+    def lapsed() -> bool:
+        if not Job.exists(job.id, connection=redis_conn):
+            return True
+        with contextlib.suppress(NoSuchJobError):  # it may lapse between the two reads
+            seen[0] = max(seen[0], deferrals(redis_conn, job.id))
+        return False
+
+    wait_until(lapsed, 10, interval=0.05, what="the ttl job lapsed")
+    gone = redis_time(redis_conn)
+    assert seen[0] >= 3, seen  # deferred over and over, each deferral within its first 3 s
+    assert 2.5 <= gone - enqueued <= 4.0, gone - enqueued  # 3 s from its enqueue, not from a deferral
+    assert deferrals(redis_conn, keeper.id) >= 3 and redis_conn.ttl(keeper.key) == -1  # no ttl: kept
+    unthrottle(redis_conn, "record_run")
     wait_until(lambda: finished(redis_conn, keeper.id), 20, what="the other job run")
     assert ledger_count(1, "ttl") == 0 and ledger_count(1, "no-ttl") == 1
+
+
+def redis_time(redis: Redis) -> float:
+    seconds, micros = redis.time()
+    return seconds + micros / 1e6
 
 
 # Forking only: rq's stop-job command in an in-process worker (no horse to kill) comes with

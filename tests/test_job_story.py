@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback import keys
 from easeoff.feedback.levers.rates import RESERVED_PREFIX
-from easeoff.tasks.catalog import ledger_in_chunks, noop, record_run
+from easeoff.tasks.catalog import ledger_in_chunks, noop, record_run, record_then_fail
 from easeoff.tasks.meta import META_KEY
 from easeoff.workers.cancel import cancel_waiting
 from easeoff.workers.moves import JobMoves
@@ -270,6 +270,35 @@ def test_finished_and_failed_jobs_show_their_result_and_error(
     assert "error      " in text_story(config, broken.id)
     result = run_cli("--config", str(config), "cancel", broken.id)
     assert result.returncode == 2 and "not canceled: it has ended (failed)" in result.stdout
+
+
+def test_a_jobs_retries_both_kinds_used_and_left(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    """rq's `Retry` (rq counts down `retries_left`; easeoff keeps the max) and easeoff's retries on
+    transient errors (its meta's count against the task's `retries`), in --json and in text."""
+    config = write_config()
+    job = record_then_fail.options(connection=redis_conn, retry=Retry(max=2, interval=[600])).delay(
+        shard=1, tag="story-retry"
+    )
+    told = story(config, job.id)
+    assert told["retries"] == {
+        **{"used": 0, "allowed": 3, "last_error": None},
+        **{"rq_used": 0, "rq_left": 2, "rq_max": 2, "rq_intervals": [600]},
+    }
+    workers.start(config, "heavy")
+    wait_until(lambda: story(config, job.id)["state"] == "scheduled", 30, what="the failure scheduled for rq's retry")
+    told = story(config, job.id)
+    assert (told["retries"]["rq_used"], told["retries"]["rq_left"], told["retries_left"]) == (1, 1, 1)
+    assert "rq retry   1 of 2 used, 1 left, intervals [600]s" in text_story(config, job.id)
+
+    # easeoff's own, as workers/transient_errors.py leaves them after a deadlock's retry
+    job.meta[META_KEY] |= {"retries": 1, "last_error": "(1213) Deadlock found when trying to get lock"}
+    job.save_meta()
+    told = story(config, job.id)
+    assert told["retries"]["used"] == 1 and told["retries"]["last_error"].startswith("(1213) Deadlock found")
+    text = text_story(config, job.id)
+    assert "retries    1 of 3 used on transient errors, 2 left (last for: (1213) Deadlock found" in text, text
 
 
 def test_through_easeoff_options_a_dependent_of_a_parked_parent_and_an_enqueue_in_job(

@@ -17,7 +17,7 @@ from easeoff.feedback.reasons import Reason
 from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
-from easeoff.workers.moves import DEFER, MOST_ABANDONED_REQUEUES, POISON_REASON, JobMoves
+from easeoff.workers.moves import DEFER, LAPSES_AT_FIELD, MOST_ABANDONED_REQUEUES, POISON_REASON, JobMoves
 from tests.placement import misplaced
 
 
@@ -172,8 +172,46 @@ def test_a_job_abandoned_again_and_again_fails_as_a_poison_job_until_ops_requeue
     assert redis_conn.lrange(queue.key, 0, -1) == [job.id.encode()]
 
 
+def test_a_deferral_keeps_rqs_ttl_deadline_and_a_started_jobs_waits_anew(redis_conn: Redis) -> None:
+    """rq's `ttl` counts from the enqueue: the claim keeps the key while the job is ours and notes
+    the deadline (Redis's clock); a deferral at the claim gives the key that deadline back, or
+    lets a job whose deadline passed go (nothing scheduled, nothing parked); a job that had
+    started gets a full ttl again, as rq's retry gives it."""
+    moves = JobMoves(redis_conn)
+    queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
+    reasons = [Reason("connections", "db1")]
+
+    def claimed(ttl: int) -> tuple[Job, Execution]:
+        job = noop.options(connection=redis_conn, ttl=ttl).delay(shard=1)
+        claim = moves.claim([queue], "w1", ttl=60)
+        assert claim is not None and claim.job_id == job.id and redis_conn.ttl(job.key) == -1  # kept while ours
+        return Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer), claim.execution
+
+    job, execution = claimed(ttl=100)
+    lapses_at = int(redis_conn.hget(job.key, LAPSES_AT_FIELD))
+    seconds, micros = redis_conn.time()
+    assert 99_000 < lapses_at - (seconds * 1000 + micros // 1000) <= 100_000
+    redis_conn.hset(job.key, LAPSES_AT_FIELD, lapses_at - 40_000)  # as if enqueued 40 s ago
+    assert moves.defer(job, queue, execution, time.time() + 5, "noop", reasons, ["shard:1"])
+    assert redis_conn.pexpiretime(job.key) == lapses_at - 40_000  # its first deadline, not a fresh 100 s
+
+    job, execution = claimed(ttl=100)
+    redis_conn.hset(job.key, LAPSES_AT_FIELD, 1)  # its wait lapsed while it was claimed
+    assert moves.defer(job, queue, execution, time.time() + 5, "noop", reasons, ["shard:1"])
+    assert not redis_conn.exists(job.key)
+    assert job.id not in ScheduledJobRegistry("heavy", connection=redis_conn).get_job_ids()
+    assert f"{job.id}|heavy" not in {m.decode() for m in redis_conn.zrange(parked_key("shard:1"), 0, -1)}
+    assert misplaced(redis_conn, ["heavy"], []) == {}
+
+    job, execution = claimed(ttl=100)
+    redis_conn.hset(job.key, LAPSES_AT_FIELD, 1)
+    assert moves.defer(job, queue, execution, time.time() + 5, "noop", reasons, restart_ttl=True)
+    assert 98 <= redis_conn.ttl(job.key) <= 100 and not redis_conn.hexists(job.key, LAPSES_AT_FIELD)
+
+
 def test_script_arguments_are_named() -> None:
     named = {"composite": "c", "exec_id": "e", "job_id": "j", "due": 1, "meta": "m", "owner": "1:e"}
+    named |= {"lapses_field": "easeoff_lapses_at", "restart_ttl": ""}
     assert DEFER.args(["f"], **named, parked_member="p")[-1] == "f"
     with pytest.raises(TypeError, match=r"defer.lua: missing \['parked_member'\], unexpected \['parked'\]"):
         DEFER.args(**named, parked="p")

@@ -47,6 +47,7 @@ from easeoff.feedback.verdict.backoff import deferral_delay
 from easeoff.feedback.verdict.gate import dormant_reasons, judge, task_reasons
 from easeoff.feedback.verdict.shadow import ShadowJudge
 from easeoff.tasks.meta import JobMeta
+from easeoff.workers.logs import job_extra
 
 SLOT_RECHECK = 300.0  # a job waiting for a slot is handed one; were that lost, it retries after this
 SHADOW_LOG_EVERY = 10.0  # seconds between a resource's shadow lines in the worker's log
@@ -144,13 +145,11 @@ class ShadowPolicies(msgspec.Struct):
                 continue
             self.quiet_until[resource] = (candidate.now + SHADOW_LOG_EVERY, 0)
             more = f" (and {unsaid} more jobs since the last line)" if unsaid else ""
+            why = joined(reasons)
             self.log.info(
                 "shadow: would have deferred job %s (%s) on %s: %s%s",
-                candidate.job.id,
-                candidate.meta.task,
-                resource,
-                joined(reasons),
-                more,
+                *(candidate.job.id, candidate.meta.task, resource, why, more),
+                extra=job_extra(candidate.job.id, candidate.queue.name, candidate.meta.task or None, why, "shadow"),
             )
 
 

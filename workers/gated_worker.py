@@ -55,7 +55,7 @@ from easeoff.tasks.checkpoint import CANCELED, SHUTTING_DOWN, clear_cancel, requ
 from easeoff.tasks.derived_meta import UngatableJob
 from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.tasks.resumable import Checkpointed
-from easeoff.workers import horse_connection, prober_duties, transient_errors
+from easeoff.workers import horse_connection, logs, prober_duties, transient_errors
 from easeoff.workers.checks import Candidate, admission_checks, admit
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.deferral import Deferral, plan_deferral
@@ -280,7 +280,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                 self._lease = candidate.lease
                 self._claimed = claim
                 self._fence = claim.fence
-                self._log_dequeued(job, queue)
+                self._log_dequeued(job, queue, meta.task)
                 return job, queue
             self._defer(job, candidate.meta, queue, claim.execution, verdict, claim.fence)
             return None
@@ -314,43 +314,56 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _fail_claimed(self, claim: Claim, queue: Queue, reason: str) -> None:
         self.moves.fail_claimed(claim.job_id, queue, claim.execution, reason, fence=claim.fence)
-        self.log.error("Worker %s: job %s failed: %s", self.name, claim.job_id, reason)
+        extra = logs.job_extra(claim.job_id, queue.name, None, reason, "failed")
+        self.log.error("Worker %s: job %s failed: %s", self.name, claim.job_id, reason, extra=extra)
 
-    def _log_dequeued(self, job: Job, queue: Queue) -> None:
+    def _log_dequeued(self, job: Job, queue: Queue, task: str) -> None:
         """As rq logs a dequeued job, description and all unless `log_job_description` is off."""
+        extra = logs.job_extra(job.id, queue.name, task or None, event="claimed")
         if self.log_job_description:
-            self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description), job.id)
+            description = blue(job.description)
+            self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), description, job.id, extra=extra)
         else:
-            self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
+            self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id, extra=extra)
 
     def _defer(
-        self, job: Job, meta: JobMeta, queue: Queue, execution: Execution, verdict: Verdict, fence: Fence | None
+        self,
+        job: Job,
+        meta: JobMeta,
+        queue: Queue,
+        execution: Execution,
+        verdict: Verdict,
+        fence: Fence | None,
+        ran: bool = False,
     ) -> None:
-        """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap."""
+        """Carry out the deferral's plan in one move: to scheduled, parked, or failed past a cap.
+        `ran`: the job started (stopped at a checkpoint, or by its database's outage), so rq's
+        `ttl`, a wait to start, begins again; refused at its claim, its wait goes on."""
         plan = plan_deferral(meta, verdict, self.config, clock.now())
         plan.meta.store(job)
         if not isinstance(plan, Deferral):
             if self.moves.fail_deferred_too_long(
                 job, queue, execution, plan.reason, self.name, meta.task, plan.kind, fence
             ):
-                self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, plan.reason)
+                extra = logs.job_extra(job.id, queue.name, meta.task or None, plan.reason, "failed")
+                self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, plan.reason, extra=extra)
                 self._enqueue_dependents_of_failed(job, queue)
             return
         if plan.unknown:
             with self.connection.pipeline(transaction=False) as pipe:
                 unknown_resources.note(pipe, plan.unknown, meta.task, clock.now())
                 pipe.execute()
-        if self.moves.defer(job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence):
+        if self.moves.defer(
+            job, queue, execution, plan.due, meta.task, verdict.reasons, plan.park_on, fence, restart_ttl=ran
+        ):
             # A parked job comes back when what it waits on clears or hands it a slot; its delay
             # is only the safety net's recheck, and "for 300.0s" read as a five-minute wait.
             waits = f"parked on {', '.join(plan.park_on)}" if plan.park_on else f"for {verdict.delay:.1f}s"
+            reason = joined(verdict.reasons)
             self.log.info(
                 "Worker %s: deferred %s %s (deferral %d): %s",
-                self.name,
-                job.id,
-                waits,
-                plan.meta.deferrals,
-                joined(verdict.reasons),
+                *(self.name, job.id, waits, plan.meta.deferrals, reason),
+                extra=logs.job_extra(job.id, queue.name, meta.task or None, reason, "deferred"),
             )
 
     def _enqueue_dependents_of_failed(self, job: Job, queue: Queue) -> None:
@@ -360,7 +373,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         try:
             queue.enqueue_dependents(job)
         except Exception:
-            self.log.exception("Worker %s: could not enqueue the dependents of failed job %s", self.name, job.id)
+            self.log.exception(
+                "Worker %s: could not enqueue the dependents of failed job %s", self.name, job.id, extra=_about(job)
+            )
 
     # -- rq hooks -------------------------------------------------------------
 
@@ -474,7 +489,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         try:
             super().handle_execution_ended(job, queue, heartbeat_ttl)
         except REDIS_UNREACHABLE as exc:
-            self.log.warning("Worker %s: job %s ended while Redis was away (%s)", self.name, job.id, exc)
+            self.log.warning(
+                "Worker %s: job %s ended while Redis was away (%s)", self.name, job.id, exc, extra=_about(job)
+            )
 
     def handle_job_failure(
         self,
@@ -503,12 +520,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
 
     def _note_fenced_out(self, fence: Fence) -> None:
         self._fenced_out = fence.job_id
+        job = self._running_job
         self.log.warning(
             "Worker %s: job %s was taken from this execution (token %d; swept while it could not beat?): "
             "its run is stopped and its end not recorded",
-            self.name,
-            fence.job_id,
-            fence.token,
+            *(self.name, fence.job_id, fence.token),
+            extra=_about(job) if job is not None and job.id == fence.job_id else {"job_id": fence.job_id},
         )
 
     def _release_lease(self, pipeline: Any, owner: bool = True) -> None:
@@ -531,7 +548,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         try:
             self._maintain_heartbeats(job, execution)
         except (RedisError, OSError) as exc:
-            self.log.warning("Worker %s: heartbeat for job %s missed: %s", self.name, job.id, exc)
+            self.log.warning("Worker %s: heartbeat for job %s missed: %s", self.name, job.id, exc, extra=_about(job))
 
     def _beat(self, job: Job) -> bool:
         """The running job's fenced beat; False once it is fenced out (stop it, record no end)."""
@@ -565,9 +582,12 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         verdict = judge(meta.resources, self.readings.current(), self.config, clock.now())
         reasons = verdict.critical or (verdict.reasons if meta.resumable else ())
         if reasons:
-            request_stop(job, joined(reasons))
+            why = joined(reasons)
+            request_stop(job, why)
             self.log.info(
-                "Worker %s: job %s asked to stop at its next checkpoint: %s", self.name, job.id, joined(reasons)
+                "Worker %s: job %s asked to stop at its next checkpoint: %s",
+                *(self.name, job.id, why),
+                extra=_about(job, why, "stop_asked"),
             )
 
     def stop_fenced_job(self) -> None:
@@ -584,7 +604,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
             try:
                 request_stop(job, SHUTTING_DOWN)
             except RedisError as exc:
-                self.log.warning("Worker %s: could not ask job %s to checkpoint: %s", self.name, job.id, exc)
+                self.log.warning(
+                    "Worker %s: could not ask job %s to checkpoint: %s", self.name, job.id, exc, extra=_about(job)
+                )
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
         """A job that stopped at a checkpoint, or that its database's outage stopped (strain the
@@ -607,7 +629,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         backoff = self.config.backoff
         delay = deferral_delay(meta.deferrals, backoff.base, backoff.cap, self.config.probe_interval, self.rng)
         if outage is not None:
-            self.log.warning("Worker %s: job %s deferred, not failed: %s", self.name, job.id, outage)
+            self.log.warning(
+                "Worker %s: job %s deferred, not failed: %s",
+                *(self.name, job.id, outage),
+                extra=_about(job, outage, "deferred"),
+            )
             reason = Reason(Kind.DB_UNREACHABLE, ",".join(meta.resources) or job.id, detail=outage)
         else:
             assert isinstance(stopped, Checkpointed)
@@ -620,7 +646,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         verdict = Verdict(admit=False, reasons=(reason,), delay=delay)
         while True:  # in the horse: a deferral that meets a Redis outage waits for it (still fenced)
             try:
-                self._defer(job, meta, queue, execution, verdict, self._fence)
+                self._defer(job, meta, queue, execution, verdict, self._fence, ran=True)
                 # Not through the fenced view: the deferral took the owner key, so a fenced release
                 # would be refused, end the horse with an error and leave the slots held to lapse.
                 with raw_client(self.connection).pipeline() as pipe:
@@ -635,12 +661,16 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         in-process) ends as rq ends a job its stop-job command stopped: STOPPED, in the failed
         registry, its stopped callback run, no retry spent or taken. Its cursor stays in its meta."""
         job.get_meta(refresh=True)
-        self.log.warning("Worker %s: job %s stopped on request (easeoff cancel / rq stop-job)", self.name, job.id)
+        self.log.warning(
+            "Worker %s: job %s stopped on request (easeoff cancel / rq stop-job)",
+            *(self.name, job.id),
+            extra=_about(job, STOPPED_REASON, "stopped"),
+        )
         self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
         try:
             execute_stopped_callback(job, self.death_penalty_class)
         except Exception:
-            self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
+            self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id, extra=_about(job))
         rq_internals.note_stopped(self, job.id)
         self.handle_job_failure(job, queue, exc_string=STOPPED_REASON, execution=execution)
         clear_cancel(job.id, raw_client(self.connection))
@@ -655,7 +685,11 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         if plan is None:
             return False
         if isinstance(plan, transient_errors.NotRetried):
-            self.log.warning("Worker %s: job %s failed on %s: %s", self.name, job.id, plan.error.text, plan.why)
+            self.log.warning(
+                "Worker %s: job %s failed on %s: %s",
+                *(self.name, job.id, plan.error.text, plan.why),
+                extra=_about(job, f"{plan.error.text}: {plan.why}", "failed"),
+            )
             return False
         while True:  # a move that meets a Redis outage waits for it (still fenced)
             try:
@@ -663,6 +697,7 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
                     self.log.warning(
                         "Worker %s: job %s retry %d in %.1fs after %s",
                         *(self.name, job.id, plan.meta.retries, plan.delay, plan.error.text),
+                        extra=_about(job, plan.error.text, "retry"),
                     )
                 with raw_client(self.connection).pipeline() as pipe:  # as after a deferral
                     self._release_lease(pipe, owner=False)
@@ -722,7 +757,9 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
         try:
-            self.run_job(job, queue)
+            # Every record about it meanwhile, rq's in the horse too, carries its id, queue and task.
+            with logs.handling_job(job.id, queue.name, _task_or_none(job)):
+                self.run_job(job, queue)
         except REDIS_UNREACHABLE as exc:
             # The horse ran on its own (or never started); what Redis missed of the job's ending,
             # the abandoned-job sweep settles from the started registry.
@@ -769,10 +806,14 @@ class GatedWorker(CountsJobEndings, RidesOutRedisOutages, Worker):
         try:
             alive = self._beat(job)
         except (RedisError, OSError) as exc:
-            self.log.warning("Worker %s: the horse's beat for job %s missed: %s", self.name, job.id, exc)
+            self.log.warning(
+                "Worker %s: the horse's beat for job %s missed: %s", self.name, job.id, exc, extra=_about(job)
+            )
             return
         if not alive:
-            self.log.warning("Worker %s: job %s was taken from this execution: its horse stops", self.name, job.id)
+            self.log.warning(
+                "Worker %s: job %s was taken from this execution: its horse stops", self.name, job.id, extra=_about(job)
+            )
             os.kill(os.getpid(), signal.SIGKILL)
 
     # -- housekeeping -----------------------------------------------------------
@@ -861,6 +902,18 @@ class _BusyWhileClaiming:
         rq_internals.look_busy(self.worker, False)
         if rq_internals.stop_requested(self.worker):
             raise StopRequested()
+
+
+def _task_or_none(job: Job) -> str | None:
+    try:
+        return task_name(job)
+    except Exception:  # a payload that cannot be read: the record still names the job
+        return None
+
+
+def _about(job: Job, reason: str | None = None, event: logs.Event | None = None) -> dict[str, str]:
+    """`extra=` for a record about `job` (workers/logs.py): its id, queue and task as fields."""
+    return logs.job_extra(job.id, job.origin, _task_or_none(job), reason, event)
 
 
 def _describing_config() -> Config:

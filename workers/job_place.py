@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64decode
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -75,6 +76,21 @@ class Wait(msgspec.Struct, frozen=True):
     detail: str = ""  # a dependency's status
 
 
+class Retries(msgspec.Struct, frozen=True):
+    """A job's retries, both kinds. easeoff's: failures its task's `retry_on` names, spent from
+    the task's `retries` (tasks/meta.py: `retries`, `last_error`). rq's: `retry=Retry(max=...)`,
+    which rq counts down in `retries_left` (its max kept in easeoff's meta when given through
+    `options()`). A deferral spends neither."""
+
+    used: int  # easeoff's retries on transient errors, spent
+    allowed: int | None  # the task's `retries`, when its module is loaded here
+    last_error: str | None  # the transient error the last of them was for
+    rq_used: int | None  # rq's Retry: failures retried so far (its max less what is left)
+    rq_left: int | None  # rq's `retries_left`
+    rq_max: int | None
+    rq_intervals: list[int] | None
+
+
 class JobStory(msgspec.Struct, frozen=True):
     id: str
     state: State
@@ -104,6 +120,7 @@ class JobStory(msgspec.Struct, frozen=True):
     retries_left: int | None = None  # rq's Retry: failures it may still retry
     retry_intervals: list[int] | None = None
     retried: int = 0  # rq's count of runs that returned Retry
+    retries: Retries | None = None  # both kinds, used and left
     enqueued_at: float | None = None
     created_at: float | None = None
     ended_at: float | None = None
@@ -136,8 +153,9 @@ def rate_scopes(meta: JobMeta) -> list[str]:
     return [*meta.resources, *([keys.TASK_SCOPE_PREFIX + meta.task] if meta.task else [])]
 
 
-def read_job(redis: Redis, job_id: str) -> JobStory | None:
-    """Where the job is, its meta and its outcome; None if Redis holds no such job."""
+def read_job(redis: Redis, job_id: str, retries_allowed: Callable[[str], int | None] | None = None) -> JobStory | None:
+    """Where the job is, its meta and its outcome; None if Redis holds no such job.
+    `retries_allowed`: a task's transient retries by its name, where the caller knows its tasks."""
     job_key = Job.key_for(job_id)
     origin_raw, meta_raw = redis.hmget(job_key, ["origin", "meta"])
     if origin_raw is None and meta_raw is None and not redis.exists(job_key):
@@ -235,12 +253,27 @@ def read_job(redis: Redis, job_id: str) -> JobStory | None:
         retries_left=job.retries_left if job is not None else None,
         retry_intervals=job.retry_intervals if job is not None else None,
         retried=int(fields.get("number_of_retries") or 0),
+        retries=_retries(meta, job, retries_allowed),
         enqueued_at=_time(fields.get("enqueued_at")),
         created_at=_time(fields.get("created_at")),
         ended_at=_time(fields.get("ended_at")),
         last_result=latest_type,
         result=_return_value(latest) if state == "finished" else None,
         error=error,
+    )
+
+
+def _retries(meta: JobMeta, job: Job | None, allowed: Callable[[str], int | None] | None) -> Retries:
+    left = job.retries_left if job is not None else None
+    rq_max = meta.retry_max
+    return Retries(
+        used=meta.retries,
+        allowed=allowed(meta.task) if allowed is not None and meta.task else None,
+        last_error=meta.last_error,
+        rq_used=rq_max - left if rq_max is not None and left is not None else None,
+        rq_left=left,
+        rq_max=rq_max,
+        rq_intervals=job.retry_intervals if job is not None else None,
     )
 
 

@@ -61,6 +61,7 @@ CLAIM = LuaScript.load(
         "owner_prefix",
         "gap",
         "grace",
+        "lapses_field",
     ),
     preludes=FLEET_CLOCK,
 )
@@ -71,7 +72,9 @@ HEARTBEAT = LuaScript.load(
     preludes=FLEET_CLOCK,
 )
 DEFER = LuaScript.load(
-    PACKAGE, "defer", argv=("composite", "exec_id", "job_id", "due", "meta", "parked_member", "owner")
+    PACKAGE,
+    "defer",
+    argv=("composite", "exec_id", "job_id", "due", "meta", "parked_member", "owner", "lapses_field", "restart_ttl"),
 )
 PROMOTE = LuaScript.load(PACKAGE, "promote", argv=("now", "most", *PARKING_PREFIXES), preludes=PARKING)
 RELEASE = LuaScript.load(
@@ -131,6 +134,9 @@ ABANDONED_REASON = (
 # requeues the next abandonment fails it; `easeoff requeue` gives it a fresh count.
 MOST_ABANDONED_REQUEUES = 3
 ABANDONED_COUNT_FIELD = "easeoff_abandoned"  # in the job's hash, beside rq's own fields
+# When a claimed job's rq `ttl` lapses (ms, Redis's clock): noted by the claim, which keeps the key
+# while the job is ours; a deferral gives the key that deadline back (workers/lua/defer.lua).
+LAPSES_AT_FIELD = "easeoff_lapses_at"
 POISON_REASON = (
     f"easeoff: abandoned: its worker stopped heartbeating mid-job, {MOST_ABANDONED_REQUEUES + 1} times in all; "
     "not requeued again: its runs keep dying with their worker (a poison job?). `easeoff requeue` tries it again"
@@ -192,6 +198,7 @@ class JobMoves:
                 executions_prefix=ExecutionRegistry.key_template.format(""),
                 worker_executions_key=WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name),
                 owner_prefix=OWNER_PREFIX,
+                lapses_field=LAPSES_AT_FIELD,
                 **_silence_args(),
             ),
         )
@@ -241,13 +248,17 @@ class JobMoves:
         fence: Fence | None = None,
         counter: str = "deferred",
         labels: Iterable[str] | None = None,
+        restart_ttl: bool = False,
     ) -> bool:
         """Started → scheduled with the job's new meta, and count the deferral by reason.
 
         `park_on` names the strained resources the job waits for: it is indexed under each,
         so it stays parked while they cool down and is released the moment they clear.
         `counter` and `labels`: count it elsewhere (a retry: workers/transient_errors.py) under
-        these labels rather than the reasons' kinds.
+        these labels rather than the reasons' kinds. rq's `ttl` (how long a job may wait to start)
+        keeps running through a deferral at its claim: it counts from the enqueue. `restart_ttl`,
+        for a job that started (a retry after a failed run, a checkpoint, an outage), starts it
+        again, as rq's own retry does. A job whose ttl lapsed while it was ours is gone (True).
         """
         started = StartedJobRegistry(queue.name, connection=self.connection)
         scheduled = ScheduledJobRegistry(queue.name, connection=self.connection)
@@ -277,6 +288,8 @@ class JobMoves:
                     meta=job.serializer.dumps(job.meta),
                     parked_member=redis_keys.parked_member(job.id, queue.name),
                     owner=fence.owner if fence is not None else "",
+                    lapses_field=LAPSES_AT_FIELD,
+                    restart_ttl="1" if restart_ttl else "",
                 ),
             )
         )

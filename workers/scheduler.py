@@ -40,6 +40,7 @@ from easeoff.feedback.keys import WAKE, schedule_key
 from easeoff.feedback.schedules import Schedule, due_tick, next_tick, ticks_between
 from easeoff.tasks.periodic import declared_schedules
 from easeoff.tasks.registry import TaskError, get_task
+from easeoff.workers.logs import job_extra
 
 
 class Fired(msgspec.Struct, frozen=True):
@@ -132,16 +133,25 @@ class Scheduler:
             elif claimed.missed:
                 self.log.warning(
                     "schedule %s: enqueued %s for its tick at %s, once for the %d tick(s) missed before it",
-                    schedule.name,
-                    claimed.job_id,
-                    tick_text(claimed.tick),
-                    claimed.missed,
+                    *(schedule.name, claimed.job_id, tick_text(claimed.tick), claimed.missed),
+                    extra=_enqueued(schedule, claimed),
                 )
             else:
-                self.log.info("schedule %s: enqueued %s", schedule.name, claimed.job_id)
+                self.log.info(
+                    "schedule %s: enqueued %s", schedule.name, claimed.job_id, extra=_enqueued(schedule, claimed)
+                )
         if any(f.job_id for f in fired):
             self.redis.publish(WAKE, "jobs")  # idle workers sleep until told (feedback/wake.py)
         return fired
+
+
+def _enqueued(schedule: Schedule, fired: Fired) -> dict[str, str]:
+    """`extra=` for the record of a schedule's job (workers/logs.py)."""
+    try:
+        queue = get_task(schedule.task).queue
+    except TaskError:
+        queue = "?"
+    return job_extra(fired.job_id or "", queue, schedule.task, event="enqueued")
 
 
 def fire(

@@ -98,5 +98,5 @@ def retry_later(
     plan.meta.store(job)
     return moves.defer(
         job, queue, execution, clock.now() + plan.delay, plan.meta.task, (), fence=fence,
-        counter=COUNTER, labels=(plan.error.label,),
+        counter=COUNTER, labels=(plan.error.label,), restart_ttl=True,
     )  # fmt: skip

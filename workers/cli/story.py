@@ -7,11 +7,13 @@ only print them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
 
 from easeoff.feedback import clock
+from easeoff.tasks.registry import get_task
 from easeoff.workers.cancel import cancel as cancel_job
 from easeoff.workers.cli.helpers import Context, fail, guarded, one_line, pass_context
 from easeoff.workers.job_place import JobStory, Wait, read_job
@@ -34,7 +36,7 @@ WAIT_WORDS = {
 @guarded
 def job(ctx: Context, job_id: str, as_json: bool) -> None:
     """Where job JOB_ID is and why: its place, what it waits for, its deferrals and outcome."""
-    story = read_job(ctx.redis, job_id)
+    story = read_job(ctx.redis, job_id, retries_allowed=_task_retries(ctx))
     if story is None:
         fail(f"no such job {one_line(job_id)!r}")
     if as_json:
@@ -59,9 +61,7 @@ def describe(story: JobStory, now: float) -> list[str]:
             lines.append(f"    because  {reason}")
     if story.resumable and (story.chunks or story.cursor is not None):
         lines.append(f"  progress   {story.chunks} chunks, cursor {json.dumps(story.cursor, default=str)}")
-    if story.retries_left is not None or story.retried:
-        intervals = f", intervals {story.retry_intervals}s" if story.retry_intervals else ""
-        lines.append(f"  retries    {story.retries_left or 0} left{intervals}; returned Retry {story.retried} times")
+    lines += _retry_lines(story)
     if story.stop_requested or story.cancel_requested:
         why = "canceled" if story.cancel_requested else story.stop_requested
         lines.append(f"  stopping   asked to stop at its next checkpoint: {why}")
@@ -74,6 +74,38 @@ def describe(story: JobStory, now: float) -> list[str]:
     if story.error:
         lines.append(f"  error      {story.error}")
     return lines
+
+
+def _retry_lines(story: JobStory) -> list[str]:
+    """Both kinds of retries, used and left; nothing for a job that has neither."""
+    lines = []
+    retries = story.retries
+    if retries is not None and (retries.used or retries.allowed):
+        of = f" of {retries.allowed}" if retries.allowed is not None else ""
+        left = f", {max(retries.allowed - retries.used, 0)} left" if retries.allowed is not None else ""
+        last = f" (last for: {retries.last_error})" if retries.last_error else ""
+        lines.append(f"  retries    {retries.used}{of} used on transient errors{left}{last}")
+    if retries is not None and retries.rq_left is not None:
+        used = f"{retries.rq_used} of {retries.rq_max} used, " if retries.rq_used is not None else ""
+        intervals = f", intervals {retries.rq_intervals}s" if retries.rq_intervals else ""
+        lines.append(f"  rq retry   {used}{retries.rq_left} left{intervals}")
+    if story.retried:
+        lines.append(f"  rq retry   the task returned Retry {story.retried} times")
+    return lines
+
+
+def _task_retries(ctx: Context) -> Callable[[str], int | None]:
+    """A task's transient retries by its name, from the app's task modules (loaded on first use);
+    None where they cannot be loaded here (an operator's machine without the app) or the task is unknown."""
+
+    def allowed(name: str) -> int | None:
+        try:
+            ctx.load_tasks()
+            return get_task(name).retries
+        except Exception:
+            return None
+
+    return allowed
 
 
 def _where(story: JobStory, now: float) -> str:

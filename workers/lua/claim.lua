@@ -12,7 +12,7 @@
 --       started-registry key in pairs, in the order to try them
 -- returns: {pair index, job id, token, queue key}, or false when every queue is empty
 local worker_name, exec_id, ttl, now_text, job_prefix, execution_prefix, executions_prefix,
-      worker_executions_key, owner_prefix, gap, grace = unpack(ARGV)
+      worker_executions_key, owner_prefix, gap, grace, lapses_field = unpack(ARGV)
 ttl, gap, grace = tonumber(ttl), tonumber(gap), tonumber(grace)
 local FIRST_PAIR = 5
 local receipt = redis.call('GET', KEYS[4])
@@ -49,6 +49,12 @@ for i = FIRST_PAIR, #KEYS, 2 do
       redis.call('EXPIRE', worker_executions_key, ttl + 60)
       redis.call('HSET', job_key, 'status', 'started', 'worker_name', worker_name,
                  'started_at', now_text, 'last_heartbeat', now_text)
+      -- rq's `ttl` is how long a job may wait to start, from its enqueue: the claim keeps the
+      -- key while the job is ours, and notes (on Redis's clock) when its wait lapses, for a deferral.
+      local left = redis.call('PTTL', job_key)
+      if left > 0 and (tonumber(redis.call('HGET', job_key, 'ttl')) or 0) > 0 then
+        redis.call('HSET', job_key, lapses_field, string.format('%d', math.floor(now * 1000) + left))
+      end
       redis.call('PERSIST', job_key)
       redis.call('SET', owner_prefix .. job_id, token .. ':' .. exec_id)
       local answer = {i - FIRST_PAIR + 1, job_id, token, KEYS[i]}
