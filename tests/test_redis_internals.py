@@ -15,7 +15,7 @@ from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import SOCKET_TIMEOUT, connect
 from easeoff.feedback.replica_acks import AckedPipeline, AckedRedis
 from easeoff.workers.fencing import Fence
-from easeoff.workers.gated_worker import _FencedClient, raw_client
+from easeoff.workers.worker_parts import FencedClient, raw_client
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -32,7 +32,7 @@ def test_set_socket_timeout_is_what_rqs_set_connection_changes(write_config) -> 
 
 
 def test_raw_client_sees_through_the_fenced_view(redis_conn: Redis) -> None:
-    view = _FencedClient(redis_conn, Fence("j", 1, "e"))
+    view = FencedClient(redis_conn, Fence("j", 1, "e"))
     assert raw_client(view) is redis_conn
     assert raw_client(redis_conn) is redis_conn
 
