@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Literal, get_args
+from typing import Literal
 
 import msgspec
 
@@ -18,6 +18,8 @@ from easeoff.feedback.schedules import Schedule
 from easeoff.feedback.secrets import redact_url
 from easeoff.feedback.tls import HostTLS
 
+# Where a signal's number comes from: a built-in host probe, a custom SQL query on a
+# resource's writable hosts, the app-side request counter, or a Prometheus query.
 Source = Literal["mysql", "sql", "app", "prometheus"]
 TRAFFIC_SOURCES: tuple[Source, ...] = ("app", "prometheus")  # read off the app or Prometheus, not a MySQL host
 # The roles a host plays in a resource that decide what its probe reads and how it is judged.
@@ -25,24 +27,18 @@ WRITER_ROLES = frozenset({"primary", "pair"})  # written to: a heartbeat row; bo
 REPLICATING_ROLES = frozenset({"replica", "pair"})  # replicate: replication threads and lag
 Shape = Literal["hosts", "primary", "pair"]
 Role = Literal["host", "primary", "pair", "replica"]  # what a host is to one resource
-Measure = Literal["depth", "age"]
+Measure = Literal["depth", "age"]  # what a water mark watches: ready jobs, the oldest one's age (s)
 Priority = Literal["normal", "low"]
 Mode = Literal["enforce", "shadow"]  # a shadow signal is probed and judged, counted and logged, and holds nothing
 # Where a budget's live latency comes from: the server's own statements (query_response_time),
 # a canary the prober times, or the app's own Prometheus histogram (feedback/budget/).
 LatencySource = Literal["server", "canary", "prometheus"]
-LATENCY_SOURCES: tuple[LatencySource, ...] = get_args(LatencySource)
 
 # Signals read off every MySQL host by the built-in probe.
 HOST_SIGNALS = ("connections", "threads_running", "qps", "latency", "history_list_length")
 # Signals read off hosts that replicate: replicas and both halves of a pair.
 REPLICA_SIGNALS = ("lag",)
 BUILTIN_SIGNALS = HOST_SIGNALS + REPLICA_SIGNALS
-# Where a signal's number comes from: a built-in host probe, a custom SQL query on a
-# resource's writable hosts, the app-side request counter, or a Prometheus query.
-SOURCES: tuple[Source, ...] = get_args(Source)
-# What a queue's water marks watch: ready jobs, and the age of the oldest ready job (s).
-WATERMARK_MEASURES: tuple[Measure, ...] = get_args(Measure)
 
 
 def _repr_without(record: msgspec.Struct, *secrets: str) -> str:
