@@ -30,7 +30,6 @@ _AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TYPES = {"float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false"}
-_TYPES |= {"object": "a table", "array": "a list", "null": ""}
 
 
 class Problem(ValueError):
@@ -51,16 +50,18 @@ def env_name(name: str) -> str:
 
 
 def key_of(parts: list[str]) -> str:
-    """`['resources', 'shard:1', 'hosts']` → `resources."shard:1".hosts`: TOML's own spelling."""
-    return ".".join(part if _BARE.match(part) or part.startswith("[") else f'"{part}"' for part in parts)
+    """`['resources', 'shard:1', 'hosts', '[0]']` → `resources."shard:1".hosts[0]`: TOML's own spelling."""
+    text = ".".join(part if _BARE.match(part) or part.startswith("[") else f'"{part}"' for part in parts)
+    return text.replace(".[", "[")
 
 
 def decode(raw: dict[str, Any], kind: type[T], source: str) -> T:
+    """`raw` (the TOML's tables) as `kind`; ConfigError names the file and the key at fault."""
     try:
         return msgspec.convert(raw, kind, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
         parts, problem = locate(str(exc), raw, kind)
-        raise ConfigError(source, key_of(parts).replace(".[", "["), problem) from None
+        raise ConfigError(source, key_of(parts), problem) from None
 
 
 def locate(message: str, raw: object, kind: Any) -> tuple[list[str], str]:
