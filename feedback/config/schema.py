@@ -70,7 +70,9 @@ class MySQL(Table):
     hosts: dict[str, Host] = {}
 
 
-class Thresholds(Table):
+class Override(Table):
+    """A resource's own thresholds for a signal (`[resources."NAME".signals.SIGNAL]`)."""
+
     high: Level
     low: Level
     critical: Level | None = None
@@ -157,7 +159,7 @@ class Resource(Table):
     pair: tuple[Name, ...] | None = None
     replicas: tuple[Name, ...] = ()
     ignore_worst: Count = 0
-    signals: dict[str, Thresholds] = {}
+    signals: dict[str, Override] = {}
     concurrency: Concurrency | None = None
     rate: Rate | None = None
     budget: Budget | None = None
