@@ -1,7 +1,7 @@
 """Durations as people type them (`90s`, `2m`, `1h30m`, `1d`, or a number of seconds): the one
 syntax for every duration in the config, on the command line (`--ttl`) and in a rate's window.
 
-Pure parsing, shared by feedback/config.py, feedback/rate.py and the CLI.
+Pure parsing, shared by the config (feedback/config/units.py), feedback/rate.py and the CLI.
 """
 
 from __future__ import annotations

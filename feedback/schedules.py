@@ -7,15 +7,14 @@ talking to the others). A tick is named by its time in whole milliseconds: the f
 schedulers compare-and-set the last tick enqueued (workers/scheduler.py), so a tick is one
 integer that only grows.
 
-Schedules come from the config (`[schedules.NAME]`, parsed here so feedback/config.py stays
-small) or are declared on a task (`@periodic`, tasks/periodic.py); both build a `Schedule`.
+Schedules come from the config (`[schedules.NAME]`, decoded by feedback/config/schema.py) or
+are declared on a task (`@periodic`, tasks/periodic.py); both build a `Schedule` with make_schedule.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
 # A schedule's name goes into its jobs' ids (`schedule-NAME-TICK`), which rq limits to these.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-KEYS = frozenset({"task", "args", "kwargs", "cron", "every", "timezone"})
 CRON_HINT = 'five fields like "0 2 * * *", or @hourly, @daily, @weekly, @monthly, @yearly'
 MIN_EVERY = 1.0  # seconds: a tick is noticed within a probe interval; finer than this means nothing
 COUNT_CAP = 10_000  # missed cron ticks counted one by one up to this many
@@ -102,29 +100,6 @@ def make_schedule(
         raise ScheduleError(f"{where}.timezone", "must be a zone name like 'UTC' or 'Europe/Paris'")
     zone_of(timezone, f"{where}.timezone")
     return Schedule(name, task, args, dict(kwargs), cron=_cron(cron, f"{where}.cron"), timezone=timezone, origin=origin)
-
-
-def parse_schedules(raw: Mapping[str, Any]) -> dict[str, Schedule]:
-    """The config's `[schedules.NAME]` tables."""
-    found = {}
-    for name, entry in raw.items():
-        key = f"schedules.{name}"
-        if not isinstance(entry, dict):
-            raise ScheduleError(key, "must be a table (task, and cron or every)")
-        for field in entry:
-            if field not in KEYS:
-                raise ScheduleError(f"{key}.{field}", f"unknown key (expected one of: {', '.join(sorted(KEYS))})")
-        found[name] = make_schedule(
-            name,
-            entry.get("task"),  # type: ignore[arg-type]  # checked inside
-            entry.get("args", ()),
-            entry.get("kwargs"),
-            entry.get("cron"),
-            entry.get("every"),
-            entry.get("timezone", "UTC"),
-            key=key,
-        )
-    return found
 
 
 # -- ticks -----------------------------------------------------------------------

@@ -149,5 +149,5 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "chunking":
             return ChunkState.from_dict(value)  # damaged: None, and the job sizes its chunks afresh
         return None if value is None else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf): JSON meta may hold Infinity
         return _INVALID

@@ -82,9 +82,9 @@ def test_prometheus_source_needs_its_url_and_metric() -> None:
     ("table", "key", "words"),
     [
         ('latency = "1.5x"\nceiling = 3', "budget.ceiling", "unknown key"),
-        ('latency = "1.5x"\nquantile = 1.0', "budget.quantile", "between 0 and 1"),
-        ('latency = "1.5x"\nquantile = 0', "budget.quantile", "between 0 and 1"),
-        ('latency = "1.5x"\nquantile = 1.5', "budget.quantile", "between 0 and 1"),
+        ('latency = "1.5x"\nquantile = 1.0', "budget.quantile", "> 0 and < 1"),
+        ('latency = "1.5x"\nquantile = 0', "budget.quantile", "> 0 and < 1"),
+        ('latency = "1.5x"\nquantile = 1.5', "budget.quantile", "> 0 and < 1"),
         ('latency = "fast"', "budget.latency", "neither a multiple"),
         ('latency = "4 parsecs"', "budget.latency", "neither a multiple"),
         ('latency = "x"', "budget.latency", "multiple of the idle baseline"),

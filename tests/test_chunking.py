@@ -127,6 +127,8 @@ def test_job_meta_keeps_the_learned_state_and_drops_a_damaged_one() -> None:
         raw = {**meta.to_dict(), "chunking": damaged}
         assert JobMeta.from_dict(raw).chunking is None
         assert JobMeta.from_dict(raw).cursor == 7  # the rest of the meta survives
+    infinite = JobMeta.from_dict({**meta.to_dict(), "deferrals": float("inf")})  # json reads Infinity
+    assert (infinite.deferrals, infinite.cursor) == (0, 7)  # the damaged count alone falls back
 
 
 def test_chunk_size_outside_a_run_is_the_initial_size_within_bounds() -> None:

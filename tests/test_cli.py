@@ -33,7 +33,7 @@ def test_malformed_config_names_file_and_key(tmp_path: Path, write_config) -> No
     bad = tmp_path / "bad.toml"
     bad.write_text(write_config().read_text().replace("high = 0.95", "high = 'very'"))
     result = run_cli("--config", str(bad), "config", "check")
-    assert_one_line_error(result, str(bad), "signals.connections.high", "must be a number")
+    assert_one_line_error(result, str(bad), "signals.connections.high", "expected a number")
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[redis\n")

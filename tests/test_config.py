@@ -62,7 +62,7 @@ def test_passwords_stay_out_of_reprs() -> None:
     ("text", "key", "problem"),
     [
         ("[redis\nurl=1", "", "not valid TOML"),
-        (GOOD.replace("high = 0.8", 'high = "lots"'), "signals.connections.high", "must be a number"),
+        (GOOD.replace("high = 0.8", 'high = "lots"'), "signals.connections.high", "expected a number"),
         (GOOD.replace("low = 0.6", "low = 0.9"), "signals.connections.low", "must not exceed high"),
         (GOOD.replace('hosts = ["db-1"]', 'hosts = ["db-9"]'), 'resources."shard:1".hosts', "unknown host"),
         (GOOD.replace("[signals.connections]", "[signals.load_avg]"), "signals.load_avg", "unknown built-in signal"),
@@ -75,7 +75,7 @@ def test_passwords_stay_out_of_reprs() -> None:
         (GOOD.replace('hosts = ["db-1"]', 'hosts = ["db-1"]\nrate = "lots"'), 'resources."shard:1".rate', "120/min"),
         (GOOD.replace('6379/0"', '6379/0"\nreplica_ack_timeout = 0'), "redis.replica_ack_timeout", ">= 0.001"),
         (GOOD + '\n[switches]\nstale_after = "a while"\n', "switches.stale_after", "bad duration"),
-        (GOOD + "\n[switches]\nstale_after = 0\n", "switches.stale_after", "positive"),
+        (GOOD + "\n[switches]\nstale_after = 0\n", "switches.stale_after", "above 0"),
         (GOOD + "\n[switches]\nstale = 1\n", "switches.stale", "unknown key"),
     ],
 )

@@ -35,7 +35,7 @@ def test_durations_as_numbers_or_text() -> None:
     ("probe", "key", "problem"),
     [
         ('dormant_after = "soon"', "probe.dormant_after", "bad duration"),
-        ("dormant_after = 0", "probe.dormant_after", "positive"),
+        ("dormant_after = 0", "probe.dormant_after", "above 0"),
         ('dormant_interval = "5 sec"', "probe.dormant_interval", "bad duration"),
         ("interval = 2\ndormant_interval = 1", "probe.dormant_interval", "at least probe.interval"),
         ("dormant = 1", "probe.dormant", "unknown key"),

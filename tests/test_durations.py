@@ -85,9 +85,9 @@ for = 0
     ("extra", "key", "problem"),
     [
         ('[queues.q.watermarks.depth]\nhigh = 5\nfor = "soon"', "queues.q.watermarks.depth.for", "bad duration"),
-        ('[queues.q.watermarks.depth]\nhigh = "5m"', "queues.q.watermarks.depth.high", "must be a number"),
+        ('[queues.q.watermarks.depth]\nhigh = "5m"', "queues.q.watermarks.depth.high", "expected a number"),
         ('[probe]\ninterval = "10ms"', "probe.interval", ">= 0.05"),
-        ("[backoff]\nbase = true", "backoff.base", "must be a number of seconds"),
+        ("[backoff]\nbase = true", "backoff.base", "or a number of seconds"),
         ('[switches]\nstale_after = "0s"', "switches.stale_after", "above 0"),
     ],
 )

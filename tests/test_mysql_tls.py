@@ -65,7 +65,7 @@ def test_a_relative_path_is_read_from_the_config_files_folder(tmp_path: Path, pe
         ('ssl_ca = "{pem}/ca.pem"\nssl_cert = "/no/cert.pem"', "mysql.hosts.db1.ssl_cert: no such file '/no/cert.pem'"),
         ('ssl_ca = "{pem}/ca.pem"\nssl_key = "{pem}/client.key"', "mysql.hosts.db1.ssl_key: needs ssl_cert"),
         ("ssl_verify_identity = true", "mysql.hosts.db1.ssl_verify_identity: needs ssl_ca (or ssl_cert)"),
-        ('ssl_ca = "{pem}/ca.pem"\nssl_verify_identity = "yes"', "ssl_verify_identity: must be true or false"),
+        ('ssl_ca = "{pem}/ca.pem"\nssl_verify_identity = "yes"', "ssl_verify_identity: expected true or false"),
         ('ssl_ca = "{pem}/client.key"', "mysql.hosts.db1.ssl_ca: cannot load"),
         ('ssl_ca = "{pem}/ca.pem"\nssl_cert = "{pem}/ca.key"', "mysql.hosts.db1.ssl_cert: cannot load"),
         ("ssl_capath = 1", "mysql.hosts.db1.ssl_capath: unknown key"),

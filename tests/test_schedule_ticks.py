@@ -138,7 +138,7 @@ def test_a_malformed_schedule_is_one_line_naming_its_key(table: str, key: str, w
 
 
 def test_a_schedule_name_must_fit_a_job_id() -> None:
-    with pytest.raises(ConfigError, match=r"schedules\.no good: name 'no good' must be"):
+    with pytest.raises(ConfigError, match=r"""schedules\."no good": name 'no good' must be"""):
         parse('[schedules."no good"]\ntask = "t"\nevery = "1m"\n')
 
 

@@ -1,6 +1,6 @@
 """Queue water marks as alarms, evaluated the way Prometheus evaluates the rules we render.
 
-A `WaterMark` in the config (see feedback/config.py) gives a queue measure a high and/or
+A `WaterMark` in the config (see feedback/config/model.py) gives a queue measure a high and/or
 a low mark. Each present mark becomes one `Alarm`:
 
 - the **high** alarm's condition is `x > high or (firing and x > low)`: it fires above

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import msgspec
 
 
-class Reading(msgspec.Struct, frozen=True):
+class Reading(msgspec.Struct, frozen=True, omit_defaults=True):
     """What one probe of one host saw, and which signals it left strained.
 
     `strained` carries the hysteresis state, so the next probe (by any worker) can
@@ -30,27 +27,15 @@ class Reading(msgspec.Struct, frozen=True):
         return {k: v for k, v in self.values.items() if not k.startswith("_")}
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "host": self.host,
-            "taken_at": self.taken_at,
-            "values": self.values,
-            "strained": self.strained,
-            "error": self.error,
-            "notes": self.notes,
-        }
-        if self.dormant:  # only then: a busy fleet's readings stay as they were
-            data["dormant"] = True
-        return json.dumps(data, separators=(",", ":"))
+        """Compact JSON; what is at its default (no error, not dormant, nothing strained) is left
+        out, which every reader since the first has read as the default."""
+        return _ENCODER.encode(self).decode()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Reading:
-        data: dict[str, Any] = json.loads(raw)
-        return cls(
-            host=str(data["host"]),
-            taken_at=float(data["taken_at"]),
-            values={str(k): float(v) for k, v in data.get("values", {}).items()},
-            strained={str(k): bool(v) for k, v in data.get("strained", {}).items()},
-            error=data.get("error"),
-            notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
-            dormant=data.get("dormant") is True,
-        )
+        """msgspec.DecodeError (a ValueError) on a reading that is not one."""
+        return _DECODER.decode(raw)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Reading)
