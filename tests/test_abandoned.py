@@ -12,7 +12,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 
 from easeoff.feedback.tally.counters import read_counts
 from easeoff.tasks.catalog import record_once, record_run
-from easeoff.workers.moves import ABANDONED_REASON
+from easeoff.workers.ending_moves import ABANDONED_REASON
 from tests.conftest import MYSQL, WorkerProcesses, children, wait_until
 from tests.placement import misplaced
 

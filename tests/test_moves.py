@@ -17,7 +17,9 @@ from easeoff.feedback.reasons import Reason
 from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
-from easeoff.workers.moves import DEFER, LAPSES_AT_FIELD, MOST_ABANDONED_REQUEUES, POISON_REASON, JobMoves
+from easeoff.workers.ending_moves import MOST_ABANDONED_REQUEUES, POISON_REASON
+from easeoff.workers.move_scripts import DEFER
+from easeoff.workers.moves import LAPSES_AT_FIELD, JobMoves
 from tests.placement import misplaced
 
 

@@ -15,7 +15,7 @@ from easeoff.tasks import db_reach
 from easeoff.tasks.meta import META_KEY, JobMeta
 from easeoff.tasks.registry import TaskError, heavy_task
 from easeoff.tasks.retry_on import DEFAULT_RETRY_ON, TransientError, matching
-from easeoff.workers.moves import _restart_deferral_clocks
+from easeoff.workers.ending_moves import _restart_deferral_clocks
 from easeoff.workers.transient_errors import NotRetried, RetryPlan, plan_retry, unsafe_to_rerun
 from tests import retry_tasks  # noqa: F401 - registers the tasks the plans below name
 from tests.conftest import MYSQL
