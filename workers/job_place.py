@@ -11,8 +11,6 @@ by key, in one MULTI/EXEC of reads, with no SCAN. Read-only: nothing here moves 
 
 from __future__ import annotations
 
-import json
-from base64 import b64decode
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -31,14 +29,13 @@ from rq.registry import (
     StartedJobRegistry,
 )
 from rq.results import Result
-from rq.serializers import JSONSerializer
-from rq.utils import utcparse
 
 from easeoff.feedback import keys, rq_internals
 from easeoff.feedback.levers.rates import RESERVED_PREFIX
 from easeoff.feedback.observe.failed_jobs import failure_reason
 from easeoff.tasks.checkpoint import CANCEL_KEY, STOP_KEY
-from easeoff.tasks.meta import META_KEY, JobMeta
+from easeoff.tasks.meta import JobMeta
+from easeoff.workers.job_records import meta_of, restored, result_type, return_value, task_of, text_of, time_of
 
 State = Literal[
     "queued",  # in its queue's list (position given), or moved there from a met dependency
@@ -54,7 +51,6 @@ State = Literal[
     "unplaced",  # its data is there but no place holds it (registries expired, or rq's status alone)
 ]
 WaitKind = Literal["resource", "task", "slot", "slot_low", "turn", "rate", "dependency"]
-RESULT_TYPES = {1: "successful", 2: "failed", 3: "stopped", 4: "retried"}
 # Read in this order: where a job waits, then where it ended.
 REGISTRIES: tuple[type[BaseRegistry], ...] = (
     ScheduledJobRegistry,
@@ -160,13 +156,115 @@ def read_job(redis: Redis, job_id: str, retries_allowed: Callable[[str], int | N
     origin_raw, meta_raw = redis.hmget(job_key, ["origin", "meta"])
     if origin_raw is None and meta_raw is None and not redis.exists(job_key):
         return None
-    queue = _text(origin_raw or b"")
-    meta = _meta(meta_raw)
-    parked = scope_waits(meta)
-    rates = rate_scopes(meta)
+    queue = text_of(origin_raw or b"")
+    meta = meta_of(meta_raw)
+    parked, rates = scope_waits(meta), rate_scopes(meta)
+    places = _read_places(redis, job_id, queue, parked, rates)
+    raw, lpos, length, scheduled, deferred, ready, finished, failed, canceled = places.replies[:9]
+    owner_raw, stop_raw, cancel_asked, latest = places.replies[9:13]
+
+    job = restored(redis, job_id, raw)
+    fields = {text_of(k): v for k, v in raw.items()}
+    meta = meta_of(fields.get("meta"))  # as of the snapshot (the scopes to look in never change)
+    status = text_of(fields.get("status", b""))
+    owner = text_of(owner_raw) if owner_raw is not None else None
+    running = owner is not None and _owner_runs(redis, queue, job_id, owner)
+
+    waits = _waits(redis, job, places, parked, rates) if scheduled is not None or deferred is not None else []
+    state = _state(
+        status,
+        meta,
+        in_queue=lpos is not None or ready is not None,
+        scheduled=scheduled is not None,
+        waiting_on_dependency=deferred is not None,
+        running=running,
+        parked=any(w.kind not in ("rate", "dependency") for w in waits),
+        finished=finished is not None,
+        failed=failed is not None,
+        canceled=canceled is not None,
+        ended_at=time_of(fields.get("ended_at")),
+    )
+    latest_type = result_type(latest)
+    return JobStory(
+        id=job_id,
+        state=state,
+        status=status,
+        queue=queue,
+        task=task_of(meta, fields),
+        description=text_of(fields.get("description", b"")),
+        position=None if lpos is None else int(lpos) + 1,
+        queue_length=int(length) if lpos is not None else None,
+        due=float(scheduled) if scheduled is not None else None,
+        waits=waits,
+        **_while_running(fields, owner if running else None, state == "running"),
+        stop_requested=text_of(stop_raw) if stop_raw is not None else None,
+        cancel_requested=bool(cancel_asked),
+        **_from_meta(meta),
+        retries_left=job.retries_left if job is not None else None,
+        retry_intervals=job.retry_intervals if job is not None else None,
+        retried=int(fields.get("number_of_retries") or 0),
+        retries=_retries(meta, job, retries_allowed),
+        **_times(fields),
+        last_result=latest_type,
+        result=return_value(latest) if state == "finished" else None,
+        error=_error(state, latest_type, job, latest, fields),
+    )
+
+
+def _from_meta(meta: JobMeta) -> dict[str, Any]:
+    """The story's fields its easeoff meta tells: resources, deferrals and their clocks, progress."""
+    return {
+        "resources": list(meta.resources),
+        "deferrals": meta.deferrals,
+        "last_reasons": list(meta.last_reasons),
+        "deferred_at": meta.deferred_at,
+        "first_deferred_at": meta.first_deferred_at,
+        "expires_at": meta.expires_at,
+        "resumable": meta.resumable,
+        "cursor": meta.cursor,
+        "chunks": meta.chunks,
+    }
+
+
+def _while_running(fields: dict[str, bytes], owner: str | None, running: bool) -> dict[str, Any]:
+    """Which worker runs it, since when, its last beat and its owner's token: only while it runs."""
+    worker = fields.get("worker_name")
+    return {
+        "worker": text_of(worker) if worker and running else None,
+        "started_at": time_of(fields.get("started_at")) if running else None,
+        "last_heartbeat": time_of(fields.get("last_heartbeat")) if running else None,
+        "owner": owner,
+    }
+
+
+def _times(fields: dict[str, bytes]) -> dict[str, Any]:
+    return {name: time_of(fields.get(name)) for name in ("enqueued_at", "created_at", "ended_at")}
+
+
+def _error(state: State, latest_type: str | None, job: Job | None, latest: Any, fields: dict[str, bytes]) -> str | None:
+    """Why it failed or stopped, masked as `easeoff failed` shows it; None for a job that did not."""
+    if state in ("failed", "stopped") or (latest_type in ("failed", "stopped") and state != "finished"):
+        return failure_reason(job, latest) if job is not None else text_of(fields.get("exc_info", b"")) or None
+    return None
+
+
+class _Places(msgspec.Struct, frozen=True):
+    """The replies of one MULTI/EXEC of reads: the job's hash, its queue position and length, each
+    registry's score, its owner, stop and cancel keys, its latest result; then its parked and
+    rate-reservation scores, in the order of the scopes asked."""
+
+    replies: list[Any]
+    parked_scores: list[Any]
+    rate_scores: list[Any]
+
+
+def _read_places(
+    redis: Redis, job_id: str, queue: str, parked: list[tuple[str, WaitKind, str]], rates: list[str]
+) -> _Places:
+    """Every place the job may be, read in one consistent view."""
     member = keys.parked_member(job_id, queue)
-    with redis.pipeline(transaction=True) as pipe:  # one consistent view of every place
-        pipe.hgetall(job_key)
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.hgetall(Job.key_for(job_id))
         pipe.execute_command("LPOS", Queue.redis_queue_namespace_prefix + queue, job_id)
         pipe.llen(Queue.redis_queue_namespace_prefix + queue)
         for registry in REGISTRIES:
@@ -180,87 +278,30 @@ def read_job(redis: Redis, job_id: str, retries_allowed: Callable[[str], int | N
         for scope in rates:
             pipe.zscore(RESERVED_PREFIX + scope, job_id)
         replies = pipe.execute()
-    raw, lpos, length, scheduled, deferred, ready, finished, failed, canceled = replies[:9]
-    owner_raw, stop_raw, cancel_asked, latest = replies[9:13]
-    parked_scores = replies[13 : 13 + len(parked)]
-    rate_scores = replies[13 + len(parked) :]
+    return _Places(replies[:13], replies[13 : 13 + len(parked)], replies[13 + len(parked) :])
 
-    job = _restored(redis, job_id, raw)
-    fields = {_text(k): v for k, v in raw.items()}
-    meta = _meta(fields.get("meta"))  # as of the snapshot (the scopes to look in never change)
-    status = _text(fields.get("status", b""))
-    owner = _text(owner_raw) if owner_raw is not None else None
-    running = owner is not None and _owner_runs(redis, queue, job_id, owner)
 
+def _waits(
+    redis: Redis, job: Job | None, places: _Places, parked: list[tuple[str, WaitKind, str]], rates: list[str]
+) -> list[Wait]:
+    """What the job waits for: a parked entry or reservation counts while it waits in `scheduled`;
+    its parents while it waits in rq's deferred registry."""
+    scheduled, deferred = places.replies[3], places.replies[4]
     waits: list[Wait] = []
-    if scheduled is not None:  # a parked entry or reservation counts while the job waits in `scheduled`
+    if scheduled is not None:
         waits += [
             Wait(kind, scope, float(score))
-            for (_, kind, scope), score in zip(parked, parked_scores, strict=True)
+            for (_, kind, scope), score in zip(parked, places.parked_scores, strict=True)
             if score is not None
         ]
         waits += [
             Wait("rate", scope, float(score))
-            for scope, score in zip(rates, rate_scores, strict=True)
+            for scope, score in zip(rates, places.rate_scores, strict=True)
             if score is not None
         ]
     if deferred is not None and job is not None:
         waits += _dependencies(redis, job)
-
-    state = _state(
-        status,
-        meta,
-        in_queue=lpos is not None or ready is not None,
-        scheduled=scheduled is not None,
-        waiting_on_dependency=deferred is not None,
-        running=running,
-        parked=any(w.kind not in ("rate", "dependency") for w in waits),
-        finished=finished is not None,
-        failed=failed is not None,
-        canceled=canceled is not None,
-        ended_at=_time(fields.get("ended_at")),
-    )
-    latest_type = _result_type(latest)
-    error = None
-    if state in ("failed", "stopped") or (latest_type in ("failed", "stopped") and state != "finished"):
-        error = failure_reason(job, latest) if job is not None else _text(fields.get("exc_info", b"")) or None
-    return JobStory(
-        id=job_id,
-        state=state,
-        status=status,
-        queue=queue,
-        task=_task(meta, fields),
-        description=_text(fields.get("description", b"")),
-        resources=list(meta.resources),
-        position=None if lpos is None else int(lpos) + 1,
-        queue_length=int(length) if lpos is not None else None,
-        due=float(scheduled) if scheduled is not None else None,
-        waits=waits,
-        worker=_text(fields["worker_name"]) if fields.get("worker_name") and state == "running" else None,
-        started_at=_time(fields.get("started_at")) if state == "running" else None,
-        last_heartbeat=_time(fields.get("last_heartbeat")) if state == "running" else None,
-        owner=owner if running else None,
-        stop_requested=_text(stop_raw) if stop_raw is not None else None,
-        cancel_requested=bool(cancel_asked),
-        deferrals=meta.deferrals,
-        last_reasons=list(meta.last_reasons),
-        deferred_at=meta.deferred_at,
-        first_deferred_at=meta.first_deferred_at,
-        expires_at=meta.expires_at,
-        resumable=meta.resumable,
-        cursor=meta.cursor,
-        chunks=meta.chunks,
-        retries_left=job.retries_left if job is not None else None,
-        retry_intervals=job.retry_intervals if job is not None else None,
-        retried=int(fields.get("number_of_retries") or 0),
-        retries=_retries(meta, job, retries_allowed),
-        enqueued_at=_time(fields.get("enqueued_at")),
-        created_at=_time(fields.get("created_at")),
-        ended_at=_time(fields.get("ended_at")),
-        last_result=latest_type,
-        result=_return_value(latest) if state == "finished" else None,
-        error=error,
-    )
+    return waits
 
 
 def _retries(meta: JobMeta, job: Job | None, allowed: Callable[[str], int | None] | None) -> Retries:
@@ -319,17 +360,6 @@ def _state(
     return "unplaced"
 
 
-def _restored(redis: Redis, job_id: str, raw: dict[bytes, bytes]) -> Job | None:
-    """rq's job from its hash as read in the snapshot; None for damaged data (what the hash says is
-    shown instead of a traceback). Its payload is not decoded here, and never with pickle."""
-    job = Job(job_id, connection=redis, serializer=JSONSerializer)
-    try:
-        job.restore(raw)
-    except Exception:
-        return None
-    return job
-
-
 def _owner_runs(redis: Redis, queue: str, job_id: str, owner: str) -> bool:
     """Whether the owner key's execution is in the started registry (a claim's, not a leftover)."""
     execution = owner.split(":", 1)[1] if ":" in owner else ""
@@ -346,66 +376,6 @@ def _dependencies(redis: Redis, job: Job) -> list[Wait]:
             pipe.hget(Job.key_for(parent), "status")
         statuses = pipe.execute()
     return [
-        Wait("dependency", parent, None, _text(status) if status is not None else "gone")
+        Wait("dependency", parent, None, text_of(status) if status is not None else "gone")
         for parent, status in zip(ids, statuses, strict=True)
     ]
-
-
-def _meta(raw: bytes | str | None) -> JobMeta:
-    try:
-        decoded = json.loads(raw) if raw else None
-    except ValueError:
-        return JobMeta()
-    return JobMeta.from_dict(decoded.get(META_KEY) if isinstance(decoded, dict) else None)
-
-
-def _task(meta: JobMeta, fields: dict[str, bytes]) -> str:
-    """As tasks.meta.task_name names it, without decoding the payload: the meta's task, else the
-    function's name rq wrote beside the data, else `?`."""
-    if meta.task:
-        return meta.task
-    description = _text(fields.get("description", b""))
-    return description.split("(", 1)[0].rsplit(".", 1)[-1] if description else "?"
-
-
-def _result_type(latest: Any) -> str | None:
-    if not latest:
-        return None
-    payload = latest[0][1]
-    raw = payload.get(b"type", payload.get("type")) if isinstance(payload, dict) else None
-    try:
-        return RESULT_TYPES.get(int(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _return_value(latest: Any) -> Any:
-    """The latest result's return value if it is JSON (what JSONSerializer wrote); nothing else is
-    decoded: rq's Result.restore would unpickle a planted value."""
-    if not latest:
-        return None
-    payload = latest[0][1]
-    raw = payload.get(b"return_value", payload.get("return_value")) if isinstance(payload, dict) else None
-    if raw is None:
-        return None
-    try:
-        return json.loads(b64decode(raw))
-    except ValueError:
-        return "(not JSON: not shown)"
-
-
-def _time(raw: bytes | str | None) -> float | None:
-    if not raw:
-        return None
-    text = _text(raw)
-    try:
-        return utcparse(text).timestamp()
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
