@@ -30,8 +30,9 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.keys import WAKE
-from easeoff.tasks.meta import META_KEY
-from easeoff.tasks.registry import TaskError, describe_arguments
+from easeoff.tasks.arguments import describe_arguments
+from easeoff.tasks.meta import META_KEY, JobMeta
+from easeoff.tasks.registry import TaskError
 
 if TYPE_CHECKING:
     from easeoff.tasks.registry import HeavyTask
@@ -234,23 +235,7 @@ def enqueue_job(
         connection, known_resources = default_target()
     task.check_known(meta.resources, known_resources)
     queue = Queue(task.queue, connection=connection, serializer=JSONSerializer)
-    job_fields: dict[str, Any] = {
-        "func": task.func_path,
-        "args": tuple(args),
-        "kwargs": dict(kwargs),
-        "timeout": options.timeout if options.timeout is not None else task.timeout,
-        "result_ttl": options.result_ttl,
-        "ttl": options.ttl,
-        "failure_ttl": options.failure_ttl,
-        "description": options.description or f"{task.name}({describe_arguments(args, kwargs)})",
-        "depends_on": options.depends_on,
-        "job_id": options.job_id,
-        "meta": {**(options.meta or {}), META_KEY: meta.to_dict()},
-        "retry": options.retry,
-        "on_success": options.on_success,
-        "on_failure": options.on_failure,
-        "on_stopped": options.on_stopped,
-    }
+    job_fields = _job_fields(task, options, args, kwargs, meta)
     try:
         if at is not None:
             job = queue.create_job(status=JobStatus.SCHEDULED, **job_fields)
@@ -278,3 +263,26 @@ def enqueue_job(
         raise TaskError(f"task {task.name}: job id {options.job_id!r} exists already (unique=True)") from None
     except ValueError as exc:  # rq's refusal of a value or combination
         raise TaskError(f"task {task.name}: {exc}") from None
+
+
+def _job_fields(
+    task: HeavyTask, options: JobOptions, args: Sequence[Any], kwargs: Mapping[str, Any], meta: JobMeta
+) -> dict[str, Any]:
+    """rq's job for the task's call with these options, its easeoff meta in `meta`."""
+    return {
+        "func": task.func_path,
+        "args": tuple(args),
+        "kwargs": dict(kwargs),
+        "timeout": options.timeout if options.timeout is not None else task.timeout,
+        "result_ttl": options.result_ttl,
+        "ttl": options.ttl,
+        "failure_ttl": options.failure_ttl,
+        "description": options.description or f"{task.name}({describe_arguments(args, kwargs)})",
+        "depends_on": options.depends_on,
+        "job_id": options.job_id,
+        "meta": {**(options.meta or {}), META_KEY: meta.to_dict()},
+        "retry": options.retry,
+        "on_success": options.on_success,
+        "on_failure": options.on_failure,
+        "on_stopped": options.on_stopped,
+    }

@@ -15,11 +15,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -27,12 +26,12 @@ from rq import Queue, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from easeoff.feedback.levers.lever import LeverError, task_options
-from easeoff.feedback.rate import parse_rate
 from easeoff.tasks.admission import refusal
-from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME, parse_chunk_time
+from easeoff.tasks.arguments import describe_arguments, job_options_among
+from easeoff.tasks.chunking import DEFAULT_CHUNK_TIME
 from easeoff.tasks.meta import META_KEY, JobMeta
-from easeoff.tasks.retry_on import DEFAULT_RETRIES, DEFAULT_RETRY_ON, RetryOn, checked_retries, checked_retry_on
+from easeoff.tasks.retry_on import DEFAULT_RETRIES, DEFAULT_RETRY_ON, RetryOn
+from easeoff.tasks.task_options import checked_options
 
 if TYPE_CHECKING:
     from easeoff.tasks.options import TaskCall
@@ -95,7 +94,7 @@ class HeavyTask:
                 raise TypeError("cursor is kept by easeoff; do not pass it")
             inspect.signature(self.func).bind(*args, **bound_kwargs)
         except TypeError as exc:
-            misplaced = _job_options_among(kwargs, inspect.signature(self.func).parameters)
+            misplaced = job_options_among(kwargs, inspect.signature(self.func).parameters)
             if misplaced:
                 raise TaskError(
                     f"task {self.name}: {misplaced} is a job option, not an argument: "
@@ -257,30 +256,6 @@ class HeavyTask:
             raise TaskError(f"task {self.name}: resource {unknown[0]!r} is not in the config (known: {known})")
 
 
-def _job_options_among(kwargs: Mapping[str, Any], parameters: Mapping[str, inspect.Parameter]) -> str | None:
-    """The first keyword that is one of rq's job options and not the task's parameter, if any."""
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    for name in kwargs:
-        if name in RQ_JOB_OPTIONS and name not in parameters and not takes_any:
-            return name
-    return None
-
-
-# rq 3.0's enqueue options: given to `.delay()` by an rq habit, they get a pointer to `options()`.
-RQ_JOB_OPTIONS = frozenset(
-    {
-        *("depends_on", "retry", "on_success", "on_failure", "on_stopped", "result_ttl", "failure_ttl", "ttl"),
-        *("at_front", "job_timeout", "unique", "meta", "description", "timeout", "repeat", "rate_limit"),
-        *("webhooks", "pipeline"),
-    }
-)
-
-
-def describe_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    parts = [json.dumps(a) for a in args] + [f"{k}={json.dumps(v)}" for k, v in kwargs.items()]
-    return ", ".join(parts)
-
-
 _TASKS: dict[str, HeavyTask] = {}
 
 
@@ -314,88 +289,54 @@ def heavy_task(
 
     if isinstance(resources, str | bytes):
         raise TaskError(f"heavy_task resources={resources!r}: give a list of names, like [{resources!r}]")
-    checked = _checked_options(rate, weight, retry_on, retries, chunk_time, resumable)
     try:
-        levers_take = task_options(lever_options)
-    except LeverError as exc:
-        raise TaskError(f"heavy_task {exc}") from None
+        checked = checked_options(rate, weight, retry_on, retries, chunk_time, resumable, lever_options)
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
 
     def register(func: Callable[..., Any]) -> HeavyTask:
-        if func.__module__ == "__main__":
-            # rq finds a job's function by its module's import name; `__main__` is a different
-            # module in every worker.
-            raise TaskError(
-                f"task {name or func.__name__}: declared in a script run as __main__; "
-                "move it to a module the worker can import"
+        _check_importable(func, name)
+        return _registered(
+            HeavyTask(
+                name=name or func.__name__,
+                func=func,
+                queue=queue,
+                resources=resources,
+                timeout=timeout,
+                idempotent=idempotent,
+                max_deferrals=max_deferrals,
+                max_deferral_age=max_deferral_age,
+                concurrency=concurrency,
+                resumable=resumable,
+                rate=checked.rate,
+                chunk_time=checked.chunk_time,
+                weight=checked.weight,
+                retry_on=checked.retry_on,
+                retries=checked.retries,
+                lever_options=checked.lever_options,
             )
-        task = HeavyTask(
-            name=name or func.__name__,
-            func=func,
-            queue=queue,
-            resources=resources,
-            timeout=timeout,
-            idempotent=idempotent,
-            max_deferrals=max_deferrals,
-            max_deferral_age=max_deferral_age,
-            concurrency=concurrency,
-            resumable=resumable,
-            rate=checked.rate,
-            chunk_time=checked.chunk_time,
-            weight=checked.weight,
-            retry_on=checked.retry_on,
-            retries=checked.retries,
-            lever_options=levers_take,
         )
-        known = _TASKS.get(task.name)
-        if known is not None and known.func_path != task.func_path:
-            raise TaskError(f"task name {task.name!r} is declared twice: by {known.func_path} and {task.func_path}")
-        _TASKS[task.name] = task
-        return task
 
     return register
 
 
-class _CheckedOptions(NamedTuple):
-    rate: str | None
-    weight: float
-    retry_on: tuple[RetryOn, ...]
-    retries: int
-    chunk_time: float
+def _check_importable(func: Callable[..., Any], name: str | None) -> None:
+    """rq finds a job's function by its module's import name; `__main__` is a different module in
+    every worker."""
+    if func.__module__ == "__main__":
+        raise TaskError(
+            f"task {name or func.__name__}: declared in a script run as __main__; "
+            "move it to a module the worker can import"
+        )
 
 
-def _checked_options(
-    rate: str | None,
-    weight: float,
-    retry_on: Iterable[RetryOn],
-    retries: int,
-    chunk_time: float | str | None,
-    resumable: bool,
-) -> _CheckedOptions:
-    """The options that take checking, in their canonical form; a one-line TaskError otherwise."""
-    if rate is not None:
-        try:
-            rate = str(parse_rate(rate))
-        except ValueError as exc:
-            raise TaskError(f"heavy_task rate: {exc}") from None
-    checked_weight = _checked_weight(weight)
-    try:
-        retried_for, retries = checked_retry_on(retry_on), checked_retries(retries)
-    except ValueError as exc:
-        raise TaskError(f"heavy_task {exc}") from None
-    if chunk_time is not None and not resumable:
-        raise TaskError("heavy_task chunk_time: only a resumable task has chunks to size (add resumable=True)")
-    try:
-        chunk_seconds = DEFAULT_CHUNK_TIME if chunk_time is None else parse_chunk_time(chunk_time)
-    except ValueError as exc:
-        raise TaskError(f"heavy_task {exc}") from None
-    return _CheckedOptions(rate, checked_weight, retried_for, retries, chunk_seconds)
-
-
-def _checked_weight(weight: object) -> float:
-    """A finite number above zero: a share of nothing, or of everything, is not a share."""
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
-        raise TaskError(f"heavy_task weight={weight!r}: must be a positive number, like 1 or 3")
-    return float(weight)
+def _registered(task: HeavyTask) -> HeavyTask:
+    """Into the process's tasks by name; one name declared by two functions is refused."""
+    known = _TASKS.get(task.name)
+    if known is not None and known.func_path != task.func_path:
+        raise TaskError(f"task name {task.name!r} is declared twice: by {known.func_path} and {task.func_path}")
+    _TASKS[task.name] = task
+    return task
 
 
 def load_task_modules(modules: Iterable[str]) -> None:
