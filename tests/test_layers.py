@@ -13,6 +13,14 @@ from tests.conftest import REPO
 FEEDBACK_ORDER = ("root", "levers", "signals", "budget", "verdict", "tally", "observe")
 
 
+# The one way up, by design: the config's schema reads the signal sources' registry (at run time,
+# in `file_type`) for the tables the source modules declare, so a new source is one module.
+PLUGIN_REGISTRIES = {
+    ("feedback/config/schema.py", "easeoff.feedback.signals.sources"),
+    ("feedback/config/schema.py", "easeoff.feedback.signals.sources.source_tables"),
+}
+
+
 def imports_of(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -39,6 +47,8 @@ def test_feedback_and_tasks_never_import_workers_and_feedback_flows_one_way() ->
     for path in (REPO / "feedback").rglob("*.py"):
         own = FEEDBACK_ORDER.index(feedback_room("easeoff." + ".".join(path.relative_to(REPO).with_suffix("").parts)))
         for name in imports_of(path):
+            if (path.relative_to(REPO).as_posix(), name) in PLUGIN_REGISTRIES:
+                continue
             if name.startswith("easeoff.feedback.") and FEEDBACK_ORDER.index(feedback_room(name)) > own:
                 wrong.append(f"{path.relative_to(REPO)} imports {name}, a room after its own")
     for path in (REPO / "tasks").rglob("*.py"):

@@ -65,7 +65,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML ({exc})") from None
-    file = decode(_with_signal_sources(raw), schema.File, source)
+    filled = _with_signal_sources(raw)
+    file = decode(filled, schema.File if _builtin_sources_only(filled) else schema.file_type(), source)
     return Builder(source, environ).config(file)
 
 
@@ -82,3 +83,12 @@ def _with_signal_sources(raw: dict[str, Any]) -> dict[str, Any]:
         for name, entry in signals.items()
     }
     return {**raw, "signals": filled}
+
+
+def _builtin_sources_only(raw: dict[str, Any]) -> bool:
+    """Whether every signal's source is a built-in one: then the source modules are not imported
+    (an app's `task.delay()` reads the config too, and needs no probe's code)."""
+    builtin = {table.__struct_config__.tag for table in schema.BUILTIN_SIGNAL_TABLES}
+    signals = raw.get("signals")
+    entries = signals.values() if isinstance(signals, dict) else ()
+    return all(not isinstance(entry, dict) or entry.get("source") in builtin for entry in entries)

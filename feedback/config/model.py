@@ -80,7 +80,7 @@ class SignalConfig(msgspec.Struct, frozen=True):
     low: float
     critical: float | None = None
     fail_closed: bool = True
-    source: Source = "mysql"
+    source: str = "mysql"  # a Source, or a source module's own kind (feedback/signals/sources/)
     query: str | None = None
     url: str | None = None
     counter: str | None = None
@@ -89,6 +89,8 @@ class SignalConfig(msgspec.Struct, frozen=True):
     window: int = 20  # latency: the p99 is over this many probes
     predict: float | None = None  # strained when its trend reaches high within this many seconds
     mode: Mode = "enforce"
+    traffic: bool = False  # read off no MySQL host: the built-in traffic sources, or a source module's own
+    options: Mapping[str, Any] = msgspec.field(default_factory=dict)  # a source module's own settings
 
     def __repr__(self) -> str:
         return _repr_without(self, "url")  # a Prometheus URL may carry credentials
@@ -103,7 +105,7 @@ class SignalConfig(msgspec.Struct, frozen=True):
 
     @property
     def is_traffic(self) -> bool:
-        return self.source in TRAFFIC_SOURCES
+        return self.traffic or self.source in TRAFFIC_SOURCES
 
     @property
     def is_global_traffic(self) -> bool:

@@ -50,7 +50,8 @@ class Rules:
                 low=limits.low,
                 critical=limits.critical,
                 fail_closed=t.fail_closed,
-                source=t.__struct_config__.tag,  # type: ignore[arg-type]  # the four tags are the four sources
+                source=str(t.__struct_config__.tag),
+                traffic=t.traffic,
                 resources=t.resources,
                 predict=float(t.predict) if t.predict is not None else None,
                 mode=t.mode,

@@ -8,8 +8,11 @@ A default of None is one that build.py works out from another setting or the env
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
-from typing import Annotated, Any
+from functools import cache
+from typing import Annotated, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -89,9 +92,12 @@ class Signal(Table, tag_field="source"):
     resources: tuple[Name, ...] | None = None  # None: everywhere
     predict: AtLeast1ms | None = None
     mode: Mode = "enforce"
+    # Read off no MySQL host (the app, Prometheus, a source module's own): one global probe target.
+    traffic: ClassVar[bool] = False
 
     def settings(self, name: str, environ: Mapping[str, str]) -> dict[str, Any]:
-        """This source's own fields of SignalConfig; Problem names a key of the table at fault."""
+        """This source's own fields of SignalConfig (a source module's go in `options`); Problem
+        names a key of the table at fault."""
         raise NotImplementedError
 
 
@@ -117,6 +123,7 @@ class SQLSignal(Signal, tag="sql", kw_only=True):
 
 
 class AppSignal(Signal, tag="app"):
+    traffic = True
     counter: Name | None = None  # default: the signal's name
 
     def settings(self, name: str, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -124,6 +131,7 @@ class AppSignal(Signal, tag="app"):
 
 
 class PrometheusSignal(Signal, tag="prometheus", kw_only=True):
+    traffic = True
     url: Name  # $EASEOFF_SIGNAL_<NAME>_URL replaces it (it may carry credentials)
     query: Name
 
@@ -134,6 +142,7 @@ class PrometheusSignal(Signal, tag="prometheus", kw_only=True):
 
 
 AnySignal = MySQLSignal | SQLSignal | AppSignal | PrometheusSignal
+BUILTIN_SIGNAL_TABLES: tuple[type[Signal], ...] = (MySQLSignal, SQLSignal, AppSignal, PrometheusSignal)
 
 
 class Concurrency(Table, kw_only=True):
@@ -221,3 +230,17 @@ class File(Table):
     switches: Switches = msgspec.field(default_factory=Switches)
     schedules: dict[str, ScheduleTable] = {}
     levers: dict[str, dict[str, Any]] = {}  # each lever module's own table, read by its settings type
+
+
+@cache
+def file_type() -> type[File]:
+    """The file's shape with every signal source's table in the union tagged by `source`: the
+    built-in ones above and each a source module declares (feedback/signals/sources/, `TABLE`)."""
+    from easeoff.feedback.signals.sources import source_tables  # the sources' registry, read at run time
+
+    tables = (*BUILTIN_SIGNAL_TABLES, *source_tables())
+    if len(tables) == len(BUILTIN_SIGNAL_TABLES):
+        return File
+    union = functools.reduce(operator.or_, tables)
+    field: tuple[str, Any, Any] = ("signals", dict[str, union], msgspec.field(default_factory=dict))  # type: ignore[valid-type]
+    return cast(type[File], msgspec.defstruct("File", [field], bases=(File,), forbid_unknown_fields=True, kw_only=True))

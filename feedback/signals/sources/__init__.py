@@ -3,8 +3,10 @@
 A source reads one probe target and returns its values and notes, or raises ProbeError (a
 short message, no secret, that goes into reasons). MySQL hosts are read by the `mysql`
 source; a traffic signal by the source its config names (`source = "app"`, `"prometheus"`).
-A new source is one file in this folder: it registers itself with `@register(KIND)`, and
-every module here is imported when the first probe asks for its source.
+A new source is one file in this folder: it registers its reader with `@register(KIND)` and
+declares its config table as `TABLE` (a `config.schema.Signal` tagged `KIND`, with `traffic =
+True` for a source read off no MySQL host); every module here is imported when the config is
+read or the first probe asks for its source.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Protocol
 
 from redis import Redis
 
 from easeoff.feedback.config import Config, SignalConfig
+from easeoff.feedback.config.schema import Signal
 from easeoff.feedback.signals.readings import Reading
 
 Values = dict[str, float]
@@ -40,9 +44,17 @@ SourceFactory = Callable[[Config, Redis], Source]
 _SOURCES: dict[str, SourceFactory] = {}
 
 
-def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
+_TABLES: dict[str, type[Signal]] = {}  # sources registered from outside this folder, with their tables
+
+
+def register(kind: str, table: type[Signal] | None = None) -> Callable[[SourceFactory], SourceFactory]:
+    """A source's reader; `table`, its config table, for a source defined outside this folder
+    (a module here declares it as `TABLE`)."""
+
     def add(factory: SourceFactory) -> SourceFactory:
         _SOURCES[kind] = factory
+        if table is not None:
+            _TABLES[kind] = table
         return factory
 
     return add
@@ -50,9 +62,18 @@ def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
 
 def source_kinds() -> dict[str, SourceFactory]:
     """Every registered source, each module of this package imported first."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    _import_all()
     return dict(_SOURCES)
+
+
+def source_tables() -> tuple[type[Signal], ...]:
+    """The config tables the source modules here declare (`TABLE`), beside the built-in ones."""
+    found = {t.__struct_config__.tag: t for m in _import_all() if (t := getattr(m, "TABLE", None)) is not None}
+    return tuple({**found, **_TABLES}.values())
+
+
+def _import_all() -> list[ModuleType]:
+    return [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
 
 
 def signal_of(config: Config, target: str) -> SignalConfig:
