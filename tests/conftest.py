@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 from redis import Redis
 
 from easeoff.tasks.demo_schema import create_schema
+from tests.offline.sitecustomize import LOG_ENV, refusal
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("EASEOFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -53,6 +55,33 @@ def stays_true(predicate: Callable[[], object], seconds: float, interval: float 
         assert predicate(), f"no longer true: {what or predicate}"
         time.sleep(interval)
     assert predicate(), f"no longer true: {what or predicate}"
+
+
+OFFLINE_DIR = Path(__file__).resolve().parent / "offline"
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_connect_to_nothing(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str] | None]:
+    """A test marked `unit` runs as if Redis and MariaDB were stopped: any socket connect, in
+    this process or in a Python process it starts (tests/offline/sitecustomize.py), raises, and
+    the test fails at teardown even if the code under test caught the refusal and went on.
+    Autouse, so it is in place before any fixture the test asks for (redis_conn fails too).
+    Yields the refused addresses (None outside the unit tier): tests/test_tiers.py reads them."""
+    if request.node.get_closest_marker("unit") is None:
+        yield None
+        return
+    seen: list[str] = []
+    log = tmp_path_factory.mktemp("offline") / "refused.log"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refusal(None, seen))
+        patch.setattr(socket.socket, "connect_ex", refusal(None, seen))
+        patch.setenv(LOG_ENV, str(log))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(OFFLINE_DIR), os.environ.get("PYTHONPATH")])))
+        yield seen
+    refused = seen + (log.read_text(encoding="utf-8").splitlines() if log.exists() else [])
+    assert not refused, "a test marked unit connected (to a server?): " + "; ".join(refused)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,8 @@ from easeoff.feedback.observe.alert_rules import BUDGET_BREACHED_RUNBOOK, SWITCH
 from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, config_alarms, step
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.unit
+
 MARKS = """
 [queues.heavy.watermarks.depth]
 high = 10

@@ -24,11 +24,13 @@ def declared(resources: object) -> HeavyTask:
     return HeavyTask(name="probe_task", func=_noop, queue="heavy", resources=resources)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_a_string_of_resources_is_refused_at_declaration() -> None:
     with pytest.raises(TaskError, match=r"give a list of names, like \['shard:1'\]"):
         heavy_task(queue="heavy", resources="shard:1")  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("resources", "message"),
     [
@@ -44,6 +46,7 @@ def test_resources_that_are_not_a_list_of_names_fail_at_enqueue(resources: objec
         declared(resources).enqueue(shard=1, connection=never_used)
 
 
+@pytest.mark.unit
 def test_a_resource_the_config_does_not_declare_is_refused_at_enqueue() -> None:
     task = declared(lambda shard, **_: [f"shard:{shard}"])
     with pytest.raises(TaskError, match=r"resource 'shard:9' is not in the config \(known: shard:1, shard:2\)"):
@@ -54,6 +57,7 @@ def python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.unit
 def test_two_tasks_with_one_name_in_two_modules_name_both(tmp_path: Path) -> None:
     for module in ("first", "second"):
         (tmp_path / f"{module}.py").write_text(
@@ -68,12 +72,14 @@ def test_two_tasks_with_one_name_in_two_modules_name_both(tmp_path: Path) -> Non
     assert result.stdout.strip() == "task name 'recount' is declared twice: by first.recount and second.recount"
 
 
+@pytest.mark.unit
 def test_a_task_declared_in_a_script_is_refused(tmp_path: Path) -> None:
     result = python("from easeoff import heavy_task\n@heavy_task(queue='heavy')\ndef job() -> None: ...\n", tmp_path)
     assert result.returncode == 1
     assert "TaskError: task job: declared in a script run as __main__" in result.stderr
 
 
+@pytest.mark.unit
 def test_no_bare_tasks_feedback_or_workers_module_is_loaded(tmp_path: Path) -> None:
     """From the repository root, `tasks` is importable beside `easeoff.tasks`: nothing may load it."""
     result = subprocess.run(
@@ -141,6 +147,7 @@ def test_cli_bad_inputs_name_what_is_wrong(redis_conn: Redis, write_config) -> N
     assert redis_conn.llen("rq:queue:heavy") == 0  # nothing was enqueued by the refused command
 
 
+@pytest.mark.unit
 def test_every_package_of_the_checkout_is_in_the_distribution() -> None:
     """pyproject lists the packages by hand (package-dir maps them); a folder left off is missing from the wheel."""
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])

@@ -7,6 +7,8 @@ import pytest
 from easeoff.feedback.config import BudgetConfig, ConfigError, parse_config
 from easeoff.feedback.durations import parse_duration
 
+pytestmark = pytest.mark.unit
+
 BASE = """
 [mysql.hosts.db-1]
 url = "mysql://root@127.0.0.1:3306"

@@ -13,6 +13,8 @@ from easeoff.feedback.budget.controller_state import ControllerState, Controller
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
 from tests.budget_plant import Plant, Simulation
 
+pytestmark = pytest.mark.unit
+
 CFG = ControllerTuning()
 
 

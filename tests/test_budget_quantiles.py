@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from easeoff.feedback.config import BudgetConfig
 from easeoff.feedback.signals.live_latency import BucketWindow, SampleWindow, burst_size, parse_buckets
 from easeoff.feedback.signals.quantiles import bucket_quantile, sample_quantile, samples_needed
+
+pytestmark = pytest.mark.unit
 
 BOUNDS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, math.inf]
 

@@ -23,6 +23,8 @@ from easeoff.tasks.chunking import (
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.resumable import run_resumable
 
+pytestmark = pytest.mark.unit
+
 TARGET = 0.5
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from redis import Redis
 from rq import Queue
 
@@ -23,12 +24,14 @@ def assert_one_line_error(result, *fragments: str, code: int = 2) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.unit
 def test_config_check_accepts_a_good_file(write_config) -> None:
     result = run_cli("--config", str(write_config()), "config", "check")
     assert result.returncode == 0, result.stderr
     assert ": ok (2 hosts, 2 resources, 1 signals, 3 queues" in result.stdout
 
 
+@pytest.mark.unit
 def test_malformed_config_names_file_and_key(tmp_path: Path, write_config) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(write_config().read_text().replace("high = 0.95", "high = 'very'"))
@@ -95,6 +98,7 @@ def test_unreachable_redis_is_one_line(write_config) -> None:
         assert "hunter2" not in result.stderr + result.stdout
 
 
+@pytest.mark.unit
 def test_bad_options_exit_2(write_config) -> None:
     result = run_cli("--config", str(write_config()), "enqueue", "record_run", "--count", "zero")
     assert_one_line_error(result, "--count", "easeoff enqueue --help")
@@ -102,6 +106,7 @@ def test_bad_options_exit_2(write_config) -> None:
     assert_one_line_error(run_cli("worker"), "QUEUES")
 
 
+@pytest.mark.unit
 def test_every_command_loads_by_name_and_a_worker_loads_only_its_own() -> None:
     """Commands are imported when wanted: `easeoff worker` starts without the exporter, the page
     or `top`, and every name `--help` lists resolves to the command of that name."""

@@ -56,12 +56,14 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     return lines[0]
 
 
+@pytest.mark.unit
 def test_version_is_the_installed_distributions() -> None:
     result = run_cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"easeoff {metadata.version('easeoff')}"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", [("worker", "heavy", "--burst"), ("exporter", "--port", "0"), ("status",)])
 def test_no_config_is_an_error_not_the_packaged_example(tmp_path: Path, command: tuple[str, ...]) -> None:
     """With no --config, no $EASEOFF_CONFIG and no ./easeoff.toml, nothing runs on the example's
@@ -76,6 +78,7 @@ def test_no_config_is_an_error_not_the_packaged_example(tmp_path: Path, command:
     assert str(packaged_example_path()) in line, line
 
 
+@pytest.mark.unit
 def test_the_example_runs_when_asked_for_by_path(tmp_path: Path) -> None:
     check = cli_in(tmp_path, "config", "check", env={"EASEOFF_CONFIG": str(packaged_example_path())})
     assert check.returncode == 0 and "easeoff.example.toml: ok" in check.stdout, check.stderr

@@ -8,6 +8,8 @@ import pytest
 
 from easeoff.feedback.config import ConfigError, load_config, packaged_example_path, parse_config
 
+pytestmark = pytest.mark.unit
+
 GOOD = """
 [redis]
 url = "redis://127.0.0.1:6379/0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from easeoff.feedback.config import (
     SignalConfig,
     Thresholds,
 )
+
+pytestmark = pytest.mark.unit
 
 HOSTS = ["db1", "db2", "db3", "db4"]
 SIGNALS = ["connections", "lag"]

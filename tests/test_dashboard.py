@@ -56,6 +56,7 @@ def threshold_values(p: dict[str, Any]) -> list[tuple[str, float | None]]:
     return [(s["color"], s["value"]) for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
 
 
+@pytest.mark.unit
 def test_depth_and_age_panels_draw_the_water_marks_as_lines(dashboard: dict[str, Any]) -> None:
     assert dashboard["title"] == "easeoff test"
     depth = panel(dashboard, "Depth: heavy")
@@ -70,6 +71,7 @@ def test_depth_and_age_panels_draw_the_water_marks_as_lines(dashboard: dict[str,
     assert archive["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {"mode": "off"}
 
 
+@pytest.mark.unit
 def test_throughput_is_blue_deferrals_and_failures_red_by_reason(dashboard: dict[str, Any]) -> None:
     throughput = panel(dashboard, "Throughput")
     assert throughput["fieldConfig"]["defaults"]["color"]["fixedColor"] == "blue"
@@ -80,6 +82,7 @@ def test_throughput_is_blue_deferrals_and_failures_red_by_reason(dashboard: dict
         assert p["targets"][0]["expr"].startswith("sum by (reason) (rate(easeoff_jobs_" + counter)
 
 
+@pytest.mark.unit
 def test_signals_carry_their_thresholds_and_events_are_annotations(dashboard: dict[str, Any]) -> None:
     signal = panel(dashboard, "Signal: connections")
     assert signal["targets"][0]["expr"] == 'easeoff_signal_value{signal="connections"}'
@@ -101,6 +104,7 @@ def test_signals_carry_their_thresholds_and_events_are_annotations(dashboard: di
         assert pos["x"] + pos["w"] <= 24
 
 
+@pytest.mark.unit
 def test_budgets_switches_rates_shadow_and_lag_have_panels(dashboard: dict[str, Any]) -> None:
     latency = panel(dashboard, "Budget latency: shard:1")
     exprs = [t["expr"] for t in latency["targets"]]

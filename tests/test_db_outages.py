@@ -32,6 +32,7 @@ def wrapped(inner: BaseException) -> BaseException:
         return outer
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("error", "meta", "deferred"),
     [
@@ -90,6 +91,7 @@ def test_a_job_whose_database_is_unreachable_is_deferred_then_runs(
     assert job.id not in ScheduledJobRegistry("heavy", connection=redis_conn).get_job_ids()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("reached", "meta", "deferred"), [(True, PLAIN, False), (True, IDEMPOTENT, True), (False, PLAIN, True)]
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
@@ -51,6 +52,7 @@ def test_deferral_cap_sends_the_job_to_failed_with_a_reason(
     assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
 
 
+@pytest.mark.unit
 def test_cap_rules() -> None:
     meta = JobMeta(deferrals=3, first_deferred_at=100.0)
     assert cap_exceeded(meta, 101.0, 2, None) == "deferred 2 times, the cap is 2"
@@ -78,6 +80,7 @@ hosts = ["db1"]
 STRAIN = Verdict(False, (Reason("connections", "db1", 0.9, 0.8, "high"),), delay=5.0)
 
 
+@pytest.mark.unit
 def test_a_deferral_counts_sets_its_clocks_and_parks_on_the_jobs_resources() -> None:
     plan = plan_deferral(JobMeta(task="t", resources=("shard:1",)), STRAIN, CONFIG, now=1000.0)
     assert isinstance(plan, Deferral)
@@ -89,6 +92,7 @@ def test_a_deferral_counts_sets_its_clocks_and_parks_on_the_jobs_resources() -> 
     assert isinstance(plan_deferral(later.meta, STRAIN, CONFIG, now=1601.0), Expiry)
 
 
+@pytest.mark.unit
 def test_what_a_deferred_job_waits_for_follows_the_reason() -> None:
     meta = JobMeta(task="t", resources=("shard:1",))
     paused = Verdict(False, (Reason(Kind.PAUSED, "task:t", detail="ops: x", waits_for="task"),), delay=1.0)
@@ -100,6 +104,7 @@ def test_what_a_deferred_job_waits_for_follows_the_reason() -> None:
     assert plan_deferral(meta, full, CONFIG, 0.0).park_on == ("slot:shard:1", "slot-class:shard:1|t")  # type: ignore[union-attr]
 
 
+@pytest.mark.unit
 def test_a_resource_the_config_lacks_fails_after_the_grace_not_the_max_age() -> None:
     unknown = Verdict(False, (Reason(Kind.UNKNOWN_RESOURCE, "shard:9"),), delay=60.0)
     first = plan_deferral(JobMeta(task="t", resources=("shard:9",)), unknown, CONFIG, now=1000.0)

@@ -8,6 +8,8 @@ from easeoff.feedback.config import ConfigError, parse_config
 from easeoff.feedback.durations import parse_duration
 from easeoff.feedback.rate import parse_rate
 
+pytestmark = pytest.mark.unit
+
 BASE = """
 [redis]
 url = "redis://127.0.0.1:6379/0"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib
 import re
 
+import pytest
+
 from easeoff.feedback.config import load_config, packaged_example_path
 from easeoff.feedback.observe.watermarks import INACTIVE, config_alarms, measures_of, step
+
+pytestmark = pytest.mark.unit
 
 
 def test_its_alerts_stay_quiet_on_an_idle_queue() -> None:

@@ -193,6 +193,7 @@ def test_an_evaluation_reports_each_transition_once(redis_conn: Redis, config: C
     assert [(e.kind, e.text.split(":")[0]) for e in logged] == [("watermark", "EaseoffQueueDepthHigh queue=heavy")]
 
 
+@pytest.mark.unit
 def test_evaluation_ticks_keep_an_exact_schedule_until_stopped() -> None:
     stop = threading.Event()
     ticks = []
@@ -266,6 +267,7 @@ def test_exporter_host_option_and_bad_input(write_config) -> None:
     assert unreachable.returncode == 1 and "cannot reach Redis" in unreachable.stderr, unreachable.stderr
 
 
+@pytest.mark.unit
 def test_exporter_entry_point_is_importable_first() -> None:
     """A command module imported before the group (as an app's tooling might) finds the same helpers."""
     code = (

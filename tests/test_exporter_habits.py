@@ -33,6 +33,7 @@ def config(write_config) -> Config:
     return load_config(write_config())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("seconds", "label"),
     [(0.0, "0.1"), (0.1, "0.1"), (0.1001, "0.25"), (59.0, "60.0"), (7200.0, "7200.0"), (7200.5, "+Inf"), (-1, "0.1")],
@@ -41,6 +42,7 @@ def test_each_observation_falls_in_one_bucket_from_a_tenth_of_a_second_to_two_ho
     assert job_times.bucket_label(max(seconds, 0.0)) == label
 
 
+@pytest.mark.unit
 def test_buckets_are_added_up_for_prometheus() -> None:
     raw = {b"heavy|noop|0.1": b"2", b"heavy|noop|1.0": b"1", b"heavy|noop|+Inf": b"1", b"heavy|noop|sum": b"9000.5"}
     (h,) = job_times.parse(raw)

@@ -15,6 +15,8 @@ from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge
 
+pytestmark = pytest.mark.unit
+
 NOW = 1_000_000.0
 BASE = """
 [probe]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -49,6 +50,7 @@ def test_the_horse_talks_over_the_connection_its_worker_opened_and_the_worker_ke
     observer.close()
 
 
+@pytest.mark.unit
 def test_a_pool_a_horse_cannot_adopt_into_gets_no_connection() -> None:
     blocking = Redis(connection_pool=BlockingConnectionPool.from_url(TEST_REDIS_URL))
     assert open_for_horse(blocking) is None

@@ -49,6 +49,7 @@ def mutated_config(data: st.DataObject) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_mutated_configs_parse_or_name_the_problem(data: st.DataObject) -> None:

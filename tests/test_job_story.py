@@ -326,6 +326,7 @@ def test_through_easeoff_options_a_dependent_of_a_parked_parent_and_an_enqueue_i
     assert {story(config, j.id)["state"] for j in (child, later)} == {"canceled"}
 
 
+@pytest.mark.unit
 def test_a_retry_scheduled_after_a_failure_is_scheduled_not_deferred() -> None:
     """Pure: rq schedules a retry's interval in the same registry as easeoff's deferrals; a
     deferral older than the job's last end is history, not why it waits now."""

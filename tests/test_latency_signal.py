@@ -96,6 +96,7 @@ def test_latency_holds_a_shard_through_a_storm_that_leaves_connections_low(
     wait_until(lambda: not db1().strained["latency"], 30, interval=0.02, what="latency to clear after the storm")
 
 
+@pytest.mark.unit
 def test_the_window_p99_is_its_tail_and_forgets_old_timings() -> None:
     window = LatencyWindow(size=4)
     assert [window.add(t) for t in (0.001, 0.009, 0.002, 0.003)] == [0.001, 0.009, 0.009, 0.009]

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
 
 # A module may import its own room and rooms listed before it, never after.
 FEEDBACK_ORDER = ("root", "levers", "signals", "budget", "verdict", "tally", "observe")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis import Redis
@@ -37,6 +38,7 @@ def enqueue_on(redis: Redis, resource: str, **kwargs: object) -> Job:
     return job
 
 
+@pytest.mark.unit
 @given(
     limit=st.integers(min_value=1, max_value=64),
     low=st.integers(min_value=1, max_value=8),

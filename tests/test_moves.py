@@ -211,6 +211,7 @@ def test_a_deferral_keeps_rqs_ttl_deadline_and_a_started_jobs_waits_anew(redis_c
     assert 98 <= redis_conn.ttl(job.key) <= 100 and not redis_conn.hexists(job.key, LAPSES_AT_FIELD)
 
 
+@pytest.mark.unit
 def test_script_arguments_are_named() -> None:
     named = {"composite": "c", "exec_id": "e", "job_id": "j", "due": 1, "meta": "m", "owner": "1:e"}
     named |= {"lapses_field": "easeoff_lapses_at", "restart_ttl": ""}

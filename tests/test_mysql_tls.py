@@ -14,6 +14,8 @@ import pytest
 from easeoff.feedback.config import ConfigError, load_config
 from easeoff.feedback.tls import HostTLS
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path: Path, host_lines: str) -> Path:
     path = tmp_path / "easeoff.toml"

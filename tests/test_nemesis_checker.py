@@ -7,7 +7,11 @@ import importlib.util
 import sys
 from types import ModuleType
 
+import pytest
+
 from tests.sandbox_support import SCRIPTS
+
+pytestmark = pytest.mark.unit
 
 
 def _load(name: str) -> ModuleType:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.sandbox_support import SCRIPTS
 
+pytestmark = pytest.mark.unit
+
 _spec = importlib.util.spec_from_file_location("easeoff_faults_schedule", SCRIPTS / "faults" / "schedule.py")
 assert _spec is not None and _spec.loader is not None
 s = importlib.util.module_from_spec(_spec)

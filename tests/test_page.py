@@ -363,6 +363,7 @@ def test_metrics_and_the_json_endpoints_share_the_server(busy_queue: Redis, writ
     assert "Traceback" not in exporter.output()
 
 
+@pytest.mark.unit
 def test_an_empty_history_renders_a_note_and_text_is_escaped(write_config) -> None:
     config = load_config(write_config(extra=MARKS))
     note = events.Event(id="1-0", at=time.time(), kind="annotation", text="<script>alert(1)</script>", who="<i>x</i>")
@@ -384,6 +385,7 @@ def test_an_empty_history_renders_a_note_and_text_is_escaped(write_config) -> No
     assert "mysql://" not in html and "root@" not in html
 
 
+@pytest.mark.unit
 def test_resources_jobs_name_that_the_config_lacks_are_shown_held(write_config) -> None:
     config = load_config(write_config())
     now = time.time()
@@ -492,6 +494,7 @@ def test_the_page_updates_itself_without_a_reload(
     assert "Traceback" not in exporter.output()
 
 
+@pytest.mark.unit
 def test_the_held_failed_and_shadow_sections_from_plain_data(write_config) -> None:
     config = load_config(write_config(extra=MARKS))
     now = time.time()
@@ -530,6 +533,7 @@ def test_the_held_failed_and_shadow_sections_from_plain_data(write_config) -> No
     assert "paused:queue:heavy (bob: <script>x</script>)" in json.dumps(trees["held"])
 
 
+@pytest.mark.unit
 def test_markers_are_bounded_and_styled_by_kind(write_config) -> None:
     config = load_config(write_config(extra=MARKS))
     now = time.time()

@@ -204,6 +204,7 @@ def test_a_running_job_keeps_its_host_probed_at_full_pace(redis_conn: Redis, sha
     stays_true(live, DORMANT_AFTER + 3.0, interval=0.05, what="db1 read at full pace while its job runs")
 
 
+@pytest.mark.unit
 def test_the_hosts_of_a_budget_measured_on_them_are_never_dormant(write_config) -> None:  # type: ignore[no-untyped-def]
     """A budget learns its baseline while nothing runs, from readings at full pace (a canary
     burst is sized for the interval): its hosts stay wanted; another resource's go dormant."""

@@ -90,6 +90,7 @@ def test_jobs_over_the_rate_are_given_successive_starts(redis_conn: Redis) -> No
     assert limiter.waiting(["shard:1"]) == {"shard:1": 5}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["x", "0/min", "3/day", "10", "-1/s"])
 def test_a_bad_rate_is_refused_with_its_text(text: str) -> None:
     with pytest.raises(ValueError, match="rate"):
@@ -98,6 +99,7 @@ def test_a_bad_rate_is_refused_with_its_text(text: str) -> None:
         heavy_task(queue="heavy", rate=text)
 
 
+@pytest.mark.unit
 def test_a_damaged_rate_in_a_job_s_meta_falls_back_to_none_rather_than_failing_the_claim() -> None:
     assert JobMeta.from_dict({"task": "t", "rate": "lots"}).rate is None
     assert JobMeta.from_dict({"task": "t", "rate": "6/10s"}).rate == "6/10s"

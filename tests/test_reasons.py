@@ -7,6 +7,8 @@ import pytest
 from easeoff.feedback.levers.limits import Refusal, slot_park_scope
 from easeoff.feedback.reasons import Kind, Reason
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("reason", "text"),

@@ -11,11 +11,14 @@ import json
 import string
 from urllib.parse import quote
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from easeoff.feedback.observe.markup import el, to_html
 from easeoff.feedback.secrets import redact_text, redact_url
+
+pytestmark = pytest.mark.unit
 
 # What RFC 3986 lets a userinfo or a query value hold unencoded (`@` too: people write it, and
 # the authority's last `@` still ends the userinfo).

@@ -54,6 +54,7 @@ def wrapped(inner: BaseException) -> BaseException:
         return outer
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("error", "label"),
     [
@@ -71,6 +72,7 @@ def test_the_default_set_names_deadlocks_lock_waits_and_lost_connections(error: 
     assert (found.label if found else None) == label
 
 
+@pytest.mark.unit
 def test_a_task_names_codes_and_classes_of_its_own() -> None:
     timeout = TransientError("TimeoutError", False, "TimeoutError: slow")
     assert matching(TimeoutError("slow"), (TimeoutError,)) == timeout
@@ -80,12 +82,14 @@ def test_a_task_names_codes_and_classes_of_its_own() -> None:
     assert matching(DEADLOCK, ()) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", ["1213", [1213, "deadlock"], [0], [True], [object], 3.5])
 def test_a_bad_retry_on_is_refused_at_declaration(bad: object) -> None:
     with pytest.raises(TaskError, match="retry_on"):
         heavy_task(queue="heavy", retry_on=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
 def test_a_bad_retries_is_refused_at_declaration(bad: object) -> None:
     with pytest.raises(TaskError, match="retries"):
@@ -96,6 +100,7 @@ PLAIN, SAFE = JobMeta(), JobMeta(idempotent=True)
 ROLLED_BACK, LOST_MIDWAY = matching(DEADLOCK, DEFAULT_RETRY_ON), matching(LOST, DEFAULT_RETRY_ON)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("error", "meta", "reached", "committed", "safe"),
     [
@@ -115,6 +120,7 @@ def test_only_a_run_that_cannot_apply_a_write_twice_is_retried(
     assert (unsafe_to_rerun(error, meta, reached, committed) is None) is safe
 
 
+@pytest.mark.unit
 def test_a_retry_is_planned_with_backoff_until_the_tasks_retries_are_spent() -> None:
     rng = random.Random(7)
     meta = JobMeta(task="lock_two_rows")  # retries=2
@@ -131,6 +137,7 @@ def test_a_retry_is_planned_with_backoff_until_the_tasks_retries_are_spent() -> 
     assert isinstance(spent_plan, NotRetried) and "retries spent (2 of 2)" in spent_plan.why
 
 
+@pytest.mark.unit
 def test_no_plan_for_an_error_the_task_does_not_name_or_a_job_without_a_task() -> None:
     rng = random.Random(1)
     assert plan_retry(SYNTAX, JobMeta(task="lock_two_rows"), True, False, CONFIG, rng) is None
@@ -177,6 +184,7 @@ def test_a_runs_commits_are_seen_on_its_own_thread() -> None:
         conn.close()
 
 
+@pytest.mark.unit
 def test_a_requeued_job_gets_its_retries_back() -> None:
     """`easeoff requeue` of a job that failed after spending its retries: the next deadlock is retried."""
     spent = JobMeta(task="lock_two_rows", retries=2, last_error="OperationalError: (1213, 'Deadlock found')")

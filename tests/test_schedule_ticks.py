@@ -15,6 +15,8 @@ from easeoff.feedback.schedules import Schedule, due_tick, make_schedule, next_t
 from easeoff.tasks.periodic import declared_schedules, periodic
 from easeoff.tasks.registry import TaskError, heavy_task
 
+pytestmark = pytest.mark.unit
+
 BASE = """
 [redis]
 url = "redis://127.0.0.1:6379/0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge
 from easeoff.feedback.verdict.shadow import ShadowJudge
+
+pytestmark = pytest.mark.unit
 
 NOW = 1_000_000.0
 CONFIG = parse_config(

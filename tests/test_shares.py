@@ -39,6 +39,7 @@ max = 1
 # -- the rules, pure -----------------------------------------------------------------
 
 
+@pytest.mark.unit
 @given(
     weights=st.lists(st.floats(min_value=0.1, max_value=20), min_size=2, max_size=5),
     slots=st.integers(min_value=0, max_value=400),
@@ -55,11 +56,13 @@ def test_turns_keep_every_pair_of_tasks_within_one_stride_of_their_weights(weigh
             assert abs(gap) <= max(shares.stride(wa), shares.stride(wb)) + 1e-6
 
 
+@pytest.mark.unit
 def test_weight_three_beside_weight_one_gets_three_slots_to_one() -> None:
     assert shares.take_turns({"heavy": 3, "light": 1}, 400) == {"heavy": 300, "light": 100}
     assert shares.take_turns({"a": 1, "b": 1}, 9) in ({"a": 5, "b": 4}, {"a": 4, "b": 5})
 
 
+@pytest.mark.unit
 def test_a_task_that_comes_brings_no_credit_and_equal_passes_hold_nobody_back() -> None:
     assert shares.level(active=[4.0, 2.5], known=[4.0, 2.5, 9.0]) == 2.5  # level with the active
     assert shares.level(active=[], known=[1.0, 7.0]) == 7.0  # none active: not behind anyone known
@@ -76,6 +79,7 @@ def test_a_task_that_comes_brings_no_credit_and_equal_passes_hold_nobody_back() 
     assert shares.goes_first(passes, {}) is None
 
 
+@pytest.mark.unit
 def test_weight_is_a_positive_number_carried_in_the_meta() -> None:
     for bad in (0, -1, "3", True, math.nan, math.inf, None):
         with pytest.raises(TaskError, match="weight") as info:
@@ -94,6 +98,7 @@ def _weighed() -> None:
     return None
 
 
+@pytest.mark.unit
 def test_a_job_waiting_for_a_slot_waits_in_its_tasks_list_too() -> None:
     meta = JobMeta(task="share_light", resources=(SCOPE,))
     refused = Refusal(SCOPE, 1, 1, first="share_heavy").reason

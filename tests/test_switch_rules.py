@@ -18,6 +18,8 @@ from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge, queue_reasons, task_reasons
 
+pytestmark = pytest.mark.unit
+
 NOW = 1_000_000.0
 CONFIG = parse_config(
     """

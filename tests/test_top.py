@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from redis import Redis
 
 from easeoff.feedback.config import load_config
@@ -52,6 +53,7 @@ def test_top_once_shows_queues_verdicts_and_events(redis_conn: Redis, write_conf
     assert annotation[1:] == ["annotation", "carol", "backfill [bold]started[/bold]", "ticket OPS-7"]  # no markup
 
 
+@pytest.mark.unit
 def test_sparkline_columns_are_time_slices_scaled_to_the_highest_value() -> None:
     assert sparkline([(0, 0), (50, 4), (99, 8)], 0, 100, 10) == "▁    ▅   █"
     assert sparkline([(10, 3), (12, 7)], 0, 100, 10) == " █        "  # the highest value in a slice

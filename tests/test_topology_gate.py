@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge, strain_reasons
+
+pytestmark = pytest.mark.unit
 
 CONFIG = parse_config(
     """

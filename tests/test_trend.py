@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.signals.hysteresis import next_states
 from easeoff.feedback.signals.trend import POINTS, Trends, seconds_to, slope
+
+pytestmark = pytest.mark.unit
 
 CONFIG = parse_config(
     '[mysql.hosts.r1]\nurl = "mysql://root@127.0.0.1:3306"\n[resources."s"]\nprimary = "r1"\n'

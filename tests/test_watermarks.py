@@ -12,6 +12,8 @@ from easeoff.feedback.config import QueueConfig, WaterMark
 from easeoff.feedback.observe.watermark_monitor import WatermarkMonitor
 from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, AlarmState, queue_alarms, step
 
+pytestmark = pytest.mark.unit
+
 
 def run(alarm: Alarm, values: list[float], every: float = 1.0) -> list[str]:
     """The phase after each evaluation of `values`, one per `every` seconds."""
