@@ -64,8 +64,7 @@ def test_cap_rules() -> None:
     assert cap_exceeded(meta, 1e9, None, None) is None
 
 
-CONFIG = parse_config(
-    """
+CONFIG_TEXT = """
 [backoff]
 max_age = 600
 unknown_resource_grace = 30
@@ -73,10 +72,8 @@ unknown_resource_grace = 30
 url = "mysql://root@127.0.0.1:3306"
 [resources."shard:1"]
 hosts = ["db1"]
-""",
-    "plan.toml",
-    {},
-)
+"""
+CONFIG = parse_config(CONFIG_TEXT, "plan.toml", {})
 STRAIN = Verdict(False, (Reason("connections", "db1", 0.9, 0.8, "high"),), delay=5.0)
 
 
@@ -114,3 +111,40 @@ def test_a_resource_the_config_lacks_fails_after_the_grace_not_the_max_age() -> 
     expired = plan_deferral(first.meta, unknown, CONFIG, now=1030.0)
     assert isinstance(expired, Expiry) and expired.kind == "unknown_resource"
     assert expired.reason.startswith("easeoff: resource 'shard:9' is not in the config (still unknown after 30s)")
+
+
+@pytest.mark.unit
+def test_past_its_age_cap_a_deferral_is_an_expiry_that_names_the_cap_and_the_last_reasons() -> None:
+    """The rule the fleet test above shows end to end (max_age 1.5 s, a dead host), decided here
+    on its own: the deferral that finds the job past its age cap fails it, counted under the
+    first reason's kind, with every reason it was last held for."""
+    config = parse_config(CONFIG_TEXT.replace("max_age = 600", "max_age = 1.5"), "plan.toml", {})
+    dead = Reason(Kind.PROBE_ERROR, "dead", detail="connection refused")
+    verdict = Verdict(False, (dead, STRAIN.reasons[0]), delay=0.2)
+    first = plan_deferral(JobMeta(task="record_run", resources=("shard:1",)), verdict, config, now=100.0)
+    assert isinstance(first, Deferral) and first.meta.expires_at == 101.5 and first.due == 100.2
+    second = plan_deferral(first.meta, verdict, config, now=101.0)
+    assert isinstance(second, Deferral) and second.meta.deferrals == 2
+    assert plan_deferral(second.meta, verdict, config, now=101.5).due == 101.5  # type: ignore[union-attr]
+    expired = plan_deferral(second.meta, verdict, config, now=101.6)
+    assert isinstance(expired, Expiry) and expired.kind == "probe_error" and expired.meta.deferrals == 3
+    assert expired.reason == (
+        "easeoff: deferred for 2s, the cap is 1.5s; last reasons: "
+        "probe_error:dead (connection refused); connections:db1 0.9 > high 0.8"
+    )
+
+
+@pytest.mark.unit
+def test_past_its_count_cap_a_deferral_is_an_expiry_and_the_tasks_own_cap_beats_the_configs() -> None:
+    config = parse_config(CONFIG_TEXT.replace("max_age = 600", "max_deferrals = 2"), "plan.toml", {})
+    meta = JobMeta(task="t", resources=("shard:1",))
+    plans = []
+    for now in (10.0, 20.0, 30.0):
+        plan = plan_deferral(meta, STRAIN, config, now=now)
+        plans.append(plan)
+        meta = plan.meta
+    assert [type(p) for p in plans] == [Deferral, Deferral, Expiry]
+    assert plans[-1].reason.startswith("easeoff: deferred 2 times, the cap is 2; last reasons: connections:db1")  # type: ignore[union-attr]
+    assert plans[-1].kind == "connections"  # type: ignore[union-attr]
+    own = replace(meta, max_deferrals=5)  # declared on the task: heavy_task(max_deferrals=5)
+    assert isinstance(plan_deferral(own, STRAIN, config, now=40.0), Deferral)
