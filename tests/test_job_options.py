@@ -36,7 +36,7 @@ from easeoff.tasks.catalog import (
 from easeoff.tasks.meta import JobMeta
 from easeoff.tasks.registry import TaskError
 from easeoff.workers.moves import JobMoves
-from tests.conftest import MYSQL, ConnectionHolder, WorkerProcesses, stays_true, wait_until
+from tests.conftest import MYSQL, TEST_REDIS_URL, ConnectionHolder, WorkerProcesses, stays_true, wait_until
 from tests.placement import misplaced
 from tests.test_worker_gate import ledger_count, strain_thresholds
 
@@ -77,6 +77,11 @@ def ledger_times(shard: int, tag: str) -> list[float]:
             return [float(row[0]) for row in cur.fetchall()]
     finally:
         conn.close()
+
+
+def unreached() -> Redis:
+    """A client that has not connected yet: a refusal must come before its first command."""
+    return Redis.from_url(TEST_REDIS_URL)
 
 
 def callbacks(redis: Redis, job_id: str) -> list[str]:
@@ -144,17 +149,19 @@ def test_options_reach_the_job_beside_the_tasks_own_arguments(redis_conn: Redis)
         ({"unique": True, "job_id": "u", "depends_on": "p"}, "unique and depends_on do not go together"),
     ],
 )
-def test_a_bad_or_refused_option_is_one_line_naming_it(redis_conn: Redis, given: dict, says: str) -> None:
+@pytest.mark.unit
+def test_a_bad_or_refused_option_is_one_line_naming_it(given: dict, says: str) -> None:
+    """Refused before a word goes to Redis: the unit tier's guard fails the test on any connect."""
     with pytest.raises(TaskError) as refused:
-        record_run.options(connection=redis_conn, **given).delay(shard=1)
+        record_run.options(connection=unreached(), **given).delay(shard=1)
     text = str(refused.value)
     assert says in text and text.startswith("task record_run: ") and "\n" not in text, text
-    assert redis_conn.llen("rq:queue:heavy") == 0
 
 
-def test_an_option_given_to_delay_points_to_options(redis_conn: Redis) -> None:
+@pytest.mark.unit
+def test_an_option_given_to_delay_points_to_options() -> None:
     with pytest.raises(TaskError) as refused:
-        record_run.delay(shard=1, depends_on="parent", connection=redis_conn)
+        record_run.delay(shard=1, depends_on="parent", connection=unreached())
     assert str(refused.value) == (
         "task record_run: depends_on is a job option, not an argument: "
         "give it as record_run.options(depends_on=...).delay(...)"
@@ -174,10 +181,11 @@ def test_connection_is_taken_where_the_tasks_own_enqueue_takes_it(redis_conn: Re
     assert set(ScheduledJobRegistry("heavy", connection=redis_conn).get_job_ids()) == {later.id, at.id}
 
 
-def test_a_scheduled_dependent_is_refused(redis_conn: Redis) -> None:
+@pytest.mark.unit
+def test_a_scheduled_dependent_is_refused() -> None:
     """rq's scheduler enqueues a due job without looking at its parents: refused, not lost meaning."""
     with pytest.raises(TaskError, match="depends_on does not go with enqueue_in/enqueue_at"):
-        record_run.options(connection=redis_conn, depends_on="p").enqueue_in(timedelta(seconds=5), shard=1)
+        record_run.options(connection=unreached(), depends_on="p").enqueue_in(timedelta(seconds=5), shard=1)
 
 
 def test_a_scheduled_job_at_front_is_promoted_to_the_head(redis_conn: Redis) -> None:
