@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pymysql
 import pytest
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.conftest import REPO, TEST_REDIS_URL
+from tests.conftest import REPO
 from tests.offline.sitecustomize import LOG_ENV
 
 pytestmark = pytest.mark.unit
@@ -23,12 +22,12 @@ def test_a_connect_in_the_test_is_refused_and_noted(unit_tests_connect_to_nothin
     seen = unit_tests_connect_to_nothing
     with pytest.raises(ConnectionRefusedError, match="a unit test may not connect"):
         socket.create_connection(("127.0.0.1", 6379), timeout=1)
-    with pytest.raises(RedisConnectionError):
-        Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1).ping()
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=1, ssl_disabled=True)
     with socket.socket(socket.AF_UNIX) as unix, pytest.raises(ConnectionRefusedError):
         unix.connect("/run/mysqld/mysqld.sock")  # MariaDB's socket: a unix connect is refused as well
     assert seen[0] == "AF_INET ('127.0.0.1', 6379)"
-    assert any(s.startswith("AF_INET") and "6379" in s for s in seen[1:-1])  # redis-py's own connect
+    assert seen[1] == "AF_INET ('127.0.0.1', 3306)"  # pymysql's own connect, to the real MariaDB
     assert seen[-1] == "AF_UNIX '/run/mysqld/mysqld.sock'"
     seen.clear()  # caught here on purpose: the teardown would fail the test otherwise
 
