@@ -34,6 +34,8 @@ from rq.serializers import JSONSerializer
 
 from tests.conftest import MYSQL, REPO, TEST_REDIS_URL, ConnectionHolder, max_connections, mysql_status, wait_until
 
+pytestmark = pytest.mark.slow
+
 APP_DB = "easeoff_app_test"
 BUILD_LITTER = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
 

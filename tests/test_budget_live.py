@@ -16,6 +16,8 @@ from easeoff.feedback.signals.live_latency import MAX_BURST, NOTE, LiveLatency, 
 from easeoff.feedback.signals.probe_connection import connect
 from tests.sandbox_support import sandbox_mod
 
+pytestmark = pytest.mark.slow
+
 FAST, SLOW = 400, 10  # 2.4% of statements sleep 10 ms: the p99 is one of them
 
 

@@ -20,6 +20,8 @@ from easeoff.feedback.config import BudgetConfig, parse_config
 from tests.conftest import wait_until
 from tests.prometheus_support import free_port, prometheus_server
 
+pytestmark = pytest.mark.slow
+
 BOUNDS = ("0.001", "0.01", "0.1", "+Inf")
 
 

@@ -27,6 +27,8 @@ from easeoff.tasks.shards import connect
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, wait_until
 from tests.sandbox_support import sandbox_mod, shard_one_config
 
+pytestmark = pytest.mark.slow
+
 TARGET = 0.5  # the task's chunk_time
 # The band every settled chunk's UPDATE must take. Its ends are less than tenfold apart (1.25 /
 # 0.15 < 9) and the rows' real cost steps more than tenfold (SLEEP(0.001) ~ 1.1 ms a row,

@@ -146,6 +146,7 @@ def queries(dashboard: dict[str, Any]) -> list[str]:
     return [e.replace("$__rate_interval", "1m") for e in exprs]
 
 
+@pytest.mark.slow
 def test_every_query_is_valid_promql_over_series_the_exporter_serves(
     dashboard: dict[str, Any], config_path: Path, tmp_path: Path
 ) -> None:

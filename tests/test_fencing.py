@@ -220,6 +220,7 @@ def started(redis: Redis, *jobs: Job) -> bool:
     return all(j.id in ids for j in jobs)
 
 
+@pytest.mark.slow
 def test_a_redis_stall_of_15_s_runs_no_job_twice_and_places_each_once(
     private_redis: PrivateRedis, shards, write_config, workers: WorkerProcesses
 ) -> None:
@@ -244,6 +245,7 @@ def test_a_redis_stall_of_15_s_runs_no_job_twice_and_places_each_once(
     assert "abandoned" not in workers.logs()
 
 
+@pytest.mark.slow
 def test_a_stalled_worker_keeps_its_job_while_its_horse_runs_on(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses
 ) -> None:
@@ -264,6 +266,7 @@ def test_a_stalled_worker_keeps_its_job_while_its_horse_runs_on(
     assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
 
 
+@pytest.mark.slow
 def test_a_worker_15_s_behind_keeps_its_running_job(
     redis_conn: Redis, shards, write_config, workers: WorkerProcesses
 ) -> None:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pymysql
+import pytest
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -105,6 +106,7 @@ def test_each_of_successive_jobs_heartbeats_while_it_runs(
         workers.stop_all()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_job_is_recovered_and_its_connection_gone(
     tmp_path: Path, write_config, redis_conn: Redis, shards
 ) -> None:

@@ -267,6 +267,7 @@ def busy_queue(redis_conn: Redis) -> Redis:
     return redis_conn
 
 
+@pytest.mark.slow
 def test_the_page_in_headless_chromium(
     busy_queue: Redis, write_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -418,6 +419,7 @@ def texts_of(page: Browser, selector: str) -> list[str]:
     return list(page.evaluate(f"[...document.querySelectorAll({json.dumps(selector)})].map(e => e.textContent)"))
 
 
+@pytest.mark.slow
 def test_the_page_updates_itself_without_a_reload(
     redis_conn: Redis, write_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,8 @@ from easeoff.feedback.signals.readings import Reading
 from tests.conftest import TEST_REDIS_URL
 from tests.sandbox_support import sandbox_mod
 
+pytestmark = pytest.mark.slow
+
 # Run in a process of its own: the shared context is per process, and must start unbuilt.
 PROBE = """
 import json, sys

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -19,6 +20,8 @@ from easeoff.tasks.catalog import noop
 from tests.conftest import run_cli, stays_true, wait_until
 from tests.exporter_support import ExporterProcess, exporter_process, sample
 from tests.prometheus_support import prometheus_server
+
+pytestmark = pytest.mark.slow
 
 # Short enough for a test: 1 s `for`, 2 s `keep_firing_for`, Prometheus scraping and evaluating every second.
 MARKS = """

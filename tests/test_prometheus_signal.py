@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from redis import Redis
 
 from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.verdict.gate import judge
 from tests.prometheus_support import free_port, prometheus_server
+
+pytestmark = pytest.mark.slow
 
 SIGNAL = """
 [signals.site_rps]

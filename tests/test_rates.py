@@ -41,6 +41,7 @@ def started_at(redis: Redis, ids: list[str]) -> list[float]:
     return sorted(j.started_at.timestamp() for j in jobs if j is not None and j.started_at is not None)
 
 
+@pytest.mark.slow
 def test_a_rate_per_minute_holds_over_four_workers_without_churn(
     tmp_path: Path, write_config, redis_conn: Redis, shards
 ) -> None:

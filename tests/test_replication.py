@@ -28,6 +28,8 @@ from tests.conftest import TEST_REDIS_URL, WorkerProcesses, stays_true, wait_unt
 from tests.placement import misplaced
 from tests.sandbox_support import sandbox_mod
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import stays_true, wait_until
 from tests.sandbox_support import SCRIPT, sandbox_mod
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:

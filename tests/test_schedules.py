@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from redis import Redis
 from redis.connection import Connection
 from rq import Queue
@@ -168,6 +169,7 @@ def test_an_unknown_task_or_bad_arguments_stop_a_worker_at_start(redis_conn: Red
             assert ran.stderr.count("\n") == 1 and words in ran.stderr, ran.stderr
 
 
+@pytest.mark.slow
 def test_three_workers_enqueue_one_job_per_tick_with_one_killed_halfway(
     redis_conn: Redis, write_config, workers: WorkerProcesses
 ) -> None:

@@ -24,6 +24,8 @@ from easeoff.workers.cli.jobs import failure_reason
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, run_cli, stays_true, wait_until
 from tests.sandbox_support import load_script
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[object]:

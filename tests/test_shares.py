@@ -244,6 +244,7 @@ def test_low_priority_yields_a_free_slot_to_any_task_waiting_for_one(fleet: Flee
 BACKLOG = 400  # jobs of each task: more than a minute's worth of either
 
 
+@pytest.mark.slow
 def test_two_tasks_sharing_one_slot_run_three_to_one_by_weight(
     redis_conn: Redis, write_config, workers: WorkerProcesses
 ) -> None:

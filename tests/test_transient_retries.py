@@ -30,6 +30,8 @@ from tests import retry_tasks
 from tests.conftest import TEST_REDIS_URL, WorkerProcesses, ticks, wait_until
 from tests.sandbox_support import sandbox_mod, shard_one_config
 
+pytestmark = pytest.mark.slow
+
 SHARD = 1
 
 
