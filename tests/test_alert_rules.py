@@ -18,8 +18,6 @@ from easeoff.feedback.observe.alert_rules import BUDGET_BREACHED_RUNBOOK, SWITCH
 from easeoff.feedback.observe.watermarks import INACTIVE, Alarm, config_alarms, step
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.unit
-
 MARKS = """
 [queues.heavy.watermarks.depth]
 high = 10
@@ -90,6 +88,7 @@ def rules_by_alarm(config: Config) -> dict[tuple[str, str], dict[str, Any]]:
     return {(a.alertname, a.queue): r for a, r in zip(alarms, rules, strict=True)}
 
 
+@pytest.mark.unit
 def test_rules_carry_hysteresis_labels_and_a_runbook(config: Config) -> None:
     rules = rules_by_alarm(config)
     high = rules[("EaseoffQueueDepthHigh", "heavy")]
@@ -118,6 +117,7 @@ def test_no_water_marks_still_renders_valid_rules(write_config, tmp_path: Path) 
     assert "runbook_url: 'https://runbooks/easeoff'" in result.stdout
 
 
+@pytest.mark.unit
 def test_alerts_rules_output_file(write_config, tmp_path: Path) -> None:
     out = tmp_path / "out.yml"
     result = run_cli("--config", str(write_config(extra=MARKS)), "alerts", "rules", "-o", str(out))
@@ -267,6 +267,7 @@ def test_promtool_a_budget_breached_past_the_controllers_cuts_fires(rules_file: 
     )
 
 
+@pytest.mark.unit
 def test_durations_are_prometheus_durations() -> None:
     assert [duration(s) for s in (0, 1, 120, 0.5, 1.25, 86400)] == ["0s", "1s", "120s", "500ms", "1250ms", "86400s"]
 
