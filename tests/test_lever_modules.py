@@ -71,6 +71,7 @@ def hold() -> Iterator[HoldLever]:
     lever_module._REGISTERED.remove(lever)
 
 
+@pytest.mark.unit
 def test_heavy_task_takes_a_levers_option_typed_and_refuses_one_no_lever_declares(hold: HoldLever) -> None:
     assert task_options({"hold_me": True}) == {"hold_me": True}
 
@@ -84,6 +85,7 @@ def test_heavy_task_takes_a_levers_option_typed_and_refuses_one_no_lever_declare
         heavy_task(queue="heavy", hold_me="yes")
 
 
+@pytest.mark.unit
 def test_a_levers_table_is_read_by_its_settings_type_and_a_bad_one_is_one_line(hold: HoldLever, write_config) -> None:  # type: ignore[no-untyped-def]
     config = load_config(write_config(extra='[levers.hold]\nwhy = "maintenance"\n'))
     assert settings_for(config)["hold"] == HoldSettings("maintenance")

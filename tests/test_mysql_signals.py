@@ -13,12 +13,14 @@ from easeoff.feedback.signals.sources.mysql import read_load
 from tests.conftest import MYSQL
 
 
+@pytest.mark.unit
 def test_every_status_signal_is_a_built_in_host_signal() -> None:
     names = set(status_signals())
     assert {"connections", "threads_running", "qps"} <= names
     assert names <= set(HOST_SIGNALS) <= set(BUILTIN_SIGNALS)
 
 
+@pytest.mark.unit
 def test_a_gauge_leaves_the_probes_own_share_out_and_never_reads_below_zero() -> None:
     signal = gauge("t", "Threads_running", own=1.0)
     assert signal.value(ServerStatus({"threads_running": 4.0}, 100, 10.0)) == 3.0
@@ -26,6 +28,7 @@ def test_a_gauge_leaves_the_probes_own_share_out_and_never_reads_below_zero() ->
     assert signal.value(ServerStatus({}, 100, 10.0)) is None  # not readable here: fails closed
 
 
+@pytest.mark.unit
 def test_a_rate_is_per_second_of_the_servers_clock_and_needs_a_previous_probe() -> None:
     signal = rate("q", "Questions")
     assert signal.value(ServerStatus({"questions": 500.0}, 100, 10.0)) is None
@@ -35,6 +38,7 @@ def test_a_rate_is_per_second_of_the_servers_clock_and_needs_a_previous_probe() 
     assert signal.value(ServerStatus({"questions": 500.0}, 100, 8.0, previous)) is None  # no time passed
 
 
+@pytest.mark.unit
 def test_connections_are_a_share_of_max_connections_less_the_probes_own() -> None:
     signal = status_signals()["connections"]
     assert signal.value(ServerStatus({"threads_connected": 51.0}, 100, 1.0)) == 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 
+import pytest
 from redis import Redis
 from redis.client import Pipeline
 from rq import Worker
@@ -56,6 +57,7 @@ def test_a_disowned_socket_is_closed_here_without_a_shutdown() -> None:
     assert connection.pid == os.getpid() + 1 and connection._sock is None
 
 
+@pytest.mark.unit
 def test_every_overridden_method_is_still_redis_pys_with_its_parameters() -> None:
     for base, methods in redis_internals.OVERRIDDEN.items():
         for name, parameters in methods.items():
@@ -63,6 +65,7 @@ def test_every_overridden_method_is_still_redis_pys_with_its_parameters() -> Non
             assert tuple(inspect.signature(getattr(base, name)).parameters) == parameters, name
 
 
+@pytest.mark.unit
 def test_the_overrides_listed_are_every_private_redis_py_method_easeoff_overrides() -> None:
     listed = {name for methods in redis_internals.OVERRIDDEN.values() for name in methods}
     overridden = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
@@ -67,6 +68,7 @@ def test_started_in_memory_marks_the_job_started_and_writes_nothing(redis_conn: 
     assert redis_conn.hgetall(job.key) == before
 
 
+@pytest.mark.unit
 def test_every_overridden_method_is_still_rqs_with_its_parameters() -> None:
     for base, methods in rq_internals.OVERRIDDEN.items():
         for name, parameters in methods.items():
@@ -74,6 +76,7 @@ def test_every_overridden_method_is_still_rqs_with_its_parameters() -> None:
             assert tuple(inspect.signature(getattr(base, name)).parameters) == parameters, name
 
 
+@pytest.mark.unit
 def test_the_overrides_listed_are_every_private_rq_method_easeoff_overrides() -> None:
     listed = {name for methods in rq_internals.OVERRIDDEN.values() for name in methods}
     overridden = {
