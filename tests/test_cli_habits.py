@@ -195,6 +195,7 @@ def test_an_unknown_queue_names_each_known_queue_once(redis_conn: Redis, write_c
         assert len(known) == len(set(known)) and {"heavy", "archive", "recount", "elsewhere"} <= set(known), line
 
 
+@pytest.mark.unit
 def test_a_record_about_another_job_keeps_its_own_fields() -> None:
     """Pure: the job in hand completes a record about itself (rq passes only id and queue on a
     failure) and supplies one that names no job, but never relabels a record about another job."""

@@ -7,6 +7,8 @@ import pytest
 from easeoff.feedback.config import ConfigError, parse_config
 from easeoff.feedback.rate import Rate, parse_rate
 
+pytestmark = pytest.mark.unit
+
 BASE = """
 [mysql.hosts.db-1]
 url = "mysql://root@127.0.0.1:3306"

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from easeoff.feedback.scopes import Scope, ScopeKind
 
+pytestmark = pytest.mark.unit
+
 names = st.text(alphabet=st.characters(blacklist_characters="@", blacklist_categories=("Cs",)), min_size=1)
 
 

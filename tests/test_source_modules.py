@@ -66,12 +66,14 @@ def test_a_source_modules_table_is_read_and_its_signal_probed_as_traffic(
     assert reading is not None and reading.values["knob"] == 12.0 and reading.strained["knob"], reading
 
 
+@pytest.mark.unit
 def test_a_source_modules_table_refuses_what_it_does_not_take_in_one_line(toy: None, write_config) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"signals\.knob") as bad:
         load_config(write_config(extra=SIGNAL.replace('dial = "a"', 'dial = "a"\nturns = 3')))
     assert "\n" not in str(bad.value)
 
 
+@pytest.mark.unit
 def test_without_the_source_its_kind_is_unknown(write_config) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"signals\.knob"):
         load_config(write_config(extra=SIGNAL))
