@@ -226,11 +226,15 @@ def test_chunk_times_settle_near_the_target_and_follow_a_tenfold_step_in_row_cos
     settled_before = times[20:at]  # from 5000x too small, twofold steps take 13 chunks
     settle_after = 1 if step > 1 else 12  # cut at once; grow back as the average follows
     settled_after = times[at + settle_after :]
+    # A chunk is sized from the last one's time, noise and all: measured 10% fast (0.9) and run 10%
+    # slow (1.1), with a fixed cost of up to a tenth it can come out at (0.1 + 1/0.9) * 1.1 = 1.33
+    # of the target however good the sizing (hypothesis found 1.27; 1.25 was too tight a bound).
+    ceiling = (0.1 + 1 / 0.9) * 1.1
     for ratio in settled_before + settled_after:
-        assert 0.4 <= ratio <= 1.25, times
+        assert 0.4 <= ratio <= ceiling, times
     if step > 1:
         assert times[at] > 4  # the chunk that met the step ran far over ...
-        assert times[at + 1] <= 1.25  # ... and the very next one is back on target
+        assert times[at + 1] <= ceiling  # ... and the very next one is back on target
 
 
 def test_a_fixed_size_would_not_hold_the_target_through_the_same_step() -> None:
