@@ -145,6 +145,22 @@ def max_connections() -> int:
         conn.close()
 
 
+def scratch_row_table(database: str) -> Iterator[None]:
+    """A database of its own on the local MariaDB holding `t` (one row, id 1), dropped afterwards:
+    for tests that lock or rewrite a row (`yield from` it in a fixture)."""
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        cur.execute(f"CREATE OR REPLACE TABLE {database}.t (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB")
+        cur.execute(f"INSERT INTO {database}.t VALUES (1, 0)")
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.close()
+
+
 class ConnectionHolder:
     """Real idle connections to the local MariaDB: connection strain a test can dial up and down."""
 

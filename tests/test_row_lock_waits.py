@@ -13,7 +13,7 @@ from redis import Redis
 from easeoff.feedback.config import load_config
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.signals.readings import Reading
-from tests.conftest import MYSQL, wait_until
+from tests.conftest import MYSQL, scratch_row_table, wait_until
 
 DB = "easeoff_row_lock_test"
 SIGNAL = '[signals.row_lock_waits]\nhigh = 0.5\nlow = 0.25\nresources = ["shard:1"]\n'  # one wait strains it
@@ -21,15 +21,7 @@ SIGNAL = '[signals.row_lock_waits]\nhigh = 0.5\nlow = 0.25\nresources = ["shard:
 
 @pytest.fixture
 def table() -> Iterator[None]:
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
-        cur.execute(f"CREATE OR REPLACE TABLE {DB}.t (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB")
-        cur.execute(f"INSERT INTO {DB}.t VALUES (1, 0)")
-    yield
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {DB}")
-    conn.close()
+    yield from scratch_row_table(DB)
 
 
 def test_a_session_waiting_on_a_row_lock_strains_the_signal_until_released(
