@@ -58,8 +58,9 @@ def stopped_job_id(worker: Worker) -> str | None:
     return job_id
 
 
-def note_stopped(worker: Worker, job_id: str) -> None:
-    """As rq's stop-job handler notes the job it stops, so that its failure is recorded STOPPED."""
+def note_stopped(worker: Worker, job_id: str | None) -> None:
+    """As rq's stop-job handler notes the job it stops, so that its failure is recorded STOPPED
+    (None: no job is being stopped)."""
     worker._stopped_job_id = job_id
 
 

@@ -16,11 +16,12 @@ import pymysql
 import pytest
 from redis import Redis
 from rq import Callback, Retry
-from rq.command import send_stop_job_command
-from rq.exceptions import NoSuchJobError
+from rq.command import send_command, send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
 from easeoff.feedback import clock
 from easeoff.feedback.levers.switches import Switch, clear_switch, set_switch
@@ -382,6 +383,54 @@ def test_a_jobs_ttl_runs_from_its_enqueue_through_its_deferrals_and_it_lapses_un
     assert ledger_count(1, "ttl") == 0 and ledger_count(1, "no-ttl") == 1
 
 
+def test_a_stop_job_command_that_comes_after_the_worker_deferred_the_job_cancels_it_where_it_waits(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    """The command reaches the worker late (the job was `started` when it was sent): the job is
+    not lost to the deferral, it is canceled where it waits, and never runs."""
+    throttle(redis_conn, "record_run")
+    job = record_run.enqueue(shard=1, tag="stopped-late", seconds=30, connection=redis_conn)
+    worker = workers.start(write_config(interval=0.25, backoff_base=30, backoff_cap=30), "heavy")
+    wait_until(lambda: deferrals(redis_conn, job.id) == 1, 20, what="the job deferred for 30 s")
+    send_command(redis_conn, only_worker_name(redis_conn), "stop-job", job_id=job.id)
+    wait_until(lambda: fetch(redis_conn, job.id).get_status() == "canceled", 10, what="the job canceled")
+    assert job.id not in redis_conn.lrange("rq:queue:heavy", 0, -1)
+    assert worker.poll() is None and ledger_count(1, "stopped-late") == 0
+
+
+def test_a_stop_job_command_sent_to_a_worker_that_no_longer_holds_the_job_is_passed_to_the_one_that_does(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses
+) -> None:
+    job = record_run.options(connection=redis_conn, on_stopped=noted_stopped).delay(
+        shard=1, tag="stopped-passed-on", seconds=30
+    )
+    config = write_config(**FAST)
+    workers.start(config, "heavy")
+    wait_until(lambda: fetch(redis_conn, job.id).get_status() == "started", 20, what="the job running")
+    holder = fetch(redis_conn, job.id).worker_name
+    workers.start(config, "heavy")
+    other = wait_until(
+        lambda: next((n for n in worker_names(redis_conn) if n != holder), None), 20, what="a 2nd worker"
+    )
+    send_command(redis_conn, other, "stop-job", job_id=job.id)
+    wait_until(lambda: fetch(redis_conn, job.id).get_status() == "stopped", 20, what="the job stopped")
+    stays_true(lambda: callbacks(redis_conn, job.id) == ["stopped"], 1.0, what="the stopped callback, once")
+
+
+def worker_names(redis: Redis) -> list[str]:
+    return [w.name for w in Worker.all(connection=redis)]
+
+
+def only_worker_name(redis: Redis) -> str:
+    (name,) = worker_names(redis)
+    return name
+
+
+def ending(redis: Redis, job_id: str) -> str | None:
+    status = fetch(redis, job_id).get_status()
+    return status if status in ("stopped", "canceled") else None
+
+
 def redis_time(redis: Redis) -> float:
     seconds, micros = redis.time()
     return seconds + micros / 1e6
@@ -404,6 +453,37 @@ def test_a_stopped_callback_runs_once_when_rqs_stop_job_ends_an_admitted_run(
     send_stop_job_command(redis_conn, job.id, serializer=JSONSerializer)
     wait_until(lambda: fetch(redis_conn, job.id).get_status() == "stopped", 20, what="the job stopped")
     stays_true(lambda: callbacks(redis_conn, job.id) == ["stopped"], 1.0, what="the stopped callback, once")
+
+
+@pytest.mark.parametrize("in_process", MODES)
+def test_rqs_stop_job_sent_while_the_gate_judges_a_claimed_job_stops_it_unrun_and_keeps_the_worker(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
+) -> None:
+    """A claimed job is `started` in Redis while the gate judges it: rq's stop-job command sent
+    then is honoured (STOPPED, its stopped callback once, never run), and it kills nothing else
+    (rq's own handler would kill the worker's process group: no horse yet, pid 0)."""
+    throttle(redis_conn, "record_run")
+    every = {"on_success": noted_success, "on_failure": noted_failure, "on_stopped": noted_stopped}
+    job = record_run.options(connection=redis_conn, **every).delay(shard=1, tag="stopped-unrun", seconds=30)
+    worker = workers.start(write_config(**FAST), "heavy", in_process=in_process)
+
+    def stop_sent() -> bool:  # accepted only while the job is `started`: claimed, in the gate
+        with contextlib.suppress(InvalidJobOperation):
+            send_stop_job_command(redis_conn, job.id, serializer=JSONSerializer)
+            return True
+        return False
+
+    wait_until(stop_sent, 20, interval=0.002, what="a stop sent while the job was claimed")
+    # Noted before the gate's decision, it ends STOPPED; landing after the gate deferred it, it is
+    # canceled where it waits. Either way it never runs, nor comes back.
+    ended = wait_until(lambda: ending(redis_conn, job.id), 20, what="the job stopped or canceled")
+    unthrottle(redis_conn, "record_run")
+    expected = ["stopped"] if ended == "stopped" else []
+    stays_true(lambda: callbacks(redis_conn, job.id) == expected, 1.0, what=f"callbacks {expected}")
+    assert ledger_count(1, "stopped-unrun") == 0  # never ran
+    assert worker.poll() is None  # the worker lives on, and runs the next job
+    other = record_once.enqueue(shard=1, tag="after-the-stop", connection=redis_conn)
+    wait_until(lambda: finished(redis_conn, other.id), 20, what="the next job run")
 
 
 @pytest.mark.parametrize("in_process", MODES)

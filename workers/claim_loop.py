@@ -172,32 +172,36 @@ class ClaimLoop(WorkerParts):
             self._pending_claim = None
             if claim is None:
                 return None
+            self._hold(claim.job_id)
             self._claimed_any = True
             queue = next((q for q in queues if q.name == claim.queue_name), None) or Queue(
                 claim.queue_name, connection=self.connection, serializer=self.serializer
             )
             loaded = self._load_claimed(claim, queue)
             if loaded is None:
+                self._let_go(claim.job_id)
                 return None
             job, meta = loaded
             candidate = Candidate(job, meta, queue, claim.execution.composite_key, snapshot, now)
             verdict = admit(self.checks, candidate)
             for _ in range(PACE_WAITS_IN_PLACE):
                 # Handed a paced start just ahead of its time: wait for it here, then judge afresh.
-                if (wait := short_pace_wait(verdict.reasons)) is None:
+                if (wait := short_pace_wait(verdict.reasons)) is None or self._stop_noted(job.id):
                     break
                 time.sleep(wait + self.rng.uniform(0.0, 0.01))
                 snapshot, now = self._read_snapshot(), clock.now()
                 candidate = Candidate(job, meta, queue, claim.execution.composite_key, snapshot, now)
                 verdict = admit(self.checks, candidate)
             self.reorder_queues(reference_queue=queue)  # rq's dequeue strategies: after every dequeue
-            if verdict.admit:
-                self._lease = candidate.lease
-                self._claimed = claim
-                self._fence = claim.fence
-                self._log_dequeued(job, queue, meta.task)
-                return job, queue
-            self._defer(job, candidate.meta, queue, claim.execution, verdict, claim.fence)
+            with self._hold_lock:  # a stop-job command lands before this decision or after the deferral
+                if verdict.admit or self._stop_noted(job.id):  # a stopped job's run ends at once, unrun
+                    self._lease = candidate.lease
+                    self._claimed = claim
+                    self._fence = claim.fence
+                    self._log_dequeued(job, queue, meta.task)
+                    return job, queue
+                self._defer(job, candidate.meta, queue, claim.execution, verdict, claim.fence)
+                self._held_job_id = None
             return None
 
     def _load_claimed(self, claim: Claim, queue: Queue) -> tuple[Job, JobMeta] | None:

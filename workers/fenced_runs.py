@@ -30,6 +30,7 @@ from easeoff.tasks.resumable import Checkpointed
 from easeoff.workers import transient_errors
 from easeoff.workers.db_outages import outage_reason
 from easeoff.workers.fencing import Fence, FencedOut
+from easeoff.workers.stop_requests import JobStopped
 from easeoff.workers.worker_parts import (
     FencedClient,
     WorkerParts,
@@ -135,9 +136,11 @@ class FencedRuns(WorkerParts):
                     raise FencedOut(fence)
                 else:
                     rq_internals.started_in_memory(job, self.name)
-                return
+                break
             except REDIS_UNREACHABLE as exc:
                 self._wait_for_redis(exc)
+        if self._stop_noted(job.id):  # rq's stop-job command came before the run: it ends here, unrun
+            raise JobStopped(f"job {job.id} stopped by rq's stop-job command before it ran")
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """rq's last beat as the job returns: without Redis, the ending that follows waits for it."""

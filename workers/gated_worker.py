@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ from easeoff.workers.fenced_runs import FencedRuns
 from easeoff.workers.fencing import Fence
 from easeoff.workers.job_beats import JobBeats
 from easeoff.workers.moves import Claim, JobMoves
+from easeoff.workers.stop_requests import StopRequests
 from easeoff.workers.worker_parts import (
     WorkerParts,
 )
@@ -53,7 +55,7 @@ HEARTBEAT_EVERY = 30.0  # seconds between heartbeats while idle or held back (rq
 PUBSUB_WAIT = 1.0
 
 
-class GatedWorker(ClaimLoop, FencedRuns, JobBeats, WorkerParts):
+class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
     def __init__(
         self,
         queues: Sequence[str] | Sequence[Queue],
@@ -107,6 +109,8 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, WorkerParts):
         self._fence: Fence | None = None  # the running job's claim: every later move of it checks this
         self._fenced_out: str | None = None  # the job whose fence fell: its end is not recorded
         self._pending_claim: str | None = None  # a claim whose reply Redis did not deliver: sent again as is
+        self._hold_lock = threading.Lock()  # a stop-job command and the gate's decision, one at a time
+        self._held_job_id: str | None = None  # claimed by this worker and not yet deferred or ended
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         """From here this process works jobs: its writes wait for their replica (`replica_acks`)

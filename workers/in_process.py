@@ -27,6 +27,7 @@ from easeoff.feedback import rq_internals
 from easeoff.workers.fencing import FencedOut
 from easeoff.workers.gated_worker import GatedWorker
 from easeoff.workers.heartbeats import Heartbeats
+from easeoff.workers.stop_requests import JobStopped
 
 FENCED_SIGNAL = signal.SIGUSR1  # the word to the main thread: the running job is not ours, or was stopped
 
@@ -76,7 +77,3 @@ class InProcessWorker(GatedWorker):
     def _finalize_failure(self, *args: Any) -> None:
         self._in_job_code = False
         super()._finalize_failure(*args)
-
-
-class JobStopped(Exception):
-    """Raised into an in-process job that rq's stop-job command stopped."""

@@ -129,6 +129,7 @@ class JobBeats(WorkerParts):
             self._running_job = None
             self._fence = None
             self._fenced_out = None
+            self._let_go(job.id)
 
     def run_job(self, job: Job, queue: Queue) -> None:
         """rq's way: in a work horse forked for the job (workers/in_process.py runs it here instead)."""
@@ -138,7 +139,10 @@ class JobBeats(WorkerParts):
         """rq's, with the horse's Redis connection opened here, before the fork (workers/horse_connection.py)."""
         handed = self._horse_connection = horse_connection.open_for_horse(self.connection)
         try:
-            super().fork_work_horse(job, queue)
+            # A stop-job command lands before the fork (the horse ends the job, unrun) or after
+            # it (the horse's pid is known, and it is killed), never in between.
+            with self._hold_lock:
+                super().fork_work_horse(job, queue)
         except BaseException:
             if handed is not None:
                 horse_connection.let_go(handed, None)  # no horse has it

@@ -11,6 +11,7 @@ declared here is defined in one part; the part comes first in the worker's MRO.
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 from redis import Redis
@@ -56,6 +57,8 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
     _held: dict[str, str]  # queue -> why it is held, to log holds and releases once
     _kept: tuple[Snapshot, float, int] | None  # the last snapshot read, when, after how many wakes
     _horse_connection: AbstractConnection | None  # opened for the horse about to be forked
+    _hold_lock: threading.Lock  # a stop-job command and the gate's decision, one at a time
+    _held_job_id: str | None  # claimed by this worker and not yet deferred or ended
 
     # -- the claim loop's (claim_loop.py)
     def _defer(
@@ -79,6 +82,16 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
         raise NotImplementedError
 
     def stop_fenced_job(self) -> None:
+        raise NotImplementedError
+
+    # -- stop requests' (stop_requests.py)
+    def _hold(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    def _let_go(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    def _stop_noted(self, job_id: str) -> bool:
         raise NotImplementedError
 
     # -- the worker's own housekeeping (gated_worker.py)
