@@ -168,11 +168,12 @@ class ClaimLoop(WorkerParts):
             # A claim whose reply was lost goes again with the same execution id: it answers what it
             # popped the first time (claim.lua's receipt), so no job is left ownerless in `started`.
             self._pending_claim = self._pending_claim or new_execution_id()
-            claim = self.moves.claim(queues, self.name, ttl, execution_id=self._pending_claim)
+            with self._hold_lock:  # a stop-job command for the job it claims finds it held
+                claim = self.moves.claim(queues, self.name, ttl, execution_id=self._pending_claim)
+                self._held_job_id = None if claim is None else claim.job_id
             self._pending_claim = None
             if claim is None:
                 return None
-            self._hold(claim.job_id)
             self._claimed_any = True
             queue = next((q for q in queues if q.name == claim.queue_name), None) or Queue(
                 claim.queue_name, connection=self.connection, serializer=self.serializer

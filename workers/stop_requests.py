@@ -68,10 +68,6 @@ class StopRequests(WorkerParts):
         except ProcessLookupError:
             pass  # it ended meanwhile
 
-    def _hold(self, job_id: str) -> None:
-        with self._hold_lock:
-            self._held_job_id = job_id
-
     def _let_go(self, job_id: str) -> None:
         """The job was deferred, failed or ended: a later stop for it is no longer this worker's."""
         with self._hold_lock:

@@ -85,9 +85,6 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
         raise NotImplementedError
 
     # -- stop requests' (stop_requests.py)
-    def _hold(self, job_id: str) -> None:
-        raise NotImplementedError
-
     def _let_go(self, job_id: str) -> None:
         raise NotImplementedError
 
