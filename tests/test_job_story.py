@@ -22,7 +22,7 @@ from easeoff.feedback import keys
 from easeoff.feedback.levers.rates import RESERVED_PREFIX
 from easeoff.tasks.catalog import ledger_in_chunks, noop, record_run, record_then_fail
 from easeoff.tasks.meta import META_KEY
-from easeoff.workers.cancel import cancel_waiting
+from easeoff.workers.cancel_script import cancel_waiting
 from easeoff.workers.moves import JobMoves
 from tests.conftest import WorkerProcesses, run_cli, wait_until
 

@@ -23,37 +23,12 @@ from redis import Redis
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
-from rq.queue import Queue
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    ReadyJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
 from rq.serializers import JSONSerializer
+from rq.utils import as_text
 
-from easeoff.feedback import clock, keys
-from easeoff.feedback.levers.rates import RESERVED_PREFIX
-from easeoff.feedback.lua import LuaScript
 from easeoff.tasks.checkpoint import request_cancel
+from easeoff.workers.cancel_script import cancel_waiting
 from easeoff.workers.job_place import read_job
-
-CANCEL = LuaScript.load(
-    "easeoff.workers",
-    "cancel",
-    argv=(
-        "job_id",
-        "queue_name",
-        "now",
-        "task_prefix",
-        "parked_prefix",
-        "slot_prefix",
-        "slot_low_prefix",
-        "class_prefix",
-        "reserved_prefix",
-    ),
-)
 
 Outcome = Literal["canceled", "stopping", "not_waiting", "missing"]
 
@@ -64,39 +39,12 @@ class Cancellation(msgspec.Struct, frozen=True):
     detail: str = ""  # where it was canceled from; how it was asked to stop; the status it had
 
 
-def cancel_waiting(redis: Redis, job_id: str, queue: str) -> tuple[str, str]:
-    """The script alone: ('canceled', where) | ('running', owner) | ('not_waiting', status) | ('missing', '')."""
-    script_keys = [
-        Job.key_for(job_id),
-        Queue.redis_queue_namespace_prefix + queue,
-        ScheduledJobRegistry(queue, connection=redis).key,
-        DeferredJobRegistry(queue, connection=redis).key,
-        ReadyJobRegistry(queue, connection=redis).key,
-        StartedJobRegistry(queue, connection=redis).key,
-        CanceledJobRegistry(queue, connection=redis).key,
-        keys.owner_key(job_id),
-    ]
-    args = CANCEL.args(
-        job_id=job_id,
-        queue_name=queue,
-        now=repr(clock.now()),
-        task_prefix=keys.TASK_SCOPE_PREFIX,
-        parked_prefix=keys.PARKED_PREFIX,
-        slot_prefix=keys.SLOT_PARK_PREFIX,
-        slot_low_prefix=keys.SLOT_LOW_PARK_PREFIX,
-        class_prefix=keys.SLOT_CLASS_PARK_PREFIX,
-        reserved_prefix=RESERVED_PREFIX,
-    )
-    outcome, detail = CANCEL.register(redis)(keys=script_keys, args=args)
-    return _text(outcome), _text(detail)
-
-
 def cancel(redis: Redis, job_id: str) -> Cancellation:
     """Cancel a waiting job, or ask a running one to stop."""
     queue_raw = redis.hget(Job.key_for(job_id), "origin")
     if queue_raw is None:
         return Cancellation(job_id, "missing")
-    queue = _text(queue_raw)
+    queue = as_text(queue_raw)
     outcome, detail = cancel_waiting(redis, job_id, queue)
     if outcome != "running":
         return Cancellation(job_id, outcome, detail)  # type: ignore[arg-type]  # the script's words
@@ -119,7 +67,3 @@ def _ask_to_stop(redis: Redis, job_id: str) -> str:
     except (InvalidJobOperation, NoSuchJobError):
         return "it is ending (no worker runs it now)"
     return "rq's stop-job command sent to its worker"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

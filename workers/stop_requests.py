@@ -11,6 +11,9 @@ memory, and a stop and the gate's decision take one lock, so each stop lands in 
 - running: noted, and its horse killed (rq's way) or, in-process, its run interrupted;
 - let go just before (the gate deferred it): canceled where it waits, as `easeoff cancel` does;
   claimed by another worker since: the command is passed on to that worker, once.
+
+rq's stop-execution command, when it names the claim the worker holds, is the same stop; one
+naming an execution that has ended (a deferral ends it) is ignored, as rq ignores it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from typing import Any
 
 from rq.command import parse_payload, send_command
 from rq.job import Job
+from rq.utils import as_text
 
 from easeoff.feedback import rq_internals
-from easeoff.workers.cancel import cancel_waiting
+from easeoff.workers.cancel_script import cancel_waiting
 from easeoff.workers.worker_parts import WorkerParts, raw_client
 
 STOP_JOB = "stop-job"
+STOP_EXECUTION = "stop-execution"  # rq's send_stop_execution_command: one execution of a job
 
 
 class JobStopped(Exception):
@@ -37,7 +42,8 @@ class JobStopped(Exception):
 class StopRequests(WorkerParts):
     def handle_payload(self, message: dict[str, Any]) -> None:
         payload = parse_payload(message)
-        if payload.get("command") != STOP_JOB:
+        command = payload.get("command")
+        if command != STOP_JOB and not (command == STOP_EXECUTION and self._holds_execution(payload)):
             super().handle_payload(message)  # type: ignore[no-untyped-call]  # rq's, untyped
             return
         job_id = payload.get("job_id")
@@ -46,6 +52,9 @@ class StopRequests(WorkerParts):
             return
         with self._hold_lock:
             held = job_id == self._held_job_id
+            if held and self._stop_noted(job_id):
+                self.log.info("Worker %s: job %s is already stopping", self.name, job_id)
+                return  # killing its horse again could cut short the stop it is recording
             if held:
                 self.log.info("Worker %s: stop-job command for job %s, which it holds", self.name, job_id)
                 rq_internals.note_stopped(self, job_id)
@@ -68,11 +77,20 @@ class StopRequests(WorkerParts):
         except ProcessLookupError:
             pass  # it ended meanwhile
 
+    def _holds_execution(self, payload: dict[str, Any]) -> bool:
+        """The execution a stop-execution command names is the claim this worker holds: the same
+        stop as stop-job's (rq would not find it among its executions before the run)."""
+        with self._hold_lock:
+            return self._held_execution_id is not None and (payload.get("job_id"), payload.get("execution_id")) == (
+                self._held_job_id,
+                self._held_execution_id,
+            )
+
     def _let_go(self, job_id: str) -> None:
         """The job was deferred, failed or ended: a later stop for it is no longer this worker's."""
         with self._hold_lock:
             if self._held_job_id == job_id:
-                self._held_job_id = None
+                self._held_job_id = self._held_execution_id = None
             if rq_internals.stopped_job_id(self) == job_id:
                 rq_internals.note_stopped(self, None)
 
@@ -82,7 +100,7 @@ class StopRequests(WorkerParts):
     def _stop_where_it_is(self, job_id: str, forwarded: bool) -> None:
         redis = raw_client(self.connection)
         origin = redis.hget(Job.key_for(job_id), "origin")
-        outcome, detail = ("missing", "") if origin is None else cancel_waiting(redis, job_id, _text(origin))
+        outcome, detail = ("missing", "") if origin is None else cancel_waiting(redis, job_id, as_text(origin))
         if outcome == "canceled":
             self.log.warning(
                 "Worker %s: stop-job command for job %s came after it was let go: canceled where it waited (%s)",
@@ -90,12 +108,8 @@ class StopRequests(WorkerParts):
             )
             return
         holder = redis.hget(Job.key_for(job_id), "worker_name")
-        if outcome == "running" and not forwarded and holder is not None and _text(holder) != self.name:
-            send_command(redis, _text(holder), STOP_JOB, job_id=job_id, forwarded=True)
-            self.log.info("Worker %s: stop-job command for job %s passed on to %s", self.name, job_id, _text(holder))
+        if outcome == "running" and not forwarded and holder is not None and as_text(holder) != self.name:
+            send_command(redis, as_text(holder), STOP_JOB, job_id=job_id, forwarded=True)
+            self.log.info("Worker %s: stop-job command for job %s passed on to %s", self.name, job_id, as_text(holder))
             return
         self.log.warning("Worker %s: not working on job %s (%s), stop-job command ignored", self.name, job_id, outcome)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
