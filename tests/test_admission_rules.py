@@ -109,7 +109,10 @@ def test_a_reading_taken_at_the_dormant_pace_admits_no_job_however_healthy() -> 
     assert verdict.delay == 1.0  # a first deferral: the floor, one probe interval
     strained = health(candidate(Snapshot({"a": reading("a", 0.95, dormant=True)})))
     assert strained is not None
-    assert [r.kind for r in strained.reasons] == ["connections", Kind.STALE_READING]
+    assert [(r.kind, r.label) for r in strained.reasons] == [
+        (Kind.SIGNAL, "connections"),
+        (Kind.STALE_READING, "stale_reading"),
+    ]
 
 
 def test_a_paused_task_waits_about_a_probe_interval_and_other_tasks_run() -> None:
