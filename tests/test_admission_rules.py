@@ -16,6 +16,8 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.levers.switches import Switch, Switches
+from easeoff.feedback.observe.gate_families import verdict_families
+from easeoff.feedback.observe.metric_names import RESOURCE_HOLD_REASONS
 from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
@@ -126,3 +128,13 @@ def test_a_paused_task_waits_about_a_probe_interval_and_other_tasks_run() -> Non
         delays.append(verdict.delay)
     assert 0.5 <= min(delays) < max(delays) <= 1.5  # jittered around the interval, not the backoff
     assert switches(candidate(snapshot, task="other")) is None
+
+
+def test_a_signals_strain_is_counted_under_the_signals_name_not_its_kind() -> None:
+    """`easeoff_resource_hold_reasons{reason}` names the signal (`connections`), as before the kind
+    became `Kind.SIGNAL`; a fixed kind (no reading of a host) is counted under the kind."""
+    snapshot = Snapshot({"a": reading("a", 0.95)})  # b never read
+    families = {f.name: f for f in verdict_families(CONFIG, snapshot, NOW)}
+    counted = {(s.labels["resource"], s.labels["reason"]): s.value for s in families[RESOURCE_HOLD_REASONS].samples}
+    assert counted == {("shard:1", "connections"): 1, ("archive", "no_reading"): 1}
+    assert not any(reason == "signal" for _, reason in counted)
