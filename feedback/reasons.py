@@ -17,8 +17,11 @@ import msgspec
 
 
 class Kind(StrEnum):
-    """The fixed kinds of reason; a signal's own strain is counted under the signal's name."""
+    """What sort of hold a reason is. A signal's own strain is one kind, `SIGNAL`, whose
+    `Reason.name` names the signal; it is labelled and shown by that name (`Reason.label`)."""
 
+    SIGNAL = "signal"  # a signal's reading crossed its marks, or cannot be judged
+    LEVER = "lever"  # a lever module's own hold (feedback/levers/lever.py), labelled by its `name`
     NO_READING = "no_reading"
     STALE_READING = "stale_reading"
     PROBE_ERROR = "probe_error"
@@ -34,6 +37,11 @@ class Kind(StrEnum):
     RATE = "rate"
     PACE = "pace"  # a budget's duty cycle holds the next start back (feedback/budget/)
     DB_UNREACHABLE = "db_unreachable"  # the job's database failed it mid-run (workers/db_outages.py)
+    SWITCH_UNREADABLE = "switch_unreadable"  # an ops switch this version cannot read (levers/switches.py)
+    HOSTS_OUT_UNREADABLE = "hosts_out_unreadable"  # the hosts-out list cannot be read (levers/hosts_out.py)
+
+
+NAMED = frozenset((Kind.SIGNAL, Kind.LEVER))  # the kinds labelled by the reason's `name`
 
 
 # What a job deferred for this reason waits for: its resources to clear, ops to resume its
@@ -43,18 +51,27 @@ Level = Literal["high", "low", "critical", "predicted"]
 
 
 class Reason(msgspec.Struct, frozen=True):
-    kind: str  # a Kind, or a signal's name (`connections`, `lag`, a custom signal)
+    kind: Kind
     subject: str  # where: a host, a traffic source, a resource, a scope (`task:x`, `all`)
     value: float | None = None  # the reading, slots in use, the throttle ratio, a reading's age
     threshold: float | None = None  # the mark `value` crossed, or the limit of slots
     level: Level | None = None  # which of the signal's marks `threshold` is
     detail: str = ""  # for people: the probe error, who paused and why, the checkpoint's cause
     waits_for: WaitsFor = "resources"
+    name: str = ""  # a SIGNAL's signal (`connections`, `lag`, a custom one), a LEVER's own label
+
+    @property
+    def label(self) -> str:
+        """What the reason is counted and shown under: the signal's (or lever's) name for theirs,
+        else the kind — the `reason` label of the counters and metrics, the head of `str()`."""
+        if self.kind in NAMED and self.name:
+            return self.name
+        return str(self.kind)
 
     def __str__(self) -> str:
         if self.kind == Kind.CHECKPOINT:
             return f"checkpoint: {self.detail}"
-        head = f"{self.kind}:{self.subject}"
+        head = f"{self.label}:{self.subject}"
         if self.level is not None and self.value is not None and self.threshold is not None:
             if self.level == "predicted":
                 return f"{head} {self.value:.4g} predicted to reach high {self.threshold:g} {self.detail}"

@@ -16,6 +16,8 @@ from rq.serializers import JSONSerializer
 
 from easeoff.feedback.config import parse_config
 from easeoff.feedback.levers.switches import Switch, Switches
+from easeoff.feedback.observe.gate_families import verdict_families
+from easeoff.feedback.observe.metric_names import RESOURCE_HOLD_REASONS
 from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
@@ -109,7 +111,10 @@ def test_a_reading_taken_at_the_dormant_pace_admits_no_job_however_healthy() -> 
     assert verdict.delay == 1.0  # a first deferral: the floor, one probe interval
     strained = health(candidate(Snapshot({"a": reading("a", 0.95, dormant=True)})))
     assert strained is not None
-    assert [r.kind for r in strained.reasons] == ["connections", Kind.STALE_READING]
+    assert [(r.kind, r.label) for r in strained.reasons] == [
+        (Kind.SIGNAL, "connections"),
+        (Kind.STALE_READING, "stale_reading"),
+    ]
 
 
 def test_a_paused_task_waits_about_a_probe_interval_and_other_tasks_run() -> None:
@@ -123,3 +128,13 @@ def test_a_paused_task_waits_about_a_probe_interval_and_other_tasks_run() -> Non
         delays.append(verdict.delay)
     assert 0.5 <= min(delays) < max(delays) <= 1.5  # jittered around the interval, not the backoff
     assert switches(candidate(snapshot, task="other")) is None
+
+
+def test_a_signals_strain_is_counted_under_the_signals_name_not_its_kind() -> None:
+    """`easeoff_resource_hold_reasons{reason}` names the signal (`connections`), as before the kind
+    became `Kind.SIGNAL`; a fixed kind (no reading of a host) is counted under the kind."""
+    snapshot = Snapshot({"a": reading("a", 0.95)})  # b never read
+    families = {f.name: f for f in verdict_families(CONFIG, snapshot, NOW)}
+    counted = {(s.labels["resource"], s.labels["reason"]): s.value for s in families[RESOURCE_HOLD_REASONS].samples}
+    assert counted == {("shard:1", "connections"): 1, ("archive", "no_reading"): 1}
+    assert not any(reason == "signal" for _, reason in counted)

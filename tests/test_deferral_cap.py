@@ -74,7 +74,7 @@ url = "mysql://root@127.0.0.1:3306"
 hosts = ["db1"]
 """
 CONFIG = parse_config(CONFIG_TEXT, "plan.toml", {})
-STRAIN = Verdict(False, (Reason("connections", "db1", 0.9, 0.8, "high"),), delay=5.0)
+STRAIN = Verdict(False, (Reason(Kind.SIGNAL, "db1", 0.9, 0.8, "high", name="connections"),), delay=5.0)
 
 
 @pytest.mark.unit

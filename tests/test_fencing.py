@@ -29,7 +29,7 @@ from easeoff.feedback import keys
 from easeoff.feedback.config import load_config
 from easeoff.feedback.connect import SOCKET_TIMEOUT, connect
 from easeoff.feedback.levers.limits import Leases, LeaseScope
-from easeoff.feedback.reasons import Reason
+from easeoff.feedback.reasons import Kind, Reason
 from easeoff.tasks.catalog import noop, record_once, record_run
 from easeoff.tasks.meta import META_KEY
 from easeoff.workers.fencing import FencedOut, arm
@@ -85,7 +85,8 @@ def test_a_swept_owner_can_neither_beat_nor_defer_nor_end_its_job(redis_conn: Re
 
     assert not moves.heartbeat(claim.fence, "heavy", ttl=60)
     fetched = Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer)
-    assert not moves.defer(fetched, queue, claim.execution, time.time() + 5, "noop", [Reason("connections", "db1")],
+    strain = [Reason(Kind.SIGNAL, "db1", name="connections")]
+    assert not moves.defer(fetched, queue, claim.execution, time.time() + 5, "noop", strain,
                            fence=claim.fence)  # fmt: skip
     with redis_conn.pipeline() as pipe, pytest.raises(FencedOut):
         arm(pipe, claim.fence)

@@ -89,7 +89,7 @@ def test_latency_holds_a_shard_through_a_storm_that_leaves_connections_low(
     assert not held.strained["connections"] and held.values["connections"] < 0.5, held.values
     verdict = judge(["shard:1"], cache.stored(), config, clock.now())
     assert not verdict.admit
-    assert [r.kind for r in verdict.reasons] == ["latency"], verdict.texts
+    assert [r.label for r in verdict.reasons] == ["latency"], verdict.texts
     print(f"held: {verdict.texts[0]} (connections {held.values['connections']:.2f})")
 
     end_storm()

@@ -15,7 +15,7 @@ from redis import Redis
 from easeoff.feedback.config import ConfigError, load_config
 from easeoff.feedback.levers import lever as lever_module
 from easeoff.feedback.levers.lever import Claim, levers, settings_for, task_options
-from easeoff.feedback.reasons import Reason, Verdict
+from easeoff.feedback.reasons import Kind, Reason, Verdict
 from easeoff.tasks.registry import TaskError, heavy_task
 from easeoff.workers.checks import ConcurrencySlots, LeverModuleCheck, RateLimits, admission_checks, admit
 
@@ -35,7 +35,9 @@ class HoldCheck:
 
     def __call__(self, claim: Claim) -> Verdict | None:
         if claim.options.get("hold_me"):
-            return Verdict(admit=False, reasons=(Reason("held", f"task:{claim.task}", detail=self.settings.why),))
+            return Verdict(
+                admit=False, reasons=(Reason(Kind.LEVER, f"task:{claim.task}", detail=self.settings.why, name="held"),)
+            )
         self.counted.append(claim.execution)
         return None
 
@@ -109,7 +111,7 @@ def test_a_levers_check_runs_at_its_place_and_gives_back_when_a_later_check_refu
 
     class Refuses:
         def __call__(self, candidate: Any) -> Verdict:
-            return Verdict(admit=False, reasons=(Reason("full", "x"),))
+            return Verdict(admit=False, reasons=(Reason(Kind.LEVER, "x", name="full"),))
 
     class Candidate:  # what claim_of reads
         job = type("J", (), {"id": "j1"})()

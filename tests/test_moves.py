@@ -13,7 +13,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from rq.serializers import JSONSerializer
 
 from easeoff.feedback.keys import SWEEP_AFTER, cooldown_key, parked_key
-from easeoff.feedback.reasons import Reason
+from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.tally.counters import counter_field, counter_key
 from easeoff.tasks.catalog import noop
 from easeoff.tasks.meta import META_KEY
@@ -37,7 +37,9 @@ def test_claim_defer_promote_round_trip(redis_conn: Redis) -> None:
 
     fetched.meta[META_KEY]["deferrals"] = 1
     due = time.time() + 30
-    assert moves.defer(fetched, queue, claim.execution, due, "noop", [Reason("connections", "db1", 0.9, 0.8, "high")])
+    assert moves.defer(
+        fetched, queue, claim.execution, due, "noop", [Reason(Kind.SIGNAL, "db1", 0.9, 0.8, "high", name="connections")]
+    )
     assert misplaced(redis_conn, ["heavy"], [job.id]) == {}
     scheduled = ScheduledJobRegistry("heavy", connection=redis_conn)
     assert abs(redis_conn.zscore(scheduled.key, job.id) - due) < 0.01
@@ -62,7 +64,9 @@ def test_defer_refuses_a_job_no_longer_claimed(redis_conn: Redis) -> None:
     claim = moves.claim([queue], "w1", ttl=60)
     assert claim is not None
     redis_conn.zrem(StartedJobRegistry("heavy", connection=redis_conn).key, claim.execution.composite_key)
-    assert not moves.defer(job, queue, claim.execution, time.time() + 5, "noop", [Reason("connections", "db1")])
+    assert not moves.defer(
+        job, queue, claim.execution, time.time() + 5, "noop", [Reason(Kind.SIGNAL, "db1", name="connections")]
+    )
     assert redis_conn.zcard(ScheduledJobRegistry("heavy", connection=redis_conn).key) == 0
 
 
@@ -116,7 +120,9 @@ def test_promote_reparks_a_job_whose_resource_cools_and_release_brings_it_back(r
     claim = moves.claim([queue], "w1", ttl=60)
     assert claim is not None
     now = time.time()
-    assert moves.defer(job, queue, claim.execution, now, "noop", [Reason("connections", "db1")], ["shard:1"])
+    assert moves.defer(
+        job, queue, claim.execution, now, "noop", [Reason(Kind.SIGNAL, "db1", name="connections")], ["shard:1"]
+    )
     redis_conn.set(cooldown_key("shard:1"), "strained", px=60_000)
     assert moves.promote([queue], now=now + 1) == 0  # due, but its resource cools: parked, not queued
     assert redis_conn.zscore(ScheduledJobRegistry("heavy", connection=redis_conn).key, job.id) > now + 3600
@@ -181,7 +187,7 @@ def test_a_deferral_keeps_rqs_ttl_deadline_and_a_started_jobs_waits_anew(redis_c
     started gets a full ttl again, as rq's retry gives it."""
     moves = JobMoves(redis_conn)
     queue = Queue("heavy", connection=redis_conn, serializer=JSONSerializer)
-    reasons = [Reason("connections", "db1")]
+    reasons = [Reason(Kind.SIGNAL, "db1", name="connections")]
 
     def claimed(ttl: int) -> tuple[Job, Execution]:
         job = noop.options(connection=redis_conn, ttl=ttl).delay(shard=1)

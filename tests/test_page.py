@@ -41,7 +41,7 @@ from easeoff.feedback.observe.history import Sample, read_history
 from easeoff.feedback.observe.page import View, render, render_state, sections
 from easeoff.feedback.observe.page_state import MAX_MARKERS, PageState, ShadowVerdict, SwitchView
 from easeoff.feedback.observe.web import ExporterServer, Site
-from easeoff.feedback.reasons import Reason
+from easeoff.feedback.reasons import Kind, Reason
 from easeoff.feedback.signals.cache import ReadingsCache
 from easeoff.feedback.tally import shadow_tally
 from easeoff.feedback.tally.unknown_resources import UnknownResource
@@ -565,7 +565,7 @@ def test_shadow_verdicts_show_on_the_page_and_in_the_state(
     trial = Switch("threshold", "connections", "erin", "trial", time.time(), time.time() + 600, high=1e-4, low=5e-5)
     set_switch(redis_conn, msgspec.structs.replace(trial, shadow=True))
     ReadingsCache(redis_conn, config).probe_now()  # stores db1's reading with its shadow band
-    reason = Reason("connections", "db1", 0.01, 1e-4, "high")
+    reason = Reason(Kind.SIGNAL, "db1", 0.01, 1e-4, "high", name="connections")
     for _ in range(3):
         shadow_tally.record(redis_conn, {"shard:1": [reason]}, time.time())
     site = Site(CollectorRegistry(), redis_conn, config)

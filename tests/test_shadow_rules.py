@@ -92,7 +92,7 @@ def test_a_shadow_global_traffic_signal_would_hold_every_resource_but_holds_none
     )
     for resource in ("shard:1", "shard:2"):
         assert judge([resource], errors, CONFIG, NOW).admit
-        assert [r.kind for r in ShadowJudge().would_defer([resource], errors, CONFIG, NOW)] == ["app_errors"]
+        assert [r.label for r in ShadowJudge().would_defer([resource], errors, CONFIG, NOW)] == ["app_errors"]
 
 
 def test_reasons_the_real_gate_already_holds_for_are_not_shadow_ones() -> None:

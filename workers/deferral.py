@@ -27,7 +27,7 @@ class Deferral(msgspec.Struct, frozen=True):
 class Expiry(msgspec.Struct, frozen=True):
     meta: JobMeta
     reason: str  # the failure's text
-    kind: str  # the counter label: the kind of the first reason
+    kind: str  # the counter label: the first reason's `label`
 
 
 def plan_deferral(meta: JobMeta, verdict: Verdict, config: Config, now: float) -> Deferral | Expiry:
@@ -54,7 +54,7 @@ def plan_deferral(meta: JobMeta, verdict: Verdict, config: Config, now: float) -
     if exceeded is None and unknown and meta.unknown_since is not None and now - meta.unknown_since >= grace:
         exceeded = f"resource {unknown[0]!r} is not in the config (still unknown after {grace:g}s)"
     if exceeded is not None:
-        kind = str(verdict.reasons[0].kind) if verdict.reasons else "unknown"
+        kind = verdict.reasons[0].label if verdict.reasons else "unknown"
         return Expiry(meta, f"easeoff: {exceeded}; last reasons: {joined(verdict.reasons)}", kind)
     due = now + verdict.delay
     if meta.expires_at is not None:

@@ -167,14 +167,14 @@ class JobMoves(EndingMoves):
         `park_on` names the strained resources the job waits for: it is indexed under each,
         so it stays parked while they cool down and is released the moment they clear.
         `counter` and `labels`: count it elsewhere (a retry: workers/transient_errors.py) under
-        these labels rather than the reasons' kinds. rq's `ttl` (how long a job may wait to start)
+        these labels rather than the reasons' own (`Reason.label`). rq's `ttl` (how long a job may wait to start)
         keeps running through a deferral at its claim: it counts from the enqueue. `restart_ttl`,
         for a job that started (a retry after a failed run, a checkpoint, an outage), starts it
         again, as rq's own retry does. A job whose ttl lapsed while it was ours is gone (True).
         """
         started = StartedJobRegistry(queue.name, connection=self.connection)
         scheduled = ScheduledJobRegistry(queue.name, connection=self.connection)
-        kinds = sorted({str(r.kind) for r in reasons} if labels is None else set(labels))
+        kinds = sorted({r.label for r in reasons} if labels is None else set(labels))
         counter_fields = [counter_field(queue.name, task, kind) for kind in kinds]
         parked = [parked_key(r) for r in park_on]
         return bool(

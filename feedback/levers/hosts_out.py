@@ -28,7 +28,6 @@ from easeoff.feedback.levers import events
 log = logging.getLogger(__name__)
 
 HOSTS_OUT_KEY = keys.HOSTS_OUT
-UNREADABLE = "hosts_out_unreadable"  # the reason's kind when the stored value cannot be read
 UNREADABLE_ENTRY = "entry not understood by this easeoff: held out"
 
 

@@ -49,7 +49,6 @@ from easeoff.feedback.scopes import Scope, ScopeKind
 log = logging.getLogger(__name__)
 
 SWITCHES_KEY = keys.SWITCHES
-UNREADABLE = "switch_unreadable"  # the reason's kind for an entry (or value) this version cannot read
 TASK_SCOPES_FIELD = "_task_scopes"  # in the stored JSON: tasks ever paused, whose parked jobs the prober releases
 
 
@@ -150,7 +149,7 @@ class Switches(msgspec.Struct, frozen=True, dict=True):  # dict: room for the me
             if key is None:
                 return None
             detail = "not understood by this easeoff: held until fixed or cleared"
-            return Reason(UNREADABLE, key, detail=detail, waits_for="delay")
+            return Reason(Kind.SWITCH_UNREADABLE, key, detail=detail, waits_for="delay")
         waits_for: WaitsFor = "task" if scope.kind == ScopeKind.TASK else "resources"
         return Reason(Kind.PAUSED, found.scope, detail=f"{found.by}: {found.why}", waits_for=waits_for)
 

@@ -86,7 +86,7 @@ def verdict_families(
     for name, resource in config.resources.items():
         found = resource_findings(resource, snapshot, config, now)
         held.add_metric([name], 1 if found.reasons or global_reasons else 0)
-        for kind, count in sorted(Counter(str(r.kind) for r in found.reasons).items()):
+        for kind, count in sorted(Counter(r.label for r in found.reasons).items()):
             reasons.add_metric([name, kind], count)
         critical.add_metric([name], len(found.critical))
     for missing in unknown:

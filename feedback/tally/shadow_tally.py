@@ -46,7 +46,7 @@ class ShadowCount(msgspec.Struct, frozen=True):
 
 def policy(reason: Reason) -> str:
     """The signal a shadow reason comes from (or the failure kind: a missing reading)."""
-    return str(getattr(reason.kind, "value", reason.kind))
+    return reason.label
 
 
 def field(resource: str, signal: str) -> str:

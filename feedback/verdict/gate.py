@@ -33,7 +33,6 @@ from easeoff.feedback.config import (
     Thresholds,
 )
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, HostsOut
-from easeoff.feedback.levers.hosts_out import UNREADABLE as HOSTS_OUT_UNREADABLE
 from easeoff.feedback.reasons import ADMIT, Kind, Reason, Verdict
 from easeoff.feedback.scopes import Scope
 from easeoff.feedback.signals.hysteresis import not_a_number
@@ -114,7 +113,7 @@ def global_findings(snapshot: Snapshot, config: Config, now: float) -> tuple[lis
     reasons: list[Reason] = [paused] if paused else []
     if isinstance(snapshot.hosts_out, HostsOut) and snapshot.hosts_out.unreadable:
         detail = "not understood by this easeoff: held until fixed or replaced"
-        reasons.append(Reason(HOSTS_OUT_UNREADABLE, HOSTS_OUT_KEY, detail=detail, waits_for="delay"))
+        reasons.append(Reason(Kind.HOSTS_OUT_UNREADABLE, HOSTS_OUT_KEY, detail=detail, waits_for="delay"))
     critical: list[Reason] = []
     for signal in config.signals.values():
         if signal.is_global_traffic and not signal.shadow:
@@ -251,22 +250,22 @@ def signal_findings(signal: SignalConfig, where: str, reading: Reading, limits: 
     if value is None:
         note = reading.notes.get(signal.name)
         if note and signal.fail_closed:
-            return HostFindings((Reason(signal.name, where, detail=note),), (), math.inf)
+            return HostFindings((Reason(Kind.SIGNAL, where, detail=note, name=signal.name),), (), math.inf)
         return NOTHING
     unjudgeable = not_a_number(value)
     if unjudgeable is not None:  # NaN compares false with everything: it would read as healthy
-        return HostFindings((Reason(signal.name, where, detail=unjudgeable),), (), math.inf)
+        return HostFindings((Reason(Kind.SIGNAL, where, detail=unjudgeable, name=signal.name),), (), math.inf)
     critical: tuple[Reason, ...] = ()
     if limits.critical is not None and value > limits.critical:
-        critical = (Reason(signal.name, where, value, limits.critical, "critical"),)
+        critical = (Reason(Kind.SIGNAL, where, value, limits.critical, "critical", name=signal.name),)
     if not reading.strained.get(signal.name, False):
         return HostFindings((), critical, 0.0)
     eta = reading.values.get(ETA_PREFIX + signal.name)
     if value > limits.high:
-        reason = Reason(signal.name, where, value, limits.high, "high")
+        reason = Reason(Kind.SIGNAL, where, value, limits.high, "high", name=signal.name)
     elif eta is not None:
-        reason = Reason(signal.name, where, value, limits.high, "predicted", detail=f"in {eta:.1f}s")
+        reason = Reason(Kind.SIGNAL, where, value, limits.high, "predicted", f"in {eta:.1f}s", name=signal.name)
     else:
-        reason = Reason(signal.name, where, value, limits.low, "low")
+        reason = Reason(Kind.SIGNAL, where, value, limits.low, "low", name=signal.name)
     severity = value / limits.high if limits.high > 0 else math.inf
     return HostFindings((reason,), critical, severity)
