@@ -81,7 +81,7 @@ def test_server_quantile_from_query_response_time(server: Any) -> None:
     values, notes, conn = probe(LiveLatency(config), config)
     conn.close()
     assert "plugin not installed" in notes[NOTE], notes
-    assert values["_canary_burst"] >= 1 and values[samples_at] == values["_canary_burst"]
+    assert values["canary_burst"] >= 1 and values[samples_at] == values["canary_burst"]
 
     sql(server, "INSTALL SONAME 'query_response_time'")
     sql(server, "SET GLOBAL query_response_time_stats = ON")
@@ -119,7 +119,7 @@ def test_server_quantile_from_query_response_time(server: Any) -> None:
     sql(server, "SET GLOBAL query_response_time_stats = OFF")
     values, notes, conn = probe(LiveLatency(config), config)
     conn.close()
-    assert "query_response_time_stats is OFF" in notes[NOTE] and values["_canary_burst"] >= 1
+    assert "query_response_time_stats is OFF" in notes[NOTE] and values["canary_burst"] >= 1
 
 
 def test_canary_refuses_a_quantile_its_window_cannot_hold(server: Any) -> None:
@@ -129,7 +129,7 @@ def test_canary_refuses_a_quantile_its_window_cannot_hold(server: Any) -> None:
     assert spec is not None
     values, notes, conn = probe(LiveLatency(config), config)
     conn.close()
-    assert values["_canary_burst"] == MAX_BURST and values[samples_key(spec)] == MAX_BURST
+    assert values["canary_burst"] == MAX_BURST and values[samples_key(spec)] == MAX_BURST
     assert live_key(spec) not in values
     assert "cannot hold the p99.9" in notes[NOTE], notes
 
@@ -140,7 +140,7 @@ def test_canary_refuses_a_quantile_its_window_cannot_hold(server: Any) -> None:
     live = LiveLatency(config)
     values, notes, conn = probe(live, config)
     conn.close()
-    assert values["_canary_burst"] == 10  # 40 a window / 5 probes a window, a quarter more
+    assert values["canary_burst"] == 10  # 40 a window / 5 probes a window, a quarter more
     assert live_key(spec) not in values  # 10 of the 40 it needs
     conn = connect(config.hosts["db1"], 2.0)
     for _ in range(3):

@@ -12,7 +12,7 @@ from redis import Redis
 
 from easeoff.feedback import clock, keys
 from easeoff.feedback.budget.measure import observe_budget
-from easeoff.feedback.config import Config, parse_config
+from easeoff.feedback.config import BudgetConfig, Config, parse_config
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY
 from easeoff.feedback.signals.live_latency import live_key
 from easeoff.feedback.signals.readings import Reading
@@ -44,8 +44,18 @@ resources = ["{R}"]
     return parse_config(text, "test.toml", {})
 
 
-def store(redis: Redis, host: str, values: dict[str, float], age: float = 0.0, error: str | None = None) -> None:
-    reading = Reading(host=host, taken_at=clock.now() - age, values=values, error=error)
+def store(
+    redis: Redis,
+    host: str,
+    values: dict[str, float],
+    age: float = 0.0,
+    error: str | None = None,
+    live: float | None = None,
+    spec: BudgetConfig | None = None,
+) -> None:
+    """A reading of `host`: its signals' `values`, and the `live` latency its probe keeps for `spec`."""
+    counters = {live_key(spec): live} if live is not None and spec is not None else {}
+    reading = Reading(host=host, taken_at=clock.now() - age, values=values, error=error, counters=counters)
     redis.set(keys.reading_key(host), reading.to_json())
 
 
@@ -64,8 +74,8 @@ def test_observation_from_readings_leases_and_the_work_counter(redis_conn: Redis
     config = config_for('latency = "4ms"\nlag = "5s"\nhistory_list_length = 1000', interval=0.2)
     spec = config.resources[R].budget
     assert spec is not None
-    store(redis_conn, "db1", {live_key(spec): 0.003, "history_list_length": 500})
-    store(redis_conn, "db2", {live_key(spec): 0.001, "lag": 2.0, "history_list_length": 100})
+    store(redis_conn, "db1", {"history_list_length": 500}, live=0.003, spec=spec)
+    store(redis_conn, "db2", {"lag": 2.0, "history_list_length": 100}, live=0.001, spec=spec)
     first = observe_budget(redis_conn, config, R)
     assert first is not None and first.work_done == 0  # the first step only notes the counter
     hold_lease(redis_conn)
@@ -87,7 +97,7 @@ def test_observation_from_readings_leases_and_the_work_counter(redis_conn: Redis
     assert abs(seen.at - clock.now()) < 1.0  # type: ignore[attr-defined]
 
     # A stale replica reading: its lag is unreadable, the observation stale, and it says why.
-    store(redis_conn, "db2", {live_key(spec): 0.001, "lag": 2.0, "history_list_length": 100}, age=3.0)
+    store(redis_conn, "db2", {"lag": 2.0, "history_list_length": 100}, age=3.0, live=0.001, spec=spec)
     stale = observe_budget(redis_conn, config, R)
     assert stale is not None and stale.stale and stale.slack is None
     assert [c.value for c in stale.ceilings] == [None, None, None]
@@ -100,7 +110,7 @@ def test_observation_from_readings_leases_and_the_work_counter(redis_conn: Redis
     redis_conn.delete(HOSTS_OUT_KEY)
     # A window too small for the quantile leaves the latency out of the reading: unreadable.
     store(redis_conn, "db1", {"history_list_length": 500})
-    store(redis_conn, "db2", {live_key(spec): 0.001, "lag": 2.0, "history_list_length": 100})
+    store(redis_conn, "db2", {"lag": 2.0, "history_list_length": 100}, live=0.001, spec=spec)
     thin = observe_budget(redis_conn, config, R)
     assert thin is not None and thin.stale and thin.ceilings[0].value is None
     assert observe_budget(redis_conn, config, "shard:2") is None  # no budget
@@ -114,7 +124,7 @@ def test_baseline_is_learned_only_while_nothing_heavy_runs(redis_conn: Redis) ->
 
     def live(seconds: float) -> None:
         for host in ("db1", "db2"):
-            store(redis_conn, host, {live_key(spec): seconds})
+            store(redis_conn, host, {}, live=seconds, spec=spec)
 
     def observe():  # type: ignore[no-untyped-def]
         seen = observe_budget(redis_conn, config, R)
@@ -178,7 +188,7 @@ def test_the_step_is_taken_once_per_interval_however_many_ask(redis_conn: Redis)
     spec = config.resources[R].budget
     assert spec is not None
     for host in ("db1", "db2"):
-        store(redis_conn, host, {live_key(spec): 0.002})
+        store(redis_conn, host, {}, live=0.002, spec=spec)
     observe_budget(redis_conn, config, R)  # the counter noted
     redis_conn.incrby(keys.work_key(R), 5)
     seen: list[tuple[int, float]] = []  # (Redis's interval, work done) as each caller saw it
@@ -189,7 +199,7 @@ def test_the_step_is_taken_once_per_interval_however_many_ask(redis_conn: Redis)
         redis = Redis.from_url(TEST_REDIS_URL)
         for _ in ticks(3.0, 0.01):
             for host in ("db1", "db2"):
-                store(redis, host, {live_key(spec): 0.002})
+                store(redis, host, {}, live=0.002, spec=spec)
             found = observe_budget(redis, config, R)
             assert found is not None
             with lock:
@@ -223,7 +233,7 @@ def test_a_relearn_forgets_the_baseline_and_learns_the_site_as_it_is_now(redis_c
 
     def observed(seconds: float):  # type: ignore[no-untyped-def]
         for host in ("db1", "db2"):
-            store(redis_conn, host, {live_key(spec): seconds})
+            store(redis_conn, host, {}, live=seconds, spec=spec)
         seen = observe_budget(redis_conn, config, R)
         assert seen is not None
         return seen.baseline

@@ -39,7 +39,7 @@ def test_a_sample_holds_queues_deferrals_by_reason_and_signals_per_host(redis_co
         "easeoff:counters:deferred",
         mapping={"heavy|noop|connections": 5, "archive|archive_old_rows|connections": 2, "heavy|noop|lag": 1},
     )
-    reading = Reading(host="db1", taken_at=1.0, values={"connections": 0.41234567, "_questions": 1234.0})
+    reading = Reading(host="db1", taken_at=1.0, values={"connections": 0.41234567}, counters={"questions": 1234.0})
     redis_conn.set(READING_KEY.format(host="db1"), reading.to_json())
 
     taken = HistorySampler(redis_conn, config, period=10).maybe_sample(now=1_000_000.0)

@@ -32,7 +32,7 @@ def test_a_gauge_leaves_the_probes_own_share_out_and_never_reads_below_zero() ->
 def test_a_rate_is_per_second_of_the_servers_clock_and_needs_a_previous_probe() -> None:
     signal = rate("q", "Questions")
     assert signal.value(ServerStatus({"questions": 500.0}, 100, 10.0)) is None
-    previous = {"_questions": 300.0, "_clock": 8.0}
+    previous = {"questions": 300.0, "clock": 8.0}
     assert signal.value(ServerStatus({"questions": 500.0}, 100, 10.0, previous)) == 100.0
     assert signal.value(ServerStatus({"questions": 100.0}, 100, 10.0, previous)) == 0.0  # a restart's reset
     assert signal.value(ServerStatus({"questions": 500.0}, 100, 8.0, previous)) is None  # no time passed
@@ -50,7 +50,10 @@ def test_a_probe_of_real_mariadb_reads_it(name: str) -> None:
     try:
         with conn.cursor() as cur:
             first = read_load(cur, None)
-            second = read_load(cur, Reading(host="db1", taken_at=first["_clock"], values=first))
+            previous = Reading(
+                host="db1", taken_at=first.counters["clock"], values=first.values, counters=first.counters
+            )
+            second = read_load(cur, previous).values
     finally:
         conn.close()
     assert name in second and second[name] >= 0.0, second

@@ -85,7 +85,7 @@ def test_the_documented_probe_grants_are_enough_and_no_more(probe_user: str, tmp
     snapshot = ReadingsCache(redis_conn, load_config(probe_config(tmp_path, probe_user, PROBE_PASSWORD))).probe_now()
     writer, reader = snapshot.get("writer"), snapshot.get("reader")
     assert writer is not None and writer.error is None, writer
-    assert "connections" in writer.values and "_heartbeat_at" in writer.values  # the heartbeat row was written
+    assert "connections" in writer.values and "heartbeat_at" in writer.counters  # the heartbeat row was written
     assert reader is not None and reader.error is None, reader  # SHOW SLAVE STATUS was allowed
     assert reader.notes.get("replication") == "not replicating (no replica status)"
 

@@ -56,7 +56,7 @@ def deferrals(redis: Redis, job_id: str) -> int:
 
 def shadow_band_held(config: Path, redis: Redis) -> bool:
     reading = ReadingsCache(redis, load_config(config)).stored(["db1"]).readings["db1"]
-    return reading is not None and reading.strained.get("shadow:connections", False)
+    return reading is not None and reading.shadow_strained.get("connections", False)
 
 
 def test_shadow_policies_count_would_be_deferrals_and_defer_nothing(

@@ -13,7 +13,7 @@ from easeoff.feedback.config import parse_config
 from easeoff.feedback.levers.switches import Switch, Switches, parse_switches
 from easeoff.feedback.reasons import texts
 from easeoff.feedback.signals.cache import judging
-from easeoff.feedback.signals.hysteresis import SHADOW_PREFIX, next_states, shadow_states
+from easeoff.feedback.signals.hysteresis import next_states, shadow_states
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import judge
@@ -51,8 +51,8 @@ mode = "shadow"
 )
 
 
-def reading(host: str, strained: dict[str, bool], **values: float) -> Reading:
-    return Reading(host=host, taken_at=NOW, values=values, strained=strained)
+def reading(host: str, strained: dict[str, bool], shadow: dict[str, bool] | None = None, **values: float) -> Reading:
+    return Reading(host=host, taken_at=NOW, values=values, strained=strained, shadow_strained=shadow or {})
 
 
 QUIET_APP = Reading(host="app:app_errors", taken_at=NOW, values={"app_errors": 1}, strained={})
@@ -109,14 +109,14 @@ def test_a_shadow_threshold_is_judged_with_its_own_band_and_leaves_the_real_one_
     assert shadow is not None and shadow.names == frozenset({"connections"})
     values = {"connections": 0.55}
     real = next_states("a", values, {}, config)
-    bands = shadow_states("a", values, {}, shadow)
+    bands = shadow_states("a", values, {}, {}, shadow)
     assert real == {"connections": False}
-    assert bands == {SHADOW_PREFIX + "connections": True}
+    assert bands == {"connections": True}
     # 0.45 is inside the shadow band: held there, while b (outside the override's scope) is not
-    assert shadow_states("a", {"connections": 0.45}, {**real, **bands}, shadow)[SHADOW_PREFIX + "connections"]
-    assert not shadow_states("b", {"connections": 0.55}, {}, shadow)[SHADOW_PREFIX + "connections"]
+    assert shadow_states("a", {"connections": 0.45}, real, bands, shadow)["connections"]
+    assert not shadow_states("b", {"connections": 0.55}, {}, {}, shadow)["connections"]
 
-    now_held = snapshot(reading("a", {**real, **bands}, connections=0.55, sessions=1), switches=trial)
+    now_held = snapshot(reading("a", real, bands, connections=0.55, sessions=1), switches=trial)
     assert judge(["shard:1"], now_held, CONFIG, NOW).admit
     held = ShadowJudge().would_defer(["shard:1"], now_held, CONFIG, NOW)
     assert texts(held) == ["connections:a 0.55 > high 0.5"]
@@ -125,9 +125,7 @@ def test_a_shadow_threshold_is_judged_with_its_own_band_and_leaves_the_real_one_
 def test_a_lapsed_shadow_threshold_no_longer_judges() -> None:
     lapsed = Switches({s.key: s for s in [shadow_threshold("connections", 0.5, 0.4, expires_at=NOW - 1)]})
     assert judging(lapsed, CONFIG, NOW)[1] is None
-    banded = snapshot(
-        reading("a", {"connections": False, "shadow:connections": True}, connections=0.55), switches=lapsed
-    )
+    banded = snapshot(reading("a", {"connections": False}, {"connections": True}, connections=0.55), switches=lapsed)
     assert ShadowJudge().would_defer(["shard:1"], banded, CONFIG, NOW) == ()
 
 
@@ -146,6 +144,6 @@ def test_a_shadow_threshold_sits_beside_a_real_one_on_the_same_scope() -> None:
 def test_the_shadow_band_is_plain_hysteresis(value: float, was: bool, high: float, gap: float) -> None:
     trial = Switches({s.key: s for s in [shadow_threshold("connections", high, high - gap)]})
     shadow = judging(trial, CONFIG, NOW)[1]
-    state = shadow_states("a", {"connections": value}, {SHADOW_PREFIX + "connections": was}, shadow)
+    state = shadow_states("a", {"connections": value}, {}, {"connections": was}, shadow)
     expected = value >= high - gap if was else value > high
-    assert state == {SHADOW_PREFIX + "connections": expected}
+    assert state == {"connections": expected}

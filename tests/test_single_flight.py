@@ -123,9 +123,9 @@ class MarkedProber(Prober):
             self.probing.set()
             if self.gate is not None:
                 self.gate.wait(10)
-        values, notes = super().read(target, previous, context)
-        values["_mark"] = self.mark
-        return values, notes
+        probed = super().read(target, previous, context)
+        probed.counters["mark"] = self.mark
+        return probed
 
 
 def test_a_prober_that_lost_its_lease_cannot_overwrite_the_new_probers_reading(redis_conn: Redis, write_config) -> None:
@@ -143,18 +143,18 @@ def test_a_prober_that_lost_its_lease_cannot_overwrite_the_new_probers_reading(r
         assert a.prober.probing.wait(5), "A never probed db1"  # type: ignore[attr-defined]
         wait_until(lambda: not redis_conn.exists(lock), 5, what="A's lease to lapse")
         reading = b.current(["db1"]).get("db1")
-        assert reading is not None and reading.values["_mark"] == 2.0, reading
+        assert reading is not None and reading.counters["mark"] == 2.0, reading
         assert redis_conn.get(lock) == b.token.encode()
 
         held.set()  # A's probe ends now, long after its lease
         wait_until(lambda: "db1" not in a.loop.owned(), 5, what="A to give db1 up")
         stored = Reading.from_json(redis_conn.get(stored_key))
-        assert stored.values["_mark"] == 2.0, "A's late reading overwrote B's"
+        assert stored.counters["mark"] == 2.0, "A's late reading overwrote B's"
         assert stored.taken_at == reading.taken_at
 
         forced = ReadingsCache(redis_conn, config, prober=MarkedProber(config, redis_conn, 3.0)).probe_now()
-        assert forced.get("db1") is not None and forced.get("db1").values["_mark"] == 3.0  # type: ignore[union-attr]
-        assert Reading.from_json(redis_conn.get(stored_key)).values["_mark"] == 2.0
+        assert forced.get("db1") is not None and forced.get("db1").counters["mark"] == 3.0  # type: ignore[union-attr]
+        assert Reading.from_json(redis_conn.get(stored_key)).counters["mark"] == 2.0
     finally:
         held.set()
         a.close()

@@ -99,7 +99,8 @@ def worst(
     now: float,
     budget_note: bool = False,
 ) -> tuple[float | None, str | None]:
-    """The highest `name` over `hosts`, or None and why when any of them cannot say (fail closed)."""
+    """The highest `name` over `hosts`, or None and why when any of them cannot say (fail closed):
+    a signal's value, or with `budget_note` the live latency the probe keeps in its counters."""
     hosts = list(hosts)
     if not hosts:
         return None, "no host in production to read it from"
@@ -113,7 +114,7 @@ def worst(
         age = now - reading.taken_at
         if age > config.stale_after:
             return None, f"{host}: reading {age:.1f}s old"
-        value = reading.values.get(name)
+        value = (reading.counters if budget_note else reading.values).get(name)
         if value is None or not math.isfinite(value):
             note = reading.notes.get(NOTE if budget_note else name)
             return None, f"{host}: {note or 'not in its reading'}"

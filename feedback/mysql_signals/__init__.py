@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
+CLOCK = "clock"  # the reading's counter holding the server's clock when the probe read its status
+
 
 @dataclass(frozen=True)
 class ServerStatus:
     """One probe's look at a host: the status variables asked for (lower-cased names), the
-    server's settings and clock, and the previous probe's values (rates need them)."""
+    server's settings and clock, and the previous probe's counters (rates need them)."""
 
     status: Mapping[str, float]
     max_connections: float
@@ -35,7 +37,7 @@ class StatusSignal:
     name: str
     variables: tuple[str, ...]  # SHOW GLOBAL STATUS variables it reads
     value: Callable[[ServerStatus], float | None]  # None: not readable here (fails closed)
-    kept: tuple[str, ...] = ()  # variables kept in the reading for the next probe, as `_name`
+    kept: tuple[str, ...] = ()  # variables kept in the reading's counters for the next probe
 
 
 def gauge(name: str, variable: str, own: float = 0.0) -> StatusSignal:
@@ -54,17 +56,17 @@ def rate(name: str, variable: str) -> StatusSignal:
 
     def value(server: ServerStatus) -> float | None:
         counted, previous = server.counted(variable), server.previous
-        if counted is None or previous is None or kept not in previous or "_clock" not in previous:
+        if counted is None or previous is None or kept not in previous or CLOCK not in previous:
             return None
-        elapsed = server.clock - previous["_clock"]
+        elapsed = server.clock - previous[CLOCK]
         return max(counted - previous[kept], 0.0) / elapsed if elapsed > 0 else None
 
     return StatusSignal(name, (variable,), value, kept=(variable,))
 
 
 def kept_key(variable: str) -> str:
-    """Where a reading keeps a counter for the next probe's rate (bookkeeping: `_` first)."""
-    return "_" + variable.lower()
+    """Where a reading's counters keep a status counter for the next probe's rate."""
+    return variable.lower()
 
 
 @cache

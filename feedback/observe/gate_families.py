@@ -49,7 +49,7 @@ def signal_families(config: Config, snapshot: Snapshot, now: float) -> list[Metr
         if reading is None:
             continue
         age.add_metric([target], max(0.0, now - reading.taken_at))
-        for name, number in reading.signal_values().items():
+        for name, number in reading.values.items():
             value.add_metric([target, name], number)
             strained.add_metric([target, name], 1 if reading.strained.get(name) else 0)
         for signal in config.signals.values():

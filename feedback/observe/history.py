@@ -76,7 +76,7 @@ def take_sample(redis: Redis, config: Config, now: float) -> Sample:
     for target, reading in ReadingsCache(redis, config).stored().readings.items():
         if reading is None:
             continue
-        for signal, value in reading.signal_values().items():
+        for signal, value in reading.values.items():
             signals.setdefault(signal, {})[target] = round(value, 4)
     queues = {
         s.name: {

@@ -16,12 +16,20 @@ from easeoff.feedback.verdict.shadow import ShadowJudge
 
 def reading_report(reading: Reading | None, now: float) -> dict[str, Any]:
     if reading is None:
-        return {"age_s": None, "error": "no reading yet", "values": {}, "strained": {}, "notes": {}}
+        return {
+            "age_s": None,
+            "error": "no reading yet",
+            "values": {},
+            "strained": {},
+            "shadow_strained": {},
+            "notes": {},
+        }
     return {
         "age_s": round(now - reading.taken_at, 3),
         "error": reading.error,
-        "values": {k: round(v, 4) for k, v in reading.signal_values().items()},
+        "values": {k: round(v, 4) for k, v in reading.values.items()},
         "strained": reading.strained,
+        "shadow_strained": reading.shadow_strained,  # under ops' shadow thresholds, its own band
         "notes": reading.notes,
     }
 

@@ -60,9 +60,6 @@ def next_states(
     return strained
 
 
-SHADOW_PREFIX = "shadow:"  # the strained state under ops' shadow thresholds, kept beside the real one
-
-
 class ShadowThresholds(msgspec.Struct, frozen=True):
     """Ops' shadow threshold overrides in force: the config as they would have it, and their signals."""
 
@@ -71,16 +68,21 @@ class ShadowThresholds(msgspec.Struct, frozen=True):
 
 
 def shadow_states(
-    target: str, values: Mapping[str, float], was: Mapping[str, bool], shadow: ShadowThresholds | None
+    target: str,
+    values: Mapping[str, float],
+    was: Mapping[str, bool],
+    was_shadow: Mapping[str, bool],
+    shadow: ShadowThresholds | None,
 ) -> dict[str, bool]:
-    """The state of each shadow-overridden signal under its shadow thresholds (`shadow:NAME`),
-    so a shadow threshold has its own band and never moves the real one."""
+    """The state of each shadow-overridden signal under its shadow thresholds (a reading's
+    `shadow_strained`), so a shadow threshold has its own band and never moves the real one;
+    a band new to a signal starts from the signal's real state (`was`)."""
     states: dict[str, bool] = {}
     if shadow is None:
         return states
     for name in sorted(shadow.names):
         if name in values and name in shadow.config.signals:
             limits = shadow.config.thresholds(name, target)
-            held = was.get(SHADOW_PREFIX + name, was.get(name, False))
-            states[SHADOW_PREFIX + name] = assess(values[name], limits.high, limits.low, held)
+            held = was_shadow.get(name, was.get(name, False))
+            states[name] = assess(values[name], limits.high, limits.low, held)
     return states

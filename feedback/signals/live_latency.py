@@ -16,8 +16,8 @@ Two sources on the host itself, chosen per budget (`latency_source`):
 
 Windows live in the prober's process (a host has one prober fleet-wide); a prober that takes
 a host over starts afresh, so its first `window` seconds read None (hold), never a guess. The
-value is stored in the host's reading under `live_key(budget)` (a `_` key: bookkeeping, not a
-signal), with the number of samples it rests on beside it.
+value is stored in the host's reading's `counters` under `live_key(budget)` (the probe's
+bookkeeping, not a signal), with the number of samples it rests on beside it.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ Buckets = list[tuple[float, float]]
 
 
 def live_key(budget: BudgetConfig) -> str:
-    """Where a host's reading keeps its live latency at this budget's quantile and window."""
-    return f"_budget_latency@{budget.quantile:g}/{budget.window:g}s"
+    """Where a host's reading's counters keep its live latency at this budget's quantile and window."""
+    return f"budget_latency@{budget.quantile:g}/{budget.window:g}s"
 
 
 def samples_key(budget: BudgetConfig) -> str:
     """... and how many statements (or canary timings) that quantile rests on."""
-    return f"_budget_samples@{budget.quantile:g}/{budget.window:g}s"
+    return f"budget_samples@{budget.quantile:g}/{budget.window:g}s"
 
 
 class BucketWindow:
@@ -145,8 +145,9 @@ class LiveLatency:
         self._statements: dict[str, tuple[int, int]] = {}  # host -> (connection id, its statements then)
         self._fallback: dict[str, str] = {}  # host -> the canary timed there instead (no heartbeat table)
 
-    def read(self, conn: Any, host: str, values: dict[str, float], notes: dict[str, str]) -> None:
-        """Add this host's live latency for each of its budgets to the probe's values."""
+    def read(self, conn: Any, host: str, counters: dict[str, float], notes: dict[str, str]) -> None:
+        """Add this host's live latency for each of its budgets to the probe's counters (a budget
+        reads them: they are no signal of their own)."""
         budgets = self.by_host.get(host)
         if not budgets:
             return
@@ -156,12 +157,12 @@ class LiveLatency:
         if server:
             why = self._server_cannot(conn, host, now)
             if why is None:
-                self._read_server(conn, host, server, values, now)
+                self._read_server(conn, host, server, counters, now)
             else:
                 notes[NOTE] = f"canary ({why})"
                 canary += server
         if canary:
-            self._read_canary(conn, host, canary, values, notes, now)
+            self._read_canary(conn, host, canary, counters, notes, now)
 
     def _server_cannot(self, conn: Any, host: str, now: float) -> str | None:
         """Why the host's own statements cannot be read (no plugin, stats off), checked every so often."""
@@ -183,7 +184,7 @@ class LiveLatency:
         return why
 
     def _read_server(
-        self, conn: Any, host: str, budgets: list[BudgetConfig], values: dict[str, float], now: float
+        self, conn: Any, host: str, budgets: list[BudgetConfig], counters: dict[str, float], now: float
     ) -> None:
         with conn.cursor() as cur:
             cur.execute(RESPONSE_TIMES)
@@ -193,10 +194,10 @@ class LiveLatency:
         window.add(now, buckets, own)
         for budget in budgets:
             summed = window.summed(budget.window, now)
-            values[samples_key(budget)] = sum(count for _, count in summed)
+            counters[samples_key(budget)] = sum(count for _, count in summed)
             value = bucket_quantile(summed, budget.quantile)
             if value is not None:
-                values[live_key(budget)] = value
+                counters[live_key(budget)] = value
 
     def _own_statements(self, conn: Any, host: str) -> int:
         """Statements this probe connection ran since the last response-time read (itself
@@ -213,20 +214,20 @@ class LiveLatency:
         conn: Any,
         host: str,
         budgets: list[BudgetConfig],
-        values: dict[str, float],
+        counters: dict[str, float],
         notes: dict[str, str],
         now: float,
     ) -> None:
         burst = burst_size(budgets, self.interval)
         window = self._canary.setdefault(host, SampleWindow(max(b.window for b in budgets)))
         window.add(now, [self._time_canary(conn, host) for _ in range(burst)])
-        values["_canary_burst"] = float(burst)
+        counters["canary_burst"] = float(burst)
         for budget in budgets:
             samples = window.within(budget.window, now)
-            values[samples_key(budget)] = float(len(samples))
+            counters[samples_key(budget)] = float(len(samples))
             value = sample_quantile(samples, budget.quantile)
             if value is not None:
-                values[live_key(budget)] = value
+                counters[live_key(budget)] = value
             elif burst >= MAX_BURST:
                 notes[NOTE] = (
                     f"canary cannot hold the p{budget.quantile * 100:g}: it needs"

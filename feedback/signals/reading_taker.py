@@ -13,7 +13,9 @@ from easeoff.feedback.levers.switches import Switches
 from easeoff.feedback.signals.hysteresis import ShadowThresholds, next_states, shadow_states
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.sources import ProbeError, Prober, Values
-from easeoff.feedback.signals.trend import ETA_PREFIX, Trends, predicted, seconds_to
+from easeoff.feedback.signals.trend import Trends, seconds_to
+
+PROBE_SECONDS = "probe_s"  # the reading's counter: what the probe of its host took, in seconds
 
 
 class ReadingTaker:
@@ -29,18 +31,40 @@ class ReadingTaker:
         started = time.perf_counter()
         was = previous.strained if previous is not None else {}
         try:
-            values, notes = self.prober.read(target, previous, context)
+            probed = self.prober.read(target, previous, context)
         except ProbeError as exc:  # known when the probe gave up (a timeout is a whole timeout late)
-            took = {"_probe_s": time.perf_counter() - started}
-            return Reading(host=target, taken_at=self.clock(), values=took, error=str(exc), strained=dict(was))
-        values["_probe_s"] = time.perf_counter() - started  # what one probe of this host costs
-        strained = next_states(target, values, was, config, predicted=predicted(previous.values if previous else None))
-        strained.update(shadow_states(target, values, was, shadow))
-        self._predict(target, taken_at, values, strained, config)
-        return Reading(host=target, taken_at=taken_at, values=values, strained=strained, notes=notes)
+            took = {PROBE_SECONDS: time.perf_counter() - started}
+            return Reading(
+                host=target,
+                taken_at=self.clock(),
+                counters=took,
+                error=str(exc),
+                strained=dict(was),
+                shadow_strained=dict(previous.shadow_strained) if previous is not None else {},
+            )
+        values = probed.values
+        probed.counters[PROBE_SECONDS] = time.perf_counter() - started  # what one probe of this host costs
+        held = frozenset(previous.predictions) if previous is not None else frozenset()
+        strained = next_states(target, values, was, config, predicted=held)
+        shadow_strained = shadow_states(target, values, was, previous.shadow_strained if previous else {}, shadow)
+        predictions = self._predict(target, taken_at, values, strained, config)
+        return Reading(
+            host=target,
+            taken_at=taken_at,
+            values=values,
+            counters=probed.counters,
+            predictions=predictions,
+            strained=strained,
+            shadow_strained=shadow_strained,
+            notes=probed.notes,
+        )
 
-    def _predict(self, target: str, at: float, values: Values, strained: dict[str, bool], config: Config) -> None:
-        """Signals with `predict` whose trend reaches high in time count as strained now, and say when."""
+    def _predict(
+        self, target: str, at: float, values: Values, strained: dict[str, bool], config: Config
+    ) -> dict[str, float]:
+        """Signals with `predict` whose trend reaches high in time count as strained now: their
+        seconds until high (each also marked in `strained`)."""
+        predictions: dict[str, float] = {}
         for signal in config.signals.values():
             value = values.get(signal.name)
             if signal.predict is None or value is None:
@@ -51,7 +75,8 @@ class ReadingTaker:
             eta = seconds_to(config.thresholds(signal.name, target).high, value, rate)
             if eta is not None and eta <= signal.predict:
                 strained[signal.name] = True
-                values[ETA_PREFIX + signal.name] = eta
+                predictions[signal.name] = eta
+        return predictions
 
 
 Judging = tuple[Config, ShadowThresholds | None]
@@ -68,7 +93,11 @@ def judging(switches: Switches, config: Config, now: float) -> Judging:
 
 
 def changes_a_verdict(previous: Reading | None, reading: Reading) -> bool:
-    """A first reading, a signal crossing its hysteresis band, or a probe failing or recovering."""
+    """A first reading, a signal crossing its hysteresis band (its shadow band too: the shadow
+    policies' tally follows it), or a probe failing or recovering."""
     return (
-        previous is None or previous.strained != reading.strained or (previous.error is None) != (reading.error is None)
+        previous is None
+        or previous.strained != reading.strained
+        or previous.shadow_strained != reading.shadow_strained
+        or (previous.error is None) != (reading.error is None)
     )

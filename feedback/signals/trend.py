@@ -6,17 +6,17 @@ within `predict` seconds: rising lag holds jobs while it is still below the mark
 bounded: it needs MIN_POINTS probes, looks at the last POINTS only (so a trend is the last
 few intervals', not an old one's), and a signal falling or flat predicts nothing.
 A predicted hold has no hysteresis band of its own: it ends when the line no longer reaches
-`high` in time (a crossing of `high` itself holds as always, until below `low`).
+`high` in time (a crossing of `high` itself holds as always, until below `low`). A reading
+keeps the signals held by prediction in `predictions`, with their seconds until `high`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 POINTS = 6
 MIN_POINTS = 3
-ETA_PREFIX = "_eta:"  # a reading's value `_eta:lag`: lag is strained by prediction, reaching high in this many seconds
 
 
 def slope(points: Sequence[tuple[float, float]]) -> float | None:
@@ -30,11 +30,6 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
     if spread <= 0:
         return None
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
-
-
-def predicted(values: Mapping[str, float] | None) -> frozenset[str]:
-    """The signals a reading's values hold strained by prediction (their `_eta:` entries)."""
-    return frozenset(k.removeprefix(ETA_PREFIX) for k in values or () if k.startswith(ETA_PREFIX))
 
 
 def seconds_to(high: float, value: float, rate: float | None) -> float | None:

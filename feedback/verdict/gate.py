@@ -38,7 +38,6 @@ from easeoff.feedback.scopes import Scope
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
-from easeoff.feedback.signals.trend import ETA_PREFIX
 from easeoff.feedback.verdict.backoff import deferral_delay
 
 
@@ -260,7 +259,7 @@ def signal_findings(signal: SignalConfig, where: str, reading: Reading, limits: 
         critical = (Reason(Kind.SIGNAL, where, value, limits.critical, "critical", name=signal.name),)
     if not reading.strained.get(signal.name, False):
         return HostFindings((), critical, 0.0)
-    eta = reading.values.get(ETA_PREFIX + signal.name)
+    eta = reading.predictions.get(signal.name)
     if value > limits.high:
         reason = Reason(Kind.SIGNAL, where, value, limits.high, "high", name=signal.name)
     elif eta is not None:

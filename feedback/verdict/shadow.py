@@ -18,7 +18,6 @@ import msgspec.structs
 
 from easeoff.feedback.config import Config
 from easeoff.feedback.reasons import Reason
-from easeoff.feedback.signals.hysteresis import SHADOW_PREFIX
 from easeoff.feedback.signals.readings import Reading
 from easeoff.feedback.signals.snapshot import Snapshot
 from easeoff.feedback.verdict.gate import strain_reasons
@@ -78,10 +77,7 @@ def shadow_world(snapshot: Snapshot, config: Config, now: float) -> World | None
 
 def _shadow_bands(reading: Reading | None, names: set[str]) -> Reading | None:
     """The reading with each shadow-overridden signal's state taken from its shadow band."""
-    if reading is None or not any(SHADOW_PREFIX + name in reading.strained for name in names):
+    if reading is None or not any(name in reading.shadow_strained for name in names):
         return reading
-    strained = dict(reading.strained)
-    for name in names:
-        if SHADOW_PREFIX + name in strained:
-            strained[name] = strained[SHADOW_PREFIX + name]
-    return msgspec.structs.replace(reading, strained=strained)
+    bands = {name: held for name, held in reading.shadow_strained.items() if name in names}
+    return msgspec.structs.replace(reading, strained={**reading.strained, **bands})

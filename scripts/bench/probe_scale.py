@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -39,6 +38,9 @@ import pymysql
 from _common import Procs, bench_env, mysql_conn, tail, unwind_on_signals
 from fleet import load_sandbox
 from redis import Redis
+
+from easeoff.feedback.signals.reading_taker import PROBE_SECONDS
+from easeoff.feedback.signals.readings import Reading
 
 ENTRIES, WORKERS, HUNG, REFUSED = 300, 8, 2, 3
 QUEUE = "heavy"
@@ -152,13 +154,13 @@ def sample(redis: Redis, hosts: list[str], seconds: float) -> dict[str, list[flo
             if value is None:
                 ages.append(float("inf"))
                 continue
-            reading = json.loads(value)
-            taken = float(reading["taken_at"])
+            reading = Reading.from_json(value)
+            taken = reading.taken_at
             ages.append(now - taken)
             if host in last and taken != last[host]:
                 periods.append(taken - last[host])
-                if "_probe_s" in reading["values"]:
-                    probe_times.append(float(reading["values"]["_probe_s"]))
+                if PROBE_SECONDS in reading.counters:
+                    probe_times.append(reading.counters[PROBE_SECONDS])
             last[host] = taken
         time.sleep(0.1)
     return {"ages": ages, "periods": periods, "probe_times": probe_times}

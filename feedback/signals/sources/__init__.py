@@ -1,7 +1,9 @@
 """Where readings come from: one source per kind, each in a module of its own here.
 
-A source reads one probe target and returns its values and notes, or raises ProbeError (a
-short message, no secret, that goes into reasons). MySQL hosts are read by the `mysql`
+A source reads one probe target and returns what it found as `Probed` (its signals' values,
+notes, and the counters it keeps for its next probe; a source that keeps none may return a
+plain `(values, notes)` tuple), or raises ProbeError (a short message, no secret, that goes
+into reasons). MySQL hosts are read by the `mysql`
 source; a traffic signal by the source its config names (`source = "app"`, `"prometheus"`).
 A new source is one file in this folder: it registers its reader with `@register(KIND)` and
 declares its config table as `TABLE` (a `config.schema.Signal` tagged `KIND`, with `traffic =
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Protocol
 
@@ -27,6 +30,17 @@ Values = dict[str, float]
 Notes = dict[str, str]
 
 
+@dataclass
+class Probed:
+    """One read of a target: the signals' values, notes on them, and the probe's bookkeeping
+    (`counters`: what the next probe needs, what this one cost), each into its own field of the
+    `Reading` (signals/readings.py)."""
+
+    values: Values = field(default_factory=dict)
+    notes: Notes = field(default_factory=dict)
+    counters: Values = field(default_factory=dict)
+
+
 class ProbeError(Exception):
     """A probe that failed; the message is short, names no secret and goes into reasons."""
 
@@ -34,7 +48,7 @@ class ProbeError(Exception):
 class Source(Protocol):
     def read(
         self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
-    ) -> tuple[Values, Notes]: ...
+    ) -> Probed | tuple[Values, Notes]: ...
 
     def release(self, target: str) -> None:
         """This process no longer probes `target`: let go of what it kept for it (a connection)."""
@@ -91,14 +105,13 @@ class Prober:
         self.config = config
         self.sources = {kind: factory(config, redis) for kind, factory in source_kinds().items()}
 
-    def read(
-        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
-    ) -> tuple[Values, Notes]:
+    def read(self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]) -> Probed:
         kind = "mysql" if target in self.config.hosts else signal_of(self.config, target).source
         source = self.sources.get(kind)
         if source is None:
             raise ProbeError(f"no source of kind {kind!r} for {target}")
-        return source.read(target, previous, context)
+        found = source.read(target, previous, context)
+        return found if isinstance(found, Probed) else Probed(*found)
 
     def release(self, target: str) -> None:
         for source in self.sources.values():

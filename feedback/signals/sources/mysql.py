@@ -25,13 +25,13 @@ import pymysql.cursors
 from redis import Redis
 
 from easeoff.feedback.config import REPLICATING_ROLES, WRITER_ROLES, Config, SignalConfig
-from easeoff.feedback.mysql_signals import ServerStatus, kept_key, status_signals
+from easeoff.feedback.mysql_signals import CLOCK, ServerStatus, kept_key, status_signals
 from easeoff.feedback.signals.hysteresis import not_a_number
 from easeoff.feedback.signals.latency import DEFAULT_CANARY, FALLBACK_CANARY, LatencyWindow
 from easeoff.feedback.signals.live_latency import LiveLatency
 from easeoff.feedback.signals.probe_connection import PROBE_FAILURES, connect, describe_error
 from easeoff.feedback.signals.readings import Reading
-from easeoff.feedback.signals.sources import Notes, ProbeError, Values, register
+from easeoff.feedback.signals.sources import Notes, Probed, ProbeError, Values, register
 
 # InnoDB's undo backlog, read only where a signal or a budget asks for it: MariaDB has it as a
 # status variable, so it rides on the status statement (no extra round trip); where the server
@@ -68,9 +68,7 @@ class MySQLSource:
         self._swept_at = time.monotonic()
         self._sweep_lock = threading.Lock()
 
-    def read(
-        self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]
-    ) -> tuple[Values, Notes]:
+    def read(self, target: str, previous: Reading | None, context: Mapping[str, Reading | None]) -> Probed:
         """Over the connection kept for this target (one probe of a target at a time runs here)."""
         roles = frozenset(self.config.host_roles(target))
         custom = self.custom_signals(target)
@@ -115,15 +113,15 @@ class MySQLSource:
         previous: Reading | None,
         context: Mapping[str, Reading | None],
         custom: Iterable[SignalConfig],
-    ) -> tuple[Values, Notes]:
-        values, notes = read_host(conn, roles, previous, context, custom, history=target in self._history)
-        self._live.read(conn, target, values, notes)
+    ) -> Probed:
+        probed = read_host(conn, roles, previous, context, custom, history=target in self._history)
+        self._live.read(conn, target, probed.counters, probed.notes)
         if self._latency is not None:
             window = self._windows.setdefault(target, LatencyWindow(self._latency.window))
-            timed = time_canary(conn, self._latency.canary, notes)
-            values["_canary_s"] = timed
-            values["latency"] = window.add(timed)
-        return values, notes
+            timed = time_canary(conn, self._latency.canary, probed.notes)
+            probed.counters["canary_s"] = timed
+            probed.values["latency"] = window.add(timed)
+        return probed
 
     def _sweep(self) -> None:
         """Close connections this process no longer probes over, about once a second."""
@@ -170,20 +168,19 @@ def read_host(
     context: Mapping[str, Reading | None],
     custom: Iterable[SignalConfig],
     history: bool = False,
-) -> tuple[Values, Notes]:
+) -> Probed:
     """The statements of one probe, as the host's roles call for them."""
     with conn.cursor() as cur:
-        values = read_load(cur, previous, history)
-        notes: Notes = {}
-        if history and HISTORY not in values:
-            read_history_metric(cur, values, notes)
+        probed = read_load(cur, previous, history)
+        if history and HISTORY not in probed.values:
+            read_history_metric(cur, probed.values, probed.notes)
         if roles & WRITER_ROLES:
-            write_heartbeat(cur, values, notes)
+            write_heartbeat(cur, probed)
         if roles & REPLICATING_ROLES:
-            read_replication(conn, cur, values, notes, context)
+            read_replication(conn, cur, probed, context)
         for signal in custom:
-            read_custom(cur, signal, values, notes)
-    return values, notes
+            read_custom(cur, signal, probed.values, probed.notes)
+    return probed
 
 
 def time_canary(conn: pymysql.connections.Connection, canary: str | None, notes: Notes) -> float:
@@ -208,28 +205,29 @@ def _close(conn: pymysql.connections.Connection) -> None:
         conn.close()
 
 
-def read_load(cur: Any, previous: Reading | None, history: bool = False) -> Values:
+def read_load(cur: Any, previous: Reading | None, history: bool = False) -> Probed:
     """Every built-in status signal (feedback/mysql_signals/: connections as a share of
     max_connections, running threads, queries per second, ...) and, asked for `history`,
     InnoDB's history list length where the status has it. The probe's own connection and
-    statement are left out, so an idle server reads 0."""
+    statement are left out, so an idle server reads 0. The counters keep the server's clock
+    and id, and the status counters rates are worked out from on the next probe."""
     signals = status_signals().values()
     variables = sorted({v for signal in signals for v in signal.variables} | ({HISTORY_VARIABLE} if history else set()))
     cur.execute(status_query(tuple(variables)))
     status = {str(name).lower(): float(value) for name, value in cur.fetchall()}
     cur.execute(SERVER_QUERY)
     max_connections, server_id, clock = cur.fetchone()
-    server = ServerStatus(status, float(max_connections), float(clock), previous.values if previous else None)
-    values: Values = {"_clock": float(clock), "_server_id": float(server_id)}
+    server = ServerStatus(status, float(max_connections), float(clock), previous.counters if previous else None)
+    probed = Probed(counters={CLOCK: float(clock), "server_id": float(server_id)})
     for signal in signals:
         for variable in signal.kept:
-            values[kept_key(variable)] = status.get(variable.lower(), 0.0)
+            probed.counters[kept_key(variable)] = status.get(variable.lower(), 0.0)
         value = signal.value(server)
         if value is not None:
-            values[signal.name] = value
+            probed.values[signal.name] = value
     if history and HISTORY_VARIABLE.lower() in status:
-        values[HISTORY] = status[HISTORY_VARIABLE.lower()]
-    return values
+        probed.values[HISTORY] = status[HISTORY_VARIABLE.lower()]
+    return probed
 
 
 @cache
@@ -253,25 +251,26 @@ def read_history_metric(cur: Any, values: Values, notes: Notes) -> None:
     values[HISTORY] = float(row[0])
 
 
-def write_heartbeat(cur: Any, values: Values, notes: Notes) -> None:
+def write_heartbeat(cur: Any, probed: Probed) -> None:
     """pt-heartbeat style: the writer stamps its server id and time; replicas read it back."""
     try:
         cur.execute(HEARTBEAT_WRITE)
     except pymysql.MySQLError as exc:
         code = exc.args[0] if exc.args else None
         if code == READ_ONLY:
-            notes["heartbeat"] = "read-only: heartbeat not written"
+            probed.notes["heartbeat"] = "read-only: heartbeat not written"
             return
         if code not in (NO_SUCH_TABLE, NO_SUCH_DATABASE):
             raise
         for ddl in HEARTBEAT_DDL:
             cur.execute(ddl)
         cur.execute(HEARTBEAT_WRITE)
-    values["_heartbeat_at"] = values["_clock"]
+    probed.counters["heartbeat_at"] = probed.counters[CLOCK]
 
 
-def read_replication(conn: Any, cur: Any, values: Values, notes: Notes, context: Mapping[str, Reading | None]) -> None:
+def read_replication(conn: Any, cur: Any, probed: Probed, context: Mapping[str, Reading | None]) -> None:
     """`replication` is 0 while both threads run, else 1; `lag` comes from the source's heartbeat."""
+    values, notes = probed.values, probed.notes
     with conn.cursor(pymysql.cursors.DictCursor) as dict_cur:
         dict_cur.execute(REPLICA_STATUS)
         status = dict_cur.fetchone()
@@ -291,7 +290,7 @@ def read_replication(conn: Any, cur: Any, values: Values, notes: Notes, context:
     values["replication"] = 1.0 if (io != "Yes" or sql != "Yes") else 0.0
     if broken:
         notes["replication"] = ", ".join(broken)
-    lag = heartbeat_lag(cur, int(status.get("Master_Server_Id") or 0), values["_clock"], context)
+    lag = heartbeat_lag(cur, int(status.get("Master_Server_Id") or 0), probed.counters[CLOCK], context)
     if lag is None:
         behind = status.get("Seconds_Behind_Master")
         if behind is not None:
@@ -327,8 +326,8 @@ def heartbeat_lag(cur: Any, source_id: int, clock: float, context: Mapping[str, 
 
 def latest_heartbeat(server_id: int, context: Mapping[str, Reading | None]) -> float | None:
     for reading in context.values():
-        if reading is not None and reading.values.get("_server_id") == server_id:
-            return reading.values.get("_heartbeat_at")
+        if reading is not None and reading.counters.get("server_id") == server_id:
+            return reading.counters.get("heartbeat_at")
     return None
 
 
