@@ -406,7 +406,7 @@ for = 2
 
     def held(self, scope: str, kind: str | None = None) -> bool:
         reasons = self.verdicts()[scope]
-        return bool(reasons) and (kind is None or any(r.kind == kind for r in reasons))
+        return bool(reasons) and (kind is None or any(r.label == kind for r in reasons))
 
     def readings(self) -> str:
         snapshot = self.cache.stored()
