@@ -16,7 +16,7 @@ import pymysql
 import pytest
 from redis import Redis
 from rq import Callback, Retry
-from rq.command import send_command, send_stop_execution_command, send_stop_job_command
+from rq.command import send_command, send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
@@ -381,28 +381,6 @@ def test_a_jobs_ttl_runs_from_its_enqueue_through_its_deferrals_and_it_lapses_un
     unthrottle(redis_conn, "record_run")
     wait_until(lambda: finished(redis_conn, keeper.id), 20, what="the other job run")
     assert ledger_count(1, "ttl") == 0 and ledger_count(1, "no-ttl") == 1
-
-
-@pytest.mark.parametrize("in_process", MODES)
-def test_rqs_stop_execution_command_for_a_claim_still_in_the_gate_stops_the_job_unrun(
-    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
-) -> None:
-    """rq's `send_stop_execution_command`, sent for each execution the throttled job's claims make:
-    one lands while the gate judges its claim, and the job ends STOPPED, never run."""
-    throttle(redis_conn, "record_run")
-    job = record_run.options(connection=redis_conn, on_stopped=noted_stopped).delay(shard=1, tag="exec-stopped")
-    worker = workers.start(write_config(**FAST), "heavy", in_process=in_process)
-
-    def stop_current_execution() -> bool:
-        with contextlib.suppress(ValueError, InvalidJobOperation):  # an execution that ended meanwhile
-            for execution in fetch(redis_conn, job.id).get_executions():
-                send_stop_execution_command(redis_conn, job.id, execution.id)
-        return fetch(redis_conn, job.id).get_status() == "stopped"
-
-    wait_until(stop_current_execution, 20, interval=0.002, what="the job stopped")
-    unthrottle(redis_conn, "record_run")
-    stays_true(lambda: callbacks(redis_conn, job.id) == ["stopped"], 1.0, what="the stopped callback, once")
-    assert ledger_count(1, "exec-stopped") == 0 and worker.poll() is None
 
 
 def test_a_stop_job_command_that_comes_after_the_worker_deferred_the_job_cancels_it_where_it_waits(

@@ -171,7 +171,6 @@ class ClaimLoop(WorkerParts):
             with self._hold_lock:  # a stop-job command for the job it claims finds it held
                 claim = self.moves.claim(queues, self.name, ttl, execution_id=self._pending_claim)
                 self._held_job_id = None if claim is None else claim.job_id
-                self._held_execution_id = None if claim is None else claim.execution.id
             self._pending_claim = None
             if claim is None:
                 return None
@@ -203,7 +202,7 @@ class ClaimLoop(WorkerParts):
                     self._log_dequeued(job, queue, meta.task)
                     return job, queue
                 self._defer(job, candidate.meta, queue, claim.execution, verdict, claim.fence)
-                self._held_job_id = self._held_execution_id = None
+                self._held_job_id = None
             return None
 
     def _load_claimed(self, claim: Claim, queue: Queue) -> tuple[Job, JobMeta] | None:

@@ -111,7 +111,6 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
         self._pending_claim: str | None = None  # a claim whose reply Redis did not deliver: sent again as is
         self._hold_lock = threading.Lock()  # a stop-job command and the gate's decision, one at a time
         self._held_job_id: str | None = None  # claimed by this worker and not yet deferred or ended
-        self._held_execution_id: str | None = None  # that claim's execution
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         """From here this process works jobs: its writes wait for their replica (`replica_acks`)

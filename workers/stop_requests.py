@@ -12,8 +12,8 @@ memory, and a stop and the gate's decision take one lock, so each stop lands in 
 - let go just before (the gate deferred it): canceled where it waits, as `easeoff cancel` does;
   claimed by another worker since: the command is passed on to that worker, once.
 
-rq's stop-execution command, when it names the claim the worker holds, is the same stop; one
-naming an execution that has ended (a deferral ends it) is ignored, as rq ignores it.
+rq's stop-execution command (one execution of a job) is left to rq's handler: it finds the
+execution only once the job runs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from easeoff.workers.cancel_script import cancel_waiting
 from easeoff.workers.worker_parts import WorkerParts, raw_client
 
 STOP_JOB = "stop-job"
-STOP_EXECUTION = "stop-execution"  # rq's send_stop_execution_command: one execution of a job
 
 
 class JobStopped(Exception):
@@ -43,7 +42,7 @@ class StopRequests(WorkerParts):
     def handle_payload(self, message: dict[str, Any]) -> None:
         payload = parse_payload(message)
         command = payload.get("command")
-        if command != STOP_JOB and not (command == STOP_EXECUTION and self._holds_execution(payload)):
+        if command != STOP_JOB:
             super().handle_payload(message)  # type: ignore[no-untyped-call]  # rq's, untyped
             return
         job_id = payload.get("job_id")
@@ -77,20 +76,11 @@ class StopRequests(WorkerParts):
         except ProcessLookupError:
             pass  # it ended meanwhile
 
-    def _holds_execution(self, payload: dict[str, Any]) -> bool:
-        """The execution a stop-execution command names is the claim this worker holds: the same
-        stop as stop-job's (rq would not find it among its executions before the run)."""
-        with self._hold_lock:
-            return self._held_execution_id is not None and (payload.get("job_id"), payload.get("execution_id")) == (
-                self._held_job_id,
-                self._held_execution_id,
-            )
-
     def _let_go(self, job_id: str) -> None:
         """The job was deferred, failed or ended: a later stop for it is no longer this worker's."""
         with self._hold_lock:
             if self._held_job_id == job_id:
-                self._held_job_id = self._held_execution_id = None
+                self._held_job_id = None
             if rq_internals.stopped_job_id(self) == job_id:
                 rq_internals.note_stopped(self, None)
 

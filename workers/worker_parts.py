@@ -59,7 +59,6 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
     _horse_connection: AbstractConnection | None  # opened for the horse about to be forked
     _hold_lock: threading.Lock  # a stop-job command and the gate's decision, one at a time
     _held_job_id: str | None  # claimed by this worker and not yet deferred or ended
-    _held_execution_id: str | None  # that claim's execution
 
     # -- the claim loop's (claim_loop.py)
     def _defer(
