@@ -27,6 +27,7 @@ from rq.job import Job
 from rq.utils import as_text
 
 from easeoff.feedback import rq_internals
+from easeoff.feedback.connect import REDIS_UNREACHABLE
 from easeoff.workers.cancel_script import cancel_waiting
 from easeoff.workers.worker_parts import WorkerParts, raw_client
 
@@ -60,7 +61,10 @@ class StopRequests(WorkerParts):
                 if self._running_job is not None and self._running_job.id == job_id:
                     self.kill_horse()
         if not held:
-            self._stop_where_it_is(job_id, forwarded=bool(payload.get("forwarded")))
+            try:
+                self._stop_where_it_is(job_id, forwarded=bool(payload.get("forwarded")))
+            except REDIS_UNREACHABLE as exc:  # raised here it would end the command thread for good
+                self.log.warning("Worker %s: stop-job command for job %s not carried out: %s", self.name, job_id, exc)
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """rq's `killpg` of the horse's group, never the worker's own: with no horse (pid 0), or a
