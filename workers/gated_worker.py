@@ -42,6 +42,7 @@ from easeoff.workers.checks import admission_checks
 from easeoff.workers.claim_loop import ClaimLoop
 from easeoff.workers.fenced_runs import FencedRuns
 from easeoff.workers.fencing import Fence
+from easeoff.workers.horse_connection import HorseConnections
 from easeoff.workers.job_beats import JobBeats
 from easeoff.workers.moves import Claim, JobMoves
 from easeoff.workers.stop_requests import StopRequests
@@ -106,6 +107,7 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
         self._held: dict[str, str] = {}  # queue -> why it is held, to log holds and releases once
         self._kept: tuple[Snapshot, float, int] | None = None  # the last snapshot read, when, after how many wakes
         self._horse_connection: AbstractConnection | None = None  # opened for the horse about to be forked
+        self._horse_connections = HorseConnections(connection)  # the next horses', opened ahead
         self._fence: Fence | None = None  # the running job's claim: every later move of it checks this
         self._fenced_out: str | None = None  # the job whose fence fell: its end is not recorded
         self._pending_claim: str | None = None  # a claim whose reply Redis did not deliver: sent again as is
@@ -139,6 +141,7 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
         A worker stopping while Redis is away (or no replica acknowledges) still stops: its key
         lapses on its own (rq's worker TTL) and its probe leases after two intervals."""
         self.readings.close()
+        self._horse_connections.close()
         closed = pool.close_all()  # the tasks' kept connections (tasks/pool.py)
         if closed:
             self.log.info("Worker %s: closed %d kept database connections", self.name, closed)
@@ -181,6 +184,7 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
         )
 
     def _heartbeat_if_due(self) -> None:
+        self._horse_connections.close_aged()  # an idle worker holds none for long
         if time.monotonic() - self._last_heartbeat_at >= HEARTBEAT_EVERY:
             with self.connection.pipeline() as pipe:
                 self.heartbeat(pipeline=pipe)

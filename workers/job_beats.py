@@ -136,8 +136,9 @@ class JobBeats(WorkerParts):
         super().execute_job(job, queue)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        """rq's, with the horse's Redis connection opened here, before the fork (workers/horse_connection.py)."""
-        handed = self._horse_connection = horse_connection.open_for_horse(self.connection)
+        """rq's, with the horse's Redis connection opened before the fork (workers/horse_connection.py),
+        and the next horses' opened once this one runs: the worker only waits for it then."""
+        handed = self._horse_connection = self._horse_connections.take()
         try:
             # A stop-job command lands before the fork (the horse ends the job, unrun) or after
             # it (the horse's pid is known, and it is killed), never in between.
@@ -151,6 +152,7 @@ class JobBeats(WorkerParts):
             self._horse_connection = None
         if handed is not None:
             horse_connection.let_go(handed, rq_internals.horse_pid(self))
+        self._horse_connections.open_ahead()  # while the horse runs: the worker only waits for it
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         """In the horse: first take over the connection its worker opened for it, then beat for the

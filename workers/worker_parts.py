@@ -31,6 +31,7 @@ from easeoff.tasks.meta import JobMeta, task_name
 from easeoff.workers import logs
 from easeoff.workers.checks import Check
 from easeoff.workers.fencing import Fence, arm
+from easeoff.workers.horse_connection import HorseConnections
 from easeoff.workers.job_endings import CountsJobEndings
 from easeoff.workers.moves import Claim, JobMoves
 from easeoff.workers.redis_outages import RidesOutRedisOutages
@@ -57,6 +58,7 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
     _held: dict[str, str]  # queue -> why it is held, to log holds and releases once
     _kept: tuple[Snapshot, float, int] | None  # the last snapshot read, when, after how many wakes
     _horse_connection: AbstractConnection | None  # opened for the horse about to be forked
+    _horse_connections: HorseConnections  # the next horses', opened ahead
     _hold_lock: threading.Lock  # a stop-job command and the gate's decision, one at a time
     _held_job_id: str | None  # claimed by this worker and not yet deferred or ended
 
