@@ -6,6 +6,7 @@ import signal
 import time
 
 import pymysql
+import pytest
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
@@ -71,6 +72,26 @@ def test_jobs_run_while_healthy(redis_conn: Redis, shards, write_config, workers
     assert finished(redis_conn) == 6
     assert ledger_count(1, "healthy") + ledger_count(2, "healthy") == 6
     assert misplaced(redis_conn, ["heavy"], [j.id for j in jobs]) == {}
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["forking", "in-process"])
+def test_redis_says_the_worker_is_busy_while_its_job_runs_and_idle_once_it_ended(
+    redis_conn: Redis, shards, write_config, workers: WorkerProcesses, in_process: bool
+) -> None:
+    """What `rq info` and the page show: the BUSY write goes out once the run begins (the
+    forking worker sends it while its horse runs) and IDLE is written at the job's end."""
+    job = record_run.enqueue(shard=1, tag="state", seconds=3.0, connection=redis_conn)
+    workers.start(write_config(), "heavy", in_process=in_process)
+
+    def states() -> list[str]:
+        return [w.get_state() for w in Worker.all(connection=redis_conn)]
+
+    wait_until(lambda: StartedJobRegistry("heavy", connection=redis_conn).count == 1, 30, what="the job to start")
+    wait_until(lambda: states() == ["busy"], 2, what="the worker to read busy while its 3 s job runs")
+    assert ledger_count(1, "state") == 0, "the job ended before the worker read busy"
+    wait_until(lambda: finished(redis_conn) == 1, 30, what="the job to finish")
+    wait_until(lambda: states() == ["idle"], 10, what="the worker to read idle")
+    assert Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer).get_status() == "finished"
 
 
 def strain_thresholds() -> tuple[float, float, int]:

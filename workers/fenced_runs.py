@@ -57,21 +57,31 @@ class FencedRuns(WorkerParts):
             mark_admitted(None)
 
     def prepare_execution(self, job: Job) -> Execution:
-        """Use the execution the claim script already recorded, rather than making a second one."""
+        """Use the execution the claim script already recorded, rather than making a second one.
+        The worker is BUSY from here; Redis is told so by `_record_busy`, which the forking
+        worker calls once its horse runs (the worker only waits then)."""
         claim, self._claimed = self._claimed, None
         if claim is None or claim.job_id != job.id:
             return super().prepare_execution(job)
-        while True:  # Redis away here is waited out: the claimed job is ours, and nobody beats it yet
-            try:
-                with self.connection.pipeline() as pipe:  # the worker's state and a count: no move of the job
-                    self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-                    pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
-                    pipe.execute()
-                break
-            except REDIS_UNREACHABLE as exc:
-                self._wait_for_redis(exc)
+        pipe = self.connection.pipeline()  # the worker's state and a count: no move of the job
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        pipe.hincrby(counter_key("started"), counter_field(job.origin, task_name(job)), 1)
+        self._busy_note = pipe
         self.executions[claim.execution.id] = claim.execution  # only once it will run: see execute_job
         return claim.execution
+
+    def _record_busy(self) -> None:
+        """Send what `prepare_execution` noted; Redis away here is waited out, so it is counted once."""
+        pipe, self._busy_note = self._busy_note, None
+        if pipe is None:
+            return
+        with pipe:
+            while True:
+                try:
+                    pipe.execute()
+                    return
+                except REDIS_UNREACHABLE as exc:
+                    self._wait_for_redis(exc)
 
     @contextmanager
     def _fenced(self) -> Iterator[None]:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.connection import AbstractConnection
 from rq import Queue
 from rq.job import Job
@@ -108,6 +109,8 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
         self._kept: tuple[Snapshot, float, int] | None = None  # the last snapshot read, when, after how many wakes
         self._horse_connection: AbstractConnection | None = None  # opened for the horse about to be forked
         self._horse_connections = HorseConnections(connection)  # the next horses', opened ahead
+        self._busy_note: Pipeline | None = None  # the BUSY state and started count, sent once the run begins
+        self._state_in_redis: str | None = None  # the state last written on its own, if known
         self._fence: Fence | None = None  # the running job's claim: every later move of it checks this
         self._fenced_out: str | None = None  # the job whose fence fell: its end is not recorded
         self._pending_claim: str | None = None  # a claim whose reply Redis did not deliver: sent again as is
@@ -182,6 +185,16 @@ class GatedWorker(ClaimLoop, FencedRuns, JobBeats, StopRequests, WorkerParts):
                 self._cooldowns,
             )
         )
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """rq's. rq's forking run writes IDLE as it ends and the claim loop writes it again as it
+        starts: a state Redis was last told on its own is not sent twice (a round trip a job less)."""
+        if pipeline is None and state == self._state_in_redis == self.get_state():
+            return
+        self._state_in_redis = None
+        super().set_state(state, pipeline)
+        if pipeline is None:
+            self._state_in_redis = state
 
     def _heartbeat_if_due(self) -> None:
         self._horse_connections.close_aged()  # an idle worker holds none for long

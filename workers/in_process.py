@@ -62,6 +62,7 @@ class InProcessWorker(GatedWorker):
 
     def run_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
+        self._record_busy()
         with self._heartbeats.beating(job, execution):
             self._in_job_code = True  # a stop lands in the job, not in rq's recording of its end
             try:

@@ -125,6 +125,7 @@ class JobBeats(WorkerParts):
             # its own, unlisting this job from `started` while it sits nowhere else.
             for execution_id in [e.id for e in self.executions.values() if e.job_id == job.id]:
                 self.executions.pop(execution_id, None)
+            self._busy_note = None  # noted for a run that never began
             self._lease = None
             self._running_job = None
             self._fence = None
@@ -136,8 +137,9 @@ class JobBeats(WorkerParts):
         super().execute_job(job, queue)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        """rq's, with the horse's Redis connection opened before the fork (workers/horse_connection.py),
-        and the next horses' opened once this one runs: the worker only waits for it then."""
+        """rq's, with the horse's Redis connection opened before the fork (workers/horse_connection.py).
+        What the worker still has to say to Redis about the job's start, and the connects for the
+        next horses, it says once the horse runs: the worker only waits for it then."""
         handed = self._horse_connection = self._horse_connections.take()
         try:
             # A stop-job command lands before the fork (the horse ends the job, unrun) or after
@@ -150,6 +152,7 @@ class JobBeats(WorkerParts):
             raise
         finally:
             self._horse_connection = None
+        self._record_busy()  # the horse runs meanwhile
         if handed is not None:
             horse_connection.let_go(handed, rq_internals.horse_pid(self))
         self._horse_connections.open_ahead()  # while the horse runs: the worker only waits for it

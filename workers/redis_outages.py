@@ -26,6 +26,8 @@ RETRY_CAP = 0.5
 
 
 class RidesOutRedisOutages(Worker):
+    _state_in_redis: str | None  # the worker's state as last written on its own, if known (GatedWorker.set_state)
+
     def check_for_suspension(self, burst: bool) -> None:
         try:
             super().check_for_suspension(burst)
@@ -58,6 +60,7 @@ class RidesOutRedisOutages(Worker):
                 else:
                     self.connection.ping()
                 self.log.warning("Worker %s: Redis is back", self.name)
+                self._state_in_redis = None  # a restarted Redis may have lost the worker's hash
                 return
             except REDIS_UNREACHABLE as again:
                 exc, wait = again, min(wait * 2, RETRY_CAP, float(self.max_connection_wait_time))

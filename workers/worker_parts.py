@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.connection import AbstractConnection
 from rq import Queue
 from rq.executions import Execution
@@ -59,6 +60,7 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
     _kept: tuple[Snapshot, float, int] | None  # the last snapshot read, when, after how many wakes
     _horse_connection: AbstractConnection | None  # opened for the horse about to be forked
     _horse_connections: HorseConnections  # the next horses', opened ahead
+    _busy_note: Pipeline | None  # the BUSY state and started count, sent once the run begins
     _hold_lock: threading.Lock  # a stop-job command and the gate's decision, one at a time
     _held_job_id: str | None  # claimed by this worker and not yet deferred or ended
 
@@ -77,6 +79,9 @@ class WorkerParts(CountsJobEndings, RidesOutRedisOutages):
 
     # -- fenced runs' (fenced_runs.py)
     def _note_fenced_out(self, fence: Fence) -> None:
+        raise NotImplementedError
+
+    def _record_busy(self) -> None:
         raise NotImplementedError
 
     # -- job beats' (job_beats.py)
