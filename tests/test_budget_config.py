@@ -80,6 +80,18 @@ def test_prometheus_source_needs_its_url_and_metric() -> None:
     assert from_env is not None and from_env.prometheus_url == "https://prom.example:9090"
 
 
+def test_a_prometheus_reading_spans_two_scrapes_and_lags_by_one() -> None:
+    """A rate needs two scrapes: at Prometheus's common 15 s, 30 s of the app's histogram; at
+    a 1 s scrape the window itself. The controller waits the range and a scrape after a change."""
+    head = 'latency = "1.5x"\nlatency_source = "prometheus"\nprometheus_url = "http://prom:9090"\nmetric = "m"\n'
+    default = budget(head)
+    assert default is not None and default.prometheus_range == 30.0 and default.reading_lag == 45.0
+    fast = budget(head + 'scrape_interval = "1s"')
+    assert fast is not None and fast.prometheus_range == 5.0 and fast.reading_lag == 6.0
+    on_host = budget('latency = "1.5x"\nwindow = "8s"')
+    assert on_host is not None and on_host.reading_lag == 8.0
+
+
 @pytest.mark.parametrize(
     ("table", "key", "words"),
     [
@@ -97,6 +109,7 @@ def test_prometheus_source_needs_its_url_and_metric() -> None:
         ('latency = "1.5x"\nlag = "soon"', "budget.lag", "bad duration"),
         ('latency = "1.5x"\nhistory_list_length = 0', "budget.history_list_length", ">= 1"),
         ('latency = "1.5x"\nmetric = "m"', "budget.metric", "applies only"),
+        ('latency = "1.5x"\nscrape_interval = "1s"', "budget.scrape_interval", "applies only"),
         ("quantile = 0.95", "budget", "needs latency, lag or history_list_length"),
     ],
 )

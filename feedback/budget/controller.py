@@ -218,7 +218,8 @@ def _cut(
     breached = st.breached
     if fresh:
         factor = min(cfg.least_cut, max(cfg.cut_ratio, 1 + cfg.cut_gain * slack))
-        remembered = min(level, breached.level) if breached is not None else level
+        culprit = _shown(st, now, cfg)  # a reading that lags a cut shows the level before it
+        remembered = min(culprit, breached.level) if breached is not None else culprit
         if remembered > cfg.floor:  # the floor is no ceiling to approach: remember what breached above it
             breached = Memory(remembered, now, depth=-slack)
         detail = "hard"
@@ -229,8 +230,12 @@ def _cut(
         factor = min(per_second ** max(dt, 0.05), 0.98)
         detail = "within the cool-down"
     new = max(cfg.floor, level * factor)
+    shown = _shown(st, now, cfg)
+    high = st.recent_high if shown > level else Memory(level, now)  # left now: readings show it a while
     cut = _moved(st, new, now)
-    cut = msgspec.structs.replace(cut, base=None, breached=breached, last_cut_at=now if fresh else st.last_cut_at)
+    cut = msgspec.structs.replace(
+        cut, base=None, breached=breached, last_cut_at=now if fresh else st.last_cut_at, recent_high=high
+    )
     why = Why.CUT_BREACH
     if level <= cfg.floor:  # nothing left to cut: say so (an event), and keep the trickle going
         why, detail = Why.CANNOT_MEET, f"breached at the floor, a duty cycle of {cfg.floor:g}"
@@ -282,6 +287,16 @@ def _grown(level: float, slack: float, cfg: ControllerTuning) -> float:
 
 def _moved(st: ControllerState, level: float, now: float) -> ControllerState:
     return msgspec.structs.replace(st, level=level, window=Window(since=now))
+
+
+def _shown(st: ControllerState, now: float, cfg: ControllerTuning) -> float:
+    """The level a reading taken now may still show: the current one, or a higher one left less
+    than a settling time ago (a quantile over a window lags the change). A breach is remembered
+    at it: remembered at the level it was cut to, a lagging reading pins the level to the floor."""
+    high = st.recent_high
+    if high is not None and now - high.at < cfg.settle_s and high.level > st.level:
+        return high.level
+    return st.level
 
 
 def _halved(memory: Memory, cfg: ControllerTuning) -> Memory:

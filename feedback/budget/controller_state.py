@@ -44,7 +44,7 @@ class ControllerTuning(msgspec.Struct, frozen=True):
     cut_ratio: float = 0.5  # the deepest cut a breach after a quiet spell makes ...
     cut_gain: float = 2.5  # ... which is 1 + cut_gain * slack: a 20% breach halves the level ...
     least_cut: float = 0.9  # ... and the slightest still takes a tenth off
-    recut_per_s: float = 0.7  # a breach that goes on within cut_cooldown_s: this much less per second
+    recut_per_s: float = 0.85  # a breach that goes on within cut_cooldown_s: this much less per second
     cut_cooldown_s: float = 3.0  # the latency reading lags the cut: the breach it still shows is the old level's
     dead_band: float = 0.05  # slack in [0, dead_band): hold
     settle_s: float = 1.0  # after a change, the reading catches up before a window counts
@@ -99,10 +99,12 @@ class Window(msgspec.Struct, frozen=True):
         return self.slack_sum / self.intervals if self.intervals else 0.0
 
     def complete(self, cfg: ControllerTuning, level: float) -> bool:
-        """Below one job at a time no step is judged on throughput (only slack): the time is enough."""
+        """Below one job at a time no step is judged on throughput (only slack): the time and one
+        finished job are enough (at a low duty cycle the next start may be seconds away, and a
+        window that saw none has not seen the level yet, only the gap)."""
         if self.time < cfg.window_s or self.intervals == 0:
             return False
-        return level < 1 or self.work >= cfg.window_work or self.time >= cfg.window_max_s
+        return (level < 1 and self.work > 0) or self.work >= cfg.window_work or self.time >= cfg.window_max_s
 
 
 class Base(msgspec.Struct, frozen=True):
@@ -124,6 +126,7 @@ class ControllerState(msgspec.Struct, frozen=True):
     last_cut_at: float | None = None
     last_why: Why | None = None  # the last decision's reason: what is news is logged as an event
     cannot_meet_since: float | None = None  # first breach at the floor since the level last grew
+    recent_high: Memory | None = None  # the highest level left since `at`: a reading may still show it
 
 
 class Decision(msgspec.Struct, frozen=True):

@@ -47,7 +47,7 @@ def tuning(resource: ResourceConfig, interval: float) -> ControllerTuning:
     side learns a baseline only after a window and an interval of quiet, then from a few quiet
     windows (feedback/budget/measure.py), so an idle spell lasts LEARN_WINDOWS windows; a
     concurrency table, if any, caps the level."""
-    window = resource.budget.window if resource.budget is not None else ControllerTuning().settle_s
+    window = resource.budget.reading_lag if resource.budget is not None else ControllerTuning().settle_s
     top = float(resource.concurrency.max) if resource.concurrency is not None else ControllerTuning().max_level
     return ControllerTuning(
         settle_s=window,

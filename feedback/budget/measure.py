@@ -24,7 +24,7 @@ from redis import Redis
 
 from easeoff.feedback import clock, keys
 from easeoff.feedback.budget.observation import BudgetObservation, Ceiling
-from easeoff.feedback.budget.prometheus import MIN_RANGE, prometheus_latency
+from easeoff.feedback.budget.prometheus import prometheus_latency
 from easeoff.feedback.config import REPLICATING_ROLES, BudgetConfig, Config, ResourceConfig
 from easeoff.feedback.levers.hosts_out import HOSTS_OUT_KEY, parse_hosts_out
 from easeoff.feedback.lua import LuaScript
@@ -133,7 +133,7 @@ def _step(
     redis: Redis, config: Config, spec: ResourceConfig, budget: BudgetConfig, live: float | None
 ) -> tuple[float | None, float, int, float]:
     """The fleet-once step: (baseline, work done since the last step, leases in use, Redis's time)."""
-    window = max(budget.window, MIN_RANGE) if budget.latency_source == "prometheus" else budget.window
+    window = budget.prometheus_range if budget.latency_source == "prometheus" else budget.window
     args = BUDGET_OBSERVE.args(
         interval_ms=max(int(config.probe_interval * 1000), 1),
         window_ms=int(window * 1000),

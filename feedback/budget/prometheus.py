@@ -1,9 +1,10 @@
 """A budget's live latency from the app's own Prometheus histogram.
 
 `histogram_quantile(q, sum(rate(METRIC_bucket[RANGE])) by (le))`, with RANGE the budget's
-window but at least 30 s (a rate needs two scrapes). Fail closed: no samples, NaN (no requests
-in the range), an error, or fewer requests in the range than the quantile needs
-(quantiles.samples_needed) read as None with the reason, never as a fast site.
+window but at least two of its `scrape_interval`s (a rate needs two scrapes; 15 s unless
+told). Fail closed: no samples, NaN (no requests in the range), an error, or fewer requests in
+the range than the quantile needs (quantiles.samples_needed) read as None with the reason,
+never as a fast site.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from easeoff.feedback.signals.quantiles import samples_needed
 from easeoff.feedback.signals.sources import ProbeError
 from easeoff.feedback.signals.sources.prometheus import instant_query
 
-MIN_RANGE = 30.0  # seconds
-
 
 def promql(budget: BudgetConfig) -> tuple[str, str]:
     """The quantile's query and the query for the requests it rests on."""
-    span = f"{math.ceil(max(MIN_RANGE, budget.window))}s"
+    span = f"{math.ceil(budget.prometheus_range)}s"
     quantile = f"histogram_quantile({budget.quantile:g}, sum(rate({budget.metric}_bucket[{span}])) by (le))"
     return quantile, f"sum(increase({budget.metric}_count[{span}]))"
 

@@ -26,6 +26,7 @@ TRAFFIC_SOURCES: tuple[Source, ...] = ("app", "prometheus")  # read off the app 
 # The roles a host plays in a resource that decide what its probe reads and how it is judged.
 WRITER_ROLES = frozenset({"primary", "pair"})  # written to: a heartbeat row; both halves of a pair must be fine
 REPLICATING_ROLES = frozenset({"replica", "pair"})  # replicate: replication threads and lag
+SCRAPE_INTERVAL = 15.0  # seconds: a budget's Prometheus scrapes the app this often unless told
 Shape = Literal["hosts", "primary", "pair"]
 Role = Literal["host", "primary", "pair", "replica"]  # what a host is to one resource
 Measure = Literal["depth", "age"]  # what a water mark watches: ready jobs, the oldest one's age (s)
@@ -140,6 +141,21 @@ class BudgetConfig(msgspec.Struct, frozen=True):
     history_list_length: float | None = None  # InnoDB's undo backlog, in transactions
     prometheus_url: str | None = None
     metric: str | None = None  # the app's histogram (without `_bucket`), for latency_source = "prometheus"
+    scrape_interval: float = SCRAPE_INTERVAL  # how often that Prometheus scrapes the app: a rate spans two
+
+    @property
+    def prometheus_range(self) -> float:
+        """Seconds of the app's histogram a reading spans: the window, but at least two scrapes
+        (a rate needs two samples; a shorter range reads as no requests at all)."""
+        return max(self.window, 2 * self.scrape_interval)
+
+    @property
+    def reading_lag(self) -> float:
+        """Seconds before a reading shows a change in full: its window, and from Prometheus the
+        range plus one scrape (the newest requests are not in it until scraped)."""
+        if self.latency_source == "prometheus":
+            return self.prometheus_range + self.scrape_interval
+        return self.window
 
     def __repr__(self) -> str:
         return _repr_without(self, "prometheus_url")  # a Prometheus URL may carry credentials

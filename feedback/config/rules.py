@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from easeoff.feedback.config import schema
 from easeoff.feedback.config.errors import ConfigError, Problem, env_name
 from easeoff.feedback.config.model import (
+    SCRAPE_INTERVAL,
     BudgetConfig,
     ConcurrencyConfig,
     MySQLHost,
@@ -128,7 +129,8 @@ class Rules:
             if url is None or urlsplit(url).scheme not in ("http", "https"):
                 raise self.fail([*key, "prometheus_url"], "must be an http:// or https:// URL")
         else:
-            for only, given in (("prometheus_url", t.prometheus_url), ("metric", t.metric)):
+            only_with_prometheus = ("prometheus_url", t.prometheus_url), ("metric", t.metric)
+            for only, given in (*only_with_prometheus, ("scrape_interval", t.scrape_interval)):
                 if given is not None:
                     raise self.fail([*key, only], 'applies only with latency_source = "prometheus"')
             metric, url = None, None
@@ -146,6 +148,7 @@ class Rules:
             history_list_length=t.history_list_length,
             prometheus_url=url,
             metric=metric,
+            scrape_interval=float(t.scrape_interval) if t.scrape_interval is not None else SCRAPE_INTERVAL,
         )
 
     def check_overrides_agree(self, resources: Mapping[str, ResourceConfig]) -> None:

@@ -160,6 +160,7 @@ class Budget(Table):
     history_list_length: Annotated[float, Meta(ge=1, le=1e308)] | None = None
     prometheus_url: Name | None = None
     metric: Name | None = None
+    scrape_interval: Seconds | None = None
 
 
 class Resource(Table):
