@@ -133,7 +133,7 @@ def _step(
     redis: Redis, config: Config, spec: ResourceConfig, budget: BudgetConfig, live: float | None
 ) -> tuple[float | None, float, int, float]:
     """The fleet-once step: (baseline, work done since the last step, leases in use, Redis's time)."""
-    window = budget.prometheus_range if budget.latency_source == "prometheus" else budget.window
+    window = budget.reading_lag  # quiet this long before a reading holds no heavy work at all
     args = BUDGET_OBSERVE.args(
         interval_ms=max(int(config.probe_interval * 1000), 1),
         window_ms=int(window * 1000),
