@@ -205,6 +205,21 @@ def test_no_gain_steps_back_and_holds_there() -> None:
     assert state.level == 2.0 and decisions[-1].why in (Why.HOLD_NO_GAIN, Why.HOLD_MEASURING)
 
 
+def test_a_step_is_judged_by_what_ran_not_by_the_levels() -> None:
+    """Eight workers: a limit of 7 runs about 6 (a freed slot waits for a worker to claim its job)
+    and is busy; a step to 12 runs 8, and 20% more throughput for a third more jobs running is a
+    gain, where against the levels (12 over 7) it would have been stepped back as none."""
+    state, at = ControllerState(level=7.0, idle_until=0.0), 0.0
+    whys = []
+    for _ in range(4 * 30):
+        at += 0.25
+        running, per_s = (6, 24.0) if state.level < 8 else (8, 29.0)
+        state, decision = step(state, obs(at, 0.3, work=per_s / 4, running=running), CFG)
+        whys.append(decision.why)
+    assert Why.HOLD_IDLE not in whys[: whys.index(Why.GROW)] and Why.BACK_NO_GAIN not in whys, whys
+    assert state.level >= 12
+
+
 def test_breached_level_is_approached_slowly() -> None:
     cfg = ControllerTuning()
     state = ControllerState(level=4.0, idle_until=0.0, last_at=0.0)

@@ -131,15 +131,16 @@ def _judge_window(
     def hold(why: Why, detail: str = "") -> tuple[ControllerState, Decision]:
         return judged, Decision(why, level, slack, rate, base_rate, breached, detail)
 
-    if base is not None and setting(level) >= 2 and setting(level) > setting(base.level):
-        wanted = cfg.gain_share * (setting(level) / setting(base.level) - 1)
+    stepped = _ran_more(window, base, level)
+    if base is not None and setting(level) >= 2 and stepped > 0:
+        wanted = cfg.gain_share * stepped
         if rate < base.rate * (1 + wanted):
             back = _moved(judged, base.level, obs.at)
             back = msgspec.structs.replace(back, base=None, plateau=Memory(level, obs.at))
             detail = f"needed +{wanted:.0%}"
             return back, Decision(Why.BACK_NO_GAIN, base.level, slack, rate, base.rate, breached, detail)
     if not _busy(window, level):
-        return hold(Why.HOLD_IDLE, f"mean running {window.running_sum / window.intervals:.2g}")
+        return hold(Why.HOLD_IDLE, f"mean running {window.running:.2g}")
     if level >= cfg.max_level:
         return hold(Why.HOLD_AT_MAX)
     return _grow(judged, window, obs, hold, cfg)
@@ -176,7 +177,7 @@ def _grow(
     target = min(target, cfg.max_level)
     grown = _moved(judged, target, obs.at)
     if base is None or setting(target) >= setting(level) * MIN_SPAN:  # judge the new setting against this one
-        grown = msgspec.structs.replace(grown, base=Base(level, window.rate, window.slack))
+        grown = msgspec.structs.replace(grown, base=Base(level, window.rate, window.slack, window.running))
     base_rate = base.rate if base is not None else None
     breached_level = breached.level if breached is not None else None
     return grown, Decision(why, target, obs.slack, window.rate, base_rate, breached_level)
@@ -265,10 +266,23 @@ def _measure(
 
 
 def _busy(window: Window, level: float) -> bool:
-    """Whether the level is used: below one job, some work ran; above, the slots were mostly full."""
+    """Whether the level is used: below one job, some work ran; above, the slots were mostly full
+    (three quarters: a freed slot is handed to a parked job, which a worker then claims, so even
+    a deep backlog leaves slots empty for moments)."""
     if level < 1:
         return window.work > 0 or window.running_sum > 0
-    return window.running_sum / window.intervals >= setting(level) - 0.5
+    return window.running >= min(setting(level) - 0.5, 0.75 * setting(level))
+
+
+def _ran_more(window: Window, base: Base | None, level: float) -> float:
+    """How much more work ran at this level than at the base's, relatively (0: none, or nothing
+    to compare): what a step up is judged on. The levels alone overstate a step the workers could
+    not fill (a limit of 12 with 8 workers runs 8)."""
+    if base is None or setting(level) <= setting(base.level):
+        return 0.0
+    now = min(window.running, setting(level)) if window.running > 0 else setting(level)
+    before = min(base.running, setting(base.level)) if base.running > 0 else setting(base.level)
+    return max(now / before - 1, 0.0) if before > 0 else 0.0
 
 
 def _grown(level: float, slack: float, cfg: ControllerTuning) -> float:

@@ -98,6 +98,11 @@ class Window(msgspec.Struct, frozen=True):
     def slack(self) -> float:
         return self.slack_sum / self.intervals if self.intervals else 0.0
 
+    @property
+    def running(self) -> float:
+        """Heavy jobs running on the resource, on average over the window."""
+        return self.running_sum / self.intervals if self.intervals else 0.0
+
     def complete(self, cfg: ControllerTuning, level: float) -> bool:
         """Below one job at a time no step is judged on throughput (only slack): the time and one
         finished job are enough (at a low duty cycle the next start may be seconds away, and a
@@ -113,6 +118,7 @@ class Base(msgspec.Struct, frozen=True):
     level: float
     rate: float
     slack: float
+    running: float = 0.0  # jobs running on average: what the level bought (fewer where workers ran short)
 
 
 class ControllerState(msgspec.Struct, frozen=True):
