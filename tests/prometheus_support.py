@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ from tests.conftest import wait_until
 from tests.sandbox_support import load_script
 
 free_port = load_script("sentinels").free_port  # a port below the ephemeral range
+server = load_script("prometheus_server")
 
 
 @contextmanager
@@ -38,37 +37,15 @@ def prometheus_server(
             f"      - targets: {scrape_targets}",
         ]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = server.start(binary, config, workdir, port)
     try:
 
         def ready() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-500:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
+            return bool(server.ready(url))
 
         wait_until(ready, timeout=30, interval=0.1, what="prometheus to be ready")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop(proc)

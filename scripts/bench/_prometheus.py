@@ -7,12 +7,8 @@ Not a benchmark itself (the leading underscore keeps it out of `scripts/bench/*.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +23,7 @@ def prometheus(workdir: Path, target: str) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("prometheus is not installed: run the README's test command once, which installs it")
-    port = load_script("sentinels").free_port()
+    server = load_script("prometheus_server")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(
@@ -35,40 +31,13 @@ def prometheus(workdir: Path, target: str) -> Iterator[str]:
         f"    static_configs:\n      - targets: ['{target}']\n",
         encoding="utf-8",
     )
-    with open(workdir / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = server.start(binary, config, workdir, load_script("sentinels").free_port())
     try:
         deadline = time.monotonic() + 60
-        while not _ready(url):
+        while not server.ready(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"prometheus did not start: {(workdir / 'prometheus.log').read_text()[-400:]}")
             time.sleep(0.2)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        server.stop(proc)
