@@ -217,10 +217,10 @@ def _cut(
     cool-down (the reading still shows the level before the cut) cuts gently, per second."""
     fresh = st.last_cut_at is None or now - st.last_cut_at >= cfg.cut_cooldown_s
     breached = st.breached
+    shown = _shown(st, now, cfg)  # a reading that lags a cut shows the level before it
     if fresh:
         factor = min(cfg.least_cut, max(cfg.cut_ratio, 1 + cfg.cut_gain * slack))
-        culprit = _shown(st, now, cfg)  # a reading that lags a cut shows the level before it
-        remembered = min(culprit, breached.level) if breached is not None else culprit
+        remembered = min(shown, breached.level) if breached is not None else shown
         if remembered > cfg.floor:  # the floor is no ceiling to approach: remember what breached above it
             breached = Memory(remembered, now, depth=-slack)
         detail = "hard"
@@ -231,7 +231,6 @@ def _cut(
         factor = min(per_second ** max(dt, 0.05), 0.98)
         detail = "within the cool-down"
     new = max(cfg.floor, level * factor)
-    shown = _shown(st, now, cfg)
     high = st.recent_high if shown > level else Memory(level, now)  # left now: readings show it a while
     cut = _moved(st, new, now)
     cut = msgspec.structs.replace(
