@@ -281,7 +281,7 @@ class Feeder:
             self.enqueued += missing
 
     def run(self) -> None:
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(self.bench.feed_every):
             self.top_up()
 
     def __enter__(self) -> Feeder:
@@ -303,6 +303,8 @@ class Bench:
     procs: Procs
     worker_count: int = WORKERS
     prometheus_url: str = ""
+    mariadbd_pid: int | None = None
+    feed_every: float = 0.5  # seconds between the feeder's top-ups
     runs: int = 0
     notes: list[str] = field(default_factory=list)
     _conn: Any = None
@@ -318,6 +320,20 @@ class Bench:
             with self._conn.cursor() as cur:
                 cur.execute(sql, args)
                 return tuple(cur.fetchone())
+
+    def cpu(self, live: LiveSite) -> dict[str, float]:
+        """CPU seconds so far of the workers, the sandbox's mariadbd, Redis, the live site and this bench:
+        which part of the machine a setting's load on the shared cores comes from."""
+        workers = [p.pid for p in self.procs.procs if p.poll() is None]
+        redis_pid = int(self.redis.info("server")["process_id"])
+        return {
+            "workers": cpu_seconds(workers),
+            "mariadbd": cpu_seconds([self.mariadbd_pid] if self.mariadbd_pid else []),
+            "redis": cpu_seconds([redis_pid]),
+            "live site": cpu_seconds([live.proc.pid] if live.proc.pid else []),
+            "bench": cpu_seconds([os.getpid()]),
+            "redis commands": float(self.redis.info("stats")["total_commands_processed"]),
+        }
 
     def close(self) -> None:
         with self._lock:
@@ -378,6 +394,16 @@ class Setting:
     rate: float  # heavy jobs/s
     took: float  # a job's mean run time
     windows: list[float]  # the live p99 of each 5-s window
+    cpu: dict[str, float]  # cores each part used on average while measured (workers, mariadbd, redis, ...)
+    # ... and Redis's commands a second
+
+    @property
+    def cpu_text(self) -> str:
+        """Cores per part, and Redis's commands a second (a count, not CPU: the queue's own chatter)."""
+        return ", ".join(
+            f"{part} {share:.0f}/s" if part == "redis commands" else f"{part} {share:.0%}"
+            for part, share in self.cpu.items()
+        )
 
     def over(self, budget: float) -> str:
         """The share of its 5-s windows over `budget`: what easeoff's windows are held to."""
@@ -393,11 +419,24 @@ def fixed_setting(
         began = time.time()
         bench.first_job(shape, began)
         since = time.time() + SETTLE
-        time.sleep(SETTLE + seconds)
+        time.sleep(SETTLE)
+        before = bench.cpu(live)
+        time.sleep(seconds)
+        used = {part: (cpu - before.get(part, 0.0)) / seconds for part, cpu in bench.cpu(live).items()}
         until = time.time()
     done, took = bench.work(shape, since, until)
     windows = [w[1] for w in window_p99s(live, since, until) if w[2] >= WINDOW * 0.5 * live.rate.value]
-    return Setting(name, p99(live.latencies(since, until)), done / (until - since), took, windows)
+    return Setting(name, p99(live.latencies(since, until)), done / (until - since), took, windows, used)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user and system) the processes used so far; a process gone counts nothing."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -517,7 +556,11 @@ def run_shape(bench: Bench, live: LiveSite, opts: argparse.Namespace, shape: str
     for name, limit, pause in plan:
         rows.append(fixed_setting(bench, live, shape, name, limit, pause, seconds))
         row = rows[-1]
-        print(f"  {name}: p99 {row.p99 * 1000:.2f} ms, {row.rate:.2f} jobs/s, job {row.took:.3f}s", flush=True)
+        print(
+            f"  {name}: p99 {row.p99 * 1000:.2f} ms, {row.rate:.2f} jobs/s, job {row.took:.3f}s; "
+            f"CPU (cores) {row.cpu_text}",
+            flush=True,
+        )
     job_time = rows[0].took if limits and limits[0] == 1 else math.nan
     budget_x, widened = opts.budget_x, ""
     tightest = min(rows, key=lambda r: r.p99)
@@ -611,6 +654,13 @@ def main() -> None:
         "(default), the server's own statements (query_response_time) or a canary the prober times",
     )
     parser.add_argument("--trace", action="store_true", help="print easeoff's level every window")
+    parser.add_argument(
+        "--feed-every",
+        type=float,
+        default=0.5,
+        help="seconds between the feeder's top-ups of the backlog (default 0.5; each batch into an "
+        "empty queue wakes the idle workers, which moves the live p99 on a small machine)",
+    )
     parser.add_argument("--limits", type=_numbers(int), default=None, help="the oracle's limits, e.g. 1,2,3")
     parser.add_argument("--pauses", type=_numbers(float), default=None, help="pauses at limit 1, e.g. 4,16")
     opts = parser.parse_args()
@@ -642,6 +692,8 @@ def main() -> None:
             os.environ[tasks.URL_ENV] = inst.url
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
             bench = Bench(redis, mysql, inst.url, scratch, procs, worker_count=opts.workers)
+            bench.mariadbd_pid = box.pid("s1a")
+            bench.feed_every = opts.feed_every
             started = time.time()
             with (
                 LiveSite(mysql, opts.rate, opts.connections, opts.scan_rows) as live,
