@@ -218,9 +218,7 @@ class LiveSite:
 
     def cpu_share(self, seconds: float) -> float:
         """The generator's CPU over its life, as a share of one core."""
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") / seconds
+        return cpu_seconds([self.proc.pid] if self.proc.pid else []) / seconds
 
 
 def p99(values: list[float]) -> float:
@@ -332,8 +330,11 @@ class Bench:
             "redis": cpu_seconds([redis_pid]),
             "live site": cpu_seconds([live.proc.pid] if live.proc.pid else []),
             "bench": cpu_seconds([os.getpid()]),
-            "redis commands": float(self.redis.info("stats")["total_commands_processed"]),
         }
+
+    def redis_commands(self) -> int:
+        """Commands Redis has run so far (those inside scripts included): the queue's own chatter."""
+        return int(self.redis.info("stats")["total_commands_processed"])
 
     def close(self) -> None:
         with self._lock:
@@ -395,15 +396,12 @@ class Setting:
     took: float  # a job's mean run time
     windows: list[float]  # the live p99 of each 5-s window
     cpu: dict[str, float]  # cores each part used on average while measured (workers, mariadbd, redis, ...)
-    # ... and Redis's commands a second
+    commands: float  # Redis's commands a second meanwhile
 
     @property
     def cpu_text(self) -> str:
-        """Cores per part, and Redis's commands a second (a count, not CPU: the queue's own chatter)."""
-        return ", ".join(
-            f"{part} {share:.0f}/s" if part == "redis commands" else f"{part} {share:.0%}"
-            for part, share in self.cpu.items()
-        )
+        cores = ", ".join(f"{part} {share:.0%}" for part, share in self.cpu.items())
+        return f"{cores}; Redis {self.commands:.0f} commands/s"
 
     def over(self, budget: float) -> str:
         """The share of its 5-s windows over `budget`: what easeoff's windows are held to."""
@@ -420,13 +418,14 @@ def fixed_setting(
         bench.first_job(shape, began)
         since = time.time() + SETTLE
         time.sleep(SETTLE)
-        before = bench.cpu(live)
+        before, commands = bench.cpu(live), bench.redis_commands()
         time.sleep(seconds)
         used = {part: (cpu - before.get(part, 0.0)) / seconds for part, cpu in bench.cpu(live).items()}
+        commands = (bench.redis_commands() - commands) / seconds
         until = time.time()
     done, took = bench.work(shape, since, until)
     windows = [w[1] for w in window_p99s(live, since, until) if w[2] >= WINDOW * 0.5 * live.rate.value]
-    return Setting(name, p99(live.latencies(since, until)), done / (until - since), took, windows, used)
+    return Setting(name, p99(live.latencies(since, until)), done / (until - since), took, windows, used, commands)
 
 
 def cpu_seconds(pids: list[int]) -> float:
